@@ -1,0 +1,14 @@
+//! `cocoon-protocol`: the pure core of cocoon.
+//!
+//! Wire types, codecs, signed records and the state machines that decide what a node does. Nothing
+//! here performs I/O, reads a clock or draws randomness on its own: time and random numbers are
+//! arguments, so the node binary and `cocoon-simnet` drive exactly the same logic and tests are
+//! deterministic.
+//!
+//! # Layout
+//!
+//! - [`backoff`]: exponential retry backoff with injected jitter (joining, redials).
+//! - [`connmgr`]: which connections to close when a node holds more than its target.
+
+pub mod backoff;
+pub mod connmgr;

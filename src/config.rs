@@ -1,0 +1,392 @@
+//! Node configuration: one serde struct per section, every field documented with its default.
+//!
+//! Precedence, lowest first: built-in defaults < the TOML file (`--config`) < `COCOON_*`
+//! environment variables < command-line flags. Environment variables and flags are read by clap
+//! (see `cli.rs`) and applied with [`Config::apply`]. Unknown keys in the file are an error that
+//! names the key. `cocoon config dump` prints the effective configuration, which parses back to
+//! the same value.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use libp2p::Multiaddr;
+use serde::{Deserialize, Serialize};
+
+/// What a node does in the network. A node may take several roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Serves inference inside a confidential VM (needs no public address).
+    Worker,
+    /// Gateway for applications: local OpenAI-compatible API (needs no public address).
+    Client,
+    /// Stable Kademlia server that new nodes join through (needs a public address).
+    Bootstrap,
+    /// Circuit relay v2 server for nodes behind NAT (needs a public address).
+    Relay,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Worker => "worker",
+            Role::Client => "client",
+            Role::Bootstrap => "bootstrap",
+            Role::Relay => "relay",
+        })
+    }
+}
+
+/// Kademlia mode: servers answer queries and enter other nodes' routing tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KadMode {
+    /// Server for the `bootstrap` and `relay` roles and for nodes listening on loopback only (a
+    /// local network, where every peer can dial them); otherwise server once an external address
+    /// is confirmed (AutoNAT or `external_addresses`), client before that.
+    Auto,
+    /// Always answer Kademlia queries.
+    Server,
+    /// Never answer Kademlia queries (a node that cannot be dialled).
+    Client,
+}
+
+/// The whole configuration of a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Identity, roles and where state lives.
+    pub node: NodeSection,
+    /// Transports, Kademlia, gossipsub and connection management.
+    pub network: NetworkSection,
+    /// How the node joins the network.
+    pub bootstrap: BootstrapSection,
+    /// Local admin endpoint (`/health`, `/metrics`, `/peers`).
+    pub admin: AdminSection,
+    /// Logging.
+    pub log: LogSection,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Roles this node takes. Default `["client"]`.
+    pub roles: Vec<Role>,
+    /// Directory holding the identity key and the sled store. Default `$HOME/.local/share/cocoon`
+    /// (or `./cocoon-data` when `HOME` is unset).
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        let data_dir = std::env::var_os("HOME")
+            .map(|home| PathBuf::from(home).join(".local/share/cocoon"))
+            .unwrap_or_else(|| PathBuf::from("cocoon-data"));
+        Self { roles: vec![Role::Client], data_dir }
+    }
+}
+
+/// `[network]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSection {
+    /// Addresses to listen on. Default TCP and QUIC on port 4001, all interfaces.
+    pub listen: Vec<Multiaddr>,
+    /// Addresses other nodes can reach this node at (a public IP or DNS name). Default none:
+    /// AutoNAT discovers them.
+    pub external_addresses: Vec<Multiaddr>,
+    /// Kademlia mode. Default `auto`.
+    pub kad_mode: KadMode,
+    /// Connections the connection manager trims down to. Default 50.
+    pub target_connections: usize,
+    /// Hard limit on established connections; beyond it new ones are refused. Default 100.
+    pub max_connections: u32,
+    /// Most connections kept to one peer. Default 2.
+    pub max_connections_per_peer: u32,
+    /// Seconds a fresh connection is safe from trimming. Default 10.
+    pub trim_grace_secs: u64,
+    /// Seconds between connection-manager passes. Default 5.
+    pub conn_manager_interval_secs: u64,
+    /// Seconds a connection with no open streams stays open. Default 60.
+    pub idle_connection_timeout_secs: u64,
+    /// Seconds between Kademlia routing-table refreshes once joined. Default 300.
+    pub routing_refresh_secs: u64,
+    /// Gossipsub heartbeat in milliseconds. Default 1000.
+    pub gossip_heartbeat_ms: u64,
+    /// Gossipsub mesh size below which the node dials more peers. Default 4.
+    pub gossip_mesh_low: usize,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        let parse = |s: &str| s.parse().unwrap_or_else(|_| Multiaddr::empty());
+        Self {
+            listen: vec![parse("/ip4/0.0.0.0/tcp/4001"), parse("/ip4/0.0.0.0/udp/4001/quic-v1")],
+            external_addresses: Vec::new(),
+            kad_mode: KadMode::Auto,
+            target_connections: 50,
+            max_connections: 100,
+            max_connections_per_peer: 2,
+            trim_grace_secs: 10,
+            conn_manager_interval_secs: 5,
+            idle_connection_timeout_secs: 60,
+            routing_refresh_secs: 300,
+            gossip_heartbeat_ms: 1000,
+            gossip_mesh_low: 4,
+        }
+    }
+}
+
+/// `[bootstrap]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootstrapSection {
+    /// Bootstrap peers, each a multiaddr ending in `/p2p/<peer id>`. Default none.
+    pub peers: Vec<Multiaddr>,
+    /// Bootstrap list files (format in `bootstrap/README.md`). Default none.
+    pub files: Vec<PathBuf>,
+    /// Seconds before the first retry when no bootstrap peer answers; doubles each round. Default 1.
+    pub retry_initial_secs: u64,
+    /// Longest wait between join attempts, in seconds. Default 300.
+    pub retry_max_secs: u64,
+    /// Seconds to wait for one dial before counting it as failed. Default 10.
+    pub dial_timeout_secs: u64,
+}
+
+impl Default for BootstrapSection {
+    fn default() -> Self {
+        Self { peers: Vec::new(), files: Vec::new(), retry_initial_secs: 1, retry_max_secs: 300, dial_timeout_secs: 10 }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Serve the admin endpoint at all. Default true.
+    pub enabled: bool,
+    /// Address of the admin endpoint. Default `127.0.0.1:9100` (loopback only: it is not
+    /// authenticated).
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 9100)) }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `tracing` filter, e.g. `info` or `info,libp2p_kad=debug`. `RUST_LOG` overrides it.
+    /// Default `info`.
+    pub filter: String,
+    /// `text` or `json`. Default `text`.
+    pub format: LogFormat,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self { filter: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Values from flags or `COCOON_*` variables; `None`/empty means "not given".
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--role`
+    pub roles: Vec<Role>,
+    /// `--listen`
+    pub listen: Vec<Multiaddr>,
+    /// `--bootstrap` entries that are multiaddrs.
+    pub bootstrap_peers: Vec<Multiaddr>,
+    /// `--bootstrap` entries that are files.
+    pub bootstrap_files: Vec<PathBuf>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--admin-listen`
+    pub admin_listen: Option<SocketAddr>,
+    /// `--kad-mode`
+    pub kad_mode: Option<KadMode>,
+    /// `--log-format`
+    pub log_format: Option<LogFormat>,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown key, wrong type, bad address).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the key and line.
+        message: String,
+    },
+    /// Values that parse but cannot work together.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, overlaid with `path` when given.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else { return Ok(Self::default()) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
+    }
+
+    /// Parse TOML text (missing keys take their defaults; unknown keys are an error).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// The configuration as TOML, as `cocoon config dump` prints it.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid(format!("cannot encode: {e}")))
+    }
+
+    /// Overlay flags and environment variables.
+    pub fn apply(&mut self, o: Overrides) {
+        if !o.roles.is_empty() {
+            self.node.roles = o.roles;
+        }
+        if !o.listen.is_empty() {
+            self.network.listen = o.listen;
+        }
+        if !o.bootstrap_peers.is_empty() || !o.bootstrap_files.is_empty() {
+            self.bootstrap.peers = o.bootstrap_peers;
+            self.bootstrap.files = o.bootstrap_files;
+        }
+        if let Some(dir) = o.data_dir {
+            self.node.data_dir = dir;
+        }
+        if let Some(addr) = o.admin_listen {
+            self.admin.listen = addr;
+        }
+        if let Some(mode) = o.kad_mode {
+            self.network.kad_mode = mode;
+        }
+        if let Some(format) = o.log_format {
+            self.log.format = format;
+        }
+    }
+
+    /// Check values that serde cannot: non-empty roles, sane limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let n = &self.network;
+        if self.node.roles.is_empty() {
+            return Err(ConfigError::Invalid("node.roles is empty: give at least one role".into()));
+        }
+        if n.listen.is_empty() && self.has_role(Role::Bootstrap) {
+            return Err(ConfigError::Invalid("a bootstrap node needs at least one network.listen address".into()));
+        }
+        if n.target_connections == 0 || n.max_connections == 0 || n.max_connections_per_peer == 0 {
+            return Err(ConfigError::Invalid("network connection limits must be at least 1".into()));
+        }
+        if (n.max_connections as usize) < n.target_connections {
+            return Err(ConfigError::Invalid(format!(
+                "network.max_connections ({}) is below network.target_connections ({})",
+                n.max_connections, n.target_connections
+            )));
+        }
+        if n.gossip_heartbeat_ms == 0 || n.conn_manager_interval_secs == 0 || n.routing_refresh_secs == 0 {
+            return Err(ConfigError::Invalid("network intervals must be at least 1".into()));
+        }
+        if self.bootstrap.retry_initial_secs == 0 || self.bootstrap.dial_timeout_secs == 0 {
+            return Err(ConfigError::Invalid("bootstrap retry and dial timeouts must be at least 1 second".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether this node takes `role`.
+    pub fn has_role(&self, role: Role) -> bool {
+        self.node.roles.contains(&role)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_dump_parses_back_to_the_same_config() {
+        let config = Config::default();
+        let text = config.to_toml().unwrap();
+        assert_eq!(Config::parse(&text).unwrap(), config);
+    }
+
+    #[test]
+    fn customised_dump_parses_back_to_the_same_config() {
+        let mut config = Config::default();
+        config.apply(Overrides {
+            roles: vec![Role::Worker, Role::Relay],
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            bootstrap_peers: vec!["/dns4/boot.example/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+                .parse()
+                .unwrap()],
+            bootstrap_files: vec!["bootstrap/local.txt".into()],
+            data_dir: Some("/tmp/x".into()),
+            admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+            kad_mode: Some(KadMode::Server),
+            log_format: Some(LogFormat::Json),
+        });
+        let text = config.to_toml().unwrap();
+        assert_eq!(Config::parse(&text).unwrap(), config);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse("[network]\ntarget_conections = 5\n").unwrap_err();
+        assert!(err.contains("target_conections"), "{err}");
+        let err = Config::parse("colour = 1\n").unwrap_err();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let config = Config::parse("[node]\nroles = [\"bootstrap\"]\n").unwrap();
+        assert_eq!(config.node.roles, vec![Role::Bootstrap]);
+        assert_eq!(config.network, NetworkSection::default());
+    }
+
+    #[test]
+    fn bad_multiaddr_in_file_is_reported() {
+        let err = Config::parse("[network]\nlisten = [\"/ip4/1.2.3/tcp/1\"]\n").unwrap_err();
+        assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn validation_catches_inconsistent_limits() {
+        let mut config = Config::default();
+        config.network.max_connections = 10;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid(m)) if m.contains("max_connections")));
+        let mut config = Config::default();
+        config.node.roles.clear();
+        assert!(config.validate().is_err());
+        assert!(Config::default().validate().is_ok());
+    }
+}

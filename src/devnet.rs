@@ -1,0 +1,96 @@
+//! `cocoon devnet`: a complete local network on loopback in one process.
+//!
+//! The bootstrap node uses a well-known development key (derived from a fixed seed, printed as
+//! such, never to be used outside a local network) so that `bootstrap/local.txt` can name it and
+//! other `cocoon node --bootstrap bootstrap/local.txt` processes can join. The other nodes get
+//! their own keys in their own data directories under the devnet directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use libp2p::identity::Keypair;
+
+use crate::config::{Config, KadMode, Role};
+use crate::network::TransportKind;
+use crate::node::{self, Node};
+
+/// Seed of the devnet bootstrap key. Public on purpose: this key protects nothing.
+const DEVNET_BOOTSTRAP_SEED: [u8; 32] = *b"cocoon-devnet-bootstrap-key-0001";
+
+/// `cocoon devnet` options.
+#[derive(Debug, Args)]
+pub struct DevnetArgs {
+    /// Peer nodes to start besides the bootstrap node.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// TCP port of the bootstrap node (bootstrap/local.txt assumes 4001).
+    #[arg(long, default_value_t = 4001)]
+    pub port: u16,
+    /// First admin port; node i serves /health on admin_port + i (the bootstrap node is 0).
+    #[arg(long, default_value_t = 9100)]
+    pub admin_port: u16,
+    /// Directory for the nodes' data (default: <default data dir>/devnet).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The devnet bootstrap node's key (development only).
+pub fn bootstrap_keypair() -> Keypair {
+    // The seed is a valid ed25519 secret key, so this cannot fail; fall back to a random key
+    // rather than panic if libp2p ever changes that.
+    Keypair::ed25519_from_bytes(DEVNET_BOOTSTRAP_SEED).unwrap_or_else(|_| Keypair::generate_ed25519())
+}
+
+fn node_config(dir: PathBuf, roles: Vec<Role>, port: u16, admin: u16) -> Config {
+    let mut config = Config::default();
+    config.node.roles = roles;
+    config.node.data_dir = dir;
+    config.network.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap_or_else(|_| libp2p::Multiaddr::empty())];
+    config.network.kad_mode = KadMode::Server;
+    config.admin.listen = SocketAddr::from(([127, 0, 0, 1], admin));
+    config
+}
+
+/// Run the devnet until Ctrl-C.
+pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
+    let base = args.data_dir.unwrap_or_else(|| Config::default().node.data_dir.join("devnet"));
+    let mut log = crate::config::LogSection::default();
+    log.filter = "info,libp2p=warn".into();
+    crate::telemetry::init(&log);
+
+    let key = bootstrap_keypair();
+    let boot_config = node_config(base.join("bootstrap"), vec![Role::Bootstrap], args.port, args.admin_port);
+    let bootstrap = Node::start(boot_config, TransportKind::Tcp, Some(key))
+        .await
+        .context("starting the devnet bootstrap node")?;
+    let boot_addr = bootstrap.listen_addrs().first().cloned().context("bootstrap node has no listen address")?;
+    let boot_entry = boot_addr.with(libp2p::multiaddr::Protocol::P2p(bootstrap.peer_id()));
+    println!("devnet bootstrap node (development key, local use only): {boot_entry}");
+    println!("  admin: http://{}/health", bootstrap.admin_addr().map(|a| a.to_string()).unwrap_or_default());
+
+    let mut nodes = vec![bootstrap];
+    for i in 1..=args.nodes {
+        let admin = args.admin_port.saturating_add(u16::try_from(i).unwrap_or(u16::MAX));
+        let mut config = node_config(base.join(format!("node{i}")), vec![Role::Client], 0, admin);
+        config.bootstrap.peers = vec![boot_entry.clone()];
+        let node = Node::start(config, TransportKind::Tcp, None).await.with_context(|| format!("starting devnet node {i}"))?;
+        println!(
+            "devnet node {i}: {} admin: http://{}/health",
+            node.peer_id(),
+            node.admin_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
+        nodes.push(node);
+    }
+    println!("devnet running with {} nodes; join it with: cocoon node --bootstrap bootstrap/local.txt --listen /ip4/127.0.0.1/tcp/0 --admin-listen 127.0.0.1:0", nodes.len());
+    println!("press Ctrl-C to stop");
+    node::wait_for_signal().await;
+    for node in nodes.into_iter().rev() {
+        if tokio::time::timeout(Duration::from_secs(5), node.shutdown()).await.is_err() {
+            tracing::warn!("a devnet node did not shut down in time");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! `cocoon`: the peer node of a peer-to-peer network for confidential AI inference.
+//!
+//! This crate is the I/O shell around the pure logic in `cocoon-protocol`: it owns sockets,
+//! timers, the store and the command line. The `cocoon` binary (`main.rs`) only calls
+//! [`cli::main`].
+//!
+//! # Layout
+//!
+//! - [`cli`]: command line (`node`, `id`, `config dump`, `devnet`).
+//! - [`config`]: TOML configuration with documented defaults and override precedence.
+//! - [`node`]: wiring of a running node, start-up checks and graceful shutdown.
+//! - [`network`]: the libp2p overlay: swarm event loop, handle, joining, connection manager.
+//! - [`store`]: sled store, identity key, peer book.
+//! - [`api`]: HTTP endpoints (admin: `/health`, `/peers`, `/metrics`).
+//! - [`telemetry`]: logging set-up.
+//! - [`devnet`]: a local network in one process.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod devnet;
+pub mod network;
+pub mod node;
+pub mod store;
+pub mod telemetry;

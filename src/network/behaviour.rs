@@ -1,0 +1,105 @@
+//! The composed `NetworkBehaviour` of a cocoon node.
+//!
+//! Field order is the order in which libp2p consults behaviours, and it matters: the gatekeeper
+//! (`limits`) comes first so a connection over the caps is denied before any other behaviour
+//! allocates state for it; then identify and ping (liveness and addresses), Kademlia, gossipsub,
+//! and NAT traversal. Later issues add cocoon's own protocols after these.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify, kad, ping, relay};
+use prometheus_client::registry::Registry;
+use sha2::{Digest, Sha256};
+
+use super::{KAD_PROTOCOL, NetworkConfig, PROTOCOL_VERSION};
+
+/// Largest gossip message accepted (64 KiB: an attestation record with a TDX quote is ~6 KiB).
+pub(crate) const MAX_GOSSIP_MESSAGE: usize = 64 * 1024;
+/// Kademlia queries give up after this long.
+const KAD_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    /// Gatekeeper: caps on established and pending connections.
+    pub limits: connection_limits::Behaviour,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub gossipsub: gossipsub::Behaviour,
+    pub autonat: autonat::Behaviour,
+    pub relay_client: relay::client::Behaviour,
+    /// Only on nodes with the `relay` role.
+    pub relay_server: Toggle<relay::Behaviour>,
+    pub dcutr: dcutr::Behaviour,
+}
+
+impl Behaviour {
+    pub(crate) fn new(
+        key: &Keypair,
+        relay_client: relay::client::Behaviour,
+        config: &NetworkConfig,
+        registry: &mut Registry,
+    ) -> Result<Self, String> {
+        let peer_id = key.public().to_peer_id();
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(config.max_connections))
+            .with_max_established_per_peer(Some(config.max_connections_per_peer))
+            .with_max_pending_incoming(Some(config.max_connections / 2 + 1))
+            .with_max_pending_outgoing(Some(config.max_connections / 2 + 1));
+
+        let identify = identify::Behaviour::new(
+            identify::Config::new(PROTOCOL_VERSION.to_owned(), key.public())
+                .with_agent_version(format!("cocoon/{}", env!("CARGO_PKG_VERSION"))),
+        );
+
+        let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+        kad_config
+            .set_query_timeout(KAD_QUERY_TIMEOUT)
+            .set_periodic_bootstrap_interval(Some(config.routing_refresh));
+        let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        kad.set_mode(config.kad_server.map(|server| if server { kad::Mode::Server } else { kad::Mode::Client }));
+
+        let gossip_config = gossipsub::ConfigBuilder::default()
+            .heartbeat_interval(config.gossip_heartbeat)
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            .validate_messages()
+            .max_transmit_size(MAX_GOSSIP_MESSAGE)
+            .message_id_fn(content_message_id)
+            .build()
+            .map_err(|e| format!("gossipsub config: {e}"))?;
+        let mut gossipsub =
+            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)?
+                .with_metrics(registry.sub_registry_with_prefix("gossipsub"), Default::default());
+        gossipsub.with_peer_score(gossipsub::PeerScoreParams::default(), gossipsub::PeerScoreThresholds::default())?;
+
+        let relay_server = config
+            .relay_server
+            .then(|| relay::Behaviour::new(peer_id, relay::Config::default()));
+
+        Ok(Self {
+            limits: connection_limits::Behaviour::new(limits),
+            identify,
+            ping: ping::Behaviour::default(),
+            kad,
+            gossipsub,
+            autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+            relay_client,
+            relay_server: relay_server.into(),
+            dcutr: dcutr::Behaviour::new(peer_id),
+        })
+    }
+}
+
+/// Gossip message id = SHA-256 over topic and payload (first 20 bytes), so the same content
+/// republished through other paths is recognised as a duplicate. Every node must compute the same
+/// id (IHAVE/IWANT carry ids), hence a fixed cryptographic hash rather than `DefaultHasher`.
+fn content_message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
+    let mut h = Sha256::new();
+    h.update(message.topic.as_str().as_bytes());
+    h.update([0u8]);
+    h.update(&message.data);
+    gossipsub::MessageId::from(h.finalize()[..20].to_vec())
+}

@@ -1,0 +1,424 @@
+//! The task that owns the swarm.
+//!
+//! It multiplexes three sources: swarm events, commands from [`super::NetworkHandle`]s, and the
+//! connection-manager tick. Requests that complete later (dials, Kademlia queries) are kept in
+//! `pending_*` maps keyed by libp2p's own ids and answered through their `oneshot`. Nothing here
+//! panics on an unexpected event: it is logged and ignored.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cocoon_protocol::connmgr::{self, Candidate};
+use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
+use libp2p::gossipsub::{self, IdentTopic, TopicHash};
+use libp2p::kad::{self, QueryId, QueryResult};
+use libp2p::metrics::Recorder;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify};
+use prometheus_client::registry::Registry;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use tokio::sync::{mpsc, oneshot};
+
+use super::behaviour::{Behaviour, BehaviourEvent};
+use super::metrics::NetMetrics;
+use super::{Command, GossipMessage, KAD_PROTOCOL, NetworkConfig, NetworkError, NetworkStatus, PROTOCOL_VERSION};
+use crate::store::PeerBook;
+
+type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
+
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    config: NetworkConfig,
+    peer_book: Option<PeerBook>,
+    metrics: NetMetrics,
+    libp2p_metrics: libp2p::metrics::Metrics,
+    pending_dials: HashMap<ConnectionId, Reply<PeerId>>,
+    pending_closest: HashMap<QueryId, Reply<Vec<PeerId>>>,
+    pending_bootstrap: HashMap<QueryId, Reply<()>>,
+    topics: HashMap<TopicHash, (String, mpsc::Sender<GossipMessage>)>,
+    connected_since: HashMap<PeerId, Instant>,
+    protected: HashMap<PeerId, u32>,
+    bootstrap_peers: HashSet<PeerId>,
+    rng: StdRng,
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        config: NetworkConfig,
+        peer_book: Option<PeerBook>,
+        registry: &mut Registry,
+    ) -> Self {
+        let bootstrap_peers = config.protected_peers.iter().copied().collect();
+        Self {
+            swarm,
+            commands,
+            config,
+            peer_book,
+            metrics: NetMetrics::register(registry),
+            libp2p_metrics: libp2p::metrics::Metrics::new(registry),
+            pending_dials: HashMap::new(),
+            pending_closest: HashMap::new(),
+            pending_bootstrap: HashMap::new(),
+            topics: HashMap::new(),
+            connected_since: HashMap::new(),
+            protected: HashMap::new(),
+            bootstrap_peers,
+            rng: StdRng::from_entropy(),
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.config.conn_manager_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown { reply }) => {
+                        self.close_all();
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(command) => self.on_command(command),
+                    None => {
+                        self.close_all();
+                        break;
+                    }
+                },
+                _ = tick.tick() => self.manage_connections(),
+            }
+        }
+        tracing::debug!("network event loop stopped");
+    }
+
+    fn close_all(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        tracing::info!("closed all connections");
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Command::Dial { addr, reply } => {
+                // With `/p2p/<id>` the swarm checks that the peer answering is the one named.
+                let named = super::bootstrap::peer_id_of(&addr);
+                let opts = match named {
+                    Some(peer) => DialOpts::peer_id(peer)
+                        .addresses(vec![addr.clone()])
+                        .condition(PeerCondition::Disconnected)
+                        .build(),
+                    None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+                };
+                let connection = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.pending_dials.insert(connection, reply);
+                    }
+                    Err(DialError::DialPeerConditionFalse(_)) if named.is_some() => {
+                        let _ = reply.send(named.ok_or(NetworkError::Stopped));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(NetworkError::Dial(format!("{addr}: {e}"))));
+                    }
+                }
+            }
+            Command::AddAddress { peer, addr } => {
+                self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+            }
+            Command::ClosestPeers { key, reply } => {
+                let id = self.swarm.behaviour_mut().kad.get_closest_peers(key);
+                self.pending_closest.insert(id, reply);
+            }
+            Command::Bootstrap { reply } => match self.swarm.behaviour_mut().kad.bootstrap() {
+                Ok(id) => {
+                    self.pending_bootstrap.insert(id, reply);
+                }
+                Err(_) => {
+                    let _ = reply.send(Err(NetworkError::Query("no known peers to bootstrap from".into())));
+                }
+            },
+            Command::Subscribe { topic, sink, reply } => {
+                let ident = IdentTopic::new(topic.clone());
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .subscribe(&ident)
+                    .map(|_| ())
+                    .map_err(|e| NetworkError::Gossip(format!("subscribe {topic}: {e}")));
+                if result.is_ok() {
+                    self.topics.insert(ident.hash(), (topic, sink));
+                }
+                let _ = reply.send(result);
+            }
+            Command::Publish { topic, data, reply } => {
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(IdentTopic::new(topic.clone()), data)
+                    .map_err(|e| NetworkError::Gossip(format!("publish {topic}: {e}")));
+                let _ = reply.send(result);
+            }
+            Command::Validate { id, source, verdict } => {
+                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&id, &source, verdict.into());
+            }
+            Command::Protect { peer, protect } => {
+                let count = self.protected.entry(peer).or_insert(0);
+                if protect {
+                    *count += 1;
+                } else {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        self.protected.remove(&peer);
+                    }
+                }
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    fn status(&mut self) -> NetworkStatus {
+        let routing_table = self.routing_table_peers();
+        let mesh: HashSet<PeerId> = self.swarm.behaviour().gossipsub.all_mesh_peers().copied().collect();
+        NetworkStatus {
+            peer_id: *self.swarm.local_peer_id(),
+            listen_addrs: self.swarm.listeners().cloned().collect(),
+            external_addrs: self.swarm.external_addresses().cloned().collect(),
+            connected: self.swarm.connected_peers().copied().collect(),
+            routing_table,
+            mesh_peers: mesh.len(),
+            kad_mode: self.swarm.behaviour().kad.mode().to_string(),
+        }
+    }
+
+    fn routing_table_peers(&mut self) -> Vec<PeerId> {
+        let mut peers = Vec::new();
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            for entry in bucket.iter() {
+                peers.push(*entry.node.key.preimage());
+            }
+        }
+        peers
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.libp2p_metrics.record(&event);
+        match event {
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
+                if num_established.get() == 1 {
+                    self.connected_since.insert(peer_id, Instant::now());
+                }
+                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
+                    self.remember(&peer_id, address);
+                }
+                if let Some(reply) = self.pending_dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(peer_id));
+                }
+                tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                self.metrics.connected_peers.set(self.connected_since.len() as i64);
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established, cause, .. } => {
+                if num_established == 0 {
+                    self.connected_since.remove(&peer_id);
+                }
+                tracing::debug!(peer = %peer_id, cause = ?cause, "connection closed");
+                self.metrics.connected_peers.set(self.connected_since.len() as i64);
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+                if let Some(reply) = self.pending_dials.remove(&connection_id) {
+                    let _ = reply.send(Err(NetworkError::Dial(error.to_string())));
+                }
+                tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
+            }
+            SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "external address confirmed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(event) => {
+                self.libp2p_metrics.record(&event);
+                if let identify::Event::Received { peer_id, info, .. } = event {
+                    self.on_identify(peer_id, info);
+                }
+            }
+            BehaviourEvent::Kad(event) => {
+                self.libp2p_metrics.record(&event);
+                self.on_kad(event);
+            }
+            BehaviourEvent::Gossipsub(event) => {
+                self.libp2p_metrics.record(&event);
+                if let gossipsub::Event::Message { propagation_source, message_id, message } = event {
+                    self.on_gossip(propagation_source, message_id, message);
+                }
+            }
+            BehaviourEvent::Ping(event) => self.libp2p_metrics.record(&event),
+            BehaviourEvent::RelayServer(event) => self.libp2p_metrics.record(&event),
+            BehaviourEvent::Dcutr(event) => self.libp2p_metrics.record(&event),
+            BehaviourEvent::Autonat(event) => tracing::debug!(?event, "autonat"),
+            BehaviourEvent::RelayClient(event) => tracing::debug!(?event, "relay client"),
+            BehaviourEvent::Limits(never) => match never {},
+        }
+    }
+
+    fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
+        if info.protocol_version != PROTOCOL_VERSION {
+            tracing::info!(%peer, version = %info.protocol_version, "disconnecting peer of another network");
+            self.metrics.wrong_network_peers.inc();
+            let _ = self.swarm.disconnect_peer_id(peer);
+            return;
+        }
+        if !info.protocols.contains(&StreamProtocol::new(KAD_PROTOCOL)) {
+            return;
+        }
+        // A Kademlia server: its listen addresses go into the routing table. Loopback addresses are
+        // only useful when we ourselves are on a loopback-only network.
+        let local_net = self.swarm.listeners().all(super::is_local_addr);
+        for addr in info.listen_addrs {
+            if super::is_local_addr(&addr) && !local_net {
+                continue;
+            }
+            self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            self.remember(&peer, &addr);
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
+                QueryResult::GetClosestPeers(result) => {
+                    if let Some(reply) = self.pending_closest.remove(&id) {
+                        let answer = match result {
+                            Ok(ok) => Ok(ok.peers.into_iter().map(|p| p.peer_id).collect()),
+                            Err(kad::GetClosestPeersError::Timeout { peers, .. }) if !peers.is_empty() => {
+                                Ok(peers.into_iter().map(|p| p.peer_id).collect())
+                            }
+                            Err(e) => Err(NetworkError::Query(e.to_string())),
+                        };
+                        let _ = reply.send(answer);
+                    }
+                }
+                QueryResult::Bootstrap(result) => {
+                    if step.last {
+                        if let Some(reply) = self.pending_bootstrap.remove(&id) {
+                            let _ = reply.send(result.map(|_| ()).map_err(|e| NetworkError::Query(e.to_string())));
+                        }
+                    }
+                }
+                _ => {}
+            },
+            kad::Event::RoutingUpdated { .. } => {
+                let size: usize = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
+                self.metrics.routing_table_peers.set(size as i64);
+            }
+            kad::Event::ModeChanged { new_mode } => tracing::info!(mode = %new_mode, "kademlia mode changed"),
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        let Some((topic, sink)) = self.topics.get(&message.topic) else {
+            // Subscribed topics always have a sink; anything else is not ours to forward.
+            self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                &id,
+                &source,
+                gossipsub::MessageAcceptance::Ignore,
+            );
+            return;
+        };
+        let delivery =
+            GossipMessage { topic: topic.clone(), id: id.clone(), propagation_source: source, author: message.source, data: message.data };
+        match sink.try_send(delivery) {
+            Ok(()) => {
+                self.metrics.gossip_received.inc();
+            }
+            Err(e) => {
+                self.metrics.gossip_dropped_full.inc();
+                tracing::warn!(topic = %message.topic, reason = %e, "gossip subscriber cannot take the message; ignoring it");
+                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                    &id,
+                    &source,
+                    gossipsub::MessageAcceptance::Ignore,
+                );
+            }
+        }
+    }
+
+    fn remember(&self, peer: &PeerId, addr: &Multiaddr) {
+        let Some(book) = &self.peer_book else { return };
+        let mut addr = addr.clone();
+        if matches!(addr.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) {
+            addr.pop();
+        }
+        let addr = &addr;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        if let Err(e) = book.record(peer, addr, now) {
+            tracing::warn!(%peer, error = %e, "cannot record peer in the peer book");
+        }
+    }
+
+    /// Close surplus connections and refill thin gossipsub meshes (see `cocoon_protocol::connmgr`).
+    fn manage_connections(&mut self) {
+        let now = Instant::now();
+        let mesh: HashSet<PeerId> = self.swarm.behaviour().gossipsub.all_mesh_peers().copied().collect();
+        self.metrics.mesh_peers.set(mesh.len() as i64);
+        let candidates: Vec<Candidate<PeerId>> = self
+            .connected_since
+            .iter()
+            .map(|(peer, since)| Candidate {
+                key: *peer,
+                protected: self.bootstrap_peers.contains(peer)
+                    || mesh.contains(peer)
+                    || self.protected.contains_key(peer),
+                connected_for_ms: now.duration_since(*since).as_millis().try_into().unwrap_or(u64::MAX),
+            })
+            .collect();
+        let grace_ms = duration_ms(self.config.trim_grace);
+        for peer in connmgr::plan_trim(&candidates, self.config.target_connections, grace_ms) {
+            tracing::debug!(%peer, "trimming connection");
+            self.metrics.trimmed_connections.inc();
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+
+        let connected = self.connected_since.len();
+        let topics: Vec<TopicHash> = self.topics.keys().cloned().collect();
+        for topic in topics {
+            let in_mesh = self.swarm.behaviour().gossipsub.mesh_peers(&topic).count();
+            let wanted = connmgr::mesh_top_up(in_mesh, self.config.gossip_mesh_low, connected, self.config.target_connections);
+            if wanted == 0 {
+                continue;
+            }
+            let mut unconnected: Vec<PeerId> =
+                self.routing_table_peers().into_iter().filter(|p| !self.connected_since.contains_key(p)).collect();
+            unconnected.shuffle(&mut self.rng);
+            for peer in unconnected.into_iter().take(wanted) {
+                self.metrics.mesh_top_up_dials.inc();
+                if let Err(e) = self.swarm.dial(peer) {
+                    tracing::debug!(%peer, error = %e, "mesh top-up dial failed");
+                }
+            }
+        }
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}

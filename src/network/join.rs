@@ -1,0 +1,128 @@
+//! Joining the network and staying joined.
+//!
+//! While the node has no connection at all, it dials every bootstrap peer and every peer it
+//! remembers (peer book), at once. If none answers it says so plainly and tries again after an
+//! exponential backoff (`cocoon_protocol::backoff`). Once connected it runs a Kademlia bootstrap
+//! (self lookup) so the routing table fills, then only watches: Kademlia refreshes the table
+//! periodically, and if the node ever loses every connection the cycle starts again.
+
+use std::time::Duration;
+
+use cocoon_protocol::backoff::Backoff;
+use futures::future::join_all;
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use rand::Rng;
+use tokio::sync::watch;
+
+use super::NetworkHandle;
+use super::bootstrap::BootstrapPeer;
+use crate::store::KnownPeer;
+
+/// Inputs of the join task.
+#[derive(Debug, Clone)]
+pub struct JoinConfig {
+    /// Configured bootstrap peers.
+    pub bootstrap: Vec<BootstrapPeer>,
+    /// Peers remembered from earlier runs.
+    pub known: Vec<KnownPeer>,
+    /// First retry delay.
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Per-dial timeout.
+    pub dial_timeout: Duration,
+    /// How often a joined node checks that it still has connections.
+    pub check_interval: Duration,
+}
+
+/// Spawn the join task; it ends when `shutdown` becomes true or the network stops.
+pub fn spawn_join_task(
+    handle: NetworkHandle,
+    config: JoinConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let targets = dial_targets(&config);
+        let mut routes: Vec<_> = config.bootstrap.iter().map(|b| (b.peer_id, b.addr.clone())).collect();
+        for known in &config.known {
+            routes.extend(known.addrs.iter().map(|a| (known.peer_id, a.clone())));
+        }
+        for (peer, addr) in routes {
+            if handle.add_address(peer, addr).await.is_err() {
+                return;
+            }
+        }
+        let mut backoff = Backoff::new(config.retry_initial, config.retry_max, 0.2);
+        if targets.is_empty() {
+            tracing::info!(
+                "no bootstrap peers configured and no known peers: waiting for other nodes to connect \
+                 (pass --bootstrap to join an existing network)"
+            );
+        }
+        loop {
+            let Ok(status) = handle.status().await else { return };
+            let wait = if status.connected.is_empty() && !targets.is_empty() {
+                let reached = dial_all(&handle, &targets, config.dial_timeout).await;
+                if reached == 0 {
+                    let delay = backoff.next_delay(rand::thread_rng().r#gen());
+                    tracing::warn!(
+                        tried = targets.len(),
+                        attempt = backoff.attempts(),
+                        retry_in_secs = delay.as_secs_f32(),
+                        "no bootstrap peer reachable; retrying"
+                    );
+                    delay
+                } else {
+                    tracing::info!(reached, tried = targets.len(), "joined the network");
+                    backoff.reset();
+                    if let Err(e) = handle.bootstrap().await {
+                        tracing::debug!(error = %e, "kademlia bootstrap after join");
+                    }
+                    config.check_interval
+                }
+            } else {
+                config.check_interval
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    })
+}
+
+/// Every address to try: bootstrap entries first, then remembered peers (with `/p2p/<id>`).
+fn dial_targets(config: &JoinConfig) -> Vec<Multiaddr> {
+    let mut targets: Vec<Multiaddr> = config.bootstrap.iter().map(|b| b.addr.clone()).collect();
+    for known in &config.known {
+        for addr in &known.addrs {
+            let mut addr = addr.clone();
+            if !matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+                addr.push(Protocol::P2p(known.peer_id));
+            }
+            if !targets.contains(&addr) {
+                targets.push(addr);
+            }
+        }
+    }
+    targets
+}
+
+/// Dial all `targets` concurrently; returns how many connected within `timeout`.
+async fn dial_all(handle: &NetworkHandle, targets: &[Multiaddr], timeout: Duration) -> usize {
+    let attempts = targets.iter().map(|addr| async move {
+        match tokio::time::timeout(timeout, handle.dial(addr.clone())).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::debug!(%addr, error = %e, "bootstrap dial failed");
+                false
+            }
+            Err(_) => {
+                tracing::debug!(%addr, "bootstrap dial timed out");
+                false
+            }
+        }
+    });
+    join_all(attempts).await.into_iter().filter(|ok| *ok).count()
+}

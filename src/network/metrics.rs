@@ -1,0 +1,49 @@
+//! Prometheus metrics of the network layer, registered into the node's registry (no globals).
+//!
+//! libp2p's own recorders (`libp2p::metrics::Metrics`) cover swarm, identify, ping, Kademlia,
+//! gossipsub events, relay and DCUtR under the `libp2p_` prefix; gossipsub's internal metrics sit
+//! under `gossipsub_`. The gauges and counters here describe cocoon's own decisions.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NetMetrics {
+    pub connected_peers: Gauge,
+    pub routing_table_peers: Gauge,
+    pub mesh_peers: Gauge,
+    pub trimmed_connections: Counter,
+    pub mesh_top_up_dials: Counter,
+    pub gossip_received: Counter,
+    pub gossip_dropped_full: Counter,
+    pub wrong_network_peers: Counter,
+}
+
+impl NetMetrics {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry.sub_registry_with_prefix("cocoon");
+        r.register("connected_peers", "Peers with at least one open connection", m.connected_peers.clone());
+        r.register("routing_table_peers", "Peers in the Kademlia routing table", m.routing_table_peers.clone());
+        r.register("gossip_mesh_peers", "Distinct gossipsub mesh peers over all topics", m.mesh_peers.clone());
+        r.register(
+            "trimmed_connections",
+            "Peers disconnected by the connection manager to stay at the target",
+            m.trimmed_connections.clone(),
+        );
+        r.register("mesh_top_up_dials", "Dials made to refill a thin gossipsub mesh", m.mesh_top_up_dials.clone());
+        r.register("gossip_received", "Gossip messages handed to a subscriber", m.gossip_received.clone());
+        r.register(
+            "gossip_dropped_full",
+            "Gossip messages ignored because the subscriber's queue was full",
+            m.gossip_dropped_full.clone(),
+        );
+        r.register(
+            "wrong_network_peers",
+            "Peers disconnected for announcing another identify protocol version",
+            m.wrong_network_peers.clone(),
+        );
+        m
+    }
+}

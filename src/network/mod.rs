@@ -1,0 +1,334 @@
+//! The libp2p overlay: one task owns the [`libp2p::Swarm`], everyone else holds a [`NetworkHandle`].
+//!
+//! [`start`] builds the swarm (TCP + QUIC + DNS, or an in-memory transport for tests and simnet),
+//! binds every listen address before returning (so "port in use" is reported at once), and spawns
+//! the event loop. The handle sends [`Command`]s over a bounded channel; each command that needs an
+//! answer carries a `oneshot` sender. Gossip messages for a topic go to the subscriber's bounded
+//! channel and are forwarded by gossipsub only after the subscriber reports a verdict
+//! (validate-then-forward).
+//!
+//! Submodules: `behaviour` (the composed `NetworkBehaviour`), `swarm` (transports), `event_loop`
+//! (the task), `bootstrap` (list files), `join` (joining with backoff), `metrics`.
+
+mod behaviour;
+pub mod bootstrap;
+mod event_loop;
+mod join;
+mod metrics;
+mod swarm;
+
+use std::time::Duration;
+
+use libp2p::gossipsub::{MessageAcceptance, MessageId};
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{Config, KadMode, Role};
+use crate::store::PeerBook;
+
+pub use join::{JoinConfig, spawn_join_task};
+
+/// Kademlia protocol name: private to cocoon, never the public IPFS DHT.
+pub const KAD_PROTOCOL: &str = "/cocoon/kad/1.0.0";
+/// Identify protocol version; peers announcing another one are disconnected.
+pub const PROTOCOL_VERSION: &str = "/cocoon/1.0.0";
+/// Capacity of the command channel from handles to the event loop.
+const COMMAND_CAPACITY: usize = 256;
+
+/// Which transport stack the swarm uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// TCP + QUIC + DNS, Noise and Yamux over TCP: what a real node uses.
+    Tcp,
+    /// libp2p's in-process memory transport (`/memory/<n>` addresses), with Noise and Yamux: for
+    /// in-process tests and simulation.
+    Memory,
+}
+
+/// Everything the network layer needs, derived from [`Config`].
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Transport stack.
+    pub transport: TransportKind,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Addresses announced as reachable without AutoNAT confirmation.
+    pub external_addresses: Vec<Multiaddr>,
+    /// `Some(true)` server, `Some(false)` client, `None` automatic (server once an external address
+    /// is confirmed).
+    pub kad_server: Option<bool>,
+    /// Run a circuit relay v2 server.
+    pub relay_server: bool,
+    /// Peers never trimmed by the connection manager (bootstrap peers).
+    pub protected_peers: Vec<PeerId>,
+    /// Connection-manager target.
+    pub target_connections: usize,
+    /// Hard cap on established connections.
+    pub max_connections: u32,
+    /// Hard cap per peer.
+    pub max_connections_per_peer: u32,
+    /// Fresh connections are not trimmed for this long.
+    pub trim_grace: Duration,
+    /// Period of the connection-manager pass.
+    pub conn_manager_interval: Duration,
+    /// Idle connection timeout.
+    pub idle_connection_timeout: Duration,
+    /// Kademlia periodic refresh.
+    pub routing_refresh: Duration,
+    /// Gossipsub heartbeat.
+    pub gossip_heartbeat: Duration,
+    /// Mesh size below which the node dials more peers.
+    pub gossip_mesh_low: usize,
+}
+
+impl NetworkConfig {
+    /// Derive from the node configuration.
+    pub fn from_config(config: &Config, transport: TransportKind, protected_peers: Vec<PeerId>) -> Self {
+        let n = &config.network;
+        let local_only = !n.listen.is_empty() && n.listen.iter().all(is_local_addr);
+        let kad_server = match n.kad_mode {
+            KadMode::Server => Some(true),
+            KadMode::Client => Some(false),
+            KadMode::Auto if config.has_role(Role::Bootstrap) || config.has_role(Role::Relay) || local_only => {
+                Some(true)
+            }
+            KadMode::Auto => None,
+        };
+        Self {
+            transport,
+            listen: n.listen.clone(),
+            external_addresses: n.external_addresses.clone(),
+            kad_server,
+            relay_server: config.has_role(Role::Relay),
+            protected_peers,
+            target_connections: n.target_connections,
+            max_connections: n.max_connections,
+            max_connections_per_peer: n.max_connections_per_peer,
+            trim_grace: Duration::from_secs(n.trim_grace_secs),
+            conn_manager_interval: Duration::from_secs(n.conn_manager_interval_secs),
+            idle_connection_timeout: Duration::from_secs(n.idle_connection_timeout_secs),
+            routing_refresh: Duration::from_secs(n.routing_refresh_secs),
+            gossip_heartbeat: Duration::from_millis(n.gossip_heartbeat_ms),
+            gossip_mesh_low: n.gossip_mesh_low,
+        }
+    }
+}
+
+/// Whether `addr` is only reachable from this machine (loopback IP or in-memory).
+pub fn is_local_addr(addr: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
+        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
+        Some(Protocol::Memory(_)) => true,
+        _ => false,
+    }
+}
+
+/// Errors of the network layer.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// The transport stack could not be built.
+    #[error("cannot build transport: {0}")]
+    Transport(String),
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why (e.g. address already in use).
+        reason: String,
+    },
+    /// A dial failed.
+    #[error("dial failed: {0}")]
+    Dial(String),
+    /// A Kademlia query failed.
+    #[error("kademlia query failed: {0}")]
+    Query(String),
+    /// Publishing or subscribing failed.
+    #[error("gossip: {0}")]
+    Gossip(String),
+    /// The event loop has stopped.
+    #[error("network event loop has stopped")]
+    Stopped,
+}
+
+/// A snapshot of the network layer, for `/health`, `/peers` and tests.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkStatus {
+    /// This node.
+    pub peer_id: PeerId,
+    /// Addresses the node listens on.
+    pub listen_addrs: Vec<Multiaddr>,
+    /// Addresses confirmed reachable from outside.
+    pub external_addrs: Vec<Multiaddr>,
+    /// Connected peers.
+    pub connected: Vec<PeerId>,
+    /// Peers in the Kademlia routing table.
+    pub routing_table: Vec<PeerId>,
+    /// Distinct gossipsub mesh peers over all topics.
+    pub mesh_peers: usize,
+    /// `server` or `client`.
+    pub kad_mode: String,
+}
+
+/// A gossip message waiting for its subscriber's verdict.
+#[derive(Debug, Clone)]
+pub struct GossipMessage {
+    /// Topic it arrived on.
+    pub topic: String,
+    /// Message id (content hash).
+    pub id: MessageId,
+    /// The peer that sent it to us (penalised if the message is rejected).
+    pub propagation_source: PeerId,
+    /// The author that signed it.
+    pub author: Option<PeerId>,
+    /// Payload.
+    pub data: Vec<u8>,
+}
+
+/// A subscriber's verdict on a gossip message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validation {
+    /// Valid: forward it.
+    Accept,
+    /// Invalid: drop it and penalise the sender.
+    Reject,
+    /// Not useful (e.g. a duplicate or stale): drop it without penalty.
+    Ignore,
+}
+
+impl From<Validation> for MessageAcceptance {
+    fn from(v: Validation) -> Self {
+        match v {
+            Validation::Accept => MessageAcceptance::Accept,
+            Validation::Reject => MessageAcceptance::Reject,
+            Validation::Ignore => MessageAcceptance::Ignore,
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
+
+/// Requests from handles to the event loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Status { reply: oneshot::Sender<NetworkStatus> },
+    Dial { addr: Multiaddr, reply: Reply<PeerId> },
+    AddAddress { peer: PeerId, addr: Multiaddr },
+    ClosestPeers { key: Vec<u8>, reply: Reply<Vec<PeerId>> },
+    Bootstrap { reply: Reply<()> },
+    Subscribe { topic: String, sink: mpsc::Sender<GossipMessage>, reply: Reply<()> },
+    Publish { topic: String, data: Vec<u8>, reply: Reply<MessageId> },
+    Validate { id: MessageId, source: PeerId, verdict: Validation },
+    Protect { peer: PeerId, protect: bool },
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// Cloneable handle to the network event loop.
+#[derive(Debug, Clone)]
+pub struct NetworkHandle {
+    commands: mpsc::Sender<Command>,
+    peer_id: PeerId,
+}
+
+impl NetworkHandle {
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn send(&self, command: Command) -> Result<(), NetworkError> {
+        self.commands.send(command).await.map_err(|_| NetworkError::Stopped)
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NetworkError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx)).await?;
+        rx.await.map_err(|_| NetworkError::Stopped)?
+    }
+
+    /// Current state of the overlay.
+    pub async fn status(&self) -> Result<NetworkStatus, NetworkError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Status { reply: tx }).await?;
+        rx.await.map_err(|_| NetworkError::Stopped)
+    }
+
+    /// Dial `addr`; resolves with the peer's id once connected.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, NetworkError> {
+        self.ask(|reply| Command::Dial { addr, reply }).await
+    }
+
+    /// Tell Kademlia that `peer` is reachable at `addr`.
+    pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), NetworkError> {
+        self.send(Command::AddAddress { peer, addr }).await
+    }
+
+    /// The (up to 20) peers closest to `key` by XOR distance that an iterative lookup finds.
+    pub async fn get_closest_peers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, NetworkError> {
+        self.ask(|reply| Command::ClosestPeers { key, reply }).await
+    }
+
+    /// Run a Kademlia bootstrap (self lookup plus bucket refresh); resolves when it finishes.
+    pub async fn bootstrap(&self) -> Result<(), NetworkError> {
+        self.ask(|reply| Command::Bootstrap { reply }).await
+    }
+
+    /// Subscribe to `topic`. Messages arrive on the returned channel (capacity `capacity`) and
+    /// are forwarded to other peers only after [`NetworkHandle::validate`] accepts them; when the
+    /// channel is full, new messages are ignored (not forwarded, not penalised).
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        capacity: usize,
+    ) -> Result<mpsc::Receiver<GossipMessage>, NetworkError> {
+        let (sink, rx) = mpsc::channel(capacity.max(1));
+        self.ask(|reply| Command::Subscribe { topic: topic.to_owned(), sink, reply }).await?;
+        Ok(rx)
+    }
+
+    /// Publish `data` on `topic`.
+    pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<MessageId, NetworkError> {
+        self.ask(|reply| Command::Publish { topic: topic.to_owned(), data, reply }).await
+    }
+
+    /// Report the verdict on a received gossip message (exactly once per message).
+    pub async fn validate(&self, message: &GossipMessage, verdict: Validation) -> Result<(), NetworkError> {
+        self.send(Command::Validate { id: message.id.clone(), source: message.propagation_source, verdict })
+            .await
+    }
+
+    /// Protect `peer` from connection trimming while a subsystem uses it (or lift that).
+    pub async fn protect(&self, peer: PeerId, protect: bool) -> Result<(), NetworkError> {
+        self.send(Command::Protect { peer, protect }).await
+    }
+
+    /// Close all connections and stop the event loop; resolves when it has stopped.
+    pub async fn shutdown(&self) -> Result<(), NetworkError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Shutdown { reply: tx }).await?;
+        rx.await.map_err(|_| NetworkError::Stopped)
+    }
+}
+
+/// Build the swarm, bind all listeners, and spawn the event loop.
+///
+/// Returns once every listen address is bound, with the handle and the loop's task.
+pub async fn start(
+    config: NetworkConfig,
+    keypair: Keypair,
+    peer_book: Option<PeerBook>,
+    registry: &mut Registry,
+) -> Result<(NetworkHandle, tokio::task::JoinHandle<()>), NetworkError> {
+    let peer_id = keypair.public().to_peer_id();
+    let mut swarm = swarm::build(&config, keypair, registry)?;
+    swarm::listen_all(&mut swarm, &config.listen).await?;
+    let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
+    let event_loop = event_loop::EventLoop::new(swarm, rx, config, peer_book, registry);
+    let task = tokio::spawn(event_loop.run());
+    Ok((NetworkHandle { commands: tx, peer_id }, task))
+}

@@ -1,0 +1,254 @@
+//! A running cocoon node: store, identity, network, join task and admin endpoint, wired together.
+//!
+//! [`Node::start`] checks everything that can be wrong with the configuration before it touches
+//! the network (bootstrap entries, data directory lock, listen ports, admin port), so that each
+//! problem is reported at once with a message naming it. [`Node::shutdown`] stops the tasks,
+//! closes every connection and flushes the store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::admin::{self, AdminState};
+use crate::config::{Config, ConfigError};
+use crate::network::bootstrap::{self, BootstrapError};
+use crate::network::{self, JoinConfig, NetworkConfig, NetworkError, NetworkHandle, TransportKind};
+use crate::store::{self, Store, StoreError};
+
+/// Peers remembered from earlier runs that a starting node dials.
+const KNOWN_PEERS_TO_DIAL: usize = 32;
+/// Size the peer book is pruned to on shutdown.
+const PEER_BOOK_CAPACITY: usize = 1024;
+/// How often the peer book is made durable while running.
+const PEER_BOOK_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
+/// How often a joined node checks it still has connections.
+const JOIN_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest the network may take to close its connections on shutdown.
+const NETWORK_STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a node could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Bad bootstrap entry or list.
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+    /// Data directory problem.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Network start-up problem.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    /// The admin endpoint could not bind.
+    #[error("cannot listen for the admin endpoint on {addr}: {source}")]
+    Admin {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Printed once on stdout when the node is up (one JSON line), for scripts and tests.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Ready {
+    /// Always `ready`.
+    pub event: String,
+    /// This node.
+    pub peer_id: String,
+    /// Bound listen addresses (real ports when 0 was asked for).
+    pub listen: Vec<Multiaddr>,
+    /// Admin endpoint address, when enabled.
+    pub admin: Option<SocketAddr>,
+}
+
+/// A started node.
+#[derive(Debug)]
+pub struct Node {
+    network: NetworkHandle,
+    store: Store,
+    admin_addr: Option<SocketAddr>,
+    listen: Vec<Multiaddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    network_task: JoinHandle<()>,
+}
+
+impl Node {
+    /// Start a node. `identity` overrides the key stored in the data directory (devnet's
+    /// well-known bootstrap key); normally it is `None`.
+    pub async fn start(config: Config, transport: TransportKind, identity: Option<Keypair>) -> Result<Self, NodeError> {
+        config.validate()?;
+        let bootstrap = bootstrap::collect(&config.bootstrap.peers, &config.bootstrap.files)?;
+        let store = Store::open(&config.node.data_dir)?;
+        let keypair = match identity {
+            Some(key) => key,
+            None => store::load_or_create_identity(&config.node.data_dir)?,
+        };
+        let peer_id = keypair.public().to_peer_id();
+        let peer_book = store.peer_book()?;
+        let known: Vec<_> = peer_book
+            .recent(KNOWN_PEERS_TO_DIAL)?
+            .into_iter()
+            .filter(|k| k.peer_id != peer_id)
+            .collect();
+
+        let admin_listener = if config.admin.enabled {
+            let addr = config.admin.listen;
+            Some(admin::bind(addr).await.map_err(|source| NodeError::Admin { addr, source })?)
+        } else {
+            None
+        };
+
+        let mut registry = Registry::default();
+        let protected: Vec<PeerId> = bootstrap.iter().map(|b| b.peer_id).collect();
+        let net_config = NetworkConfig::from_config(&config, transport, protected);
+        let (network, network_task) = network::start(net_config, keypair, Some(peer_book), &mut registry).await?;
+        let status = network.status().await?;
+        tracing::info!(
+            peer_id = %peer_id,
+            roles = ?config.node.roles,
+            kad_mode = %status.kad_mode,
+            bootstrap_peers = bootstrap.len(),
+            known_peers = known.len(),
+            "node started"
+        );
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let join = JoinConfig {
+            bootstrap,
+            known,
+            retry_initial: Duration::from_secs(config.bootstrap.retry_initial_secs),
+            retry_max: Duration::from_secs(config.bootstrap.retry_max_secs.max(config.bootstrap.retry_initial_secs)),
+            dial_timeout: Duration::from_secs(config.bootstrap.dial_timeout_secs),
+            check_interval: JOIN_CHECK_INTERVAL,
+        };
+        tasks.push(network::spawn_join_task(network.clone(), join, shutdown_rx.clone()));
+        tasks.push(spawn_flusher(store.clone(), shutdown_rx.clone()));
+
+        let mut admin_addr = None;
+        if let Some(listener) = admin_listener {
+            admin_addr = listener.local_addr().ok();
+            let state = AdminState {
+                network: network.clone(),
+                registry: Arc::new(registry),
+                roles: config.node.roles.clone(),
+                started: Instant::now(),
+            };
+            tasks.push(tokio::spawn(admin::serve(listener, state, shutdown_rx)));
+            tracing::info!(addr = ?admin_addr, "admin endpoint listening");
+        }
+        Ok(Self { network, store, admin_addr, listen: status.listen_addrs, shutdown, tasks, network_task })
+    }
+
+    /// Handle to the network layer.
+    pub fn network(&self) -> &NetworkHandle {
+        &self.network
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.network.peer_id()
+    }
+
+    /// Bound listen addresses.
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.listen
+    }
+
+    /// Where the admin endpoint listens, when enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The store (for inspection by tests and subsystems).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The `ready` line describing this node.
+    pub fn ready(&self) -> Ready {
+        Ready {
+            event: "ready".into(),
+            peer_id: self.peer_id().to_string(),
+            listen: self.listen.clone(),
+            admin: self.admin_addr,
+        }
+    }
+
+    /// Stop gracefully: stop the tasks, close all connections, flush the store.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        tracing::info!("shutting down");
+        let _ = self.shutdown.send(true);
+        if tokio::time::timeout(NETWORK_STOP_TIMEOUT, self.network.shutdown()).await.is_err() {
+            tracing::warn!("network did not stop in time; aborting its task");
+            self.network_task.abort();
+        } else {
+            let _ = self.network_task.await;
+        }
+        for task in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(1), task).await.is_err() {
+                tracing::warn!("a background task did not stop in time");
+            }
+        }
+        let book = self.store.peer_book()?;
+        book.prune(PEER_BOOK_CAPACITY)?;
+        let bytes = self.store.flush()?;
+        tracing::info!(bytes, known_peers = book.len(), "store flushed");
+        Ok(())
+    }
+}
+
+fn spawn_flusher(store: Store, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PEER_BOOK_FLUSH_INTERVAL);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let store = store.clone();
+                    match tokio::task::spawn_blocking(move || store.flush()).await {
+                        Ok(Err(e)) => tracing::warn!(error = %e, "periodic store flush failed"),
+                        Err(e) => tracing::warn!(error = %e, "periodic store flush task failed"),
+                        Ok(Ok(_)) => {}
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    })
+}
+
+/// Wait for SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the node");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,140 @@
+//! The node's durable state: one sled database per node in `<data-dir>/db`, plus the identity key
+//! file `<data-dir>/identity.key` (owner-only permissions).
+//!
+//! sled is opened with its background flush timer off: the node decides when data is durable. It
+//! flushes the peer book periodically and on shutdown, and anything that represents money is
+//! flushed before it is acknowledged. Tree names carry a version (`peers/v1`) so a format change
+//! is a new tree, never a silent reinterpretation.
+
+mod identity;
+mod peer_book;
+
+use std::path::{Path, PathBuf};
+
+pub use identity::load_or_create_identity;
+pub use peer_book::{KnownPeer, PeerBook};
+
+/// Name of the peer-book tree.
+pub const PEERS_TREE: &str = "peers/v1";
+
+/// Why the store could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (usually another cocoon node) holds the database lock.
+    #[error("data directory {0} is locked: another cocoon process is using it (stop it or pass another --data-dir)")]
+    Locked(PathBuf),
+    /// The data directory could not be created or used.
+    #[error("cannot use data directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database exists but cannot be read.
+    #[error("store in {path} is corrupt or unreadable: {message}")]
+    Corrupt {
+        /// The directory.
+        path: PathBuf,
+        /// sled's description.
+        message: String,
+    },
+    /// The identity key file exists but is not a valid key.
+    #[error("identity key {path} is invalid: {message}")]
+    BadIdentity {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Any other database error.
+    #[error("store error: {0}")]
+    Db(#[from] sled::Error),
+}
+
+/// Handle to the node's database. Cheap to clone; all clones share one database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Open (or create) the store in `data_dir`, creating the directory with owner-only access.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        create_private_dir(data_dir)?;
+        let db_path = data_dir.join("db");
+        let db = sled::Config::new()
+            .path(&db_path)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| classify_open_error(data_dir, e))?;
+        Ok(Self { db, dir: data_dir.to_owned() })
+    }
+
+    /// The data directory this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The peer book (known peers and their addresses).
+    pub fn peer_book(&self) -> Result<PeerBook, StoreError> {
+        Ok(PeerBook::new(self.db.open_tree(PEERS_TREE)?))
+    }
+
+    /// Write everything to disk; returns once it is durable.
+    pub fn flush(&self) -> Result<usize, StoreError> {
+        Ok(self.db.flush()?)
+    }
+}
+
+fn classify_open_error(dir: &Path, err: sled::Error) -> StoreError {
+    match err {
+        sled::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
+        {
+            StoreError::Locked(dir.to_owned())
+        }
+        sled::Error::Corruption { .. } | sled::Error::Unsupported(_) | sled::Error::ReportableBug(_) => {
+            StoreError::Corrupt { path: dir.to_owned(), message: err.to_string() }
+        }
+        sled::Error::Io(io) => StoreError::Corrupt { path: dir.to_owned(), message: io.to_string() },
+        other => StoreError::Db(other),
+    }
+}
+
+/// Create `dir` (and parents) and restrict it to its owner.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    let wrap = |source| StoreError::Dir { path: dir.to_owned(), source };
+    std::fs::create_dir_all(dir).map_err(wrap)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(wrap)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_open_of_the_same_dir_is_reported_as_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Locked(_)), "{err:?}");
+        assert!(err.to_string().contains("another cocoon process"));
+    }
+
+    #[test]
+    fn garbage_database_is_reported_as_corrupt_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("db")).unwrap();
+        std::fs::write(dir.path().join("db/conf"), b"\xff\xfe not a sled config").unwrap();
+        std::fs::write(dir.path().join("db/db"), vec![0xAB; 4096]).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    }
+}

@@ -1,0 +1,156 @@
+//! The peer book: peers this node has talked to and addresses it can dial them at.
+//!
+//! A restarted node dials the most recently seen entries, so it rejoins the network even when all
+//! of its bootstrap peers are gone. Entries are JSON values in the `peers/v1` tree keyed by the
+//! peer id's bytes; each keeps at most [`MAX_ADDRS_PER_PEER`] addresses, newest first.
+
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+/// Addresses remembered per peer (newest first); older ones are dropped.
+pub const MAX_ADDRS_PER_PEER: usize = 8;
+
+/// One remembered peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownPeer {
+    /// The peer.
+    pub peer_id: PeerId,
+    /// Dialable addresses, newest first.
+    pub addrs: Vec<Multiaddr>,
+    /// When it was last connected, in Unix seconds.
+    pub last_seen: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    addrs: Vec<Multiaddr>,
+    last_seen: u64,
+}
+
+/// Known peers, persisted in sled. Writes become durable at the next [`super::Store::flush`].
+#[derive(Debug, Clone)]
+pub struct PeerBook {
+    tree: sled::Tree,
+}
+
+impl PeerBook {
+    pub(super) fn new(tree: sled::Tree) -> Self {
+        Self { tree }
+    }
+
+    /// Remember that `peer` was reachable at `addr` at `now` (Unix seconds).
+    pub fn record(&self, peer: &PeerId, addr: &Multiaddr, now: u64) -> Result<(), StoreError> {
+        let key = peer.to_bytes();
+        let mut entry = match self.tree.get(&key)? {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or(Entry { addrs: Vec::new(), last_seen: 0 }),
+            None => Entry { addrs: Vec::new(), last_seen: 0 },
+        };
+        if entry.addrs.first() == Some(addr) && entry.last_seen == now {
+            return Ok(());
+        }
+        entry.addrs.retain(|a| a != addr);
+        entry.addrs.insert(0, addr.clone());
+        entry.addrs.truncate(MAX_ADDRS_PER_PEER);
+        entry.last_seen = now;
+        let bytes = serde_json::to_vec(&entry)
+            .map_err(|e| StoreError::Corrupt { path: "peers/v1".into(), message: e.to_string() })?;
+        self.tree.insert(key, bytes)?;
+        Ok(())
+    }
+
+    /// Forget `peer` (e.g. it turned out to be malicious).
+    pub fn remove(&self, peer: &PeerId) -> Result<(), StoreError> {
+        self.tree.remove(peer.to_bytes())?;
+        Ok(())
+    }
+
+    /// Up to `limit` peers, most recently seen first. Unreadable entries are skipped.
+    pub fn recent(&self, limit: usize) -> Result<Vec<KnownPeer>, StoreError> {
+        let mut peers = Vec::new();
+        for item in self.tree.iter() {
+            let (key, value) = item?;
+            let (Ok(peer_id), Ok(entry)) =
+                (PeerId::from_bytes(&key), serde_json::from_slice::<Entry>(&value))
+            else {
+                tracing::warn!("skipping unreadable peer-book entry");
+                continue;
+            };
+            peers.push(KnownPeer { peer_id, addrs: entry.addrs, last_seen: entry.last_seen });
+        }
+        peers.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.peer_id.cmp(&b.peer_id)));
+        peers.truncate(limit);
+        Ok(peers)
+    }
+
+    /// Keep only the `keep` most recently seen peers.
+    pub fn prune(&self, keep: usize) -> Result<usize, StoreError> {
+        if self.tree.len() <= keep {
+            return Ok(0);
+        }
+        let all = self.recent(usize::MAX)?;
+        let mut removed = 0;
+        for peer in all.iter().skip(keep) {
+            self.remove(&peer.peer_id)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Number of known peers.
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// Whether no peer is known.
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Store;
+    use super::*;
+
+    fn addr(port: u16) -> Multiaddr {
+        format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()
+    }
+
+    #[test]
+    fn survives_reopen_after_flush_and_orders_by_recency() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let book = store.peer_book().unwrap();
+            book.record(&a, &addr(1), 100).unwrap();
+            book.record(&b, &addr(2), 200).unwrap();
+            book.record(&a, &addr(3), 150).unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let recent = store.peer_book().unwrap().recent(10).unwrap();
+        assert_eq!(recent.iter().map(|p| p.peer_id).collect::<Vec<_>>(), vec![b, a]);
+        assert_eq!(recent[1].addrs, vec![addr(3), addr(1)]);
+    }
+
+    #[test]
+    fn caps_addresses_and_prunes_oldest_peers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let book = store.peer_book().unwrap();
+        let p = PeerId::random();
+        for port in 0..20 {
+            book.record(&p, &addr(port), u64::from(port)).unwrap();
+        }
+        assert_eq!(book.recent(1).unwrap()[0].addrs.len(), MAX_ADDRS_PER_PEER);
+        for t in 0..5 {
+            book.record(&PeerId::random(), &addr(1), 1000 + t).unwrap();
+        }
+        assert_eq!(book.prune(3).unwrap(), 3);
+        assert_eq!(book.len(), 3);
+        assert!(book.recent(10).unwrap().iter().all(|k| k.last_seen >= 1002));
+    }
+}
