@@ -1,0 +1,112 @@
+//! The command line: identity, configuration precedence and dump, and bad input that must exit
+//! non-zero with a message naming the problem.
+
+mod common;
+
+use std::time::Duration;
+
+use cocoon::config::{Config, KadMode, Role};
+use common::{NodeProc, run};
+
+const ID: &str = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+
+fn assert_fails_with(args: &[&str], needles: &[&str]) {
+    let (ok, _, stderr) = run(args, &[]);
+    assert!(!ok, "cocoon {args:?} should fail");
+    for needle in needles {
+        assert!(stderr.contains(needle), "stderr of {args:?} lacks {needle:?}:\n{stderr}");
+    }
+}
+
+#[test]
+fn id_is_created_once_and_printed_stably() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (ok1, first, _) = run(&["id", "--data-dir", d], &[]);
+    let (ok2, second, _) = run(&["id", "--data-dir", d], &[]);
+    assert!(ok1 && ok2);
+    assert!(first.trim().starts_with("12D3KooW"), "{first}");
+    assert_eq!(first, second);
+}
+
+#[test]
+fn config_dump_applies_file_then_env_then_flags_and_parses_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cocoon.toml");
+    std::fs::write(
+        &file,
+        "[node]\nroles = [\"worker\"]\ndata_dir = \"/from/file\"\n[network]\ntarget_connections = 7\nkad_mode = \"client\"\n",
+    )
+    .unwrap();
+    let (ok, out, err) = run(
+        &["config", "dump", "--config", file.to_str().unwrap(), "--data-dir", "/from/flag"],
+        &[("COCOON_DATA_DIR", "/from/env"), ("COCOON_KAD_MODE", "server")],
+    );
+    assert!(ok, "{err}");
+    let config = Config::parse(&out).expect("dump parses back");
+    assert_eq!(config.node.roles, vec![Role::Worker], "file value kept");
+    assert_eq!(config.network.target_connections, 7, "file value kept");
+    assert_eq!(config.network.kad_mode, KadMode::Server, "env beats file");
+    assert_eq!(config.node.data_dir.to_str(), Some("/from/flag"), "flag beats env");
+    // And dumping the dump gives the same text.
+    let again = dir.path().join("again.toml");
+    std::fs::write(&again, &out).unwrap();
+    let (_, out2, _) = run(&["config", "dump", "--config", again.to_str().unwrap()], &[]);
+    assert_eq!(Config::parse(&out2).unwrap(), config);
+}
+
+#[test]
+fn unknown_config_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[network]\nlisten_adress = []\n").unwrap();
+    assert_fails_with(&["node", "--config", file.to_str().unwrap()], &["bad.toml", "unknown field `listen_adress`"]);
+    assert_fails_with(&["config", "dump", "--config", file.to_str().unwrap()], &["listen_adress"]);
+}
+
+#[test]
+fn malformed_multiaddr_in_bootstrap_file_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("list.txt");
+    std::fs::write(&list, format!("# peers\n/ip4/127.0.0.1/tcp/4001/p2p/{ID}\n/ip4/127.0.0.1/tcp/notaport/p2p/{ID}\n"))
+        .unwrap();
+    let data = dir.path().join("d");
+    assert_fails_with(
+        &["node", "--data-dir", data.to_str().unwrap(), "--bootstrap", list.to_str().unwrap()],
+        &["list.txt:3", "invalid multiaddr", "notaport"],
+    );
+    assert_fails_with(
+        &["node", "--data-dir", data.to_str().unwrap(), "--bootstrap", "/ip4/127.0.0.1/tcp/4001"],
+        &["/ip4/127.0.0.1/tcp/4001", "/p2p/<peer id>"],
+    );
+}
+
+#[test]
+fn occupied_listen_port_is_reported() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    assert_fails_with(
+        &["node", "--data-dir", dir.path().to_str().unwrap(), "--admin-listen", "127.0.0.1:0", "--listen", &listen],
+        &[&format!("cannot listen on {listen}"), "in use"],
+    );
+    let admin = format!("127.0.0.1:{port}");
+    assert_fails_with(
+        &["node", "--data-dir", dir.path().to_str().unwrap(), "--listen", "/ip4/127.0.0.1/tcp/0", "--admin-listen", &admin],
+        &[&format!("admin endpoint on {admin}"), "in use"],
+    );
+}
+
+#[test]
+fn locked_data_dir_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("shared");
+    let mut first = NodeProc::start(&data, &[]);
+    assert_fails_with(
+        &["node", "--data-dir", data.to_str().unwrap(), "--listen", "/ip4/127.0.0.1/tcp/0", "--admin-listen", "127.0.0.1:0"],
+        &["is locked", "another cocoon process"],
+    );
+    first.signal("TERM");
+    assert!(first.wait_exit(Duration::from_secs(5)).is_some_and(|(s, _)| s.success()));
+}
