@@ -105,9 +105,9 @@ impl NodeArgs {
         };
         for entry in &self.bootstrap {
             if entry.starts_with('/') && !std::path::Path::new(entry).exists() {
-                let addr: Multiaddr = entry
-                    .parse()
-                    .with_context(|| format!("--bootstrap {entry}: not a valid multiaddr (and no such file)"))?;
+                let addr: Multiaddr = entry.parse().with_context(|| {
+                    format!("--bootstrap {entry}: not a valid multiaddr (and no such file)")
+                })?;
                 overrides.bootstrap_peers.push(addr);
             } else {
                 overrides.bootstrap_files.push(PathBuf::from(entry));

@@ -14,7 +14,9 @@ use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
 /// What a node does in the network. A node may take several roles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Serves inference inside a confidential VM (needs no public address).
@@ -157,7 +159,13 @@ pub struct BootstrapSection {
 
 impl Default for BootstrapSection {
     fn default() -> Self {
-        Self { peers: Vec::new(), files: Vec::new(), retry_initial_secs: 1, retry_max_secs: 300, dial_timeout_secs: 10 }
+        Self {
+            peers: Vec::new(),
+            files: Vec::new(),
+            retry_initial_secs: 1,
+            retry_max_secs: 300,
+            dial_timeout_secs: 10,
+        }
     }
 }
 
@@ -302,7 +310,9 @@ impl Config {
             return Err(ConfigError::Invalid("node.roles is empty: give at least one role".into()));
         }
         if n.listen.is_empty() && self.has_role(Role::Bootstrap) {
-            return Err(ConfigError::Invalid("a bootstrap node needs at least one network.listen address".into()));
+            return Err(ConfigError::Invalid(
+                "a bootstrap node needs at least one network.listen address".into(),
+            ));
         }
         if n.target_connections == 0 || n.max_connections == 0 || n.max_connections_per_peer == 0 {
             return Err(ConfigError::Invalid("network connection limits must be at least 1".into()));
@@ -317,7 +327,9 @@ impl Config {
             return Err(ConfigError::Invalid("network intervals must be at least 1".into()));
         }
         if self.bootstrap.retry_initial_secs == 0 || self.bootstrap.dial_timeout_secs == 0 {
-            return Err(ConfigError::Invalid("bootstrap retry and dial timeouts must be at least 1 second".into()));
+            return Err(ConfigError::Invalid(
+                "bootstrap retry and dial timeouts must be at least 1 second".into(),
+            ));
         }
         Ok(())
     }
@@ -345,9 +357,11 @@ mod tests {
         config.apply(Overrides {
             roles: vec![Role::Worker, Role::Relay],
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            bootstrap_peers: vec!["/dns4/boot.example/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
-                .parse()
-                .unwrap()],
+            bootstrap_peers: vec![
+                "/dns4/boot.example/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+                    .parse()
+                    .unwrap(),
+            ],
             bootstrap_files: vec!["bootstrap/local.txt".into()],
             data_dir: Some("/tmp/x".into()),
             admin_listen: Some("127.0.0.1:0".parse().unwrap()),

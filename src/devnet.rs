@@ -48,7 +48,8 @@ fn node_config(dir: PathBuf, roles: Vec<Role>, port: u16, admin: u16) -> Config 
     let mut config = Config::default();
     config.node.roles = roles;
     config.node.data_dir = dir;
-    config.network.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap_or_else(|_| libp2p::Multiaddr::empty())];
+    config.network.listen =
+        vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap_or_else(|_| libp2p::Multiaddr::empty())];
     config.network.kad_mode = KadMode::Server;
     config.admin.listen = SocketAddr::from(([127, 0, 0, 1], admin));
     config
@@ -57,8 +58,7 @@ fn node_config(dir: PathBuf, roles: Vec<Role>, port: u16, admin: u16) -> Config 
 /// Run the devnet until Ctrl-C.
 pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     let base = args.data_dir.unwrap_or_else(|| Config::default().node.data_dir.join("devnet"));
-    let mut log = crate::config::LogSection::default();
-    log.filter = "info,libp2p=warn".into();
+    let log = crate::config::LogSection { filter: "info,libp2p=warn".into(), ..Default::default() };
     crate::telemetry::init(&log);
 
     let key = bootstrap_keypair();
@@ -66,7 +66,8 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     let bootstrap = Node::start(boot_config, TransportKind::Tcp, Some(key))
         .await
         .context("starting the devnet bootstrap node")?;
-    let boot_addr = bootstrap.listen_addrs().first().cloned().context("bootstrap node has no listen address")?;
+    let boot_addr =
+        bootstrap.listen_addrs().first().cloned().context("bootstrap node has no listen address")?;
     let boot_entry = boot_addr.with(libp2p::multiaddr::Protocol::P2p(bootstrap.peer_id()));
     println!("devnet bootstrap node (development key, local use only): {boot_entry}");
     println!("  admin: http://{}/health", bootstrap.admin_addr().map(|a| a.to_string()).unwrap_or_default());
@@ -76,7 +77,9 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         let admin = args.admin_port.saturating_add(u16::try_from(i).unwrap_or(u16::MAX));
         let mut config = node_config(base.join(format!("node{i}")), vec![Role::Client], 0, admin);
         config.bootstrap.peers = vec![boot_entry.clone()];
-        let node = Node::start(config, TransportKind::Tcp, None).await.with_context(|| format!("starting devnet node {i}"))?;
+        let node = Node::start(config, TransportKind::Tcp, None)
+            .await
+            .with_context(|| format!("starting devnet node {i}"))?;
         println!(
             "devnet node {i}: {} admin: http://{}/health",
             node.peer_id(),
@@ -84,7 +87,10 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         );
         nodes.push(node);
     }
-    println!("devnet running with {} nodes; join it with: cocoon node --bootstrap bootstrap/local.txt --listen /ip4/127.0.0.1/tcp/0 --admin-listen 127.0.0.1:0", nodes.len());
+    println!(
+        "devnet running with {} nodes; join it with: cocoon node --bootstrap bootstrap/local.txt --listen /ip4/127.0.0.1/tcp/0 --admin-listen 127.0.0.1:0",
+        nodes.len()
+    );
     println!("press Ctrl-C to stop");
     node::wait_for_signal().await;
     for node in nodes.into_iter().rev() {

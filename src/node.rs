@@ -86,7 +86,11 @@ pub struct Node {
 impl Node {
     /// Start a node. `identity` overrides the key stored in the data directory (devnet's
     /// well-known bootstrap key); normally it is `None`.
-    pub async fn start(config: Config, transport: TransportKind, identity: Option<Keypair>) -> Result<Self, NodeError> {
+    pub async fn start(
+        config: Config,
+        transport: TransportKind,
+        identity: Option<Keypair>,
+    ) -> Result<Self, NodeError> {
         config.validate()?;
         let bootstrap = bootstrap::collect(&config.bootstrap.peers, &config.bootstrap.files)?;
         let store = Store::open(&config.node.data_dir)?;
@@ -96,11 +100,8 @@ impl Node {
         };
         let peer_id = keypair.public().to_peer_id();
         let peer_book = store.peer_book()?;
-        let known: Vec<_> = peer_book
-            .recent(KNOWN_PEERS_TO_DIAL)?
-            .into_iter()
-            .filter(|k| k.peer_id != peer_id)
-            .collect();
+        let known: Vec<_> =
+            peer_book.recent(KNOWN_PEERS_TO_DIAL)?.into_iter().filter(|k| k.peer_id != peer_id).collect();
 
         let admin_listener = if config.admin.enabled {
             let addr = config.admin.listen;
@@ -112,7 +113,8 @@ impl Node {
         let mut registry = Registry::default();
         let protected: Vec<PeerId> = bootstrap.iter().map(|b| b.peer_id).collect();
         let net_config = NetworkConfig::from_config(&config, transport, protected);
-        let (network, network_task) = network::start(net_config, keypair, Some(peer_book), &mut registry).await?;
+        let (network, network_task) =
+            network::start(net_config, keypair, Some(peer_book), &mut registry).await?;
         let status = network.status().await?;
         tracing::info!(
             peer_id = %peer_id,
@@ -129,7 +131,9 @@ impl Node {
             bootstrap,
             known,
             retry_initial: Duration::from_secs(config.bootstrap.retry_initial_secs),
-            retry_max: Duration::from_secs(config.bootstrap.retry_max_secs.max(config.bootstrap.retry_initial_secs)),
+            retry_max: Duration::from_secs(
+                config.bootstrap.retry_max_secs.max(config.bootstrap.retry_initial_secs),
+            ),
             dial_timeout: Duration::from_secs(config.bootstrap.dial_timeout_secs),
             check_interval: JOIN_CHECK_INTERVAL,
         };

@@ -1,6 +1,8 @@
 //! The command line: identity, configuration precedence and dump, and bad input that must exit
 //! non-zero with a message naming the problem.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 mod common;
 
 use std::time::Duration;
@@ -60,7 +62,10 @@ fn unknown_config_key_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, "[network]\nlisten_adress = []\n").unwrap();
-    assert_fails_with(&["node", "--config", file.to_str().unwrap()], &["bad.toml", "unknown field `listen_adress`"]);
+    assert_fails_with(
+        &["node", "--config", file.to_str().unwrap()],
+        &["bad.toml", "unknown field `listen_adress`"],
+    );
     assert_fails_with(&["config", "dump", "--config", file.to_str().unwrap()], &["listen_adress"]);
 }
 
@@ -68,8 +73,11 @@ fn unknown_config_key_is_named() {
 fn malformed_multiaddr_in_bootstrap_file_names_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("list.txt");
-    std::fs::write(&list, format!("# peers\n/ip4/127.0.0.1/tcp/4001/p2p/{ID}\n/ip4/127.0.0.1/tcp/notaport/p2p/{ID}\n"))
-        .unwrap();
+    std::fs::write(
+        &list,
+        format!("# peers\n/ip4/127.0.0.1/tcp/4001/p2p/{ID}\n/ip4/127.0.0.1/tcp/notaport/p2p/{ID}\n"),
+    )
+    .unwrap();
     let data = dir.path().join("d");
     assert_fails_with(
         &["node", "--data-dir", data.to_str().unwrap(), "--bootstrap", list.to_str().unwrap()],
@@ -88,12 +96,28 @@ fn occupied_listen_port_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("/ip4/127.0.0.1/tcp/{port}");
     assert_fails_with(
-        &["node", "--data-dir", dir.path().to_str().unwrap(), "--admin-listen", "127.0.0.1:0", "--listen", &listen],
+        &[
+            "node",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--listen",
+            &listen,
+        ],
         &[&format!("cannot listen on {listen}"), "in use"],
     );
     let admin = format!("127.0.0.1:{port}");
     assert_fails_with(
-        &["node", "--data-dir", dir.path().to_str().unwrap(), "--listen", "/ip4/127.0.0.1/tcp/0", "--admin-listen", &admin],
+        &[
+            "node",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--admin-listen",
+            &admin,
+        ],
         &[&format!("admin endpoint on {admin}"), "in use"],
     );
 }
@@ -104,7 +128,15 @@ fn locked_data_dir_is_reported() {
     let data = dir.path().join("shared");
     let mut first = NodeProc::start(&data, &[]);
     assert_fails_with(
-        &["node", "--data-dir", data.to_str().unwrap(), "--listen", "/ip4/127.0.0.1/tcp/0", "--admin-listen", "127.0.0.1:0"],
+        &[
+            "node",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
         &["is locked", "another cocoon process"],
     );
     first.signal("TERM");

@@ -1,6 +1,8 @@
 //! Real `cocoon` processes on loopback: network formation through a bootstrap list, surviving the
 //! loss of the bootstrap node, restart with the same data directory, and graceful shutdown.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 mod common;
 
 use std::collections::HashSet;
@@ -17,8 +19,9 @@ fn five_processes_form_a_network_and_a_sixth_joins_after_the_bootstrap_dies() {
     let list = dir.path().join("bootstrap.txt");
     write_list(&list, &[boot.dial_addr()]);
     let list_arg = list.to_str().unwrap();
-    let nodes: Vec<NodeProc> =
-        (0..4).map(|i| NodeProc::start(&dir.path().join(format!("n{i}")), &["--bootstrap", list_arg])).collect();
+    let nodes: Vec<NodeProc> = (0..4)
+        .map(|i| NodeProc::start(&dir.path().join(format!("n{i}")), &["--bootstrap", list_arg]))
+        .collect();
 
     let mut all: Vec<&NodeProc> = vec![&boot];
     all.extend(nodes.iter());
@@ -29,7 +32,8 @@ fn five_processes_form_a_network_and_a_sixth_joins_after_the_bootstrap_dies() {
             ids.iter().filter(|id| **id != n.peer_id()).all(|id| known.contains(id))
         })
     });
-    let report: Vec<String> = all.iter().map(|n| format!("{} knows {:?}", n.peer_id(), n.known_peers())).collect();
+    let report: Vec<String> =
+        all.iter().map(|n| format!("{} knows {:?}", n.peer_id(), n.known_peers())).collect();
     assert!(formed, "not every node knows the other four:\n{}", report.join("\n"));
 
     // Kill the bootstrap node outright; a sixth node joins through a surviving node instead.
@@ -41,7 +45,12 @@ fn five_processes_form_a_network_and_a_sixth_joins_after_the_bootstrap_dies() {
     let sixth = NodeProc::start(&dir.path().join("n6"), &["--bootstrap", list2.to_str().unwrap()]);
     let survivors: HashSet<String> = nodes.iter().map(|n| n.peer_id()).collect();
     let joined = wait_until(FORMATION, || survivors.is_subset(&sixth.known_peers()));
-    assert!(joined, "sixth node knows {:?}, expected all of {survivors:?}\n{}", sixth.known_peers(), sixth.log());
+    assert!(
+        joined,
+        "sixth node knows {:?}, expected all of {survivors:?}\n{}",
+        sixth.known_peers(),
+        sixth.log()
+    );
     assert!(!sixth.connected().is_empty());
 }
 
@@ -66,7 +75,12 @@ fn restarted_node_keeps_its_id_and_rejoins_known_peers_without_bootstrap() {
     let again = NodeProc::start(&data, &[]);
     assert_eq!(again.peer_id(), first_id, "peer id changed across restart");
     let rejoined = wait_until(FORMATION, || expected.is_subset(&again.connected()));
-    assert!(rejoined, "restarted node connected to {:?}, expected {expected:?}\n{}", again.connected(), again.log());
+    assert!(
+        rejoined,
+        "restarted node connected to {:?}, expected {expected:?}\n{}",
+        again.connected(),
+        again.log()
+    );
 }
 
 #[test]

@@ -19,12 +19,7 @@ impl Backoff {
     /// A schedule starting at `initial` and never exceeding `max`. `jitter_share` (clamped to
     /// `[0, 0.5]`) is the largest fraction by which a delay is shortened or lengthened.
     pub fn new(initial: Duration, max: Duration, jitter_share: f64) -> Self {
-        Self {
-            initial: initial.min(max),
-            max,
-            jitter_share: jitter_share.clamp(0.0, 0.5),
-            attempt: 0,
-        }
+        Self { initial: initial.min(max), max, jitter_share: jitter_share.clamp(0.0, 0.5), attempt: 0 }
     }
 
     /// How many delays have been handed out since the last [`Backoff::reset`].
@@ -36,11 +31,7 @@ impl Backoff {
     pub fn next_delay(&mut self, jitter: f64) -> Duration {
         let exp = self.attempt.min(31);
         self.attempt = self.attempt.saturating_add(1);
-        let base = self
-            .initial
-            .checked_mul(1u32 << exp)
-            .unwrap_or(self.max)
-            .min(self.max);
+        let base = self.initial.checked_mul(1u32 << exp).unwrap_or(self.max).min(self.max);
         let spread = (jitter.clamp(0.0, 1.0) * 2.0 - 1.0) * self.jitter_share;
         base.mul_f64(1.0 + spread).min(self.max)
     }

@@ -31,10 +31,8 @@ pub fn plan_trim<K: Ord + Clone>(candidates: &[Candidate<K>], target: usize, gra
     if excess == 0 {
         return Vec::new();
     }
-    let mut closable: Vec<&Candidate<K>> = candidates
-        .iter()
-        .filter(|c| !c.protected && c.connected_for_ms >= grace_ms)
-        .collect();
+    let mut closable: Vec<&Candidate<K>> =
+        candidates.iter().filter(|c| !c.protected && c.connected_for_ms >= grace_ms).collect();
     closable.sort_by(|a, b| a.connected_for_ms.cmp(&b.connected_for_ms).then_with(|| a.key.cmp(&b.key)));
     closable.into_iter().take(excess).map(|c| c.key.clone()).collect()
 }
@@ -65,7 +63,8 @@ mod tests {
 
     #[test]
     fn closes_youngest_unprotected_first() {
-        let peers = vec![c(1, false, 50_000), c(2, false, 20_000), c(3, false, 30_000), c(4, true, 1_000_000)];
+        let peers =
+            vec![c(1, false, 50_000), c(2, false, 20_000), c(3, false, 30_000), c(4, true, 1_000_000)];
         assert_eq!(plan_trim(&peers, 2, 0), vec![2, 3]);
     }
 

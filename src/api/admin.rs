@@ -55,6 +55,8 @@ pub struct Health {
     pub gossip_mesh_peers: usize,
     /// Kademlia mode (`server` or `client`).
     pub kad_mode: String,
+    /// Connections closed by the connection manager since start.
+    pub trimmed_connections: u64,
     /// Seconds since start.
     pub uptime_secs: u64,
     /// cocoon version.
@@ -91,7 +93,10 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "stopping", "error": e.to_string() })))
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({ "status": "stopping", "error": e.to_string() })),
+    )
         .into_response()
 }
 
@@ -107,6 +112,7 @@ async fn health(State(state): State<AdminState>) -> Response {
             routing_table_size: s.routing_table.len(),
             gossip_mesh_peers: s.mesh_peers,
             kad_mode: s.kad_mode,
+            trimmed_connections: s.trimmed_connections,
             uptime_secs: state.started.elapsed().as_secs(),
             version: env!("CARGO_PKG_VERSION").into(),
         })
@@ -129,11 +135,10 @@ async fn peers(State(state): State<AdminState>) -> Response {
 async fn metrics(State(state): State<AdminState>) -> Response {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
-        Ok(()) => (
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-            body,
-        )
-            .into_response(),
+        Ok(()) => {
+            ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+                .into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

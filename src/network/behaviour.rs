@@ -60,7 +60,9 @@ impl Behaviour {
             .set_query_timeout(KAD_QUERY_TIMEOUT)
             .set_periodic_bootstrap_interval(Some(config.routing_refresh));
         let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
-        kad.set_mode(config.kad_server.map(|server| if server { kad::Mode::Server } else { kad::Mode::Client }));
+        kad.set_mode(
+            config.kad_server.map(|server| if server { kad::Mode::Server } else { kad::Mode::Client }),
+        );
 
         let gossip_config = gossipsub::ConfigBuilder::default()
             .heartbeat_interval(config.gossip_heartbeat)
@@ -73,11 +75,13 @@ impl Behaviour {
         let mut gossipsub =
             gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)?
                 .with_metrics(registry.sub_registry_with_prefix("gossipsub"), Default::default());
-        gossipsub.with_peer_score(gossipsub::PeerScoreParams::default(), gossipsub::PeerScoreThresholds::default())?;
+        gossipsub.with_peer_score(
+            gossipsub::PeerScoreParams::default(),
+            gossipsub::PeerScoreThresholds::default(),
+        )?;
 
-        let relay_server = config
-            .relay_server
-            .then(|| relay::Behaviour::new(peer_id, relay::Config::default()));
+        let relay_server =
+            config.relay_server.then(|| relay::Behaviour::new(peer_id, relay::Config::default()));
 
         Ok(Self {
             limits: connection_limits::Behaviour::new(limits),

@@ -75,9 +75,9 @@ pub fn parse_list(path: &Path, text: &str) -> Result<Vec<BootstrapPeer>, Bootstr
         if line.is_empty() {
             continue;
         }
-        let bad = |problem: String| BootstrapError::BadLine { path: path.to_owned(), line: index + 1, problem };
-        let addr: Multiaddr =
-            line.parse().map_err(|e| bad(format!("invalid multiaddr `{line}`: {e}")))?;
+        let bad =
+            |problem: String| BootstrapError::BadLine { path: path.to_owned(), line: index + 1, problem };
+        let addr: Multiaddr = line.parse().map_err(|e| bad(format!("invalid multiaddr `{line}`: {e}")))?;
         peers.push(entry(addr).map_err(bad)?);
     }
     Ok(peers)
@@ -85,8 +85,8 @@ pub fn parse_list(path: &Path, text: &str) -> Result<Vec<BootstrapPeer>, Bootstr
 
 /// Read and parse a list file.
 pub fn read_list(path: &Path) -> Result<Vec<BootstrapPeer>, BootstrapError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| BootstrapError::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| BootstrapError::Read { path: path.to_owned(), source })?;
     parse_list(path, &text)
 }
 
@@ -114,7 +114,9 @@ mod tests {
 
     #[test]
     fn parses_entries_comments_and_blank_lines() {
-        let text = format!("# local\n\n/ip4/127.0.0.1/tcp/4001/p2p/{ID}  # main\n   \n/dns4/boot.example/udp/4001/quic-v1/p2p/{ID}\n");
+        let text = format!(
+            "# local\n\n/ip4/127.0.0.1/tcp/4001/p2p/{ID}  # main\n   \n/dns4/boot.example/udp/4001/quic-v1/p2p/{ID}\n"
+        );
         let peers = parse_list(Path::new("x.txt"), &text).unwrap();
         assert_eq!(peers.len(), 2);
         assert_eq!(peers[0].peer_id.to_string(), ID);

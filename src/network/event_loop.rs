@@ -25,7 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::metrics::NetMetrics;
-use super::{Command, GossipMessage, KAD_PROTOCOL, NetworkConfig, NetworkError, NetworkStatus, PROTOCOL_VERSION};
+use super::{
+    Command, GossipMessage, KAD_PROTOCOL, NetworkConfig, NetworkError, NetworkStatus, PROTOCOL_VERSION,
+};
 use crate::store::PeerBook;
 
 type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
@@ -173,7 +175,11 @@ impl EventLoop {
                 let _ = reply.send(result);
             }
             Command::Validate { id, source, verdict } => {
-                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&id, &source, verdict.into());
+                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                    &id,
+                    &source,
+                    verdict.into(),
+                );
             }
             Command::Protect { peer, protect } => {
                 let count = self.protected.entry(peer).or_insert(0);
@@ -201,6 +207,7 @@ impl EventLoop {
             routing_table,
             mesh_peers: mesh.len(),
             kad_mode: self.swarm.behaviour().kad.mode().to_string(),
+            trimmed_connections: self.metrics.trimmed_connections.get(),
         }
     }
 
@@ -218,7 +225,9 @@ impl EventLoop {
         self.libp2p_metrics.record(&event);
         match event {
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, connection_id, endpoint, num_established, ..
+            } => {
                 if num_established.get() == 1 {
                     self.connected_since.insert(peer_id, Instant::now());
                 }
@@ -316,11 +325,10 @@ impl EventLoop {
                         let _ = reply.send(answer);
                     }
                 }
-                QueryResult::Bootstrap(result) => {
-                    if step.last {
-                        if let Some(reply) = self.pending_bootstrap.remove(&id) {
-                            let _ = reply.send(result.map(|_| ()).map_err(|e| NetworkError::Query(e.to_string())));
-                        }
+                QueryResult::Bootstrap(result) if step.last => {
+                    if let Some(reply) = self.pending_bootstrap.remove(&id) {
+                        let _ =
+                            reply.send(result.map(|_| ()).map_err(|e| NetworkError::Query(e.to_string())));
                     }
                 }
                 _ => {}
@@ -344,8 +352,13 @@ impl EventLoop {
             );
             return;
         };
-        let delivery =
-            GossipMessage { topic: topic.clone(), id: id.clone(), propagation_source: source, author: message.source, data: message.data };
+        let delivery = GossipMessage {
+            topic: topic.clone(),
+            id: id.clone(),
+            propagation_source: source,
+            author: message.source,
+            data: message.data,
+        };
         match sink.try_send(delivery) {
             Ok(()) => {
                 self.metrics.gossip_received.inc();
@@ -402,12 +415,20 @@ impl EventLoop {
         let topics: Vec<TopicHash> = self.topics.keys().cloned().collect();
         for topic in topics {
             let in_mesh = self.swarm.behaviour().gossipsub.mesh_peers(&topic).count();
-            let wanted = connmgr::mesh_top_up(in_mesh, self.config.gossip_mesh_low, connected, self.config.target_connections);
+            let wanted = connmgr::mesh_top_up(
+                in_mesh,
+                self.config.gossip_mesh_low,
+                connected,
+                self.config.target_connections,
+            );
             if wanted == 0 {
                 continue;
             }
-            let mut unconnected: Vec<PeerId> =
-                self.routing_table_peers().into_iter().filter(|p| !self.connected_since.contains_key(p)).collect();
+            let mut unconnected: Vec<PeerId> = self
+                .routing_table_peers()
+                .into_iter()
+                .filter(|p| !self.connected_since.contains_key(p))
+                .collect();
             unconnected.shuffle(&mut self.rng);
             for peer in unconnected.into_iter().take(wanted) {
                 self.metrics.mesh_top_up_dials.inc();

@@ -25,14 +25,26 @@ impl NetMetrics {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("cocoon");
         r.register("connected_peers", "Peers with at least one open connection", m.connected_peers.clone());
-        r.register("routing_table_peers", "Peers in the Kademlia routing table", m.routing_table_peers.clone());
-        r.register("gossip_mesh_peers", "Distinct gossipsub mesh peers over all topics", m.mesh_peers.clone());
+        r.register(
+            "routing_table_peers",
+            "Peers in the Kademlia routing table",
+            m.routing_table_peers.clone(),
+        );
+        r.register(
+            "gossip_mesh_peers",
+            "Distinct gossipsub mesh peers over all topics",
+            m.mesh_peers.clone(),
+        );
         r.register(
             "trimmed_connections",
             "Peers disconnected by the connection manager to stay at the target",
             m.trimmed_connections.clone(),
         );
-        r.register("mesh_top_up_dials", "Dials made to refill a thin gossipsub mesh", m.mesh_top_up_dials.clone());
+        r.register(
+            "mesh_top_up_dials",
+            "Dials made to refill a thin gossipsub mesh",
+            m.mesh_top_up_dials.clone(),
+        );
         r.register("gossip_received", "Gossip messages handed to a subscriber", m.gossip_received.clone());
         r.register(
             "gossip_dropped_full",

@@ -92,7 +92,9 @@ impl NetworkConfig {
         let kad_server = match n.kad_mode {
             KadMode::Server => Some(true),
             KadMode::Client => Some(false),
-            KadMode::Auto if config.has_role(Role::Bootstrap) || config.has_role(Role::Relay) || local_only => {
+            KadMode::Auto
+                if config.has_role(Role::Bootstrap) || config.has_role(Role::Relay) || local_only =>
+            {
                 Some(true)
             }
             KadMode::Auto => None,
@@ -173,6 +175,8 @@ pub struct NetworkStatus {
     pub mesh_peers: usize,
     /// `server` or `client`.
     pub kad_mode: String,
+    /// Connections the connection manager has closed since start.
+    pub trimmed_connections: u64,
 }
 
 /// A gossip message waiting for its subscriber's verdict.

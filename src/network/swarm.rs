@@ -26,7 +26,8 @@ pub(crate) fn build(
 ) -> Result<Swarm<Behaviour>, NetworkError> {
     let terr = |e: &dyn std::fmt::Display| NetworkError::Transport(e.to_string());
     let make_behaviour = |key: &Keypair, relay_client| {
-        Behaviour::new(key, relay_client, config, registry).map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })
+        Behaviour::new(key, relay_client, config, registry)
+            .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })
     };
     let idle = config.idle_connection_timeout;
     let swarm = match config.transport {
@@ -46,7 +47,8 @@ pub(crate) fn build(
         TransportKind::Memory => SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_other_transport(|key| {
-                let noise = noise::Config::new(key).map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })?;
+                let noise = noise::Config::new(key)
+                    .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })?;
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
                     MemoryTransport::default()
                         .upgrade(Version::V1)
@@ -72,7 +74,10 @@ pub(crate) fn build(
 
 /// Bind every address in `listen` and wait until each listener reports its address, so that
 /// callers see real ports (for port 0) and errors such as "address already in use" at start-up.
-pub(crate) async fn listen_all(swarm: &mut Swarm<Behaviour>, listen: &[Multiaddr]) -> Result<(), NetworkError> {
+pub(crate) async fn listen_all(
+    swarm: &mut Swarm<Behaviour>,
+    listen: &[Multiaddr],
+) -> Result<(), NetworkError> {
     let mut waiting: Vec<(ListenerId, Multiaddr)> = Vec::new();
     for addr in listen {
         let id = swarm

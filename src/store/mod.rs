@@ -21,7 +21,9 @@ pub const PEERS_TREE: &str = "peers/v1";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another process (usually another cocoon node) holds the database lock.
-    #[error("data directory {0} is locked: another cocoon process is using it (stop it or pass another --data-dir)")]
+    #[error(
+        "data directory {0} is locked: another cocoon process is using it (stop it or pass another --data-dir)"
+    )]
     Locked(PathBuf),
     /// The data directory could not be created or used.
     #[error("cannot use data directory {path}: {source}")]
@@ -91,7 +93,8 @@ impl Store {
 fn classify_open_error(dir: &Path, err: sled::Error) -> StoreError {
     match err {
         sled::Error::Io(io)
-            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
+            if io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock") =>
         {
             StoreError::Locked(dir.to_owned())
         }

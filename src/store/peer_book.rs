@@ -44,7 +44,9 @@ impl PeerBook {
     pub fn record(&self, peer: &PeerId, addr: &Multiaddr, now: u64) -> Result<(), StoreError> {
         let key = peer.to_bytes();
         let mut entry = match self.tree.get(&key)? {
-            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or(Entry { addrs: Vec::new(), last_seen: 0 }),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).unwrap_or(Entry { addrs: Vec::new(), last_seen: 0 })
+            }
             None => Entry { addrs: Vec::new(), last_seen: 0 },
         };
         if entry.addrs.first() == Some(addr) && entry.last_seen == now {

@@ -55,7 +55,10 @@ impl NodeProc {
             Ok(r) => r,
             Err(e) => {
                 let _ = child.kill();
-                panic!("node did not print a ready line ({e}): {line:?}\nlog:\n{}", std::fs::read_to_string(&stderr).unwrap_or_default());
+                panic!(
+                    "node did not print a ready line ({e}): {line:?}\nlog:\n{}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                );
             }
         };
         NodeProc { child, ready, data_dir: data_dir.to_owned(), stderr }
@@ -88,7 +91,13 @@ impl NodeProc {
     pub fn connected(&self) -> HashSet<String> {
         let (_, body) = http_get(self.admin(), "/peers");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        v["connected"].as_array().cloned().unwrap_or_default().iter().filter_map(|p| p.as_str().map(str::to_owned)).collect()
+        v["connected"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p.as_str().map(str::to_owned))
+            .collect()
     }
 
     pub fn log(&self) -> String {
@@ -96,7 +105,11 @@ impl NodeProc {
     }
 
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().expect("kill");
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
         assert!(status.success(), "kill -{sig} failed");
     }
 
@@ -122,7 +135,9 @@ impl Drop for NodeProc {
 
 /// `GET path` over HTTP/1.0; returns status code and body (0 and empty on connection failure).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else { return (0, String::new()) };
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        return (0, String::new());
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     if stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).is_err() {
         return (0, String::new());
@@ -166,5 +181,9 @@ pub fn run(args: &[&str], envs: &[(&str, &str)]) -> (bool, String, String) {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run cocoon");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
