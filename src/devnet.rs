@@ -30,6 +30,7 @@ pub struct DevnetArgs {
     #[arg(long, default_value_t = 4001)]
     pub port: u16,
     /// First admin port; node i serves /health on admin_port + i (the bootstrap node is 0).
+    /// 0 lets the OS choose every admin port (they are printed).
     #[arg(long, default_value_t = 9100)]
     pub admin_port: u16,
     /// Directory for the nodes' data (default: <default data dir>/devnet).
@@ -74,7 +75,10 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
 
     let mut nodes = vec![bootstrap];
     for i in 1..=args.nodes {
-        let admin = args.admin_port.saturating_add(u16::try_from(i).unwrap_or(u16::MAX));
+        let admin = match args.admin_port {
+            0 => 0,
+            base => base.saturating_add(u16::try_from(i).unwrap_or(u16::MAX)),
+        };
         let mut config = node_config(base.join(format!("node{i}")), vec![Role::Client], 0, admin);
         config.bootstrap.peers = vec![boot_entry.clone()];
         let node = Node::start(config, TransportKind::Tcp, None)
