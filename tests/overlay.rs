@@ -8,58 +8,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cocoon::config::{Config, Role};
-use cocoon::network::{NetworkHandle, TransportKind, Validation};
-use cocoon::node::Node;
+mod common;
+
+use cocoon::network::{NetworkHandle, Validation};
+use common::inproc::{eventually, start_network};
+use libp2p::PeerId;
 use libp2p::kad::KBucketKey;
-use libp2p::{Multiaddr, PeerId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const K: usize = 20;
 const TOPIC: &str = "/cocoon/test/1";
-
-fn config(dir: &std::path::Path, role: Role, bootstrap: Option<&Multiaddr>) -> Config {
-    let mut c = Config::default();
-    c.node.roles = vec![role];
-    c.node.data_dir = dir.to_owned();
-    c.network.listen = vec!["/memory/0".parse().unwrap()];
-    c.network.gossip_heartbeat_ms = 200;
-    c.network.conn_manager_interval_secs = 1;
-    c.admin.enabled = false;
-    c.bootstrap.peers = bootstrap.cloned().into_iter().collect();
-    c
-}
-
-async fn start_network(dir: &std::path::Path, n: usize, tweak: impl Fn(&mut Config)) -> Vec<Node> {
-    let mut boot_config = config(&dir.join("boot"), Role::Bootstrap, None);
-    tweak(&mut boot_config);
-    let boot = Node::start(boot_config, TransportKind::Memory, None).await.unwrap();
-    let boot_addr = boot.listen_addrs()[0].clone().with(libp2p::multiaddr::Protocol::P2p(boot.peer_id()));
-    let mut nodes = vec![boot];
-    for i in 1..n {
-        let mut c = config(&dir.join(format!("n{i}")), Role::Client, Some(&boot_addr));
-        tweak(&mut c);
-        nodes.push(Node::start(c, TransportKind::Memory, None).await.unwrap());
-    }
-    nodes
-}
-
-/// Poll `check` until it holds or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    check().await
-}
 
 async fn routing_sizes(handles: &[NetworkHandle]) -> Vec<usize> {
     let mut sizes = Vec::new();

@@ -104,3 +104,22 @@ fn sigterm_exits_zero_within_five_seconds_with_the_store_flushed() {
         store.peer_book().unwrap().recent(16).unwrap().iter().map(|k| k.peer_id.to_string()).collect();
     assert!(known.contains(&boot.peer_id()), "peer book after shutdown: {known:?}");
 }
+
+#[test]
+fn nodes_join_over_quic() {
+    let dir = tempfile::tempdir().unwrap();
+    let quic = ["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"];
+    let boot = NodeProc::start(&dir.path().join("boot"), &[&["--role", "bootstrap"][..], &quic].concat());
+    assert!(boot.ready.listen.iter().any(|a| a.to_string().contains("/quic-v1")), "{:?}", boot.ready.listen);
+    let quic_addr = format!(
+        "{}/p2p/{}",
+        boot.ready.listen.iter().find(|a| a.to_string().contains("quic")).unwrap(),
+        boot.peer_id()
+    );
+    let node = NodeProc::start(&dir.path().join("n"), &[&quic[..], &["--bootstrap", &quic_addr]].concat());
+    assert!(
+        wait_until(FORMATION, || node.connected().contains(&boot.peer_id())),
+        "node did not connect over QUIC\n{}",
+        node.log()
+    );
+}

@@ -57,6 +57,10 @@ pub struct NetworkConfig {
     pub listen: Vec<Multiaddr>,
     /// Addresses announced as reachable without AutoNAT confirmation.
     pub external_addresses: Vec<Multiaddr>,
+    /// Every listen address is loopback or in-memory (a local network): the bound listen addresses
+    /// are then announced as external addresses too, since every peer that can exist can dial them
+    /// (a relay server hands out only external addresses in reservations).
+    pub local_only: bool,
     /// `Some(true)` server, `Some(false)` client, `None` automatic (server once an external address
     /// is confirmed).
     pub kad_server: Option<bool>,
@@ -103,6 +107,7 @@ impl NetworkConfig {
             transport,
             listen: n.listen.clone(),
             external_addresses: n.external_addresses.clone(),
+            local_only,
             kad_server,
             relay_server: config.has_role(Role::Relay),
             protected_peers,
@@ -330,7 +335,13 @@ pub async fn start(
 ) -> Result<(NetworkHandle, tokio::task::JoinHandle<()>), NetworkError> {
     let peer_id = keypair.public().to_peer_id();
     let mut swarm = swarm::build(&config, keypair, registry)?;
-    swarm::listen_all(&mut swarm, &config.listen).await?;
+    swarm::listen_all(&mut swarm, &config.listen, config.local_only).await?;
+    if config.relay_server && swarm.external_addresses().next().is_none() {
+        tracing::warn!(
+            "relay role without an external address: reservations are refused until AutoNAT confirms \
+             one; set network.external_addresses to the relay's public address"
+        );
+    }
     let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
     let event_loop = event_loop::EventLoop::new(swarm, rx, config, peer_book, registry);
     let task = tokio::spawn(event_loop.run());

@@ -74,9 +74,11 @@ pub(crate) fn build(
 
 /// Bind every address in `listen` and wait until each listener reports its address, so that
 /// callers see real ports (for port 0) and errors such as "address already in use" at start-up.
+/// With `announce`, each bound address also becomes an external address (local networks).
 pub(crate) async fn listen_all(
     swarm: &mut Swarm<Behaviour>,
     listen: &[Multiaddr],
+    announce: bool,
 ) -> Result<(), NetworkError> {
     let mut waiting: Vec<(ListenerId, Multiaddr)> = Vec::new();
     for addr in listen {
@@ -90,6 +92,9 @@ pub(crate) async fn listen_all(
             match swarm.select_next_some().await {
                 SwarmEvent::NewListenAddr { listener_id, address } => {
                     tracing::info!(%address, "listening");
+                    if announce {
+                        swarm.add_external_address(address);
+                    }
                     waiting.retain(|(id, _)| *id != listener_id);
                 }
                 SwarmEvent::ListenerClosed { listener_id, reason, .. } => {

@@ -2,6 +2,8 @@
 //! its admin endpoint, signal it, and wait for conditions against a deadline (never a fixed sleep).
 #![allow(dead_code)]
 
+pub mod inproc;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -37,11 +39,11 @@ impl NodeProc {
     pub fn start(data_dir: &Path, extra: &[&str]) -> NodeProc {
         let stderr = data_dir.with_extension("log");
         let mut cmd = cocoon();
-        cmd.args(["node", "--listen", "/ip4/127.0.0.1/tcp/0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).expect("log file"));
+        cmd.args(["node", "--admin-listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
+        if !extra.contains(&"--listen") {
+            cmd.args(["--listen", "/ip4/127.0.0.1/tcp/0"]);
+        }
+        cmd.args(extra).stdout(Stdio::piped()).stderr(std::fs::File::create(&stderr).expect("log file"));
         let mut child = cmd.spawn().expect("spawn cocoon node");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = sync_channel(1);
