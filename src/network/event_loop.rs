@@ -32,6 +32,9 @@ use crate::store::PeerBook;
 
 type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
 
+/// Longest a shutdown waits for connections to close cleanly.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
@@ -84,13 +87,13 @@ impl EventLoop {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
-                        self.close_all();
+                        self.close_all().await;
                         let _ = reply.send(());
                         break;
                     }
                     Some(command) => self.on_command(command),
                     None => {
-                        self.close_all();
+                        self.close_all().await;
                         break;
                     }
                 },
@@ -100,12 +103,25 @@ impl EventLoop {
         tracing::debug!("network event loop stopped");
     }
 
-    fn close_all(&mut self) {
+    /// Close every connection and keep driving the swarm until they are closed (so peers see an
+    /// orderly close rather than a reset), for at most [`CLOSE_TIMEOUT`].
+    async fn close_all(&mut self) {
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let count = peers.len();
         for peer in peers {
             let _ = self.swarm.disconnect_peer_id(peer);
         }
-        tracing::info!("closed all connections");
+        let drained = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            while self.swarm.connected_peers().next().is_some() {
+                let event = self.swarm.select_next_some().await;
+                self.on_swarm_event(event);
+            }
+        })
+        .await;
+        match drained {
+            Ok(()) => tracing::info!(connections = count, "closed all connections"),
+            Err(_) => tracing::warn!(connections = count, "some connections did not close in time"),
+        }
     }
 
     fn on_command(&mut self, command: Command) {
