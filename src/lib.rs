@@ -7,6 +7,7 @@
 //! # Layout
 //!
 //! - [`cli`]: command line (`node`, `id`, `config dump`, `devnet`).
+//! - [`attestation`]: TDX quote verification (DCAP) feeding the protocol's attestation policy.
 //! - [`config`]: TOML configuration with documented defaults and override precedence.
 //! - [`node`]: wiring of a running node, start-up checks and graceful shutdown.
 //! - [`network`]: the libp2p overlay: swarm event loop, handle, joining, connection manager.
@@ -16,6 +17,7 @@
 //! - [`devnet`]: a local network in one process.
 
 pub mod api;
+pub mod attestation;
 pub mod cli;
 pub mod config;
 pub mod devnet;

@@ -7,8 +7,12 @@
 //!
 //! # Layout
 //!
+//! - [`attestation`]: worker attestation records, their signatures, key binding and policy.
 //! - [`backoff`]: exponential retry backoff with injected jitter (joining, redials).
+//! - [`codec`]: the canonical binary encoding of signed records.
 //! - [`connmgr`]: which connections to close when a node holds more than its target.
 
+pub mod attestation;
 pub mod backoff;
+pub mod codec;
 pub mod connmgr;

@@ -1,0 +1,272 @@
+//! Attestation policy: which evidence a node accepts, as a pure function of time.
+//!
+//! Inputs are the record, the [`EvidenceClaims`] obtained from its evidence (for TDX, after the
+//! node verified the quote's signature chain and collateral with DCAP), and `now`. Checks, in
+//! order, each with its own [`Rejection`]:
+//!
+//! 1. the report data binds the record's keys (`binding`);
+//! 2. simulated evidence only if `allow_simulated` (and then its signature must verify; image and
+//!    TCB checks do not apply to fake measurements);
+//! 3. the TCB status is accepted (default: `UpToDate` only);
+//! 4. MRTD and, where the image pins them, RTMR0–3 match an allowed image;
+//! 5. freshness: issued no later than `now + skew`, not expired, not older than the maximum age,
+//!    and a lifetime no longer than the maximum validity.
+
+use super::binding::expected_report_data;
+use super::record::{AttestationRecord, Measurement, SimulatedEvidence};
+
+/// TCB status that simulated evidence reports.
+pub const SIMULATED_TCB_STATUS: &str = "Simulated";
+
+/// What verified evidence says about the TD that produced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceClaims {
+    /// True for simulated evidence.
+    pub simulated: bool,
+    /// MRTD (initial TD measurement).
+    pub mrtd: Measurement,
+    /// RTMR0–3 (runtime measurement registers).
+    pub rtmr: [Measurement; 4],
+    /// The 64 bytes of report data.
+    pub report_data: [u8; 64],
+    /// Intel's TCB status for the platform (`UpToDate`, `SWHardeningNeeded`, `OutOfDate`, …), or
+    /// [`SIMULATED_TCB_STATUS`].
+    pub tcb_status: String,
+}
+
+impl EvidenceClaims {
+    /// Claims of simulated evidence, if its simulator signature verifies.
+    pub fn from_simulated(evidence: &SimulatedEvidence) -> Result<Self, Rejection> {
+        if !evidence.signature_valid() {
+            return Err(Rejection::SimulatedSignatureInvalid);
+        }
+        Ok(Self {
+            simulated: true,
+            mrtd: evidence.mrtd,
+            rtmr: evidence.rtmr,
+            report_data: evidence.report_data,
+            tcb_status: SIMULATED_TCB_STATUS.into(),
+        })
+    }
+}
+
+/// One approved TD image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedImage {
+    /// Human-readable name (for logs).
+    pub name: String,
+    /// Required MRTD.
+    pub mrtd: Measurement,
+    /// Required RTMR0–3, or `None` to accept any runtime measurements for this MRTD.
+    pub rtmr: Option<[Measurement; 4]>,
+}
+
+/// What a node accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestationPolicy {
+    /// Approved images. Empty means no TDX evidence is accepted.
+    pub allowed_images: Vec<AllowedImage>,
+    /// Accepted TCB statuses.
+    pub accepted_tcb_statuses: Vec<String>,
+    /// Oldest acceptable `issued_at`, as an age in seconds.
+    pub max_record_age_secs: u64,
+    /// Longest acceptable `expires_at - issued_at`.
+    pub max_validity_secs: u64,
+    /// Tolerated clock difference for `issued_at` in the future.
+    pub clock_skew_secs: u64,
+    /// Accept SIMULATED evidence (development only).
+    pub allow_simulated: bool,
+}
+
+impl Default for AttestationPolicy {
+    fn default() -> Self {
+        Self {
+            allowed_images: Vec::new(),
+            accepted_tcb_statuses: vec!["UpToDate".into()],
+            max_record_age_secs: 24 * 3600,
+            max_validity_secs: 24 * 3600,
+            clock_skew_secs: 60,
+            allow_simulated: false,
+        }
+    }
+}
+
+/// Why a record is refused. Every variant is a distinct, stable reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The evidence was produced for other keys.
+    #[error("report data does not bind this record's keys")]
+    ReportDataMismatch,
+    /// Simulated evidence under a policy that forbids it.
+    #[error("simulated evidence is not allowed by this node's policy")]
+    SimulatedNotAllowed,
+    /// Simulated evidence whose simulator signature is invalid.
+    #[error("simulated evidence signature is invalid")]
+    SimulatedSignatureInvalid,
+    /// The platform's TCB status is not accepted.
+    #[error("TCB status {0} is not accepted")]
+    TcbStatus(String),
+    /// The MRTD is not an approved image.
+    #[error("MRTD {0} is not an allowed image")]
+    MrtdNotAllowed(String),
+    /// The MRTD is approved but an RTMR differs from the image's.
+    #[error("RTMR{index} does not match allowed image {image}")]
+    RtmrMismatch {
+        /// Which register.
+        index: usize,
+        /// The image whose MRTD matched.
+        image: String,
+    },
+    /// `issued_at` is in the future.
+    #[error("record is issued in the future")]
+    NotYetValid,
+    /// `now >= expires_at`.
+    #[error("record expired")]
+    Expired,
+    /// Issued longer ago than the policy allows.
+    #[error("record is older than the maximum age")]
+    TooOld,
+    /// Its lifetime is longer than the policy allows.
+    #[error("record validity period is longer than allowed")]
+    ValidityTooLong,
+}
+
+/// Check `record` with its verified evidence `claims` against `policy` at `now` (Unix seconds).
+pub fn check(
+    policy: &AttestationPolicy,
+    record: &AttestationRecord,
+    claims: &EvidenceClaims,
+    now: u64,
+) -> Result<(), Rejection> {
+    if claims.report_data != expected_report_data(record) {
+        return Err(Rejection::ReportDataMismatch);
+    }
+    if claims.simulated {
+        if !policy.allow_simulated {
+            return Err(Rejection::SimulatedNotAllowed);
+        }
+    } else {
+        if !policy.accepted_tcb_statuses.iter().any(|s| s == &claims.tcb_status) {
+            return Err(Rejection::TcbStatus(claims.tcb_status.clone()));
+        }
+        let image = policy
+            .allowed_images
+            .iter()
+            .find(|i| i.mrtd == claims.mrtd)
+            .ok_or_else(|| Rejection::MrtdNotAllowed(hex::encode(claims.mrtd)))?;
+        if let Some(rtmr) = &image.rtmr
+            && let Some(index) = (0..4).find(|i| rtmr[*i] != claims.rtmr[*i])
+        {
+            return Err(Rejection::RtmrMismatch { index, image: image.name.clone() });
+        }
+    }
+    check_freshness(policy, record, now)
+}
+
+/// The time checks alone (also used to expire cached records).
+pub fn check_freshness(
+    policy: &AttestationPolicy,
+    record: &AttestationRecord,
+    now: u64,
+) -> Result<(), Rejection> {
+    if record.issued_at > now.saturating_add(policy.clock_skew_secs) {
+        return Err(Rejection::NotYetValid);
+    }
+    if now >= record.expires_at {
+        return Err(Rejection::Expired);
+    }
+    if now.saturating_sub(record.issued_at) > policy.max_record_age_secs {
+        return Err(Rejection::TooOld);
+    }
+    if record.expires_at.saturating_sub(record.issued_at) > policy.max_validity_secs {
+        return Err(Rejection::ValidityTooLong);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use libp2p_identity::{PeerId, ed25519};
+
+    use super::super::record::TeeEvidence;
+    use super::super::record::tests::sample;
+    use super::*;
+
+    const NOW: u64 = 1_750_000_100;
+
+    fn tdx_setup() -> (AttestationPolicy, AttestationRecord, EvidenceClaims) {
+        let record = sample(PeerId::random(), TeeEvidence::Tdx { quote: vec![] });
+        let claims = EvidenceClaims {
+            simulated: false,
+            mrtd: [0xAA; 48],
+            rtmr: [[1; 48], [2; 48], [3; 48], [4; 48]],
+            report_data: expected_report_data(&record),
+            tcb_status: "UpToDate".into(),
+        };
+        let policy = AttestationPolicy {
+            allowed_images: vec![AllowedImage {
+                name: "img".into(),
+                mrtd: [0xAA; 48],
+                rtmr: Some(claims.rtmr),
+            }],
+            ..AttestationPolicy::default()
+        };
+        (policy, record, claims)
+    }
+
+    #[test]
+    fn accepts_a_matching_tdx_record() {
+        let (policy, record, claims) = tdx_setup();
+        assert_eq!(check(&policy, &record, &claims, NOW), Ok(()));
+    }
+
+    #[test]
+    fn each_violation_has_its_own_reason() {
+        let (policy, record, claims) = tdx_setup();
+        let mut c = claims.clone();
+        c.report_data[0] ^= 1;
+        assert_eq!(check(&policy, &record, &c, NOW), Err(Rejection::ReportDataMismatch));
+        let mut c = claims.clone();
+        c.tcb_status = "OutOfDate".into();
+        assert_eq!(check(&policy, &record, &c, NOW), Err(Rejection::TcbStatus("OutOfDate".into())));
+        let mut c = claims.clone();
+        c.mrtd = [0xBB; 48];
+        assert!(matches!(check(&policy, &record, &c, NOW), Err(Rejection::MrtdNotAllowed(_))));
+        let mut c = claims.clone();
+        c.rtmr[2][0] ^= 1;
+        assert_eq!(
+            check(&policy, &record, &c, NOW),
+            Err(Rejection::RtmrMismatch { index: 2, image: "img".into() })
+        );
+        assert_eq!(check(&policy, &record, &claims, record.expires_at), Err(Rejection::Expired));
+        assert_eq!(check(&policy, &record, &claims, record.issued_at - 61), Err(Rejection::NotYetValid));
+        let strict = AttestationPolicy { max_record_age_secs: 10, ..policy.clone() };
+        assert_eq!(check(&strict, &record, &claims, record.issued_at + 11), Err(Rejection::TooOld));
+        let short = AttestationPolicy { max_validity_secs: 60, ..policy };
+        assert_eq!(check(&short, &record, &claims, NOW), Err(Rejection::ValidityTooLong));
+    }
+
+    #[test]
+    fn image_without_pinned_rtmrs_accepts_any() {
+        let (mut policy, record, mut claims) = tdx_setup();
+        policy.allowed_images[0].rtmr = None;
+        claims.rtmr = [[9; 48]; 4];
+        assert_eq!(check(&policy, &record, &claims, NOW), Ok(()));
+    }
+
+    #[test]
+    fn simulated_evidence_needs_the_policy_flag_and_a_valid_signature() {
+        let simulator = ed25519::Keypair::generate();
+        let mut record = sample(PeerId::random(), TeeEvidence::Tdx { quote: vec![] });
+        let evidence = SimulatedEvidence::create(&simulator, expected_report_data(&record));
+        record.evidence = TeeEvidence::Simulated(Box::new(evidence.clone()));
+        let claims = EvidenceClaims::from_simulated(&evidence).unwrap();
+        let strict = AttestationPolicy::default();
+        assert_eq!(check(&strict, &record, &claims, NOW), Err(Rejection::SimulatedNotAllowed));
+        let dev = AttestationPolicy { allow_simulated: true, ..strict };
+        assert_eq!(check(&dev, &record, &claims, NOW), Ok(()));
+        let mut forged = evidence;
+        forged.mrtd[0] ^= 1;
+        assert_eq!(EvidenceClaims::from_simulated(&forged), Err(Rejection::SimulatedSignatureInvalid));
+    }
+}

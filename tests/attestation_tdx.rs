@@ -1,0 +1,182 @@
+//! Real Intel-signed TDX quotes (the samples shipped in the `dcap-qvl` crate, found through
+//! `cargo metadata`, never copied) verified with DCAP and judged by the attestation policy. Every
+//! failure mode has its own asserted reason.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use cocoon::attestation::tdx::{Collateral, QuoteError, parse_collateral, verify_quote};
+use cocoon_protocol::attestation::binding::expected_report_data;
+use cocoon_protocol::attestation::policy::{
+    AllowedImage, AttestationPolicy, EvidenceClaims, Rejection, check,
+};
+use cocoon_protocol::attestation::record::{AttestationRecord, TeeEvidence};
+use libp2p::PeerId;
+
+/// `sample/` of the dcap-qvl package this workspace depends on, found once per test binary.
+fn sample_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // Only the host's packages are needed (and downloaded); the host triple comes from rustc.
+        let rustc = std::process::Command::new("rustc").arg("-vV").output().unwrap();
+        let host = String::from_utf8_lossy(&rustc.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+            .expect("rustc reports its host");
+        let out = std::process::Command::new(env!("CARGO"))
+            .args(["metadata", "--format-version", "1", "--filter-platform", &host, "--manifest-path"])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+        let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let manifest = meta["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "dcap-qvl")
+            .and_then(|p| p["manifest_path"].as_str())
+            .expect("dcap-qvl in cargo metadata");
+        PathBuf::from(manifest).parent().unwrap().join("sample")
+    })
+    .clone()
+}
+
+fn load(name: &str) -> (Vec<u8>, Collateral) {
+    let dir = sample_dir();
+    let quote = std::fs::read(dir.join(name)).unwrap();
+    let collateral =
+        parse_collateral(&std::fs::read(dir.join(format!("{name}_collateral.json"))).unwrap()).unwrap();
+    (quote, collateral)
+}
+
+/// Unix seconds of an RFC 3339 UTC timestamp such as `2025-06-19T10:32:19Z`.
+fn unix(ts: &str) -> u64 {
+    let n = |r: std::ops::Range<usize>| ts[r].parse::<i64>().unwrap();
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    (days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)) as u64
+}
+
+/// (issue date, next update) of the collateral's TCB info.
+fn window(c: &Collateral) -> (u64, u64) {
+    let info: serde_json::Value = serde_json::from_str(&c.tcb_info).unwrap();
+    (unix(info["issueDate"].as_str().unwrap()), unix(info["nextUpdate"].as_str().unwrap()))
+}
+
+/// A record whose expected report data the sample quote happens to carry cannot be built (the
+/// samples bind someone else's data), so binding is tested both ways: against the quote's own
+/// report data (accepted) and against a real record (mismatch).
+fn policy_for(claims: &EvidenceClaims) -> AttestationPolicy {
+    AttestationPolicy {
+        allowed_images: vec![AllowedImage {
+            name: "sample".into(),
+            mrtd: claims.mrtd,
+            rtmr: Some(claims.rtmr),
+        }],
+        accepted_tcb_statuses: vec!["UpToDate".into(), "SWHardeningNeeded".into()],
+        ..AttestationPolicy::default()
+    }
+}
+
+#[test]
+fn v4_and_v5_sample_quotes_verify_inside_their_collateral_window() {
+    for (name, mrtd_prefix) in [("tdx_quote", "91eb2b44"), ("tdx_quote_td15ex", "")] {
+        let (quote, collateral) = load(name);
+        let (from, until) = window(&collateral);
+        let claims = verify_quote(&quote, &collateral, from + 3600).unwrap();
+        assert!(!claims.simulated);
+        let mrtd = hex::encode(claims.mrtd);
+        assert!(mrtd.starts_with(mrtd_prefix), "{name}: MRTD {mrtd}");
+        println!("{name}: TCB {} MRTD {mrtd} valid {from}..{until}", claims.tcb_status);
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_the_quote_body_breaks_the_signature() {
+    let (mut quote, collateral) = load("tdx_quote");
+    let (from, _) = window(&collateral);
+    quote[48 + 200] ^= 0x01; // inside the TD report (the header is 48 bytes)
+    assert!(matches!(verify_quote(&quote, &collateral, from + 3600), Err(QuoteError::Signature(_))));
+}
+
+#[test]
+fn verification_after_the_collateral_expires_is_refused() {
+    let (quote, collateral) = load("tdx_quote");
+    let (_, until) = window(&collateral);
+    let err = verify_quote(&quote, &collateral, until + 1).unwrap_err();
+    assert!(matches!(err, QuoteError::CollateralTime(_)), "{err}");
+}
+
+#[test]
+fn report_data_of_another_record_is_a_mismatch() {
+    let (quote, collateral) = load("tdx_quote");
+    let (from, _) = window(&collateral);
+    let now = from + 3600;
+    let claims = verify_quote(&quote, &collateral, now).unwrap();
+    let record = AttestationRecord {
+        peer_id: PeerId::random(),
+        noise_static: [1; 32],
+        payout_address: "UQBvI0aFLnw2QbZgjMPCLRdtRHxhUyinQudg6sdiohIwg5jL".into(),
+        offers: vec![],
+        evidence: TeeEvidence::Tdx { quote: quote.clone() },
+        issued_at: now,
+        expires_at: now + 3600,
+    };
+    assert_ne!(expected_report_data(&record), claims.report_data);
+    assert_eq!(check(&policy_for(&claims), &record, &claims, now), Err(Rejection::ReportDataMismatch));
+}
+
+#[test]
+fn disallowed_mrtd_and_outdated_tcb_are_refused_by_policy() {
+    let (quote, collateral) = load("tdx_quote");
+    let (from, _) = window(&collateral);
+    let now = from + 3600;
+    let claims = verify_quote(&quote, &collateral, now).unwrap();
+    let (record, rebound) = rebind(&claims, now);
+    assert_eq!(
+        check(&policy_for(&claims), &record, &rebound, now),
+        Ok(()),
+        "control: the rebound quote passes"
+    );
+    let mut other_image = policy_for(&claims);
+    other_image.allowed_images[0].mrtd[0] ^= 0xff;
+    assert!(matches!(check(&other_image, &record, &rebound, now), Err(Rejection::MrtdNotAllowed(_))));
+
+    // The outdated sample's platform TCB is below every level Intel lists: DCAP itself refuses
+    // it (no TCB override is compiled in), whatever the policy.
+    let (old_quote, old_collateral) = load("tdx_quote_outdated");
+    let (old_from, _) = window(&old_collateral);
+    let err = verify_quote(&old_quote, &old_collateral, old_from + 3600).unwrap_err();
+    assert!(matches!(err, QuoteError::NoTcbLevel(_)), "{err}");
+    println!("outdated sample: {err}");
+
+    // A TCB status the policy does not accept (the sample is UpToDate; require something else).
+    let picky =
+        AttestationPolicy { accepted_tcb_statuses: vec!["SWHardeningNeeded".into()], ..policy_for(&claims) };
+    assert_eq!(check(&picky, &record, &rebound, now), Err(Rejection::TcbStatus("UpToDate".into())));
+}
+
+/// A fresh record and a copy of `claims` rebound to it (report data replaced by the record's
+/// binding), so the policy's later rules are exercised on the real measurements and TCB status.
+fn rebind(claims: &EvidenceClaims, now: u64) -> (AttestationRecord, EvidenceClaims) {
+    let record = AttestationRecord {
+        peer_id: PeerId::random(),
+        noise_static: [2; 32],
+        payout_address: "UQ-test".into(),
+        offers: vec![],
+        evidence: TeeEvidence::Tdx { quote: vec![] },
+        issued_at: now,
+        expires_at: now + 3600,
+    };
+    let mut rebound = claims.clone();
+    rebound.report_data = expected_report_data(&record);
+    (record, rebound)
+}
