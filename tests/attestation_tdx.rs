@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use cocoon::attestation::tdx::{Collateral, QuoteError, parse_collateral, verify_quote};
+use cocoon::attestation::tdx::{Collateral, QuoteError, collateral_window, parse_collateral, verify_quote};
 use cocoon_protocol::attestation::binding::expected_report_data;
 use cocoon_protocol::attestation::policy::{
     AllowedImage, AttestationPolicy, EvidenceClaims, Rejection, check,
@@ -52,23 +52,9 @@ fn load(name: &str) -> (Vec<u8>, Collateral) {
     (quote, collateral)
 }
 
-/// Unix seconds of an RFC 3339 UTC timestamp such as `2025-06-19T10:32:19Z`.
-fn unix(ts: &str) -> u64 {
-    let n = |r: std::ops::Range<usize>| ts[r].parse::<i64>().unwrap();
-    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    (days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)) as u64
-}
-
-/// (issue date, next update) of the collateral's TCB info.
+/// (from, until) validity window of the collateral.
 fn window(c: &Collateral) -> (u64, u64) {
-    let info: serde_json::Value = serde_json::from_str(&c.tcb_info).unwrap();
-    (unix(info["issueDate"].as_str().unwrap()), unix(info["nextUpdate"].as_str().unwrap()))
+    collateral_window(c).expect("collateral has a validity window")
 }
 
 /// A record whose expected report data the sample quote happens to carry cannot be built (the
@@ -179,4 +165,34 @@ fn rebind(claims: &EvidenceClaims, now: u64) -> (AttestationRecord, EvidenceClai
     let mut rebound = claims.clone();
     rebound.report_data = expected_report_data(&record);
     (record, rebound)
+}
+
+#[test]
+fn verifier_caches_by_quote_hash_until_the_collateral_expires() {
+    use cocoon::attestation::verifier::{Verifier, VerifyError};
+    let (quote, collateral) = load("tdx_quote");
+    let (from, until) = window(&collateral);
+    let verifier = Verifier::new(AttestationPolicy::default(), 16);
+    let evidence = TeeEvidence::Tdx { quote: quote.clone() };
+
+    let first = verifier.claims(&evidence, Some(&collateral), from + 10).unwrap();
+    assert_eq!(verifier.cached(), 1);
+    // Cached: no collateral needed any more while it is valid.
+    assert_eq!(verifier.claims(&evidence, None, from + 20).unwrap(), first);
+    // At the collateral's end the cached result is no longer used.
+    assert_eq!(verifier.claims(&evidence, None, until), Err(VerifyError::NoCollateral));
+
+    // A forged quote is remembered as forged.
+    let mut forged = quote;
+    forged[300] ^= 1;
+    let forged = TeeEvidence::Tdx { quote: forged };
+    assert!(matches!(
+        verifier.claims(&forged, Some(&collateral), from + 10),
+        Err(VerifyError::Quote(QuoteError::Signature(_)))
+    ));
+    assert!(matches!(
+        verifier.claims(&forged, None, from + 10),
+        Err(VerifyError::Quote(QuoteError::Signature(_)))
+    ));
+    assert_eq!(verifier.cached(), 2);
 }

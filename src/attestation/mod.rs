@@ -1,9 +1,15 @@
 //! Attestation in the node: turning TEE evidence into [`EvidenceClaims`] that the pure policy in
 //! `cocoon_protocol::attestation::policy` judges.
 //!
+//! - [`policy_file`]: the policy TOML file and its optional governance signature.
+//! - [`provider`]: producing evidence: configfs-tsm TDX quotes, or labelled simulated evidence.
 //! - [`tdx`]: verification of Intel TDX quotes with `dcap-qvl` against collateral (Intel's signed
 //!   TCB info, QE identity and CRLs) at a given time, so verification is reproducible offline.
+//! - [`verifier`]: evidence claims plus policy, with results cached by quote hash.
 //!
 //! [`EvidenceClaims`]: cocoon_protocol::attestation::policy::EvidenceClaims
 
+pub mod policy_file;
+pub mod provider;
 pub mod tdx;
+pub mod verifier;

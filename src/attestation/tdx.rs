@@ -76,3 +76,48 @@ fn classify(err: anyhow::Error) -> QuoteError {
         QuoteError::Invalid(message)
     }
 }
+
+/// The time window in which `collateral` is valid: the latest `issueDate` and the earliest
+/// `nextUpdate` of its TCB info and QE identity (Unix seconds). `None` if they cannot be read.
+pub fn collateral_window(collateral: &Collateral) -> Option<(u64, u64)> {
+    let mut from = 0;
+    let mut until = u64::MAX;
+    for json in [&collateral.tcb_info, &collateral.qe_identity] {
+        let value: serde_json::Value = serde_json::from_str(json).ok()?;
+        from = from.max(rfc3339_unix(value["issueDate"].as_str()?)?);
+        until = until.min(rfc3339_unix(value["nextUpdate"].as_str()?)?);
+    }
+    Some((from, until))
+}
+
+/// Unix seconds of an RFC 3339 UTC timestamp (`2025-06-19T10:32:43Z`, fractions ignored).
+fn rfc3339_unix(ts: &str) -> Option<u64> {
+    let num = |range: std::ops::Range<usize>| ts.get(range)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || !ts.ends_with('Z') {
+        return None;
+    }
+    // Days from the civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339_unix("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(rfc3339_unix("2000-03-01T00:00:00Z"), Some(951_868_800));
+        assert_eq!(rfc3339_unix("2025-06-19T10:16:03Z"), Some(1_750_328_163));
+        assert_eq!(rfc3339_unix("2025-06-19T10:16:03.512Z"), Some(1_750_328_163));
+        assert_eq!(rfc3339_unix("2025-13-01T00:00:00Z"), None);
+        assert_eq!(rfc3339_unix("yesterday"), None);
+    }
+}

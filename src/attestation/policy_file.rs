@@ -1,0 +1,204 @@
+//! The attestation policy file (TOML) and its optional governance signature.
+//!
+//! ```toml
+//! allow_simulated = false              # SIMULATED evidence (development only)
+//! accepted_tcb_statuses = ["UpToDate"]
+//! max_record_age_secs = 86400
+//! max_validity_secs = 86400
+//! clock_skew_secs = 60
+//!
+//! [[images]]
+//! name = "cocoon-worker 0.1.0"
+//! mrtd = "91eb2b44…"                   # 96 hex digits
+//! rtmr = ["…", "…", "…", "…"]          # optional: RTMR0–3, 96 hex digits each
+//! ```
+//!
+//! A node configured with a governance key requires `FILE.sig` next to the policy: the hex
+//! ed25519 signature of `POLICY_DOMAIN ‖ file bytes` by that key. Unsigned or wrongly signed
+//! policies are refused.
+
+use std::path::{Path, PathBuf};
+
+use cocoon_protocol::attestation::policy::{AllowedImage, AttestationPolicy};
+use cocoon_protocol::attestation::record::Measurement;
+use libp2p::identity::ed25519;
+use serde::Deserialize;
+
+/// Domain tag of policy signatures.
+pub const POLICY_DOMAIN: &[u8] = b"cocoon/attestation-policy/v1\0";
+
+/// Why a policy file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyFileError {
+    /// Not readable.
+    #[error("cannot read policy {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for the schema, or a bad measurement.
+    #[error("invalid policy {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A governance key is required but there is no signature file.
+    #[error("policy {0} is not signed: {0}.sig is missing and a governance signature is required")]
+    Unsigned(PathBuf),
+    /// The signature does not verify under the governance key.
+    #[error("policy {0} has an invalid governance signature")]
+    BadSignature(PathBuf),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyToml {
+    #[serde(default)]
+    allow_simulated: bool,
+    #[serde(default = "default_tcb")]
+    accepted_tcb_statuses: Vec<String>,
+    #[serde(default = "day")]
+    max_record_age_secs: u64,
+    #[serde(default = "day")]
+    max_validity_secs: u64,
+    #[serde(default = "skew")]
+    clock_skew_secs: u64,
+    #[serde(default)]
+    images: Vec<ImageToml>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageToml {
+    name: String,
+    mrtd: String,
+    rtmr: Option<[String; 4]>,
+}
+
+fn default_tcb() -> Vec<String> {
+    AttestationPolicy::default().accepted_tcb_statuses
+}
+fn day() -> u64 {
+    24 * 3600
+}
+fn skew() -> u64 {
+    60
+}
+
+fn measurement(what: &str, text: &str) -> Result<Measurement, String> {
+    let bytes = hex::decode(text.trim()).map_err(|e| format!("{what}: not hex: {e}"))?;
+    bytes.try_into().map_err(|b: Vec<u8>| format!("{what}: {} bytes, expected 48 (96 hex digits)", b.len()))
+}
+
+/// Parse policy TOML text.
+pub fn parse_policy(text: &str) -> Result<AttestationPolicy, String> {
+    let raw: PolicyToml = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+    let mut images = Vec::new();
+    for image in raw.images {
+        let mrtd = measurement(&format!("image {:?} mrtd", image.name), &image.mrtd)?;
+        let rtmr = match image.rtmr {
+            None => None,
+            Some(r) => {
+                let m = |i: usize| measurement(&format!("image {:?} rtmr[{i}]", image.name), &r[i]);
+                Some([m(0)?, m(1)?, m(2)?, m(3)?])
+            }
+        };
+        images.push(AllowedImage { name: image.name, mrtd, rtmr });
+    }
+    Ok(AttestationPolicy {
+        allowed_images: images,
+        accepted_tcb_statuses: raw.accepted_tcb_statuses,
+        max_record_age_secs: raw.max_record_age_secs,
+        max_validity_secs: raw.max_validity_secs,
+        clock_skew_secs: raw.clock_skew_secs,
+        allow_simulated: raw.allow_simulated,
+    })
+}
+
+/// Load a policy file; with `governance`, require a valid `FILE.sig` by that key.
+pub fn load_policy(
+    path: &Path,
+    governance: Option<&ed25519::PublicKey>,
+) -> Result<AttestationPolicy, PolicyFileError> {
+    let bytes =
+        std::fs::read(path).map_err(|source| PolicyFileError::Read { path: path.to_owned(), source })?;
+    if let Some(key) = governance {
+        let sig_path = PathBuf::from(format!("{}.sig", path.display()));
+        let sig_text =
+            std::fs::read_to_string(&sig_path).map_err(|_| PolicyFileError::Unsigned(path.to_owned()))?;
+        let signature =
+            hex::decode(sig_text.trim()).map_err(|_| PolicyFileError::BadSignature(path.to_owned()))?;
+        if !key.verify(&signing_input(&bytes), &signature) {
+            return Err(PolicyFileError::BadSignature(path.to_owned()));
+        }
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| PolicyFileError::Parse { path: path.to_owned(), message: "not UTF-8".into() })?;
+    parse_policy(&text).map_err(|message| PolicyFileError::Parse { path: path.to_owned(), message })
+}
+
+/// The bytes a governance key signs for a policy file's contents.
+pub fn signing_input(policy_bytes: &[u8]) -> Vec<u8> {
+    [POLICY_DOMAIN, policy_bytes].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"
+allow_simulated = true
+accepted_tcb_statuses = ["UpToDate", "SWHardeningNeeded"]
+
+[[images]]
+name = "sample"
+mrtd = "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"
+"#;
+
+    #[test]
+    fn parses_images_and_defaults() {
+        let p = parse_policy(POLICY).unwrap();
+        assert!(p.allow_simulated);
+        assert_eq!(p.allowed_images.len(), 1);
+        assert_eq!(hex::encode(p.allowed_images[0].mrtd)[..8], *"91eb2b44");
+        assert_eq!(p.max_record_age_secs, 86_400);
+        assert!(parse_policy("").unwrap().allowed_images.is_empty());
+        assert!(!parse_policy("").unwrap().allow_simulated);
+    }
+
+    #[test]
+    fn bad_measurements_and_unknown_keys_are_named() {
+        let err = parse_policy("[[images]]\nname = \"x\"\nmrtd = \"abcd\"\n").unwrap_err();
+        assert!(err.contains("image \"x\" mrtd") && err.contains("2 bytes"), "{err}");
+        let err = parse_policy("allow_simulatd = true\n").unwrap_err();
+        assert!(err.contains("allow_simulatd"), "{err}");
+    }
+
+    #[test]
+    fn governance_signature_is_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, POLICY).unwrap();
+        let governance = ed25519::Keypair::generate();
+        let key = governance.public();
+        assert!(load_policy(&path, None).is_ok(), "no governance key: unsigned is fine");
+        assert!(matches!(load_policy(&path, Some(&key)), Err(PolicyFileError::Unsigned(_))));
+
+        let sig_path = dir.path().join("policy.toml.sig");
+        std::fs::write(&sig_path, hex::encode(governance.sign(&signing_input(POLICY.as_bytes())))).unwrap();
+        assert!(load_policy(&path, Some(&key)).unwrap().allow_simulated);
+
+        let other = ed25519::Keypair::generate();
+        std::fs::write(&sig_path, hex::encode(other.sign(&signing_input(POLICY.as_bytes())))).unwrap();
+        assert!(matches!(load_policy(&path, Some(&key)), Err(PolicyFileError::BadSignature(_))));
+
+        // A valid signature over other contents does not cover an edited file.
+        std::fs::write(&sig_path, hex::encode(governance.sign(&signing_input(POLICY.as_bytes())))).unwrap();
+        std::fs::write(&path, POLICY.replace("allow_simulated = true", "allow_simulated = false")).unwrap();
+        assert!(matches!(load_policy(&path, Some(&key)), Err(PolicyFileError::BadSignature(_))));
+    }
+}
