@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -195,4 +197,50 @@ fn verifier_caches_by_quote_hash_until_the_collateral_expires() {
         Err(VerifyError::Quote(QuoteError::Signature(_)))
     ));
     assert_eq!(verifier.cached(), 2);
+}
+
+#[test]
+fn attest_verify_cli_prints_measurements_and_exits_by_verdict() {
+    let dir = sample_dir();
+    let (quote, collateral) = (dir.join("tdx_quote"), dir.join("tdx_quote_collateral.json"));
+    let (from, until) = window(&load("tdx_quote").1);
+    let q = quote.to_str().unwrap();
+    let c = collateral.to_str().unwrap();
+    let at = (from + 3600).to_string();
+
+    let (ok, out, err) =
+        common::run(&["attest", "verify", "--quote", q, "--collateral", c, "--at", &at], &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("tcb status:   UpToDate") && out.contains("mrtd:         91eb2b44"), "{out}");
+    assert!(out.contains("rtmr3:") && out.contains("report data:"), "{out}");
+
+    let late = (until + 1).to_string();
+    let (ok, _, err) =
+        common::run(&["attest", "verify", "--quote", q, "--collateral", c, "--at", &late], &[]);
+    assert!(!ok && err.contains("REJECTED") && err.contains("collateral is not valid"), "{err}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = tmp.path().join("policy.toml");
+    std::fs::write(&policy, format!("[[images]]\nname = \"other\"\nmrtd = \"{}\"\n", "ab".repeat(48)))
+        .unwrap();
+    let p = policy.to_str().unwrap();
+    let (ok, _, err) =
+        common::run(&["attest", "verify", "--quote", q, "--collateral", c, "--at", &at, "--policy", p], &[]);
+    assert!(!ok && err.contains("REJECTED by policy") && err.contains("is not an allowed image"), "{err}");
+
+    let (ok, _, err) = common::run(&["attest", "verify", "--quote", q], &[]);
+    assert!(!ok && err.contains("--collateral FILE is required"), "{err}");
+}
+
+#[test]
+fn attest_quote_outside_a_td_says_what_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("q.bin");
+    let missing = tmp.path().join("no-configfs");
+    let (ok, _, err) = common::run(
+        &["attest", "quote", "--out", out.to_str().unwrap(), "--configfs", missing.to_str().unwrap()],
+        &[],
+    );
+    assert!(!ok && err.contains("configfs-tsm is not available"), "{err}");
+    assert!(!out.exists());
 }

@@ -28,7 +28,7 @@ pub enum VerifyError {
 
 #[derive(Debug, Clone)]
 enum Cached {
-    Valid { claims: EvidenceClaims, until: u64 },
+    Valid { claims: Box<EvidenceClaims>, until: u64 },
     Forged(QuoteError),
 }
 
@@ -81,7 +81,7 @@ impl Verifier {
         match verify_quote(quote, collateral, now) {
             Ok(claims) => {
                 let until = collateral_window(collateral).map_or(now, |(_, until)| until);
-                self.insert(key, Cached::Valid { claims: claims.clone(), until });
+                self.insert(key, Cached::Valid { claims: Box::new(claims.clone()), until });
                 Ok(claims)
             }
             Err(e @ QuoteError::Signature(_)) => {
@@ -107,7 +107,7 @@ impl Verifier {
     fn lookup(&self, key: &[u8; 32], now: u64) -> Option<Result<EvidenceClaims, VerifyError>> {
         let cache = self.cache.lock().ok()?;
         match cache.entries.get(key)? {
-            Cached::Valid { claims, until } if now < *until => Some(Ok(claims.clone())),
+            Cached::Valid { claims, until } if now < *until => Some(Ok((**claims).clone())),
             Cached::Valid { .. } => None,
             Cached::Forged(e) => Some(Err(e.clone().into())),
         }

@@ -141,26 +141,30 @@ pub fn check(
     if claims.report_data != expected_report_data(record) {
         return Err(Rejection::ReportDataMismatch);
     }
-    if claims.simulated {
-        if !policy.allow_simulated {
-            return Err(Rejection::SimulatedNotAllowed);
-        }
-    } else {
-        if !policy.accepted_tcb_statuses.iter().any(|s| s == &claims.tcb_status) {
-            return Err(Rejection::TcbStatus(claims.tcb_status.clone()));
-        }
-        let image = policy
-            .allowed_images
-            .iter()
-            .find(|i| i.mrtd == claims.mrtd)
-            .ok_or_else(|| Rejection::MrtdNotAllowed(hex::encode(claims.mrtd)))?;
-        if let Some(rtmr) = &image.rtmr
-            && let Some(index) = (0..4).find(|i| rtmr[*i] != claims.rtmr[*i])
-        {
-            return Err(Rejection::RtmrMismatch { index, image: image.name.clone() });
-        }
-    }
+    check_evidence(policy, claims)?;
     check_freshness(policy, record, now)
+}
+
+/// The rules about the evidence alone (simulated, TCB status, image): what can be judged of a
+/// quote without its record.
+pub fn check_evidence(policy: &AttestationPolicy, claims: &EvidenceClaims) -> Result<(), Rejection> {
+    if claims.simulated {
+        return if policy.allow_simulated { Ok(()) } else { Err(Rejection::SimulatedNotAllowed) };
+    }
+    if !policy.accepted_tcb_statuses.iter().any(|s| s == &claims.tcb_status) {
+        return Err(Rejection::TcbStatus(claims.tcb_status.clone()));
+    }
+    let image = policy
+        .allowed_images
+        .iter()
+        .find(|i| i.mrtd == claims.mrtd)
+        .ok_or_else(|| Rejection::MrtdNotAllowed(hex::encode(claims.mrtd)))?;
+    if let Some(rtmr) = &image.rtmr
+        && let Some(index) = (0..4).find(|i| rtmr[*i] != claims.rtmr[*i])
+    {
+        return Err(Rejection::RtmrMismatch { index, image: image.name.clone() });
+    }
+    Ok(())
 }
 
 /// The time checks alone (also used to expire cached records).

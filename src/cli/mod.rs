@@ -1,7 +1,11 @@
 //! The `cocoon` command line (clap). `main.rs` only calls [`main`].
 //!
+//! `attest` lives in its own submodule.
+//!
 //! Every node flag can also be given as a `COCOON_*` environment variable (shown in `--help`);
 //! flags win over variables, which win over the config file, which wins over defaults.
+
+pub mod attest;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +40,12 @@ pub enum Command {
         /// What to do with it.
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Produce or verify TDX attestation evidence.
+    Attest {
+        /// What to do.
+        #[command(subcommand)]
+        command: attest::AttestCommand,
     },
     /// Run a local network on loopback in one process: a bootstrap node with a well-known
     /// development key at 127.0.0.1:<port> (listed in bootstrap/local.txt) and a few peer nodes.
@@ -151,6 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             crate::telemetry::init(&config.log);
             runtime()?.block_on(run_node(config))
         }
+        Command::Attest { command } => attest::run(command),
         Command::Devnet(args) => runtime()?.block_on(crate::devnet::run(args)),
     }
 }

@@ -1,0 +1,128 @@
+//! `cocoon attest …`: produce and inspect TDX quotes from the command line.
+//!
+//! `verify` checks a quote with DCAP against collateral at a given time and, with `--policy`, the
+//! policy's evidence rules (image, TCB status, simulated). A bare quote has no record, so the key
+//! binding and record freshness are not checked here; nodes check those on every record.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use cocoon_protocol::attestation::policy::check_evidence;
+use libp2p::identity::ed25519;
+
+use crate::attestation::policy_file::load_policy;
+use crate::attestation::provider::{ConfigfsTsm, TeeProvider};
+use crate::attestation::tdx::{parse_collateral, verify_quote};
+use cocoon_protocol::attestation::record::TeeEvidence;
+
+/// `cocoon attest …`
+#[derive(Debug, Subcommand)]
+pub enum AttestCommand {
+    /// Generate a TDX quote through configfs-tsm (inside a TD; needs root).
+    Quote(QuoteArgs),
+    /// Verify a TDX quote with DCAP and print its measurements; exits 1 if it is refused.
+    Verify(VerifyArgs),
+}
+
+/// `cocoon attest quote`
+#[derive(Debug, Args)]
+pub struct QuoteArgs {
+    /// Where to write the raw quote.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// The 64 bytes of report data, as 128 hex digits (default: zeros).
+    #[arg(long, value_name = "HEX")]
+    pub report_data: Option<String>,
+    /// configfs-tsm report directory.
+    #[arg(long, default_value = crate::attestation::provider::CONFIGFS_TSM_REPORT, value_name = "DIR")]
+    pub configfs: PathBuf,
+}
+
+/// `cocoon attest verify`
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The raw quote.
+    #[arg(long, value_name = "FILE")]
+    pub quote: PathBuf,
+    /// Collateral JSON (Intel TCB info, QE identity, CRLs) for the quote's platform. Required:
+    /// fetching it from a PCCS is not implemented yet.
+    #[arg(long, value_name = "FILE")]
+    pub collateral: Option<PathBuf>,
+    /// Attestation policy (TOML) whose evidence rules to apply.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Require the policy to be signed by this governance key (64 hex digits, ed25519).
+    #[arg(long, value_name = "HEX", requires = "policy")]
+    pub governance_key: Option<String>,
+    /// Verify as of this time (Unix seconds; default now).
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    pub at: Option<u64>,
+}
+
+/// Run an `attest` subcommand.
+pub fn run(command: AttestCommand) -> anyhow::Result<()> {
+    match command {
+        AttestCommand::Quote(args) => quote(args),
+        AttestCommand::Verify(args) => verify(args),
+    }
+}
+
+fn quote(args: QuoteArgs) -> anyhow::Result<()> {
+    let mut report_data = [0u8; 64];
+    if let Some(hex_text) = &args.report_data {
+        let bytes = hex::decode(hex_text.trim()).context("--report-data is not hex")?;
+        if bytes.len() != 64 {
+            bail!("--report-data must be 64 bytes (128 hex digits), got {}", bytes.len());
+        }
+        report_data.copy_from_slice(&bytes);
+    }
+    let TeeEvidence::Tdx { quote } = ConfigfsTsm::new(&args.configfs).evidence(&report_data)? else {
+        bail!("configfs-tsm produced no TDX quote");
+    };
+    std::fs::write(&args.out, &quote).with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!("wrote a {}-byte TDX quote to {}", quote.len(), args.out.display());
+    Ok(())
+}
+
+fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let quote =
+        std::fs::read(&args.quote).with_context(|| format!("cannot read {}", args.quote.display()))?;
+    let Some(collateral_path) = &args.collateral else {
+        bail!("--collateral FILE is required: fetching collateral from a PCCS is not implemented yet");
+    };
+    let collateral_json = std::fs::read(collateral_path)
+        .with_context(|| format!("cannot read {}", collateral_path.display()))?;
+    let collateral = parse_collateral(&collateral_json)?;
+    let now = match args.at {
+        Some(at) => at,
+        None => SystemTime::now().duration_since(UNIX_EPOCH).context("system clock before 1970")?.as_secs(),
+    };
+    let claims = verify_quote(&quote, &collateral, now).context("verdict: REJECTED")?;
+    println!("quote:        verifies (DCAP, Intel root CA) at {now}");
+    println!("tcb status:   {}", claims.tcb_status);
+    println!("mrtd:         {}", hex::encode(claims.mrtd));
+    for (i, rtmr) in claims.rtmr.iter().enumerate() {
+        println!("rtmr{i}:        {}", hex::encode(rtmr));
+    }
+    println!("report data:  {}", hex::encode(claims.report_data));
+    let Some(policy_path) = &args.policy else {
+        println!("verdict:      ACCEPTED (signature chain and collateral only; no --policy given)");
+        return Ok(());
+    };
+    let governance = match &args.governance_key {
+        None => None,
+        Some(hex_key) => {
+            let bytes = hex::decode(hex_key.trim()).context("--governance-key is not hex")?;
+            Some(
+                ed25519::PublicKey::try_from_bytes(&bytes)
+                    .context("--governance-key is not an ed25519 key")?,
+            )
+        }
+    };
+    let policy = load_policy(policy_path, governance.as_ref())?;
+    check_evidence(&policy, &claims).context("verdict: REJECTED by policy")?;
+    println!("verdict:      ACCEPTED by policy {}", policy_path.display());
+    Ok(())
+}
