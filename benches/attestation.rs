@@ -31,7 +31,11 @@ fn bench(name: &str, budget: Duration, mut f: impl FnMut()) {
     }
     let per = start.elapsed() / u32::try_from(iterations).unwrap_or(u32::MAX);
     let rate = 1.0 / per.as_secs_f64();
-    println!("{name:<44} {:>12.3} µs/op {:>12.0} op/s  ({iterations} iterations)", per.as_secs_f64() * 1e6, rate);
+    println!(
+        "{name:<44} {:>12.3} µs/op {:>12.0} op/s  ({iterations} iterations)",
+        per.as_secs_f64() * 1e6,
+        rate
+    );
 }
 
 fn main() {

@@ -66,6 +66,10 @@ pub struct Config {
     pub bootstrap: BootstrapSection,
     /// Local admin endpoint (`/health`, `/metrics`, `/peers`).
     pub admin: AdminSection,
+    /// Which workers' attestation this node accepts.
+    pub attestation: AttestationSection,
+    /// What this node attests when it has the `worker` role.
+    pub worker: WorkerSection,
     /// Logging.
     pub log: LogSection,
 }
@@ -183,6 +187,49 @@ pub struct AdminSection {
 impl Default for AdminSection {
     fn default() -> Self {
         Self { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 9100)) }
+    }
+}
+
+/// `[attestation]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttestationSection {
+    /// Policy file (format in docs/attestation.md). Default none: the built-in policy, which
+    /// accepts no TDX image and no simulated evidence.
+    pub policy_file: Option<PathBuf>,
+    /// Governance key (64 hex digits, ed25519) that must have signed the policy file
+    /// (`<policy_file>.sig`). Default none.
+    pub governance_key: Option<String>,
+    /// Also accept SIMULATED evidence, whatever the policy file says (development networks only).
+    /// Default false.
+    pub allow_simulated: bool,
+}
+
+/// Where a worker's evidence comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TeeKind {
+    /// Real TDX quotes through configfs-tsm (inside a TD).
+    Tdx,
+    /// SIMULATED evidence signed by a local key (development only; refused by strict peers).
+    Simulated,
+}
+
+/// `[worker]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSection {
+    /// TON address earnings are paid to. Default empty (must be set for the worker role).
+    pub payout_address: String,
+    /// Evidence source. Default `tdx`.
+    pub tee: TeeKind,
+    /// Lifetime of a published record in seconds; it is re-published at half-life. Default 3600.
+    pub record_validity_secs: u64,
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        Self { payout_address: String::new(), tee: TeeKind::Tdx, record_validity_secs: 3600 }
     }
 }
 
@@ -326,6 +373,14 @@ impl Config {
         if n.gossip_heartbeat_ms == 0 || n.conn_manager_interval_secs == 0 || n.routing_refresh_secs == 0 {
             return Err(ConfigError::Invalid("network intervals must be at least 1".into()));
         }
+        if self.has_role(Role::Worker) && self.worker.payout_address.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "the worker role needs worker.payout_address (a TON address)".into(),
+            ));
+        }
+        if self.worker.record_validity_secs < 60 {
+            return Err(ConfigError::Invalid("worker.record_validity_secs must be at least 60".into()));
+        }
         if self.bootstrap.retry_initial_secs == 0 || self.bootstrap.dial_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
                 "bootstrap retry and dial timeouts must be at least 1 second".into(),
@@ -355,7 +410,7 @@ mod tests {
     fn customised_dump_parses_back_to_the_same_config() {
         let mut config = Config::default();
         config.apply(Overrides {
-            roles: vec![Role::Worker, Role::Relay],
+            roles: vec![Role::Client, Role::Relay],
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
             bootstrap_peers: vec![
                 "/dns4/boot.example/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"

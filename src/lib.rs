@@ -8,6 +8,7 @@
 //!
 //! - [`cli`]: command line (`node`, `id`, `config dump`, `devnet`).
 //! - [`attestation`]: TDX quote verification (DCAP) feeding the protocol's attestation policy.
+//! - [`clock`]: wall-clock time (only the shell reads it).
 //! - [`config`]: TOML configuration with documented defaults and override precedence.
 //! - [`node`]: wiring of a running node, start-up checks and graceful shutdown.
 //! - [`network`]: the libp2p overlay: swarm event loop, handle, joining, connection manager.
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod attestation;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod devnet;
 pub mod network;

@@ -17,7 +17,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::admin::{self, AdminState};
-use crate::config::{Config, ConfigError};
+use crate::attestation::policy_file::{PolicyFileError, load_policy};
+use crate::attestation::provider::{ConfigfsTsm, SimulatedTee, TeeProvider};
+use crate::attestation::service::{self, AttestationHandle, OwnRecord, ServiceError};
+use crate::attestation::verifier::Verifier;
+use crate::config::{Config, ConfigError, Role, TeeKind};
 use crate::network::bootstrap::{self, BootstrapError};
 use crate::network::{self, JoinConfig, NetworkConfig, NetworkError, NetworkHandle, TransportKind};
 use crate::store::{self, Store, StoreError};
@@ -30,6 +34,8 @@ const PEER_BOOK_CAPACITY: usize = 1024;
 const PEER_BOOK_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
 /// How often a joined node checks it still has connections.
 const JOIN_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Quote verification results kept (by quote hash).
+const VERIFIER_CACHE: usize = 4096;
 /// Longest the network may take to close its connections on shutdown.
 const NETWORK_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -48,6 +54,12 @@ pub enum NodeError {
     /// Network start-up problem.
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// The attestation policy file was refused.
+    #[error(transparent)]
+    Policy(#[from] PolicyFileError),
+    /// The attestation service could not start (e.g. no TEE on a worker).
+    #[error(transparent)]
+    Attestation(#[from] ServiceError),
     /// The admin endpoint could not bind.
     #[error("cannot listen for the admin endpoint on {addr}: {source}")]
     Admin {
@@ -75,6 +87,7 @@ pub struct Ready {
 #[derive(Debug)]
 pub struct Node {
     network: NetworkHandle,
+    attestation: AttestationHandle,
     store: Store,
     admin_addr: Option<SocketAddr>,
     listen: Vec<Multiaddr>,
@@ -99,6 +112,8 @@ impl Node {
             None => store::load_or_create_identity(&config.node.data_dir)?,
         };
         let peer_id = keypair.public().to_peer_id();
+        let verifier = Arc::new(Verifier::new(attestation_policy(&config)?, VERIFIER_CACHE));
+        let own = own_record(&config, &keypair)?;
         let peer_book = store.peer_book()?;
         let known: Vec<_> =
             peer_book.recent(KNOWN_PEERS_TO_DIAL)?.into_iter().filter(|k| k.peer_id != peer_id).collect();
@@ -126,7 +141,8 @@ impl Node {
         );
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
+        let (attestation, mut tasks) =
+            service::start(network.clone(), verifier, own, &mut registry, shutdown_rx.clone()).await?;
         let join = JoinConfig {
             bootstrap,
             known,
@@ -145,6 +161,7 @@ impl Node {
             admin_addr = listener.local_addr().ok();
             let state = AdminState {
                 network: network.clone(),
+                attestation: attestation.clone(),
                 registry: Arc::new(registry),
                 roles: config.node.roles.clone(),
                 started: Instant::now(),
@@ -152,7 +169,16 @@ impl Node {
             tasks.push(tokio::spawn(admin::serve(listener, state, shutdown_rx)));
             tracing::info!(addr = ?admin_addr, "admin endpoint listening");
         }
-        Ok(Self { network, store, admin_addr, listen: status.listen_addrs, shutdown, tasks, network_task })
+        Ok(Self {
+            network,
+            attestation,
+            store,
+            admin_addr,
+            listen: status.listen_addrs,
+            shutdown,
+            tasks,
+            network_task,
+        })
     }
 
     /// Handle to the network layer.
@@ -163,6 +189,11 @@ impl Node {
     /// This node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.network.peer_id()
+    }
+
+    /// What the node knows about workers' attestation.
+    pub fn attestation(&self) -> &AttestationHandle {
+        &self.attestation
     }
 
     /// Bound listen addresses.
@@ -211,6 +242,60 @@ impl Node {
         tracing::info!(bytes, known_peers = book.len(), "store flushed");
         Ok(())
     }
+}
+
+/// The policy this node applies to workers' records.
+fn attestation_policy(
+    config: &Config,
+) -> Result<cocoon_protocol::attestation::policy::AttestationPolicy, NodeError> {
+    let a = &config.attestation;
+    let governance = match &a.governance_key {
+        None => None,
+        Some(text) => {
+            let bytes = hex::decode(text.trim())
+                .map_err(|e| ConfigError::Invalid(format!("attestation.governance_key is not hex: {e}")))?;
+            Some(libp2p::identity::ed25519::PublicKey::try_from_bytes(&bytes).map_err(|e| {
+                ConfigError::Invalid(format!("attestation.governance_key is not an ed25519 key: {e}"))
+            })?)
+        }
+    };
+    let mut policy = match &a.policy_file {
+        Some(path) => load_policy(path, governance.as_ref())?,
+        None if governance.is_some() => {
+            return Err(
+                ConfigError::Invalid("attestation.governance_key is set but no policy_file".into()).into()
+            );
+        }
+        None => Default::default(),
+    };
+    policy.allow_simulated |= a.allow_simulated;
+    if policy.allow_simulated {
+        tracing::warn!("this node accepts SIMULATED attestation evidence (development only)");
+    }
+    Ok(policy)
+}
+
+/// What this node attests, if it is a worker.
+fn own_record(config: &Config, identity: &Keypair) -> Result<Option<OwnRecord>, NodeError> {
+    if !config.has_role(Role::Worker) {
+        return Ok(None);
+    }
+    let dir = &config.node.data_dir;
+    let tee: Arc<dyn TeeProvider> = match config.worker.tee {
+        TeeKind::Tdx => Arc::new(ConfigfsTsm::default()),
+        TeeKind::Simulated => {
+            tracing::warn!("worker publishes SIMULATED attestation evidence: strict peers will refuse it");
+            Arc::new(SimulatedTee::new(store::load_or_create_simulator_key(dir)?))
+        }
+    };
+    Ok(Some(OwnRecord {
+        identity: identity.clone(),
+        noise_public: store::load_or_create_noise_key(dir)?.public,
+        payout_address: config.worker.payout_address.clone(),
+        offers: Vec::new(),
+        tee,
+        validity: Duration::from_secs(config.worker.record_validity_secs),
+    }))
 }
 
 fn spawn_flusher(store: Store, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {

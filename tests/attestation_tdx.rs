@@ -7,12 +7,12 @@
 mod common;
 
 use cocoon::attestation::tdx::{Collateral, QuoteError, collateral_window, verify_quote};
-use common::dcap_samples::{load, sample_dir};
 use cocoon_protocol::attestation::binding::expected_report_data;
 use cocoon_protocol::attestation::policy::{
     AllowedImage, AttestationPolicy, EvidenceClaims, Rejection, check,
 };
 use cocoon_protocol::attestation::record::{AttestationRecord, TeeEvidence};
+use common::dcap_samples::{load, sample_dir};
 use libp2p::PeerId;
 
 /// (from, until) validity window of the collateral.

@@ -37,7 +37,7 @@ fn config_dump_applies_file_then_env_then_flags_and_parses_back() {
     let file = dir.path().join("cocoon.toml");
     std::fs::write(
         &file,
-        "[node]\nroles = [\"worker\"]\ndata_dir = \"/from/file\"\n[network]\ntarget_connections = 7\nkad_mode = \"client\"\n",
+        "[node]\nroles = [\"worker\"]\ndata_dir = \"/from/file\"\n[network]\ntarget_connections = 7\nkad_mode = \"client\"\n[worker]\npayout_address = \"UQ-test\"\ntee = \"simulated\"\n",
     )
     .unwrap();
     let (ok, out, err) = run(

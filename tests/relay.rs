@@ -18,7 +18,7 @@ async fn a_node_listening_only_through_a_relay_can_be_dialled() {
     let circuit = dial_addr(&relay).with(Protocol::P2pCircuit);
 
     // The hidden node's only listen address is a reservation on the relay.
-    let mut hidden_config = config(&dir.path().join("hidden"), Role::Worker, None);
+    let mut hidden_config = config(&dir.path().join("hidden"), Role::Client, None);
     hidden_config.network.listen = vec![circuit.clone()];
     let hidden = start(hidden_config).await;
     assert!(

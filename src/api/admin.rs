@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::attestation::service::AttestationHandle;
 use crate::config::Role;
 use crate::network::NetworkHandle;
 
@@ -26,6 +27,8 @@ use crate::network::NetworkHandle;
 pub struct AdminState {
     /// The network layer.
     pub network: NetworkHandle,
+    /// Verified workers' records.
+    pub attestation: AttestationHandle,
     /// All metrics of the node.
     pub registry: Arc<Registry>,
     /// Roles of the node.
@@ -57,6 +60,12 @@ pub struct Health {
     pub kad_mode: String,
     /// Connections closed by the connection manager since start.
     pub trimmed_connections: u64,
+    /// Peers blocked for misbehaviour.
+    pub blocked_peers: usize,
+    /// Workers with a verified, unexpired attestation record.
+    pub verified_workers: usize,
+    /// Models offered by verified workers.
+    pub models: Vec<String>,
     /// Seconds since start.
     pub uptime_secs: u64,
     /// cocoon version.
@@ -113,6 +122,9 @@ async fn health(State(state): State<AdminState>) -> Response {
             gossip_mesh_peers: s.mesh_peers,
             kad_mode: s.kad_mode,
             trimmed_connections: s.trimmed_connections,
+            blocked_peers: s.blocked_peers.len(),
+            verified_workers: state.attestation.verified_workers(),
+            models: state.attestation.models(),
             uptime_secs: state.started.elapsed().as_secs(),
             version: env!("CARGO_PKG_VERSION").into(),
         })

@@ -1,6 +1,8 @@
 //! Attestation in the node: turning TEE evidence into [`EvidenceClaims`] that the pure policy in
 //! `cocoon_protocol::attestation::policy` judges.
 //!
+//! - [`known`]: the verified records held, newest per worker.
+//! - [`service`]: gossip validation of records and publication of the worker's own.
 //! - [`policy_file`]: the policy TOML file and its optional governance signature.
 //! - [`provider`]: producing evidence: configfs-tsm TDX quotes, or labelled simulated evidence.
 //! - [`tdx`]: verification of Intel TDX quotes with `dcap-qvl` against collateral (Intel's signed
@@ -9,7 +11,9 @@
 //!
 //! [`EvidenceClaims`]: cocoon_protocol::attestation::policy::EvidenceClaims
 
+pub mod known;
 pub mod policy_file;
 pub mod provider;
+pub mod service;
 pub mod tdx;
 pub mod verifier;

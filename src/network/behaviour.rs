@@ -1,8 +1,8 @@
 //! The composed `NetworkBehaviour` of a cocoon node.
 //!
-//! Field order is the order in which libp2p consults behaviours, and it matters: the gatekeeper
-//! (`limits`) comes first so a connection over the caps is denied before any other behaviour
-//! allocates state for it; then identify and ping (liveness and addresses), Kademlia, gossipsub,
+//! Field order is the order in which libp2p consults behaviours, and it matters: the gatekeepers
+//! (`blocked`, then `limits`) come first so a blocked peer or a connection over the caps is denied
+//! before any other behaviour allocates state for it; then identify and ping (liveness and addresses), Kademlia, gossipsub,
 //! and NAT traversal. Later issues add cocoon's own protocols after these.
 
 use std::time::Duration;
@@ -10,7 +10,10 @@ use std::time::Duration;
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify, kad, ping, relay};
+use libp2p::{
+    StreamProtocol, allow_block_list, autonat, connection_limits, dcutr, gossipsub, identify, kad, ping,
+    relay,
+};
 use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
 
@@ -23,6 +26,9 @@ const KAD_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// Gatekeeper: peers found misbehaving (e.g. sending invalid attestation records) are
+    /// disconnected and refused for the rest of the run.
+    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     /// Gatekeeper: caps on established and pending connections.
     pub limits: connection_limits::Behaviour,
     pub identify: identify::Behaviour,
@@ -64,7 +70,17 @@ impl Behaviour {
             config.kad_server.map(|server| if server { kad::Mode::Server } else { kad::Mode::Client }),
         );
 
+        // Mesh peers are protected from trimming, so the mesh must fit under the connection
+        // target: D_high = min(12, target), D = min(6, D_high), D_lo = D - 1 (at least 1), and
+        // at most D/2 outbound-only slots. The default target (50) leaves gossipsub's defaults.
+        let d_high = config.target_connections.clamp(1, 12);
+        let d = d_high.min(6);
+        let d_low = d.saturating_sub(1).max(1);
         let gossip_config = gossipsub::ConfigBuilder::default()
+            .mesh_n_high(d_high)
+            .mesh_n(d)
+            .mesh_n_low(d_low)
+            .mesh_outbound_min((d / 2).min(d_low))
             .heartbeat_interval(config.gossip_heartbeat)
             .validation_mode(gossipsub::ValidationMode::Strict)
             .validate_messages()
@@ -84,6 +100,7 @@ impl Behaviour {
             config.relay_server.then(|| relay::Behaviour::new(peer_id, relay::Config::default()));
 
         Ok(Self {
+            blocked: allow_block_list::Behaviour::default(),
             limits: connection_limits::Behaviour::new(limits),
             identify,
             ping: ping::Behaviour::default(),

@@ -6,7 +6,7 @@
 //! panics on an unexpected event: it is logged and ignored.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cocoon_protocol::connmgr::{self, Candidate};
 use futures::StreamExt;
@@ -208,6 +208,17 @@ impl EventLoop {
                     }
                 }
             }
+            Command::Block { peer, reason } => {
+                tracing::warn!(%peer, %reason, "blocking peer");
+                self.metrics.blocked_peers.inc();
+                self.swarm.behaviour_mut().blocked.block_peer(peer);
+                self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                if let Some(book) = &self.peer_book
+                    && let Err(e) = book.remove(&peer)
+                {
+                    tracing::warn!(%peer, error = %e, "cannot remove blocked peer from the peer book");
+                }
+            }
             Command::Shutdown { .. } => {}
         }
     }
@@ -224,6 +235,7 @@ impl EventLoop {
             mesh_peers: mesh.len(),
             kad_mode: self.swarm.behaviour().kad.mode().to_string(),
             trimmed_connections: self.metrics.trimmed_connections.get(),
+            blocked_peers: self.swarm.behaviour().blocked.blocked_peers().iter().copied().collect(),
         }
     }
 
@@ -300,7 +312,7 @@ impl EventLoop {
             BehaviourEvent::Dcutr(event) => self.libp2p_metrics.record(&event),
             BehaviourEvent::Autonat(event) => tracing::debug!(?event, "autonat"),
             BehaviourEvent::RelayClient(event) => tracing::debug!(?event, "relay client"),
-            BehaviourEvent::Limits(never) => match never {},
+            BehaviourEvent::Limits(never) | BehaviourEvent::Blocked(never) => match never {},
         }
     }
 
@@ -398,8 +410,7 @@ impl EventLoop {
             addr.pop();
         }
         let addr = &addr;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        if let Err(e) = book.record(peer, addr, now) {
+        if let Err(e) = book.record(peer, addr, crate::clock::unix_now()) {
             tracing::warn!(%peer, error = %e, "cannot record peer in the peer book");
         }
     }

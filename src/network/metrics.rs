@@ -18,6 +18,7 @@ pub(crate) struct NetMetrics {
     pub gossip_received: Counter,
     pub gossip_dropped_full: Counter,
     pub wrong_network_peers: Counter,
+    pub blocked_peers: Counter,
 }
 
 impl NetMetrics {
@@ -55,6 +56,11 @@ impl NetMetrics {
             "wrong_network_peers",
             "Peers disconnected for announcing another identify protocol version",
             m.wrong_network_peers.clone(),
+        );
+        r.register(
+            "blocked_peers",
+            "Peers blocked for misbehaviour (e.g. invalid attestation records)",
+            m.blocked_peers.clone(),
         );
         m
     }

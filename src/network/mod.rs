@@ -182,6 +182,8 @@ pub struct NetworkStatus {
     pub kad_mode: String,
     /// Connections the connection manager has closed since start.
     pub trimmed_connections: u64,
+    /// Peers blocked for misbehaviour.
+    pub blocked_peers: Vec<PeerId>,
 }
 
 /// A gossip message waiting for its subscriber's verdict.
@@ -234,6 +236,7 @@ pub(crate) enum Command {
     Publish { topic: String, data: Vec<u8>, reply: Reply<MessageId> },
     Validate { id: MessageId, source: PeerId, verdict: Validation },
     Protect { peer: PeerId, protect: bool },
+    Block { peer: PeerId, reason: String },
     Shutdown { reply: oneshot::Sender<()> },
 }
 
@@ -314,6 +317,11 @@ impl NetworkHandle {
     /// Protect `peer` from connection trimming while a subsystem uses it (or lift that).
     pub async fn protect(&self, peer: PeerId, protect: bool) -> Result<(), NetworkError> {
         self.send(Command::Protect { peer, protect }).await
+    }
+
+    /// Disconnect `peer` and refuse it for the rest of the run (fatal misbehaviour).
+    pub async fn block(&self, peer: PeerId, reason: impl Into<String>) -> Result<(), NetworkError> {
+        self.send(Command::Block { peer, reason: reason.into() }).await
     }
 
     /// Close all connections and stop the event loop; resolves when it has stopped.

@@ -3,7 +3,6 @@
 //! Kept in `<data-dir>/identity.key` as libp2p's protobuf key encoding, readable by its owner only.
 //! The file is written to a temporary name and renamed, so a crash never leaves half a key.
 
-use std::io::Write;
 use std::path::Path;
 
 use libp2p::identity::Keypair;
@@ -26,18 +25,7 @@ pub fn load_or_create_identity(data_dir: &Path) -> Result<Keypair, StoreError> {
             let bytes = key
                 .to_protobuf_encoding()
                 .map_err(|e| StoreError::BadIdentity { path: path.clone(), message: e.to_string() })?;
-            let tmp = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut file = options.open(&tmp).map_err(io_err)?;
-            file.write_all(&bytes).map_err(io_err)?;
-            file.sync_all().map_err(io_err)?;
-            std::fs::rename(&tmp, &path).map_err(io_err)?;
+            super::keys::write_private_file(&path, &bytes)?;
             Ok(key)
         }
         Err(e) => Err(io_err(e)),

@@ -1,5 +1,5 @@
-//! The node's durable state: one sled database per node in `<data-dir>/db`, plus the identity key
-//! file `<data-dir>/identity.key` (owner-only permissions).
+//! The node's durable state: one sled database per node in `<data-dir>/db`, plus key files
+//! (`identity.key`, `noise.key`, `simulator.key`; owner-only permissions, see `keys.rs`).
 //!
 //! sled is opened with its background flush timer off: the node decides when data is durable. It
 //! flushes the peer book periodically and on shutdown, and anything that represents money is
@@ -7,11 +7,13 @@
 //! is a new tree, never a silent reinterpretation.
 
 mod identity;
+mod keys;
 mod peer_book;
 
 use std::path::{Path, PathBuf};
 
 pub use identity::load_or_create_identity;
+pub use keys::{NOISE_PARAMS, NoiseKey, load_or_create_noise_key, load_or_create_simulator_key};
 pub use peer_book::{KnownPeer, PeerBook};
 
 /// Name of the peer-book tree.

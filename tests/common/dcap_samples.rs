@@ -42,4 +42,3 @@ pub fn load(name: &str) -> (Vec<u8>, Collateral) {
         parse_collateral(&std::fs::read(dir.join(format!("{name}_collateral.json"))).unwrap()).unwrap();
     (quote, collateral)
 }
-

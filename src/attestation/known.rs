@@ -1,0 +1,86 @@
+//! The verified worker records this node knows, newest per worker.
+//!
+//! A record replaces the one held for its worker only if it was issued later; an older or equal
+//! one is a replay or a duplicate. Expired records are pruned. Bounded: beyond the capacity a new
+//! worker is not admitted until others expire (existing workers' updates are still taken).
+
+use std::collections::{BTreeSet, HashMap};
+
+use cocoon_protocol::attestation::signed::SignedRecord;
+use libp2p::PeerId;
+
+/// What [`KnownWorkers::insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insertion {
+    /// First record of this worker.
+    New,
+    /// Replaced an older record of this worker.
+    Updated,
+    /// Not newer than the record held: replay or duplicate.
+    NotNewer,
+    /// No room for another worker.
+    Full,
+}
+
+/// Verified records by worker.
+#[derive(Debug)]
+pub struct KnownWorkers {
+    by_peer: HashMap<PeerId, SignedRecord>,
+    capacity: usize,
+}
+
+impl KnownWorkers {
+    /// Room for `capacity` workers.
+    pub fn new(capacity: usize) -> Self {
+        Self { by_peer: HashMap::new(), capacity }
+    }
+
+    /// Whether a record of `peer` issued at `issued_at` would be newer than the one held.
+    pub fn is_newer(&self, peer: &PeerId, issued_at: u64) -> bool {
+        self.by_peer.get(peer).is_none_or(|held| issued_at > held.record().issued_at)
+    }
+
+    /// Keep `signed` if it is the newest record of its worker.
+    pub fn insert(&mut self, signed: SignedRecord) -> Insertion {
+        let peer = signed.record().peer_id;
+        match self.by_peer.get(&peer) {
+            Some(held) if signed.record().issued_at <= held.record().issued_at => Insertion::NotNewer,
+            Some(_) => {
+                self.by_peer.insert(peer, signed);
+                Insertion::Updated
+            }
+            None if self.by_peer.len() >= self.capacity => Insertion::Full,
+            None => {
+                self.by_peer.insert(peer, signed);
+                Insertion::New
+            }
+        }
+    }
+
+    /// Drop records that expired at `now`; returns how many.
+    pub fn prune(&mut self, now: u64) -> usize {
+        let before = self.by_peer.len();
+        self.by_peer.retain(|_, s| now < s.record().expires_at);
+        before - self.by_peer.len()
+    }
+
+    /// The record held for `peer`.
+    pub fn get(&self, peer: &PeerId) -> Option<&SignedRecord> {
+        self.by_peer.get(peer)
+    }
+
+    /// Number of workers known.
+    pub fn len(&self) -> usize {
+        self.by_peer.len()
+    }
+
+    /// Whether no worker is known.
+    pub fn is_empty(&self) -> bool {
+        self.by_peer.is_empty()
+    }
+
+    /// Distinct model ids offered by known workers.
+    pub fn models(&self) -> BTreeSet<String> {
+        self.by_peer.values().flat_map(|s| s.record().offers.iter().map(|o| o.model_id.clone())).collect()
+    }
+}

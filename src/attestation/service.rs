@@ -1,0 +1,323 @@
+//! The attestation service: judges every record gossiped on [`ATTESTATION_TOPIC`] before gossipsub
+//! may forward it, keeps the verified ones, and on workers publishes the node's own record and
+//! re-publishes it at half-life.
+//!
+//! Verdicts (see [`judge`]):
+//! - **Accept** — a valid record, newer than the one held for its worker: kept and forwarded.
+//! - **Ignore** — not forwarded, no penalty: a replay or duplicate, a record this node's *policy*
+//!   refuses (simulated evidence, unknown image, TCB status: other nodes may accept it, so it is no
+//!   misbehaviour), an expired record, or evidence this node cannot check yet (no collateral).
+//! - **Reject** — objectively invalid (malformed, bad signature, published by someone other than
+//!   its worker, report data that does not bind its keys, forged quote or simulator signature):
+//!   not forwarded, and the peer that sent it is blocked (fatal).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cocoon_protocol::attestation::binding::expected_report_data;
+use cocoon_protocol::attestation::policy::Rejection;
+use cocoon_protocol::attestation::record::{AttestationRecord, ModelOffer, TeeEvidence};
+use cocoon_protocol::attestation::signed::SignedRecord;
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::known::{Insertion, KnownWorkers};
+use super::provider::{ProviderError, TeeProvider};
+use super::tdx::QuoteError;
+use super::verifier::{Verifier, VerifyError};
+use crate::clock::unix_now;
+use crate::network::{GossipMessage, NetworkError, NetworkHandle, Validation};
+
+/// Gossip topic of attestation records.
+pub const ATTESTATION_TOPIC: &str = "/cocoon/attestations/1";
+/// Records waiting for a verdict (beyond it gossipsub's messages are ignored, not queued).
+const QUEUE: usize = 256;
+/// Most workers remembered.
+const KNOWN_CAPACITY: usize = 10_000;
+/// How often expired records are dropped.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(15);
+/// Delay between attempts to publish while no peer listens.
+const PUBLISH_RETRY: Duration = Duration::from_millis(500);
+
+/// What a worker attests about itself.
+#[derive(Debug, Clone)]
+pub struct OwnRecord {
+    /// The node's identity (signs the record).
+    pub identity: Keypair,
+    /// Public half of the node's Noise static key.
+    pub noise_public: [u8; 32],
+    /// TON payout address.
+    pub payout_address: String,
+    /// Models served.
+    pub offers: Vec<ModelOffer>,
+    /// Evidence source.
+    pub tee: Arc<dyn TeeProvider>,
+    /// Lifetime of each published record.
+    pub validity: Duration,
+}
+
+impl OwnRecord {
+    /// Build and sign a fresh record issued at `now` (asks the TEE for evidence: blocking I/O).
+    pub fn build(&self, now: u64) -> Result<SignedRecord, ServiceError> {
+        let mut record = AttestationRecord {
+            peer_id: self.identity.public().to_peer_id(),
+            noise_static: self.noise_public,
+            payout_address: self.payout_address.clone(),
+            offers: self.offers.clone(),
+            evidence: TeeEvidence::Tdx { quote: Vec::new() },
+            issued_at: now,
+            expires_at: now + self.validity.as_secs(),
+        };
+        record.evidence = self.tee.evidence(&expected_report_data(&record))?;
+        SignedRecord::sign(record, &self.identity).map_err(|e| ServiceError::Sign(e.to_string()))
+    }
+}
+
+/// Why the service could not start or publish.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The TEE could not produce evidence.
+    #[error("cannot produce attestation evidence: {0}")]
+    Evidence(#[from] ProviderError),
+    /// Signing failed.
+    #[error("cannot sign attestation record: {0}")]
+    Sign(String),
+    /// The network refused the subscription.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+}
+
+/// A verdict on one gossiped record.
+#[derive(Debug)]
+pub enum Judgement {
+    /// Valid and new.
+    Accept(Box<SignedRecord>),
+    /// Drop without penalty.
+    Ignore(String),
+    /// Invalid: drop and block the sender.
+    Reject(String),
+}
+
+/// Judge gossip payload `data` published by `author`, given the records held, at `now`.
+pub fn judge(
+    data: &[u8],
+    author: Option<PeerId>,
+    known: &Mutex<KnownWorkers>,
+    verifier: &Verifier,
+    now: u64,
+) -> Judgement {
+    let signed = match SignedRecord::open(data) {
+        Ok(s) => s,
+        Err(e) => return Judgement::Reject(e.to_string()),
+    };
+    let record = signed.record();
+    if author != Some(record.peer_id) {
+        return Judgement::Reject(format!("record of {} published by {author:?}", record.peer_id));
+    }
+    let newer = known.lock().map(|k| k.is_newer(&record.peer_id, record.issued_at)).unwrap_or(false);
+    if !newer {
+        return Judgement::Ignore("not newer than the record held (replay or duplicate)".into());
+    }
+    match verifier.verify_record(record, None, now) {
+        Ok(_) => Judgement::Accept(Box::new(signed)),
+        Err(e) => match &e {
+            VerifyError::Quote(QuoteError::Signature(_) | QuoteError::NotTdx | QuoteError::Invalid(_))
+            | VerifyError::Policy(Rejection::ReportDataMismatch | Rejection::SimulatedSignatureInvalid) => {
+                Judgement::Reject(e.to_string())
+            }
+            _ => Judgement::Ignore(e.to_string()),
+        },
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Metrics {
+    verdicts: Family<Vec<(String, String)>, Counter>,
+    published: Counter,
+}
+
+/// Read access to what the service knows.
+#[derive(Debug, Clone)]
+pub struct AttestationHandle {
+    known: Arc<Mutex<KnownWorkers>>,
+    own: Arc<Mutex<Option<SignedRecord>>>,
+}
+
+impl AttestationHandle {
+    /// Workers with a verified, unexpired record.
+    pub fn verified_workers(&self) -> usize {
+        self.known.lock().map(|k| k.len()).unwrap_or(0)
+    }
+
+    /// Models offered by verified workers.
+    pub fn models(&self) -> Vec<String> {
+        self.known.lock().map(|k| k.models().into_iter().collect()).unwrap_or_default()
+    }
+
+    /// The verified record of `peer`, if any.
+    pub fn record_of(&self, peer: &PeerId) -> Option<SignedRecord> {
+        self.known.lock().ok()?.get(peer).cloned()
+    }
+
+    /// This node's own current record (workers).
+    pub fn own_record(&self) -> Option<SignedRecord> {
+        self.own.lock().ok()?.clone()
+    }
+}
+
+/// Subscribe to the topic and start the validator (and, with `own`, the publisher). A worker's
+/// first record is built here, so a missing TEE is reported at start-up.
+pub async fn start(
+    network: NetworkHandle,
+    verifier: Arc<Verifier>,
+    own: Option<OwnRecord>,
+    registry: &mut Registry,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(AttestationHandle, Vec<JoinHandle<()>>), ServiceError> {
+    let metrics = Metrics::default();
+    let r = registry.sub_registry_with_prefix("cocoon_attestation");
+    r.register(
+        "verdicts",
+        "Gossiped attestation records by verdict and reason class",
+        metrics.verdicts.clone(),
+    );
+    r.register("published", "Own attestation records published", metrics.published.clone());
+
+    let handle = AttestationHandle {
+        known: Arc::new(Mutex::new(KnownWorkers::new(KNOWN_CAPACITY))),
+        own: Arc::new(Mutex::new(None)),
+    };
+    let first = match &own {
+        Some(own) => {
+            let own = own.clone();
+            let built = tokio::task::spawn_blocking(move || own.build(unix_now()))
+                .await
+                .map_err(|e| ServiceError::Sign(e.to_string()))??;
+            Some(built)
+        }
+        None => None,
+    };
+    let rx = network.subscribe(ATTESTATION_TOPIC, QUEUE).await?;
+    let mut tasks = vec![tokio::spawn(validate_loop(
+        network.clone(),
+        rx,
+        handle.clone(),
+        verifier,
+        metrics.clone(),
+        shutdown.clone(),
+    ))];
+    if let (Some(own), Some(first)) = (own, first) {
+        tasks.push(tokio::spawn(publish_loop(network, own, first, handle.clone(), metrics, shutdown)));
+    }
+    Ok((handle, tasks))
+}
+
+async fn validate_loop(
+    network: NetworkHandle,
+    mut rx: tokio::sync::mpsc::Receiver<GossipMessage>,
+    handle: AttestationHandle,
+    verifier: Arc<Verifier>,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut prune = tokio::time::interval(PRUNE_INTERVAL);
+    loop {
+        let message = tokio::select! {
+            m = rx.recv() => match m { Some(m) => m, None => return },
+            _ = prune.tick() => {
+                let dropped = handle.known.lock().map(|mut k| k.prune(unix_now())).unwrap_or(0);
+                if dropped > 0 {
+                    tracing::info!(dropped, "expired attestation records dropped");
+                }
+                continue;
+            }
+            _ = shutdown.changed() => return,
+        };
+        let judgement = judge(&message.data, message.author, &handle.known, &verifier, unix_now());
+        let (verdict, class) = match judgement {
+            Judgement::Accept(signed) => {
+                let worker = signed.record().peer_id;
+                let insertion = handle.known.lock().map(|mut k| k.insert(*signed)).unwrap_or(Insertion::Full);
+                tracing::info!(%worker, ?insertion, "verified attestation record");
+                (Validation::Accept, "accept")
+            }
+            Judgement::Ignore(reason) => {
+                tracing::debug!(source = %message.propagation_source, %reason, "attestation record ignored");
+                (Validation::Ignore, "ignore")
+            }
+            Judgement::Reject(reason) => {
+                tracing::warn!(source = %message.propagation_source, %reason, "invalid attestation record");
+                let _ = network
+                    .block(message.propagation_source, format!("invalid attestation record: {reason}"))
+                    .await;
+                (Validation::Reject, "reject")
+            }
+        };
+        metrics.verdicts.get_or_create(&vec![("verdict".to_owned(), class.to_owned())]).inc();
+        if network.validate(&message, verdict).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn publish_loop(
+    network: NetworkHandle,
+    own: OwnRecord,
+    first: SignedRecord,
+    handle: AttestationHandle,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut next = Some(first);
+    loop {
+        let signed = match next.take() {
+            Some(s) => s,
+            None => {
+                let own = own.clone();
+                match tokio::task::spawn_blocking(move || own.build(unix_now())).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot renew the attestation record; retrying");
+                        if sleep_or_stop(PUBLISH_RETRY * 20, &mut shutdown).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(_) => return,
+                }
+            }
+        };
+        if let Ok(mut slot) = handle.own.lock() {
+            *slot = Some(signed.clone());
+        }
+        // Publish as soon as someone listens (gossipsub refuses while no peer is subscribed).
+        let bytes = signed.encode();
+        loop {
+            let listening = network.status().await.map(|s| s.mesh_peers > 0).unwrap_or(false);
+            if listening && network.publish(ATTESTATION_TOPIC, bytes.clone()).await.is_ok() {
+                metrics.published.inc();
+                tracing::info!(expires_at = signed.record().expires_at, "published attestation record");
+                break;
+            }
+            if sleep_or_stop(PUBLISH_RETRY, &mut shutdown).await {
+                return;
+            }
+        }
+        if sleep_or_stop(own.validity / 2, &mut shutdown).await {
+            return;
+        }
+    }
+}
+
+/// Sleep for `d`; true if shutdown was requested meanwhile.
+async fn sleep_or_stop(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = shutdown.changed() => true,
+    }
+}
