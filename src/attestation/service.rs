@@ -11,6 +11,7 @@
 //!   its worker, report data that does not bind its keys, forged quote or simulator signature):
 //!   not forwarded, and the peer that sent it is blocked (fatal).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -146,6 +147,18 @@ struct Metrics {
 pub struct AttestationHandle {
     known: Arc<Mutex<KnownWorkers>>,
     own: Arc<Mutex<Option<SignedRecord>>>,
+    verdicts: Arc<[AtomicU64; 3]>,
+}
+
+/// How many gossiped records this node accepted, ignored and rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct VerdictCounts {
+    /// Valid and new: kept and forwarded.
+    pub accepted: u64,
+    /// Dropped without penalty (replays, refused by this node's policy, expired).
+    pub ignored: u64,
+    /// Invalid: dropped and the sender blocked.
+    pub rejected: u64,
 }
 
 impl AttestationHandle {
@@ -162,6 +175,16 @@ impl AttestationHandle {
     /// The verified record of `peer`, if any.
     pub fn record_of(&self, peer: &PeerId) -> Option<SignedRecord> {
         self.known.lock().ok()?.get(peer).cloned()
+    }
+
+    /// Verdicts given so far.
+    pub fn verdicts(&self) -> VerdictCounts {
+        let [a, i, r] = &*self.verdicts;
+        VerdictCounts {
+            accepted: a.load(Ordering::Relaxed),
+            ignored: i.load(Ordering::Relaxed),
+            rejected: r.load(Ordering::Relaxed),
+        }
     }
 
     /// This node's own current record (workers).
@@ -191,6 +214,7 @@ pub async fn start(
     let handle = AttestationHandle {
         known: Arc::new(Mutex::new(KnownWorkers::new(KNOWN_CAPACITY))),
         own: Arc::new(Mutex::new(None)),
+        verdicts: Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]),
     };
     let first = match &own {
         Some(own) => {
@@ -239,26 +263,27 @@ async fn validate_loop(
             _ = shutdown.changed() => return,
         };
         let judgement = judge(&message.data, message.author, &handle.known, &verifier, unix_now());
-        let (verdict, class) = match judgement {
+        let (verdict, class, slot) = match judgement {
             Judgement::Accept(signed) => {
                 let worker = signed.record().peer_id;
                 let insertion = handle.known.lock().map(|mut k| k.insert(*signed)).unwrap_or(Insertion::Full);
                 tracing::info!(%worker, ?insertion, "verified attestation record");
-                (Validation::Accept, "accept")
+                (Validation::Accept, "accept", 0)
             }
             Judgement::Ignore(reason) => {
                 tracing::debug!(source = %message.propagation_source, %reason, "attestation record ignored");
-                (Validation::Ignore, "ignore")
+                (Validation::Ignore, "ignore", 1)
             }
             Judgement::Reject(reason) => {
                 tracing::warn!(source = %message.propagation_source, %reason, "invalid attestation record");
                 let _ = network
                     .block(message.propagation_source, format!("invalid attestation record: {reason}"))
                     .await;
-                (Validation::Reject, "reject")
+                (Validation::Reject, "reject", 2)
             }
         };
         metrics.verdicts.get_or_create(&vec![("verdict".to_owned(), class.to_owned())]).inc();
+        handle.verdicts[slot].fetch_add(1, Ordering::Relaxed);
         if network.validate(&message, verdict).await.is_err() {
             return;
         }
