@@ -346,3 +346,100 @@ async fn sleep_or_stop(d: Duration, shutdown: &mut watch::Receiver<bool>) -> boo
         _ = shutdown.changed() => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cocoon_protocol::attestation::policy::AttestationPolicy;
+    use cocoon_protocol::attestation::record::ModelOffer;
+    use libp2p::identity::ed25519;
+
+    use super::*;
+    use crate::attestation::provider::SimulatedTee;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn own(identity: &Keypair) -> OwnRecord {
+        OwnRecord {
+            identity: identity.clone(),
+            noise_public: [4; 32],
+            payout_address: "UQ-worker".into(),
+            offers: vec![ModelOffer {
+                model_id: "m@sha256:00".into(),
+                price_prompt_per_1k: 1,
+                price_completion_per_1k: 2,
+                context_length: 512,
+                max_concurrent: 1,
+            }],
+            tee: Arc::new(SimulatedTee::new(ed25519::Keypair::generate())),
+            validity: Duration::from_secs(600),
+        }
+    }
+
+    fn verifier(allow_simulated: bool) -> Verifier {
+        Verifier::new(AttestationPolicy { allow_simulated, ..AttestationPolicy::default() }, 8)
+    }
+
+    fn known() -> Mutex<KnownWorkers> {
+        Mutex::new(KnownWorkers::new(8))
+    }
+
+    #[test]
+    fn valid_record_is_accepted_then_its_replay_ignored() {
+        let key = Keypair::generate_ed25519();
+        let bytes = own(&key).build(NOW).unwrap().encode();
+        let author = Some(key.public().to_peer_id());
+        let (known, verifier) = (known(), verifier(true));
+        let Judgement::Accept(signed) = judge(&bytes, author, &known, &verifier, NOW + 1) else {
+            panic!("not accepted")
+        };
+        assert_eq!(known.lock().unwrap().insert(*signed), Insertion::New);
+        assert!(matches!(judge(&bytes, author, &known, &verifier, NOW + 2), Judgement::Ignore(_)));
+        // A newer record of the same worker replaces it.
+        let newer = own(&key).build(NOW + 100).unwrap();
+        assert!(matches!(judge(&newer.encode(), author, &known, &verifier, NOW + 101), Judgement::Accept(_)));
+        assert_eq!(known.lock().unwrap().insert(newer), Insertion::Updated);
+        assert_eq!(
+            known.lock().unwrap().models().into_iter().collect::<Vec<_>>(),
+            vec!["m@sha256:00".to_owned()]
+        );
+    }
+
+    #[test]
+    fn policy_refusals_and_expiry_are_ignored_not_rejected() {
+        let key = Keypair::generate_ed25519();
+        let bytes = own(&key).build(NOW).unwrap().encode();
+        let author = Some(key.public().to_peer_id());
+        assert!(matches!(judge(&bytes, author, &known(), &verifier(false), NOW), Judgement::Ignore(_)));
+        assert!(matches!(judge(&bytes, author, &known(), &verifier(true), NOW + 600), Judgement::Ignore(_)));
+    }
+
+    #[test]
+    fn invalid_records_are_rejected() {
+        let key = Keypair::generate_ed25519();
+        let author = Some(key.public().to_peer_id());
+        let (known, verifier) = (known(), verifier(true));
+        assert!(matches!(judge(b"garbage", author, &known, &verifier, NOW), Judgement::Reject(_)));
+        let bytes = own(&key).build(NOW).unwrap().encode();
+        // Someone else publishing the worker's record.
+        let other = Some(Keypair::generate_ed25519().public().to_peer_id());
+        assert!(matches!(judge(&bytes, other, &known, &verifier, NOW), Judgement::Reject(_)));
+        // Evidence that binds other keys.
+        let mut record = own(&key).build(NOW).unwrap().record().clone();
+        record.payout_address = "UQ-thief".into();
+        let rebound = SignedRecord::sign(record, &key).unwrap().encode();
+        assert!(
+            matches!(judge(&rebound, author, &known, &verifier, NOW), Judgement::Reject(r) if r.contains("report data"))
+        );
+    }
+
+    #[test]
+    fn expired_records_leave_the_known_set() {
+        let mut known = KnownWorkers::new(8);
+        let key = Keypair::generate_ed25519();
+        known.insert(own(&key).build(NOW).unwrap());
+        assert_eq!(known.prune(NOW + 599), 0);
+        assert_eq!(known.len(), 1);
+        assert_eq!(known.prune(NOW + 600), 1);
+        assert!(known.is_empty() && known.models().is_empty());
+    }
+}
