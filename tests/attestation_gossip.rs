@@ -237,3 +237,47 @@ async fn a_node_publishing_a_forged_record_is_blocked_by_every_receiver() {
         n.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_client_finds_the_worker_by_provider_record_and_fetches_its_record() {
+    use cocoon::attestation::service::WORKERS_KEY;
+    let dir = tempfile::tempdir().unwrap();
+    let boot = start(allowing(config(&dir.path().join("boot"), Role::Bootstrap, None))).await;
+    let boot_addr = dial_addr(&boot);
+    let mut early = vec![boot];
+    for i in 0..3 {
+        early.push(
+            start(allowing(config(&dir.path().join(format!("e{i}")), Role::Client, Some(&boot_addr)))).await,
+        );
+    }
+    let w = start(worker(config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)))).await;
+    let announced = eventually(WAIT, || async {
+        early[0]
+            .network()
+            .get_providers(WORKERS_KEY.to_vec())
+            .await
+            .unwrap_or_default()
+            .contains(&w.peer_id())
+    })
+    .await;
+    assert!(announced, "the worker's provider record never appeared");
+
+    let late = start(allowing(config(&dir.path().join("late"), Role::Client, Some(&boot_addr)))).await;
+    assert!(
+        eventually(WAIT, || async { !late.network().status().await.unwrap().connected.is_empty() }).await
+    );
+    let providers = late.network().get_providers(WORKERS_KEY.to_vec()).await.unwrap();
+    assert_eq!(providers, vec![w.peer_id()]);
+    let fetched =
+        late.network().fetch_record(w.peer_id()).await.unwrap().expect("the worker serves a record");
+    let own = w.attestation().own_record().unwrap();
+    assert_eq!(SignedRecord::open(&fetched).unwrap(), own);
+    // A node that is not a worker answers that it has no record.
+    assert_eq!(late.network().fetch_record(early[1].peer_id()).await.unwrap(), None);
+    // And the late client's attestation service ends up with the worker verified.
+    assert!(eventually(WAIT, || async { late.attestation().verified_workers() == 1 }).await);
+
+    for n in early.into_iter().chain([w, late]) {
+        n.shutdown().await.unwrap();
+    }
+}

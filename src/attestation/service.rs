@@ -42,6 +42,10 @@ const QUEUE: usize = 256;
 const KNOWN_CAPACITY: usize = 10_000;
 /// How often expired records are dropped.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(15);
+/// Provider key under which every worker announces itself in the DHT (besides its model ids).
+pub const WORKERS_KEY: &[u8] = b"/cocoon/workers/1";
+/// How often a node looks for workers it has no record of (provider records + direct fetch).
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
 /// Delay between attempts to publish while no peer listens.
 const PUBLISH_RETRY: Duration = Duration::from_millis(500);
 
@@ -147,7 +151,7 @@ struct Metrics {
 pub struct AttestationHandle {
     known: Arc<Mutex<KnownWorkers>>,
     own: Arc<Mutex<Option<SignedRecord>>>,
-    verdicts: Arc<[AtomicU64; 3]>,
+    verdicts: Arc<[AtomicU64; 4]>,
 }
 
 /// How many gossiped records this node accepted, ignored and rejected.
@@ -159,6 +163,8 @@ pub struct VerdictCounts {
     pub ignored: u64,
     /// Invalid: dropped and the sender blocked.
     pub rejected: u64,
+    /// Accepted records that were fetched directly (discovery) rather than gossiped.
+    pub fetched: u64,
 }
 
 impl AttestationHandle {
@@ -179,11 +185,12 @@ impl AttestationHandle {
 
     /// Verdicts given so far.
     pub fn verdicts(&self) -> VerdictCounts {
-        let [a, i, r] = &*self.verdicts;
+        let [a, i, r, f] = &*self.verdicts;
         VerdictCounts {
             accepted: a.load(Ordering::Relaxed),
             ignored: i.load(Ordering::Relaxed),
             rejected: r.load(Ordering::Relaxed),
+            fetched: f.load(Ordering::Relaxed),
         }
     }
 
@@ -214,7 +221,7 @@ pub async fn start(
     let handle = AttestationHandle {
         known: Arc::new(Mutex::new(KnownWorkers::new(KNOWN_CAPACITY))),
         own: Arc::new(Mutex::new(None)),
-        verdicts: Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]),
+        verdicts: Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]),
     };
     let first = match &own {
         Some(own) => {
@@ -227,14 +234,17 @@ pub async fn start(
         None => None,
     };
     let rx = network.subscribe(ATTESTATION_TOPIC, QUEUE).await?;
-    let mut tasks = vec![tokio::spawn(validate_loop(
-        network.clone(),
-        rx,
-        handle.clone(),
-        verifier,
-        metrics.clone(),
-        shutdown.clone(),
-    ))];
+    let mut tasks = vec![
+        tokio::spawn(validate_loop(
+            network.clone(),
+            rx,
+            handle.clone(),
+            verifier.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(discover_loop(network.clone(), handle.clone(), verifier, shutdown.clone())),
+    ];
     if let (Some(own), Some(first)) = (own, first) {
         tasks.push(tokio::spawn(publish_loop(network, own, first, handle.clone(), metrics, shutdown)));
     }
@@ -320,13 +330,17 @@ async fn publish_loop(
         if let Ok(mut slot) = handle.own.lock() {
             *slot = Some(signed.clone());
         }
-        // Publish as soon as someone listens (gossipsub refuses while no peer is subscribed).
         let bytes = signed.encode();
+        if network.serve_record(Some(bytes.clone())).await.is_err() {
+            return;
+        }
+        // Publish as soon as someone listens (gossipsub refuses while no peer is subscribed).
         loop {
             let listening = network.status().await.map(|s| s.mesh_peers > 0).unwrap_or(false);
             if listening && network.publish(ATTESTATION_TOPIC, bytes.clone()).await.is_ok() {
                 metrics.published.inc();
                 tracing::info!(expires_at = signed.record().expires_at, "published attestation record");
+                announce(&network, &signed).await;
                 break;
             }
             if sleep_or_stop(PUBLISH_RETRY, &mut shutdown).await {
@@ -334,6 +348,62 @@ async fn publish_loop(
             }
         }
         if sleep_or_stop(own.validity / 2, &mut shutdown).await {
+            return;
+        }
+    }
+}
+
+/// Announce this worker in the DHT under [`WORKERS_KEY`] and each offered model id.
+async fn announce(network: &NetworkHandle, signed: &SignedRecord) {
+    let keys = std::iter::once(WORKERS_KEY.to_vec())
+        .chain(signed.record().offers.iter().map(|o| o.model_id.as_bytes().to_vec()));
+    for key in keys {
+        if let Err(e) = network.start_providing(key).await {
+            tracing::debug!(error = %e, "provider announcement incomplete");
+        }
+    }
+}
+
+/// Find workers through their provider records and fetch the records of those not known yet.
+async fn discover_loop(
+    network: NetworkHandle,
+    handle: AttestationHandle,
+    verifier: Arc<Verifier>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let me = network.peer_id();
+    loop {
+        let connected = network.status().await.map(|s| !s.connected.is_empty()).unwrap_or(false);
+        if !connected {
+            if sleep_or_stop(PUBLISH_RETRY, &mut shutdown).await {
+                return;
+            }
+            continue;
+        }
+        let providers = network.get_providers(WORKERS_KEY.to_vec()).await.unwrap_or_default();
+        for peer in providers.into_iter().filter(|p| *p != me) {
+            if handle.record_of(&peer).is_some() {
+                continue;
+            }
+            let Ok(Some(bytes)) = network.fetch_record(peer).await else { continue };
+            match judge(&bytes, Some(peer), &handle.known, &verifier, unix_now()) {
+                Judgement::Accept(signed) => {
+                    if let Ok(mut known) = handle.known.lock() {
+                        known.insert(*signed);
+                    }
+                    handle.verdicts[3].fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(worker = %peer, "verified attestation record fetched directly");
+                }
+                Judgement::Ignore(reason) => {
+                    tracing::debug!(worker = %peer, %reason, "fetched record ignored")
+                }
+                Judgement::Reject(reason) => {
+                    tracing::warn!(worker = %peer, %reason, "fetched attestation record is invalid");
+                    let _ = network.block(peer, format!("invalid attestation record: {reason}")).await;
+                }
+            }
+        }
+        if sleep_or_stop(DISCOVERY_INTERVAL, &mut shutdown).await {
             return;
         }
     }

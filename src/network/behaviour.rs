@@ -3,7 +3,7 @@
 //! Field order is the order in which libp2p consults behaviours, and it matters: the gatekeepers
 //! (`blocked`, then `limits`) come first so a blocked peer or a connection over the caps is denied
 //! before any other behaviour allocates state for it; then identify and ping (liveness and addresses), Kademlia, gossipsub,
-//! and NAT traversal. Later issues add cocoon's own protocols after these.
+//! and NAT traversal; cocoon's own protocols come last.
 
 use std::time::Duration;
 
@@ -40,6 +40,8 @@ pub(crate) struct Behaviour {
     /// Only on nodes with the `relay` role.
     pub relay_server: Toggle<relay::Behaviour>,
     pub dcutr: dcutr::Behaviour,
+    /// `/cocoon/attestation/1`: direct fetch of a peer's attestation record.
+    pub record_exchange: libp2p::request_response::Behaviour<super::record_exchange::RecordCodec>,
 }
 
 impl Behaviour {
@@ -110,6 +112,7 @@ impl Behaviour {
             relay_client,
             relay_server: relay_server.into(),
             dcutr: dcutr::Behaviour::new(peer_id),
+            record_exchange: super::record_exchange::behaviour(),
         })
     }
 }

@@ -12,8 +12,9 @@ use cocoon_protocol::connmgr::{self, Candidate};
 use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
 use libp2p::gossipsub::{self, IdentTopic, TopicHash};
-use libp2p::kad::{self, QueryId, QueryResult};
+use libp2p::kad::{self, QueryId, QueryResult, RecordKey};
 use libp2p::metrics::Recorder;
+use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify};
@@ -45,6 +46,11 @@ pub(crate) struct EventLoop {
     pending_dials: HashMap<ConnectionId, Reply<PeerId>>,
     pending_closest: HashMap<QueryId, Reply<Vec<PeerId>>>,
     pending_bootstrap: HashMap<QueryId, Reply<()>>,
+    pending_providing: HashMap<QueryId, Reply<()>>,
+    pending_providers: HashMap<QueryId, (Reply<Vec<PeerId>>, HashSet<PeerId>)>,
+    pending_fetches: HashMap<OutboundRequestId, Reply<Option<Vec<u8>>>>,
+    /// The attestation record answered on `/cocoon/attestation/1` (workers).
+    served_record: Option<Vec<u8>>,
     topics: HashMap<TopicHash, (String, mpsc::Sender<GossipMessage>)>,
     connected_since: HashMap<PeerId, Instant>,
     protected: HashMap<PeerId, u32>,
@@ -71,6 +77,10 @@ impl EventLoop {
             pending_dials: HashMap::new(),
             pending_closest: HashMap::new(),
             pending_bootstrap: HashMap::new(),
+            pending_providing: HashMap::new(),
+            pending_providers: HashMap::new(),
+            pending_fetches: HashMap::new(),
+            served_record: None,
             topics: HashMap::new(),
             connected_since: HashMap::new(),
             protected: HashMap::new(),
@@ -219,6 +229,25 @@ impl EventLoop {
                     tracing::warn!(%peer, error = %e, "cannot remove blocked peer from the peer book");
                 }
             }
+            Command::StartProviding { key, reply } => {
+                match self.swarm.behaviour_mut().kad.start_providing(RecordKey::new(&key)) {
+                    Ok(id) => {
+                        self.pending_providing.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(NetworkError::Query(format!("start providing: {e}"))));
+                    }
+                }
+            }
+            Command::GetProviders { key, reply } => {
+                let id = self.swarm.behaviour_mut().kad.get_providers(RecordKey::new(&key));
+                self.pending_providers.insert(id, (reply, HashSet::new()));
+            }
+            Command::ServeRecord { record } => self.served_record = record,
+            Command::FetchRecord { peer, reply } => {
+                let id = self.swarm.behaviour_mut().record_exchange.send_request(&peer, ());
+                self.pending_fetches.insert(id, reply);
+            }
             Command::Shutdown { .. } => {}
         }
     }
@@ -310,6 +339,7 @@ impl EventLoop {
             BehaviourEvent::Ping(event) => self.libp2p_metrics.record(&event),
             BehaviourEvent::RelayServer(event) => self.libp2p_metrics.record(&event),
             BehaviourEvent::Dcutr(event) => self.libp2p_metrics.record(&event),
+            BehaviourEvent::RecordExchange(event) => self.on_record_exchange(event),
             BehaviourEvent::Autonat(event) => tracing::debug!(?event, "autonat"),
             BehaviourEvent::RelayClient(event) => tracing::debug!(?event, "relay client"),
             BehaviourEvent::Limits(never) | BehaviourEvent::Blocked(never) => match never {},
@@ -353,6 +383,28 @@ impl EventLoop {
                         let _ = reply.send(answer);
                     }
                 }
+                QueryResult::StartProviding(result) => {
+                    if let Some(reply) = self.pending_providing.remove(&id) {
+                        let _ =
+                            reply.send(result.map(|_| ()).map_err(|e| NetworkError::Query(e.to_string())));
+                    }
+                }
+                QueryResult::GetProviders(result) => {
+                    if let Some((_, found)) = self.pending_providers.get_mut(&id)
+                        && let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = &result
+                    {
+                        found.extend(providers.iter().copied());
+                    }
+                    if step.last
+                        && let Some((reply, found)) = self.pending_providers.remove(&id)
+                    {
+                        let answer = match result {
+                            Err(e) if found.is_empty() => Err(NetworkError::Query(e.to_string())),
+                            _ => Ok(found.into_iter().collect()),
+                        };
+                        let _ = reply.send(answer);
+                    }
+                }
                 QueryResult::Bootstrap(result) if step.last => {
                     if let Some(reply) = self.pending_bootstrap.remove(&id) {
                         let _ =
@@ -367,6 +419,31 @@ impl EventLoop {
             }
             kad::Event::ModeChanged { new_mode } => tracing::info!(mode = %new_mode, "kademlia mode changed"),
             _ => {}
+        }
+    }
+
+    fn on_record_exchange(&mut self, event: request_response::Event<(), Option<Vec<u8>>>) {
+        match event {
+            request_response::Event::Message { message, .. } => match message {
+                request_response::Message::Request { channel, .. } => {
+                    let record = self.served_record.clone();
+                    let _ = self.swarm.behaviour_mut().record_exchange.send_response(channel, record);
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.pending_fetches.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                if let Some(reply) = self.pending_fetches.remove(&request_id) {
+                    let _ = reply.send(Err(NetworkError::Dial(format!("record request to {peer}: {error}"))));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "record request from peer failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
         }
     }
 

@@ -15,6 +15,7 @@ pub mod bootstrap;
 mod event_loop;
 mod join;
 mod metrics;
+pub mod record_exchange;
 mod swarm;
 
 use std::time::Duration;
@@ -237,6 +238,10 @@ pub(crate) enum Command {
     Validate { id: MessageId, source: PeerId, verdict: Validation },
     Protect { peer: PeerId, protect: bool },
     Block { peer: PeerId, reason: String },
+    StartProviding { key: Vec<u8>, reply: Reply<()> },
+    GetProviders { key: Vec<u8>, reply: Reply<Vec<PeerId>> },
+    ServeRecord { record: Option<Vec<u8>> },
+    FetchRecord { peer: PeerId, reply: Reply<Option<Vec<u8>>> },
     Shutdown { reply: oneshot::Sender<()> },
 }
 
@@ -322,6 +327,26 @@ impl NetworkHandle {
     /// Disconnect `peer` and refuse it for the rest of the run (fatal misbehaviour).
     pub async fn block(&self, peer: PeerId, reason: impl Into<String>) -> Result<(), NetworkError> {
         self.send(Command::Block { peer, reason: reason.into() }).await
+    }
+
+    /// Announce in the DHT that this node provides `key` (re-announced by Kademlia periodically).
+    pub async fn start_providing(&self, key: Vec<u8>) -> Result<(), NetworkError> {
+        self.ask(|reply| Command::StartProviding { key, reply }).await
+    }
+
+    /// Peers that announced they provide `key`.
+    pub async fn get_providers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, NetworkError> {
+        self.ask(|reply| Command::GetProviders { key, reply }).await
+    }
+
+    /// The signed attestation record this node hands out on `/cocoon/attestation/1`.
+    pub async fn serve_record(&self, record: Option<Vec<u8>>) -> Result<(), NetworkError> {
+        self.send(Command::ServeRecord { record }).await
+    }
+
+    /// Ask `peer` for its current attestation record over `/cocoon/attestation/1`.
+    pub async fn fetch_record(&self, peer: PeerId) -> Result<Option<Vec<u8>>, NetworkError> {
+        self.ask(|reply| Command::FetchRecord { peer, reply }).await
     }
 
     /// Close all connections and stop the event loop; resolves when it has stopped.
