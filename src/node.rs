@@ -141,8 +141,15 @@ impl Node {
         );
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (attestation, mut tasks) =
-            service::start(network.clone(), verifier, own, &mut registry, shutdown_rx.clone()).await?;
+        let (attestation, mut tasks) = service::start(
+            network.clone(),
+            verifier,
+            own,
+            Some(store.record_cache()?),
+            &mut registry,
+            shutdown_rx.clone(),
+        )
+        .await?;
         let join = JoinConfig {
             bootstrap,
             known,

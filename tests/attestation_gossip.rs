@@ -281,3 +281,33 @@ async fn a_late_client_finds_the_worker_by_provider_record_and_fetches_its_recor
         n.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_records_survive_a_restart_and_are_rejudged() {
+    let dir = tempfile::tempdir().unwrap();
+    let boot = start(allowing(config(&dir.path().join("boot"), Role::Bootstrap, None))).await;
+    let boot_addr = dial_addr(&boot);
+    let c_config = allowing(config(&dir.path().join("c"), Role::Client, Some(&boot_addr)));
+    let c = start(c_config.clone()).await;
+    let w = start(worker(config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)))).await;
+    assert!(eventually(WAIT, || async { c.attestation().verified_workers() == 1 }).await);
+    w.shutdown().await.unwrap();
+    c.shutdown().await.unwrap();
+
+    // The worker is gone: only the store can tell the restarted node about it.
+    let c = start(c_config.clone()).await;
+    assert_eq!(c.attestation().verified_workers(), 1, "record not restored from the store");
+    c.shutdown().await.unwrap();
+
+    // Restarted under a strict policy, the stored record is re-judged, dropped and deleted.
+    let mut strict = c_config.clone();
+    strict.attestation.allow_simulated = false;
+    let c = start(strict).await;
+    assert_eq!(c.attestation().verified_workers(), 0);
+    c.shutdown().await.unwrap();
+    let c = start(c_config).await;
+    assert_eq!(c.attestation().verified_workers(), 0, "a refused record must not stay in the store");
+    for n in [c, boot] {
+        n.shutdown().await.unwrap();
+    }
+}

@@ -57,11 +57,14 @@ impl KnownWorkers {
         }
     }
 
-    /// Drop records that expired at `now`; returns how many.
-    pub fn prune(&mut self, now: u64) -> usize {
-        let before = self.by_peer.len();
-        self.by_peer.retain(|_, s| now < s.record().expires_at);
-        before - self.by_peer.len()
+    /// Drop records that expired at `now`; returns their workers.
+    pub fn prune(&mut self, now: u64) -> Vec<PeerId> {
+        let expired: Vec<PeerId> =
+            self.by_peer.iter().filter(|(_, s)| now >= s.record().expires_at).map(|(p, _)| *p).collect();
+        for peer in &expired {
+            self.by_peer.remove(peer);
+        }
+        expired
     }
 
     /// The record held for `peer`.

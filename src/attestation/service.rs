@@ -33,6 +33,7 @@ use super::tdx::QuoteError;
 use super::verifier::{Verifier, VerifyError};
 use crate::clock::unix_now;
 use crate::network::{GossipMessage, NetworkError, NetworkHandle, Validation};
+use crate::store::RecordCache;
 
 /// Gossip topic of attestation records.
 pub const ATTESTATION_TOPIC: &str = "/cocoon/attestations/1";
@@ -150,6 +151,7 @@ struct Metrics {
 #[derive(Debug, Clone)]
 pub struct AttestationHandle {
     known: Arc<Mutex<KnownWorkers>>,
+    cache: Option<RecordCache>,
     own: Arc<Mutex<Option<SignedRecord>>>,
     verdicts: Arc<[AtomicU64; 4]>,
 }
@@ -183,6 +185,62 @@ impl AttestationHandle {
         self.known.lock().ok()?.get(peer).cloned()
     }
 
+    /// Keep an accepted record (memory and, when persistent, the store).
+    fn keep(&self, signed: SignedRecord) -> Insertion {
+        let (peer, bytes) = (signed.record().peer_id, signed.encode());
+        let insertion = self.known.lock().map(|mut k| k.insert(signed)).unwrap_or(Insertion::Full);
+        if matches!(insertion, Insertion::New | Insertion::Updated)
+            && let Some(cache) = &self.cache
+            && let Err(e) = cache.put(&peer, &bytes)
+        {
+            tracing::warn!(%peer, error = %e, "cannot persist attestation record");
+        }
+        insertion
+    }
+
+    /// Drop expired records from memory and the store.
+    fn prune(&self, now: u64) -> usize {
+        let expired = self.known.lock().map(|mut k| k.prune(now)).unwrap_or_default();
+        for peer in &expired {
+            if let Some(cache) = &self.cache
+                && let Err(e) = cache.remove(peer)
+            {
+                tracing::warn!(%peer, error = %e, "cannot remove expired attestation record");
+            }
+        }
+        expired.len()
+    }
+
+    /// Re-judge persisted records (policy and time may have changed) and keep the valid ones.
+    fn restore(&self, verifier: &Verifier, now: u64) {
+        let Some(cache) = &self.cache else { return };
+        let stored = match cache.all() {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read persisted attestation records");
+                return;
+            }
+        };
+        let mut restored = 0;
+        for (peer, bytes) in stored {
+            match judge(&bytes, Some(peer), &self.known, verifier, now) {
+                Judgement::Accept(signed) => {
+                    if let Ok(mut known) = self.known.lock() {
+                        known.insert(*signed);
+                        restored += 1;
+                    }
+                }
+                Judgement::Ignore(reason) | Judgement::Reject(reason) => {
+                    tracing::debug!(%peer, %reason, "dropping persisted attestation record");
+                    let _ = cache.remove(&peer);
+                }
+            }
+        }
+        if restored > 0 {
+            tracing::info!(restored, "attestation records restored from the store");
+        }
+    }
+
     /// Verdicts given so far.
     pub fn verdicts(&self) -> VerdictCounts {
         let [a, i, r, f] = &*self.verdicts;
@@ -206,6 +264,7 @@ pub async fn start(
     network: NetworkHandle,
     verifier: Arc<Verifier>,
     own: Option<OwnRecord>,
+    cache: Option<RecordCache>,
     registry: &mut Registry,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(AttestationHandle, Vec<JoinHandle<()>>), ServiceError> {
@@ -220,9 +279,11 @@ pub async fn start(
 
     let handle = AttestationHandle {
         known: Arc::new(Mutex::new(KnownWorkers::new(KNOWN_CAPACITY))),
+        cache,
         own: Arc::new(Mutex::new(None)),
         verdicts: Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]),
     };
+    handle.restore(&verifier, unix_now());
     let first = match &own {
         Some(own) => {
             let own = own.clone();
@@ -264,7 +325,7 @@ async fn validate_loop(
         let message = tokio::select! {
             m = rx.recv() => match m { Some(m) => m, None => return },
             _ = prune.tick() => {
-                let dropped = handle.known.lock().map(|mut k| k.prune(unix_now())).unwrap_or(0);
+                let dropped = handle.prune(unix_now());
                 if dropped > 0 {
                     tracing::info!(dropped, "expired attestation records dropped");
                 }
@@ -276,7 +337,7 @@ async fn validate_loop(
         let (verdict, class, slot) = match judgement {
             Judgement::Accept(signed) => {
                 let worker = signed.record().peer_id;
-                let insertion = handle.known.lock().map(|mut k| k.insert(*signed)).unwrap_or(Insertion::Full);
+                let insertion = handle.keep(*signed);
                 tracing::info!(%worker, ?insertion, "verified attestation record");
                 (Validation::Accept, "accept", 0)
             }
@@ -388,9 +449,7 @@ async fn discover_loop(
             let Ok(Some(bytes)) = network.fetch_record(peer).await else { continue };
             match judge(&bytes, Some(peer), &handle.known, &verifier, unix_now()) {
                 Judgement::Accept(signed) => {
-                    if let Ok(mut known) = handle.known.lock() {
-                        known.insert(*signed);
-                    }
+                    handle.keep(*signed);
                     handle.verdicts[3].fetch_add(1, Ordering::Relaxed);
                     tracing::info!(worker = %peer, "verified attestation record fetched directly");
                 }
@@ -507,9 +566,9 @@ mod tests {
         let mut known = KnownWorkers::new(8);
         let key = Keypair::generate_ed25519();
         known.insert(own(&key).build(NOW).unwrap());
-        assert_eq!(known.prune(NOW + 599), 0);
+        assert!(known.prune(NOW + 599).is_empty());
         assert_eq!(known.len(), 1);
-        assert_eq!(known.prune(NOW + 600), 1);
+        assert_eq!(known.prune(NOW + 600), vec![key.public().to_peer_id()]);
         assert!(known.is_empty() && known.models().is_empty());
     }
 }

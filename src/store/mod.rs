@@ -9,12 +9,14 @@
 mod identity;
 mod keys;
 mod peer_book;
+mod records;
 
 use std::path::{Path, PathBuf};
 
 pub use identity::load_or_create_identity;
 pub use keys::{NOISE_PARAMS, NoiseKey, load_or_create_noise_key, load_or_create_simulator_key};
 pub use peer_book::{KnownPeer, PeerBook};
+pub use records::{ATTESTATIONS_TREE, RecordCache};
 
 /// Name of the peer-book tree.
 pub const PEERS_TREE: &str = "peers/v1";
@@ -84,6 +86,11 @@ impl Store {
     /// The peer book (known peers and their addresses).
     pub fn peer_book(&self) -> Result<PeerBook, StoreError> {
         Ok(PeerBook::new(self.db.open_tree(PEERS_TREE)?))
+    }
+
+    /// Verified attestation records.
+    pub fn record_cache(&self) -> Result<RecordCache, StoreError> {
+        Ok(RecordCache::new(self.db.open_tree(ATTESTATIONS_TREE)?))
     }
 
     /// Write everything to disk; returns once it is durable.
