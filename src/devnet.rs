@@ -1,5 +1,7 @@
 //! `cocoon devnet`: a complete local network on loopback in one process.
 //!
+//! Besides the bootstrap node it starts peer nodes and workers; the workers publish SIMULATED
+//! attestation evidence, which every devnet node is configured to accept (and says so in its log).
 //! The bootstrap node uses a well-known development key (derived from a fixed seed, printed as
 //! such, never to be used outside a local network) so that `bootstrap/local.txt` can name it and
 //! other `cocoon node --bootstrap bootstrap/local.txt` processes can join. The other nodes get
@@ -13,9 +15,12 @@ use anyhow::Context;
 use clap::Args;
 use libp2p::identity::Keypair;
 
-use crate::config::{Config, KadMode, Role};
+use crate::config::{Config, KadMode, Role, TeeKind};
 use crate::network::TransportKind;
 use crate::node::{self, Node};
+
+/// Payout address of devnet workers: a placeholder, nothing is paid on a devnet yet.
+const DEVNET_PAYOUT: &str = "devnet-no-payouts";
 
 /// Seed of the devnet bootstrap key. Public on purpose: this key protects nothing.
 const DEVNET_BOOTSTRAP_SEED: [u8; 32] = *b"cocoon-devnet-bootstrap-key-0001";
@@ -23,9 +28,12 @@ const DEVNET_BOOTSTRAP_SEED: [u8; 32] = *b"cocoon-devnet-bootstrap-key-0001";
 /// `cocoon devnet` options.
 #[derive(Debug, Args)]
 pub struct DevnetArgs {
-    /// Peer nodes to start besides the bootstrap node.
+    /// Peer nodes (client role) to start besides the bootstrap node.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Workers to start (SIMULATED TEE evidence; they serve no models yet).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
     /// TCP port of the bootstrap node (bootstrap/local.txt assumes 4001).
     #[arg(long, default_value_t = 4001)]
     pub port: u16,
@@ -53,6 +61,9 @@ fn node_config(dir: PathBuf, roles: Vec<Role>, port: u16, admin: u16) -> Config 
         vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap_or_else(|_| libp2p::Multiaddr::empty())];
     config.network.kad_mode = KadMode::Server;
     config.admin.listen = SocketAddr::from(([127, 0, 0, 1], admin));
+    config.attestation.allow_simulated = true;
+    config.worker.payout_address = DEVNET_PAYOUT.into();
+    config.worker.tee = TeeKind::Simulated;
     config
 }
 
@@ -74,18 +85,21 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     println!("  admin: http://{}/health", bootstrap.admin_addr().map(|a| a.to_string()).unwrap_or_default());
 
     let mut nodes = vec![bootstrap];
-    for i in 1..=args.nodes {
+    let roles =
+        std::iter::repeat_n(Role::Client, args.nodes).chain(std::iter::repeat_n(Role::Worker, args.workers));
+    for (i, role) in (1..).zip(roles) {
         let admin = match args.admin_port {
             0 => 0,
             base => base.saturating_add(u16::try_from(i).unwrap_or(u16::MAX)),
         };
-        let mut config = node_config(base.join(format!("node{i}")), vec![Role::Client], 0, admin);
+        let mut config = node_config(base.join(format!("node{i}")), vec![role], 0, admin);
         config.bootstrap.peers = vec![boot_entry.clone()];
         let node = Node::start(config, TransportKind::Tcp, None)
             .await
             .with_context(|| format!("starting devnet node {i}"))?;
+        let kind = if role == Role::Worker { "worker (SIMULATED TEE)" } else { "node" };
         println!(
-            "devnet node {i}: {} admin: http://{}/health",
+            "devnet {kind} {i}: {} admin: http://{}/health",
             node.peer_id(),
             node.admin_addr().map(|a| a.to_string()).unwrap_or_default()
         );

@@ -283,7 +283,7 @@ fn attestation_policy(
 }
 
 /// What this node attests, if it is a worker.
-fn own_record(config: &Config, identity: &Keypair) -> Result<Option<OwnRecord>, NodeError> {
+pub(crate) fn own_record(config: &Config, identity: &Keypair) -> Result<Option<OwnRecord>, NodeError> {
     if !config.has_role(Role::Worker) {
         return Ok(None);
     }

@@ -26,7 +26,7 @@ fn local_bootstrap_list_names_the_devnet_bootstrap_key() {
 fn devnet_starts_a_connected_network_and_stops_on_sigint() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = common::cocoon()
-        .args(["devnet", "--nodes", "2", "--port", "0", "--admin-port", "0", "--data-dir"])
+        .args(["devnet", "--nodes", "2", "--workers", "1", "--port", "0", "--admin-port", "0", "--data-dir"])
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -42,23 +42,29 @@ fn devnet_starts_a_connected_network_and_stops_on_sigint() {
         }
     });
     let mut admins: Vec<SocketAddr> = Vec::new();
+    let mut workers = 0;
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
         if let Some(url) = line.split("http://").nth(1) {
             admins.push(url.trim_end_matches("/health").parse().unwrap());
         }
+        workers += usize::from(line.starts_with("devnet worker"));
         if line.starts_with("press Ctrl-C") {
             break;
         }
     }
-    assert_eq!(admins.len(), 3, "expected three admin endpoints");
-    let connected = wait_until(Duration::from_secs(30), || {
-        admins.iter().all(|a| {
-            let (status, body) = http_get(*a, "/health");
-            let health: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            status == 200 && health["connected_peers"].as_u64() == Some(2)
-        })
+    assert_eq!(admins.len(), 4, "expected four admin endpoints");
+    assert_eq!(workers, 1);
+    // Everyone connected to everyone; every node but the worker itself has verified the worker.
+    let health = |a: &SocketAddr| -> serde_json::Value {
+        let (_, body) = http_get(*a, "/health");
+        serde_json::from_str(&body).unwrap_or_default()
+    };
+    let ready = wait_until(Duration::from_secs(30), || {
+        admins.iter().all(|a| health(a)["connected_peers"].as_u64() == Some(3))
+            && admins[..3].iter().all(|a| health(a)["verified_workers"].as_u64() == Some(1))
     });
-    assert!(connected, "devnet nodes are not all connected to each other");
+    let report: Vec<serde_json::Value> = admins.iter().map(health).collect();
+    assert!(ready, "devnet did not converge: {report:#?}");
 
     std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let exited = wait_until(Duration::from_secs(10), || child.try_wait().ok().flatten().is_some());

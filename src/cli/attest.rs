@@ -24,6 +24,9 @@ pub enum AttestCommand {
     Quote(QuoteArgs),
     /// Verify a TDX quote with DCAP and print its measurements; exits 1 if it is refused.
     Verify(VerifyArgs),
+    /// Build and print the attestation record this node publishes (worker role), with fresh
+    /// evidence from its TEE.
+    Show(super::NodeArgs),
 }
 
 /// `cocoon attest quote`
@@ -66,6 +69,7 @@ pub fn run(command: AttestCommand) -> anyhow::Result<()> {
     match command {
         AttestCommand::Quote(args) => quote(args),
         AttestCommand::Verify(args) => verify(args),
+        AttestCommand::Show(args) => show(&args),
     }
 }
 
@@ -124,5 +128,49 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let policy = load_policy(policy_path, governance.as_ref())?;
     check_evidence(&policy, &claims).context("verdict: REJECTED by policy")?;
     println!("verdict:      ACCEPTED by policy {}", policy_path.display());
+    Ok(())
+}
+
+fn show(args: &super::NodeArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    let identity = crate::store::load_or_create_identity(&config.node.data_dir)?;
+    let Some(own) = crate::node::own_record(&config, &identity)? else {
+        bail!(
+            "this node is not a worker (roles {:?}): it publishes no attestation record",
+            config.node.roles
+        );
+    };
+    let signed = own.build(crate::clock::unix_now())?;
+    let r = signed.record();
+    println!("peer id:        {}", r.peer_id);
+    println!("noise key:      {}", hex::encode(r.noise_static));
+    println!("payout address: {}", r.payout_address);
+    println!("issued at:      {}", r.issued_at);
+    println!("expires at:     {}", r.expires_at);
+    for offer in &r.offers {
+        println!(
+            "offer:          {} ({} / {} nanotons per 1k prompt / completion tokens, context {}, {} at once)",
+            offer.model_id,
+            offer.price_prompt_per_1k,
+            offer.price_completion_per_1k,
+            offer.context_length,
+            offer.max_concurrent
+        );
+    }
+    if r.offers.is_empty() {
+        println!("offers:         none");
+    }
+    match &r.evidence {
+        TeeEvidence::Tdx { quote } => println!("evidence:       TDX quote, {} bytes", quote.len()),
+        TeeEvidence::Simulated(sim) => {
+            println!("evidence:       SIMULATED (development only; strict nodes refuse it)");
+            println!("simulator key:  {}", hex::encode(sim.signer));
+        }
+    }
+    println!(
+        "report data:    {}",
+        hex::encode(cocoon_protocol::attestation::binding::expected_report_data(r))
+    );
+    println!("record size:    {} bytes signed", signed.encode().len());
     Ok(())
 }
