@@ -14,22 +14,11 @@ pub const IDENTITY_FILE: &str = "identity.key";
 
 /// Load the identity from `data_dir`, or create and persist a new one.
 pub fn load_or_create_identity(data_dir: &Path) -> Result<Keypair, StoreError> {
-    super::create_private_dir(data_dir)?;
-    let path = data_dir.join(IDENTITY_FILE);
-    let io_err = |source| StoreError::Dir { path: path.clone(), source };
-    match std::fs::read(&path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
-            .map_err(|e| StoreError::BadIdentity { path: path.clone(), message: e.to_string() }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = Keypair::generate_ed25519();
-            let bytes = key
-                .to_protobuf_encoding()
-                .map_err(|e| StoreError::BadIdentity { path: path.clone(), message: e.to_string() })?;
-            super::keys::write_private_file(&path, &bytes)?;
-            Ok(key)
-        }
-        Err(e) => Err(io_err(e)),
-    }
+    let bytes = super::keys::load_or_create(data_dir, IDENTITY_FILE, || {
+        Keypair::generate_ed25519().to_protobuf_encoding().map_err(|e| e.to_string())
+    })?;
+    Keypair::from_protobuf_encoding(&bytes)
+        .map_err(|e| StoreError::BadIdentity { path: data_dir.join(IDENTITY_FILE), message: e.to_string() })
 }
 
 #[cfg(test)]

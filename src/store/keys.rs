@@ -55,7 +55,7 @@ pub(crate) fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), StoreE
 }
 
 /// Read `data_dir/name`, or create it with `make` (and persist it) if absent.
-fn load_or_create(
+pub(crate) fn load_or_create(
     data_dir: &Path,
     name: &str,
     make: impl FnOnce() -> Result<Vec<u8>, String>,
