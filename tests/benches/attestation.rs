@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark fails loudly on purpose
 
-#[path = "../tests/common/dcap_samples.rs"]
+#[path = "../common/dcap_samples.rs"]
 mod dcap_samples;
 
 use std::hint::black_box;
