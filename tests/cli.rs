@@ -142,3 +142,36 @@ fn locked_data_dir_is_reported() {
     first.signal("TERM");
     assert!(first.wait_exit(Duration::from_secs(5)).is_some_and(|(s, _)| s.success()));
 }
+
+#[test]
+fn worker_misconfiguration_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("w");
+    let d = data.to_str().unwrap();
+    let base = [
+        "node",
+        "--role",
+        "worker",
+        "--data-dir",
+        d,
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    assert_fails_with(&base, &["worker.payout_address"]);
+
+    // A TDX worker outside a TD must say what is missing rather than start without evidence.
+    // (Inside a real TD the node would start and run, so that half only runs elsewhere.)
+    if std::path::Path::new(cocoon::attestation::provider::CONFIGFS_TSM_REPORT).exists() {
+        eprintln!("configfs-tsm present: skipping the outside-a-TD check");
+        return;
+    }
+    let config = dir.path().join("worker.toml");
+    std::fs::write(&config, "[worker]\npayout_address = \"UQ-test\"\ntee = \"tdx\"\n").unwrap();
+    let with_config = [&base[..], &["--config", config.to_str().unwrap()]].concat();
+    assert_fails_with(
+        &with_config,
+        &["cannot produce attestation evidence", "configfs-tsm is not available"],
+    );
+}
