@@ -11,7 +11,6 @@
 //!   its worker, report data that does not bind its keys, forged quote or simulator signature):
 //!   not forwarded, and the peer that sent it is blocked (fatal).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -144,7 +143,14 @@ pub fn judge(
 #[derive(Debug, Clone, Default)]
 struct Metrics {
     verdicts: Family<Vec<(String, String)>, Counter>,
+    fetched: Counter,
     published: Counter,
+}
+
+impl Metrics {
+    fn verdict(&self, class: &str) -> Counter {
+        self.verdicts.get_or_create(&vec![("verdict".to_owned(), class.to_owned())]).clone()
+    }
 }
 
 /// Read access to what the service knows.
@@ -153,7 +159,7 @@ pub struct AttestationHandle {
     known: Arc<Mutex<KnownWorkers>>,
     cache: Option<RecordCache>,
     own: Arc<Mutex<Option<SignedRecord>>>,
-    verdicts: Arc<[AtomicU64; 4]>,
+    metrics: Metrics,
 }
 
 /// How many gossiped records this node accepted, ignored and rejected.
@@ -243,12 +249,11 @@ impl AttestationHandle {
 
     /// Verdicts given so far.
     pub fn verdicts(&self) -> VerdictCounts {
-        let [a, i, r, f] = &*self.verdicts;
         VerdictCounts {
-            accepted: a.load(Ordering::Relaxed),
-            ignored: i.load(Ordering::Relaxed),
-            rejected: r.load(Ordering::Relaxed),
-            fetched: f.load(Ordering::Relaxed),
+            accepted: self.metrics.verdict("accept").get(),
+            ignored: self.metrics.verdict("ignore").get(),
+            rejected: self.metrics.verdict("reject").get(),
+            fetched: self.metrics.fetched.get(),
         }
     }
 
@@ -275,13 +280,14 @@ pub async fn start(
         "Gossiped attestation records by verdict and reason class",
         metrics.verdicts.clone(),
     );
+    r.register("fetched", "Attestation records accepted after a direct fetch", metrics.fetched.clone());
     r.register("published", "Own attestation records published", metrics.published.clone());
 
     let handle = AttestationHandle {
         known: Arc::new(Mutex::new(KnownWorkers::new(KNOWN_CAPACITY))),
         cache,
         own: Arc::new(Mutex::new(None)),
-        verdicts: Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]),
+        metrics,
     };
     handle.restore(&verifier, unix_now());
     let first = match &own {
@@ -296,18 +302,11 @@ pub async fn start(
     };
     let rx = network.subscribe(ATTESTATION_TOPIC, QUEUE).await?;
     let mut tasks = vec![
-        tokio::spawn(validate_loop(
-            network.clone(),
-            rx,
-            handle.clone(),
-            verifier.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        )),
+        tokio::spawn(validate_loop(network.clone(), rx, handle.clone(), verifier.clone(), shutdown.clone())),
         tokio::spawn(discover_loop(network.clone(), handle.clone(), verifier, shutdown.clone())),
     ];
     if let (Some(own), Some(first)) = (own, first) {
-        tasks.push(tokio::spawn(publish_loop(network, own, first, handle.clone(), metrics, shutdown)));
+        tasks.push(tokio::spawn(publish_loop(network, own, first, handle.clone(), shutdown)));
     }
     Ok((handle, tasks))
 }
@@ -317,7 +316,6 @@ async fn validate_loop(
     mut rx: tokio::sync::mpsc::Receiver<GossipMessage>,
     handle: AttestationHandle,
     verifier: Arc<Verifier>,
-    metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut prune = tokio::time::interval(PRUNE_INTERVAL);
@@ -334,27 +332,26 @@ async fn validate_loop(
             _ = shutdown.changed() => return,
         };
         let judgement = judge(&message.data, message.author, &handle.known, &verifier, unix_now());
-        let (verdict, class, slot) = match judgement {
+        let (verdict, class) = match judgement {
             Judgement::Accept(signed) => {
                 let worker = signed.record().peer_id;
                 let insertion = handle.keep(*signed);
                 tracing::info!(%worker, ?insertion, "verified attestation record");
-                (Validation::Accept, "accept", 0)
+                (Validation::Accept, "accept")
             }
             Judgement::Ignore(reason) => {
                 tracing::debug!(source = %message.propagation_source, %reason, "attestation record ignored");
-                (Validation::Ignore, "ignore", 1)
+                (Validation::Ignore, "ignore")
             }
             Judgement::Reject(reason) => {
                 tracing::warn!(source = %message.propagation_source, %reason, "invalid attestation record");
                 let _ = network
                     .block(message.propagation_source, format!("invalid attestation record: {reason}"))
                     .await;
-                (Validation::Reject, "reject", 2)
+                (Validation::Reject, "reject")
             }
         };
-        metrics.verdicts.get_or_create(&vec![("verdict".to_owned(), class.to_owned())]).inc();
-        handle.verdicts[slot].fetch_add(1, Ordering::Relaxed);
+        handle.metrics.verdict(class).inc();
         if network.validate(&message, verdict).await.is_err() {
             return;
         }
@@ -366,7 +363,6 @@ async fn publish_loop(
     own: OwnRecord,
     first: SignedRecord,
     handle: AttestationHandle,
-    metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut next = Some(first);
@@ -399,7 +395,7 @@ async fn publish_loop(
         loop {
             let listening = network.status().await.map(|s| s.mesh_peers > 0).unwrap_or(false);
             if listening && network.publish(ATTESTATION_TOPIC, bytes.clone()).await.is_ok() {
-                metrics.published.inc();
+                handle.metrics.published.inc();
                 tracing::info!(expires_at = signed.record().expires_at, "published attestation record");
                 announce(&network, &signed).await;
                 break;
@@ -450,7 +446,7 @@ async fn discover_loop(
             match judge(&bytes, Some(peer), &handle.known, &verifier, unix_now()) {
                 Judgement::Accept(signed) => {
                     handle.keep(*signed);
-                    handle.verdicts[3].fetch_add(1, Ordering::Relaxed);
+                    handle.metrics.fetched.inc();
                     tracing::info!(worker = %peer, "verified attestation record fetched directly");
                 }
                 Judgement::Ignore(reason) => {
