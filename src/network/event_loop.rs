@@ -358,9 +358,8 @@ impl EventLoop {
         }
         // A Kademlia server: its listen addresses go into the routing table. Loopback addresses are
         // only useful when we ourselves are on a loopback-only network.
-        let local_net = self.swarm.listeners().all(super::is_local_addr);
         for addr in info.listen_addrs {
-            if super::is_local_addr(&addr) && !local_net {
+            if super::is_local_addr(&addr) && !self.config.local_only {
                 continue;
             }
             self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
