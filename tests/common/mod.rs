@@ -80,27 +80,24 @@ impl NodeProc {
         self.ready.admin.expect("admin endpoint enabled")
     }
 
-    /// Peers this node knows: connected or in its routing table.
-    pub fn known_peers(&self) -> HashSet<String> {
+    /// `(connected, routing table)` peer ids from `/peers`.
+    fn peers(&self) -> (HashSet<String>, HashSet<String>) {
         let (_, body) = http_get(self.admin(), "/peers");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        ["connected", "routing_table"]
-            .iter()
-            .flat_map(|k| v[k].as_array().cloned().unwrap_or_default())
-            .filter_map(|p| p.as_str().map(str::to_owned))
-            .collect()
+        let ids = |key: &str| -> HashSet<String> {
+            v[key].as_array().into_iter().flatten().filter_map(|p| p.as_str().map(str::to_owned)).collect()
+        };
+        (ids("connected"), ids("routing_table"))
+    }
+
+    /// Peers this node knows: connected or in its routing table.
+    pub fn known_peers(&self) -> HashSet<String> {
+        let (connected, routing) = self.peers();
+        connected.union(&routing).cloned().collect()
     }
 
     pub fn connected(&self) -> HashSet<String> {
-        let (_, body) = http_get(self.admin(), "/peers");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        v["connected"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|p| p.as_str().map(str::to_owned))
-            .collect()
+        self.peers().0
     }
 
     pub fn log(&self) -> String {
