@@ -11,6 +11,10 @@
 //! name = "cocoon-worker 0.1.0"
 //! mrtd = "91eb2b44…"                   # 96 hex digits
 //! rtmr = ["…", "…", "…", "…"]          # optional: RTMR0–3, 96 hex digits each
+//!
+//! [[images]]                           # or: the whole image by one hash
+//! name = "cocoon-worker 0.1.1"
+//! image_hash = "…"                     # SHA-384(MRTD ‖ RTMR0‖…‖RTMR3), 96 hex digits
 //! ```
 //!
 //! A node configured with a governance key requires `FILE.sig` next to the policy: the hex
@@ -19,7 +23,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cocoon_protocol::attestation::policy::{AllowedImage, AttestationPolicy};
+use cocoon_protocol::attestation::policy::{AllowedImage, AllowedImageHash, AttestationPolicy};
 use cocoon_protocol::attestation::record::Measurement;
 use libp2p::identity::ed25519;
 use serde::Deserialize;
@@ -75,8 +79,9 @@ struct PolicyToml {
 #[serde(deny_unknown_fields)]
 struct ImageToml {
     name: String,
-    mrtd: String,
+    mrtd: Option<String>,
     rtmr: Option<[String; 4]>,
+    image_hash: Option<String>,
 }
 
 fn default_tcb() -> Vec<String> {
@@ -97,9 +102,22 @@ fn measurement(what: &str, text: &str) -> Result<Measurement, String> {
 /// Parse policy TOML text.
 pub fn parse_policy(text: &str) -> Result<AttestationPolicy, String> {
     let raw: PolicyToml = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
-    let mut images = Vec::new();
+    let (mut images, mut hashes) = (Vec::new(), Vec::new());
     for image in raw.images {
-        let mrtd = measurement(&format!("image {:?} mrtd", image.name), &image.mrtd)?;
+        let mrtd = match (&image.mrtd, &image.image_hash) {
+            (None, Some(hash)) if image.rtmr.is_none() => {
+                let hash = measurement(&format!("image {:?} image_hash", image.name), hash)?;
+                hashes.push(AllowedImageHash { name: image.name, hash });
+                continue;
+            }
+            (Some(mrtd), None) => measurement(&format!("image {:?} mrtd", image.name), mrtd)?,
+            _ => {
+                return Err(format!(
+                    "image {:?}: give either mrtd (and optionally rtmr) or image_hash",
+                    image.name
+                ));
+            }
+        };
         let rtmr = match image.rtmr {
             None => None,
             Some(r) => {
@@ -111,6 +129,7 @@ pub fn parse_policy(text: &str) -> Result<AttestationPolicy, String> {
     }
     Ok(AttestationPolicy {
         allowed_images: images,
+        allowed_image_hashes: hashes,
         accepted_tcb_statuses: raw.accepted_tcb_statuses,
         max_record_age_secs: raw.max_record_age_secs,
         max_validity_secs: raw.max_validity_secs,
@@ -176,6 +195,18 @@ mrtd = "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6d
         assert!(err.contains("image \"x\" mrtd") && err.contains("2 bytes"), "{err}");
         let err = parse_policy("allow_simulatd = true\n").unwrap_err();
         assert!(err.contains("allow_simulatd"), "{err}");
+        let both =
+            format!("[[images]]\nname = \"y\"\nmrtd = \"{0}\"\nimage_hash = \"{0}\"\n", "ab".repeat(48));
+        assert!(parse_policy(&both).unwrap_err().contains("either mrtd"));
+        assert!(parse_policy("[[images]]\nname = \"z\"\n").unwrap_err().contains("either mrtd"));
+    }
+
+    #[test]
+    fn images_may_be_given_by_hash() {
+        let p = parse_policy(&format!("[[images]]\nname = \"h\"\nimage_hash = \"{}\"\n", "cd".repeat(48)))
+            .unwrap();
+        assert!(p.allowed_images.is_empty());
+        assert_eq!(p.allowed_image_hashes, vec![AllowedImageHash { name: "h".into(), hash: [0xCD; 48] }]);
     }
 
     #[test]

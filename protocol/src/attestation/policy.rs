@@ -8,9 +8,12 @@
 //! 2. simulated evidence only if `allow_simulated` (and then its signature must verify; image and
 //!    TCB checks do not apply to fake measurements);
 //! 3. the TCB status is accepted (default: `UpToDate` only);
-//! 4. MRTD and, where the image pins them, RTMR0–3 match an allowed image;
+//! 4. the image is allowed: its [`image_hash`] is listed, or its MRTD and, where the image pins
+//!    them, RTMR0–3 match an allowed image;
 //! 5. freshness: issued no later than `now + skew`, not expired, not older than the maximum age,
 //!    and a lifetime no longer than the maximum validity.
+
+use sha2::{Digest, Sha384};
 
 use super::binding::expected_report_data;
 use super::record::{AttestationRecord, Measurement, SimulatedEvidence};
@@ -35,6 +38,11 @@ pub struct EvidenceClaims {
 }
 
 impl EvidenceClaims {
+    /// The image hash of these measurements (see [`image_hash`]).
+    pub fn image_hash(&self) -> Measurement {
+        image_hash(&self.mrtd, &self.rtmr)
+    }
+
     /// Claims of simulated evidence, if its simulator signature verifies.
     pub fn from_simulated(evidence: &SimulatedEvidence) -> Result<Self, Rejection> {
         if !evidence.signature_valid() {
@@ -48,6 +56,26 @@ impl EvidenceClaims {
             tcb_status: SIMULATED_TCB_STATUS.into(),
         })
     }
+}
+
+/// One value naming a whole TD image: SHA-384 of MRTD ‖ RTMR0 ‖ RTMR1 ‖ RTMR2 ‖ RTMR3 (240 bytes,
+/// no separator), so `cat mrtd rtmr0 rtmr1 rtmr2 rtmr3 | sha384sum` reproduces it.
+pub fn image_hash(mrtd: &Measurement, rtmr: &[Measurement; 4]) -> Measurement {
+    let mut h = Sha384::new();
+    h.update(mrtd);
+    for r in rtmr {
+        h.update(r);
+    }
+    h.finalize().into()
+}
+
+/// An approved TD image named by its [`image_hash`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedImageHash {
+    /// Human-readable name (for logs).
+    pub name: String,
+    /// The image hash.
+    pub hash: Measurement,
 }
 
 /// One approved TD image.
@@ -64,8 +92,11 @@ pub struct AllowedImage {
 /// What a node accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttestationPolicy {
-    /// Approved images. Empty means no TDX evidence is accepted.
+    /// Approved images by measurements. With `allowed_image_hashes` empty too, no TDX evidence is
+    /// accepted.
     pub allowed_images: Vec<AllowedImage>,
+    /// Approved images by image hash.
+    pub allowed_image_hashes: Vec<AllowedImageHash>,
     /// Accepted TCB statuses.
     pub accepted_tcb_statuses: Vec<String>,
     /// Oldest acceptable `issued_at`, as an age in seconds.
@@ -82,6 +113,7 @@ impl Default for AttestationPolicy {
     fn default() -> Self {
         Self {
             allowed_images: Vec::new(),
+            allowed_image_hashes: Vec::new(),
             accepted_tcb_statuses: vec!["UpToDate".into()],
             max_record_age_secs: 24 * 3600,
             max_validity_secs: 24 * 3600,
@@ -109,6 +141,9 @@ pub enum Rejection {
     /// The MRTD is not an approved image.
     #[error("MRTD {0} is not an allowed image")]
     MrtdNotAllowed(String),
+    /// No allowed image hash matches (and no image is allowed by measurements).
+    #[error("image hash {0} is not an allowed image")]
+    ImageHashNotAllowed(String),
     /// The MRTD is approved but an RTMR differs from the image's.
     #[error("RTMR{index} does not match allowed image {image}")]
     RtmrMismatch {
@@ -153,6 +188,15 @@ pub fn check_evidence(policy: &AttestationPolicy, claims: &EvidenceClaims) -> Re
     }
     if !policy.accepted_tcb_statuses.iter().any(|s| s == &claims.tcb_status) {
         return Err(Rejection::TcbStatus(claims.tcb_status.clone()));
+    }
+    if !policy.allowed_image_hashes.is_empty() {
+        let hash = claims.image_hash();
+        if policy.allowed_image_hashes.iter().any(|i| i.hash == hash) {
+            return Ok(());
+        }
+        if policy.allowed_images.is_empty() {
+            return Err(Rejection::ImageHashNotAllowed(hex::encode(hash)));
+        }
     }
     let image = policy
         .allowed_images
@@ -248,6 +292,26 @@ mod tests {
         assert_eq!(check(&strict, &record, &claims, record.issued_at + 11), Err(Rejection::TooOld));
         let short = AttestationPolicy { max_validity_secs: 60, ..policy };
         assert_eq!(check(&short, &record, &claims, NOW), Err(Rejection::ValidityTooLong));
+    }
+
+    #[test]
+    fn images_can_be_allowed_by_hash() {
+        let (mut policy, record, claims) = tdx_setup();
+        policy.allowed_images.clear();
+        let hash = image_hash(&claims.mrtd, &claims.rtmr);
+        policy.allowed_image_hashes = vec![AllowedImageHash { name: "img".into(), hash }];
+        assert_eq!(check(&policy, &record, &claims, NOW), Ok(()));
+        // Any changed register changes the hash.
+        let mut c = claims.clone();
+        c.rtmr[3][47] ^= 1;
+        assert_eq!(
+            check(&policy, &record, &c, NOW),
+            Err(Rejection::ImageHashNotAllowed(hex::encode(c.image_hash())))
+        );
+        // The hash is over the 240 bytes of measurements, nothing else.
+        let mut bytes = claims.mrtd.to_vec();
+        claims.rtmr.iter().for_each(|r| bytes.extend_from_slice(r));
+        assert_eq!(hash.as_slice(), Sha384::digest(&bytes).as_slice());
     }
 
     #[test]
