@@ -191,7 +191,7 @@ impl Default for AdminSection {
 }
 
 /// `[attestation]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AttestationSection {
     /// Policy file (format in docs/attestation.md). Default none: the built-in policy, which
@@ -203,6 +203,24 @@ pub struct AttestationSection {
     /// Also accept SIMULATED evidence, whatever the policy file says (development networks only).
     /// Default false.
     pub allow_simulated: bool,
+    /// PCCS (or Intel PCS) that TDX collateral is fetched from; fetched collateral is cached in
+    /// the store until shortly before it expires. Empty: never fetch (only cached collateral is
+    /// used). Default Intel's PCS, `https://api.trustedservices.intel.com`.
+    pub pccs_url: String,
+    /// Timeout of each PCCS request in seconds. Default 10.
+    pub pccs_timeout_secs: u64,
+}
+
+impl Default for AttestationSection {
+    fn default() -> Self {
+        Self {
+            policy_file: None,
+            governance_key: None,
+            allow_simulated: false,
+            pccs_url: crate::attestation::pccs::INTEL_PCS_URL.to_owned(),
+            pccs_timeout_secs: 10,
+        }
+    }
 }
 
 /// Where a worker's evidence comes from.
@@ -385,6 +403,15 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "bootstrap retry and dial timeouts must be at least 1 second".into(),
             ));
+        }
+        let pccs = &self.attestation.pccs_url;
+        if !(pccs.is_empty() || pccs.starts_with("https://") || pccs.starts_with("http://")) {
+            return Err(ConfigError::Invalid(format!(
+                "attestation.pccs_url {pccs:?} must be an http(s) URL, or empty to never fetch collateral"
+            )));
+        }
+        if self.attestation.pccs_timeout_secs == 0 {
+            return Err(ConfigError::Invalid("attestation.pccs_timeout_secs must be at least 1".into()));
         }
         Ok(())
     }

@@ -17,6 +17,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::admin::{self, AdminState};
+use crate::attestation::collateral::CollateralSource;
+use crate::attestation::pccs::{PccsClient, PccsError};
 use crate::attestation::policy_file::{PolicyFileError, load_policy};
 use crate::attestation::provider::{ConfigfsTsm, SimulatedTee, TeeProvider};
 use crate::attestation::service::{self, AttestationHandle, OwnRecord, ServiceError};
@@ -60,6 +62,9 @@ pub enum NodeError {
     /// The attestation service could not start (e.g. no TEE on a worker).
     #[error(transparent)]
     Attestation(#[from] ServiceError),
+    /// The PCCS client could not be built.
+    #[error(transparent)]
+    Pccs(#[from] PccsError),
     /// The admin endpoint could not bind.
     #[error("cannot listen for the admin endpoint on {addr}: {source}")]
     Admin {
@@ -141,9 +146,12 @@ impl Node {
         );
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let collateral = Arc::new(collateral_source(&config, &store)?);
+        collateral.register(&mut registry);
         let (attestation, mut tasks) = service::start(
             network.clone(),
             verifier,
+            collateral,
             own,
             Some(store.record_cache()?),
             &mut registry,
@@ -280,6 +288,17 @@ fn attestation_policy(
         tracing::warn!("this node accepts SIMULATED attestation evidence (development only)");
     }
     Ok(policy)
+}
+
+/// Collateral for TDX quotes: the store's cache, refreshed from the configured PCCS (if any).
+fn collateral_source(config: &Config, store: &Store) -> Result<CollateralSource, NodeError> {
+    let url = &config.attestation.pccs_url;
+    let pccs = if url.is_empty() {
+        None
+    } else {
+        Some(PccsClient::new(url, Duration::from_secs(config.attestation.pccs_timeout_secs))?)
+    };
+    Ok(CollateralSource::new(pccs, Some(store.collateral_cache()?)))
 }
 
 /// What this node attests, if it is a worker.

@@ -174,6 +174,7 @@ fn attest_verify_cli_prints_measurements_and_exits_by_verdict() {
     assert!(ok, "{err}");
     assert!(out.contains("tcb status:   UpToDate") && out.contains("mrtd:         91eb2b44"), "{out}");
     assert!(out.contains("rtmr3:") && out.contains("report data:"), "{out}");
+    let image_hash = out.lines().find_map(|l| l.strip_prefix("image hash:")).unwrap().trim().to_owned();
 
     let late = (until + 1).to_string();
     let (ok, _, err) =
@@ -189,8 +190,15 @@ fn attest_verify_cli_prints_measurements_and_exits_by_verdict() {
         common::run(&["attest", "verify", "--quote", q, "--collateral", c, "--at", &at, "--policy", p], &[]);
     assert!(!ok && err.contains("REJECTED by policy") && err.contains("is not an allowed image"), "{err}");
 
-    let (ok, _, err) = common::run(&["attest", "verify", "--quote", q], &[]);
-    assert!(!ok && err.contains("--collateral FILE is required"), "{err}");
+    // The same image allowed by its image hash alone.
+    std::fs::write(&policy, format!("accepted_tcb_statuses = [\"UpToDate\"]\n[[images]]\nname = \"sample\"\nimage_hash = \"{image_hash}\"\n")).unwrap();
+    let (ok, out, err) =
+        common::run(&["attest", "verify", "--quote", q, "--collateral", c, "--at", &at, "--policy", p], &[]);
+    assert!(ok && out.contains("ACCEPTED by policy"), "{out}{err}");
+
+    // No collateral file: it is fetched from the PCCS, here one that is not there.
+    let (ok, _, err) = common::run(&["attest", "verify", "--quote", q, "--pccs", "http://127.0.0.1:9"], &[]);
+    assert!(!ok && err.contains("cannot fetch collateral for tdx/"), "{err}");
 }
 
 #[test]

@@ -87,3 +87,24 @@ impl KnownWorkers {
         self.by_peer.values().flat_map(|s| s.record().offers.iter().map(|o| o.model_id.clone())).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use libp2p::identity::Keypair;
+
+    use super::*;
+    use crate::attestation::service::OwnRecord;
+
+    const NOW: u64 = 1_800_000_000;
+
+    #[test]
+    fn expired_records_leave_the_known_set() {
+        let mut known = KnownWorkers::new(8);
+        let key = Keypair::generate_ed25519();
+        known.insert(OwnRecord::for_tests(&key).build(NOW).unwrap());
+        assert!(known.prune(NOW + 599).is_empty());
+        assert_eq!(known.len(), 1);
+        assert_eq!(known.prune(NOW + 600), vec![key.public().to_peer_id()]);
+        assert!(known.is_empty() && known.models().is_empty());
+    }
+}

@@ -1,6 +1,8 @@
 //! Attestation in the node: turning TEE evidence into [`EvidenceClaims`] that the pure policy in
 //! `cocoon_protocol::attestation::policy` judges.
 //!
+//! - [`collateral`]: collateral for TDX quotes from memory, the store or a PCCS ([`pccs`]).
+//! - [`judge`]: the verdict (accept, ignore, reject) on a record received from a peer.
 //! - [`known`]: the verified records held, newest per worker.
 //! - [`service`]: gossip validation of records and publication of the worker's own.
 //! - [`policy_file`]: the policy TOML file and its optional governance signature.
@@ -11,7 +13,10 @@
 //!
 //! [`EvidenceClaims`]: cocoon_protocol::attestation::policy::EvidenceClaims
 
+pub mod collateral;
+pub mod judge;
 pub mod known;
+pub mod pccs;
 pub mod policy_file;
 pub mod provider;
 pub mod service;

@@ -2,20 +2,14 @@
 //! may forward it, keeps the verified ones, and on workers publishes the node's own record and
 //! re-publishes it at half-life.
 //!
-//! Verdicts (see [`judge`]):
-//! - **Accept** — a valid record, newer than the one held for its worker: kept and forwarded.
-//! - **Ignore** — not forwarded, no penalty: a replay or duplicate, a record this node's *policy*
-//!   refuses (simulated evidence, unknown image, TCB status: other nodes may accept it, so it is no
-//!   misbehaviour), an expired record, or evidence this node cannot check yet (no collateral).
-//! - **Reject** — objectively invalid (malformed, bad signature, published by someone other than
-//!   its worker, report data that does not bind its keys, forged quote or simulator signature):
-//!   not forwarded, and the peer that sent it is blocked (fatal).
+//! Records are judged by [`super::judge`]: accepted ones are kept (memory and store) and
+//! forwarded, ignored ones dropped, and the peer that sent a rejected one is blocked. TDX quotes
+//! get their collateral from a [`CollateralSource`] (cache or PCCS) before they are verified.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cocoon_protocol::attestation::binding::expected_report_data;
-use cocoon_protocol::attestation::policy::Rejection;
 use cocoon_protocol::attestation::record::{AttestationRecord, ModelOffer, TeeEvidence};
 use cocoon_protocol::attestation::signed::SignedRecord;
 use libp2p::PeerId;
@@ -26,10 +20,11 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::collateral::CollateralSource;
+use super::judge::{Judgement, judge, judge_cached};
 use super::known::{Insertion, KnownWorkers};
 use super::provider::{ProviderError, TeeProvider};
-use super::tdx::QuoteError;
-use super::verifier::{Verifier, VerifyError};
+use super::verifier::Verifier;
 use crate::clock::unix_now;
 use crate::network::{GossipMessage, NetworkError, NetworkHandle, Validation};
 use crate::store::RecordCache;
@@ -95,49 +90,6 @@ pub enum ServiceError {
     /// The network refused the subscription.
     #[error(transparent)]
     Network(#[from] NetworkError),
-}
-
-/// A verdict on one gossiped record.
-#[derive(Debug)]
-pub enum Judgement {
-    /// Valid and new.
-    Accept(Box<SignedRecord>),
-    /// Drop without penalty.
-    Ignore(String),
-    /// Invalid: drop and block the sender.
-    Reject(String),
-}
-
-/// Judge gossip payload `data` published by `author`, given the records held, at `now`.
-pub fn judge(
-    data: &[u8],
-    author: Option<PeerId>,
-    known: &Mutex<KnownWorkers>,
-    verifier: &Verifier,
-    now: u64,
-) -> Judgement {
-    let signed = match SignedRecord::open(data) {
-        Ok(s) => s,
-        Err(e) => return Judgement::Reject(e.to_string()),
-    };
-    let record = signed.record();
-    if author != Some(record.peer_id) {
-        return Judgement::Reject(format!("record of {} published by {author:?}", record.peer_id));
-    }
-    let newer = known.lock().map(|k| k.is_newer(&record.peer_id, record.issued_at)).unwrap_or(false);
-    if !newer {
-        return Judgement::Ignore("not newer than the record held (replay or duplicate)".into());
-    }
-    match verifier.verify_record(record, None, now) {
-        Ok(_) => Judgement::Accept(Box::new(signed)),
-        Err(e) => match &e {
-            VerifyError::Quote(QuoteError::Signature(_) | QuoteError::NotTdx | QuoteError::Invalid(_))
-            | VerifyError::Policy(Rejection::ReportDataMismatch | Rejection::SimulatedSignatureInvalid) => {
-                Judgement::Reject(e.to_string())
-            }
-            _ => Judgement::Ignore(e.to_string()),
-        },
-    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -218,7 +170,7 @@ impl AttestationHandle {
     }
 
     /// Re-judge persisted records (policy and time may have changed) and keep the valid ones.
-    fn restore(&self, verifier: &Verifier, now: u64) {
+    fn restore(&self, verifier: &Verifier, collateral: &CollateralSource, now: u64) {
         let Some(cache) = &self.cache else { return };
         let stored = match cache.all() {
             Ok(stored) => stored,
@@ -229,7 +181,7 @@ impl AttestationHandle {
         };
         let mut restored = 0;
         for (peer, bytes) in stored {
-            match judge(&bytes, Some(peer), &self.known, verifier, now) {
+            match judge_cached(&bytes, Some(peer), &self.known, verifier, collateral, now) {
                 Judgement::Accept(signed) => {
                     if let Ok(mut known) = self.known.lock() {
                         known.insert(*signed);
@@ -268,6 +220,7 @@ impl AttestationHandle {
 pub async fn start(
     network: NetworkHandle,
     verifier: Arc<Verifier>,
+    collateral: Arc<CollateralSource>,
     own: Option<OwnRecord>,
     cache: Option<RecordCache>,
     registry: &mut Registry,
@@ -289,7 +242,7 @@ pub async fn start(
         own: Arc::new(Mutex::new(None)),
         metrics,
     };
-    handle.restore(&verifier, unix_now());
+    handle.restore(&verifier, &collateral, unix_now());
     let first = match &own {
         Some(own) => {
             let own = own.clone();
@@ -302,8 +255,19 @@ pub async fn start(
     };
     let rx = network.subscribe(ATTESTATION_TOPIC, QUEUE).await?;
     let mut tasks = vec![
-        tokio::spawn(validate_loop(network.clone(), rx, handle.clone(), verifier.clone(), shutdown.clone())),
-        tokio::spawn(discover_loop(network.clone(), handle.clone(), verifier, shutdown.clone())),
+        tokio::spawn(validate_loop(
+            network.clone(),
+            rx,
+            handle.clone(),
+            (verifier.clone(), collateral.clone()),
+            shutdown.clone(),
+        )),
+        tokio::spawn(discover_loop(
+            network.clone(),
+            handle.clone(),
+            (verifier, collateral),
+            shutdown.clone(),
+        )),
     ];
     if let (Some(own), Some(first)) = (own, first) {
         tasks.push(tokio::spawn(publish_loop(network, own, first, handle.clone(), shutdown)));
@@ -315,7 +279,7 @@ async fn validate_loop(
     network: NetworkHandle,
     mut rx: tokio::sync::mpsc::Receiver<GossipMessage>,
     handle: AttestationHandle,
-    verifier: Arc<Verifier>,
+    (verifier, collateral): (Arc<Verifier>, Arc<CollateralSource>),
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut prune = tokio::time::interval(PRUNE_INTERVAL);
@@ -331,7 +295,8 @@ async fn validate_loop(
             }
             _ = shutdown.changed() => return,
         };
-        let judgement = judge(&message.data, message.author, &handle.known, &verifier, unix_now());
+        let judgement =
+            judge(&message.data, message.author, &handle.known, &verifier, &collateral, unix_now()).await;
         let (verdict, class) = match judgement {
             Judgement::Accept(signed) => {
                 let worker = signed.record().peer_id;
@@ -425,7 +390,7 @@ async fn announce(network: &NetworkHandle, signed: &SignedRecord) {
 async fn discover_loop(
     network: NetworkHandle,
     handle: AttestationHandle,
-    verifier: Arc<Verifier>,
+    (verifier, collateral): (Arc<Verifier>, Arc<CollateralSource>),
     mut shutdown: watch::Receiver<bool>,
 ) {
     let me = network.peer_id();
@@ -443,7 +408,7 @@ async fn discover_loop(
                 continue;
             }
             let Ok(Some(bytes)) = network.fetch_record(peer).await else { continue };
-            match judge(&bytes, Some(peer), &handle.known, &verifier, unix_now()) {
+            match judge(&bytes, Some(peer), &handle.known, &verifier, &collateral, unix_now()).await {
                 Judgement::Accept(signed) => {
                     handle.keep(*signed);
                     handle.metrics.fetched.inc();
@@ -473,98 +438,22 @@ async fn sleep_or_stop(d: Duration, shutdown: &mut watch::Receiver<bool>) -> boo
 }
 
 #[cfg(test)]
-mod tests {
-    use cocoon_protocol::attestation::policy::AttestationPolicy;
-    use cocoon_protocol::attestation::record::ModelOffer;
-    use libp2p::identity::ed25519;
-
-    use super::*;
-    use crate::attestation::provider::SimulatedTee;
-
-    const NOW: u64 = 1_800_000_000;
-
-    fn own(identity: &Keypair) -> OwnRecord {
-        OwnRecord {
+impl OwnRecord {
+    /// A worker with a simulated TEE offering one model, for unit tests.
+    pub(crate) fn for_tests(identity: &Keypair) -> Self {
+        Self {
             identity: identity.clone(),
             noise_public: [4; 32],
             payout_address: "UQ-worker".into(),
-            offers: vec![ModelOffer {
+            offers: vec![cocoon_protocol::attestation::record::ModelOffer {
                 model_id: "m@sha256:00".into(),
                 price_prompt_per_1k: 1,
                 price_completion_per_1k: 2,
                 context_length: 512,
                 max_concurrent: 1,
             }],
-            tee: Arc::new(SimulatedTee::new(ed25519::Keypair::generate())),
+            tee: Arc::new(super::provider::SimulatedTee::new(libp2p::identity::ed25519::Keypair::generate())),
             validity: Duration::from_secs(600),
         }
-    }
-
-    fn verifier(allow_simulated: bool) -> Verifier {
-        Verifier::new(AttestationPolicy { allow_simulated, ..AttestationPolicy::default() }, 8)
-    }
-
-    fn known() -> Mutex<KnownWorkers> {
-        Mutex::new(KnownWorkers::new(8))
-    }
-
-    #[test]
-    fn valid_record_is_accepted_then_its_replay_ignored() {
-        let key = Keypair::generate_ed25519();
-        let bytes = own(&key).build(NOW).unwrap().encode();
-        let author = Some(key.public().to_peer_id());
-        let (known, verifier) = (known(), verifier(true));
-        let Judgement::Accept(signed) = judge(&bytes, author, &known, &verifier, NOW + 1) else {
-            panic!("not accepted")
-        };
-        assert_eq!(known.lock().unwrap().insert(*signed), Insertion::New);
-        assert!(matches!(judge(&bytes, author, &known, &verifier, NOW + 2), Judgement::Ignore(_)));
-        // A newer record of the same worker replaces it.
-        let newer = own(&key).build(NOW + 100).unwrap();
-        assert!(matches!(judge(&newer.encode(), author, &known, &verifier, NOW + 101), Judgement::Accept(_)));
-        assert_eq!(known.lock().unwrap().insert(newer), Insertion::Updated);
-        assert_eq!(
-            known.lock().unwrap().models().into_iter().collect::<Vec<_>>(),
-            vec!["m@sha256:00".to_owned()]
-        );
-    }
-
-    #[test]
-    fn policy_refusals_and_expiry_are_ignored_not_rejected() {
-        let key = Keypair::generate_ed25519();
-        let bytes = own(&key).build(NOW).unwrap().encode();
-        let author = Some(key.public().to_peer_id());
-        assert!(matches!(judge(&bytes, author, &known(), &verifier(false), NOW), Judgement::Ignore(_)));
-        assert!(matches!(judge(&bytes, author, &known(), &verifier(true), NOW + 600), Judgement::Ignore(_)));
-    }
-
-    #[test]
-    fn invalid_records_are_rejected() {
-        let key = Keypair::generate_ed25519();
-        let author = Some(key.public().to_peer_id());
-        let (known, verifier) = (known(), verifier(true));
-        assert!(matches!(judge(b"garbage", author, &known, &verifier, NOW), Judgement::Reject(_)));
-        let bytes = own(&key).build(NOW).unwrap().encode();
-        // Someone else publishing the worker's record.
-        let other = Some(Keypair::generate_ed25519().public().to_peer_id());
-        assert!(matches!(judge(&bytes, other, &known, &verifier, NOW), Judgement::Reject(_)));
-        // Evidence that binds other keys.
-        let mut record = own(&key).build(NOW).unwrap().record().clone();
-        record.payout_address = "UQ-thief".into();
-        let rebound = SignedRecord::sign(record, &key).unwrap().encode();
-        assert!(
-            matches!(judge(&rebound, author, &known, &verifier, NOW), Judgement::Reject(r) if r.contains("report data"))
-        );
-    }
-
-    #[test]
-    fn expired_records_leave_the_known_set() {
-        let mut known = KnownWorkers::new(8);
-        let key = Keypair::generate_ed25519();
-        known.insert(own(&key).build(NOW).unwrap());
-        assert!(known.prune(NOW + 599).is_empty());
-        assert_eq!(known.len(), 1);
-        assert_eq!(known.prune(NOW + 600), vec![key.public().to_peer_id()]);
-        assert!(known.is_empty() && known.models().is_empty());
     }
 }

@@ -62,6 +62,11 @@ impl Verifier {
         self.cache.lock().map(|c| c.entries.len()).unwrap_or(0)
     }
 
+    /// Whether a result for `quote` valid at `now` is cached (so no collateral is needed).
+    pub fn has_result(&self, quote: &[u8], now: u64) -> bool {
+        self.lookup(&Sha256::digest(quote).into(), now).is_some()
+    }
+
     /// The claims of `evidence` at `now`: from the cache, or by verifying with `collateral`.
     pub fn claims(
         &self,

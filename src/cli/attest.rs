@@ -1,20 +1,23 @@
 //! `cocoon attest …`: produce and inspect TDX quotes from the command line.
 //!
 //! `verify` checks a quote with DCAP against collateral at a given time and, with `--policy`, the
-//! policy's evidence rules (image, TCB status, simulated). A bare quote has no record, so the key
+//! policy's evidence rules (image, TCB status, simulated). Collateral comes from `--collateral
+//! FILE` (fully offline) or is fetched from a PCCS (`--pccs URL`, Intel's PCS by default) and can
+//! be saved with `--save-collateral FILE` for later offline runs. A bare quote has no record, so the key
 //! binding and record freshness are not checked here; nodes check those on every record.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use cocoon_protocol::attestation::policy::check_evidence;
 use libp2p::identity::ed25519;
 
+use crate::attestation::pccs::{INTEL_PCS_URL, PccsClient, Platform};
 use crate::attestation::policy_file::load_policy;
 use crate::attestation::provider::{ConfigfsTsm, TeeProvider};
-use crate::attestation::tdx::{parse_collateral, verify_quote};
+use crate::attestation::tdx::{Collateral, parse_collateral, verify_quote};
 use cocoon_protocol::attestation::record::TeeEvidence;
 
 /// `cocoon attest …`
@@ -49,10 +52,16 @@ pub struct VerifyArgs {
     /// The raw quote.
     #[arg(long, value_name = "FILE")]
     pub quote: PathBuf,
-    /// Collateral JSON (Intel TCB info, QE identity, CRLs) for the quote's platform. Required:
-    /// fetching it from a PCCS is not implemented yet.
+    /// Collateral JSON (Intel TCB info, QE identity, CRLs) for the quote's platform; verification
+    /// then runs fully offline. Without it, collateral is fetched from `--pccs`.
     #[arg(long, value_name = "FILE")]
     pub collateral: Option<PathBuf>,
+    /// PCCS (or Intel PCS) to fetch collateral from when `--collateral` is not given.
+    #[arg(long, value_name = "URL", default_value = INTEL_PCS_URL, conflicts_with = "collateral")]
+    pub pccs: String,
+    /// Write the fetched collateral here (JSON, usable with `--collateral`).
+    #[arg(long, value_name = "FILE", conflicts_with = "collateral")]
+    pub save_collateral: Option<PathBuf>,
     /// Attestation policy (TOML) whose evidence rules to apply.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
@@ -93,12 +102,13 @@ fn quote(args: QuoteArgs) -> anyhow::Result<()> {
 fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let quote =
         std::fs::read(&args.quote).with_context(|| format!("cannot read {}", args.quote.display()))?;
-    let Some(collateral_path) = &args.collateral else {
-        bail!("--collateral FILE is required: fetching collateral from a PCCS is not implemented yet");
+    let collateral = match &args.collateral {
+        Some(path) => {
+            let json = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            parse_collateral(&json)?
+        }
+        None => fetch_collateral(&quote, &args)?,
     };
-    let collateral_json = std::fs::read(collateral_path)
-        .with_context(|| format!("cannot read {}", collateral_path.display()))?;
-    let collateral = parse_collateral(&collateral_json)?;
     let now = match args.at {
         Some(at) => at,
         None => SystemTime::now().duration_since(UNIX_EPOCH).context("system clock before 1970")?.as_secs(),
@@ -110,6 +120,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     for (i, rtmr) in claims.rtmr.iter().enumerate() {
         println!("rtmr{i}:        {}", hex::encode(rtmr));
     }
+    println!("image hash:   {}", hex::encode(claims.image_hash()));
     println!("report data:  {}", hex::encode(claims.report_data));
     let Some(policy_path) = &args.policy else {
         println!("verdict:      ACCEPTED (signature chain and collateral only; no --policy given)");
@@ -129,6 +140,22 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     check_evidence(&policy, &claims).context("verdict: REJECTED by policy")?;
     println!("verdict:      ACCEPTED by policy {}", policy_path.display());
     Ok(())
+}
+
+fn fetch_collateral(quote: &[u8], args: &VerifyArgs) -> anyhow::Result<Collateral> {
+    let platform = Platform::of_quote(quote)?;
+    let client = PccsClient::new(&args.pccs, Duration::from_secs(30))?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let collateral = runtime
+        .block_on(client.fetch(&platform))
+        .with_context(|| format!("cannot fetch collateral for {} from {}", platform.key(), args.pccs))?;
+    println!("collateral:   {} from {}", platform.key(), client.base_url());
+    if let Some(path) = &args.save_collateral {
+        let json = serde_json::to_vec_pretty(&collateral)?;
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("saved:        {}", path.display());
+    }
+    Ok(collateral)
 }
 
 fn show(args: &super::NodeArgs) -> anyhow::Result<()> {

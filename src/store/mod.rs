@@ -1,11 +1,14 @@
 //! The node's durable state: one sled database per node in `<data-dir>/db`, plus key files
 //! (`identity.key`, `noise.key`, `simulator.key`; owner-only permissions, see `keys.rs`).
+//! Trees: `peers/v1` (peer book), `attestations/v1` (verified records), `collateral/v1` (TDX
+//! collateral from a PCCS).
 //!
 //! sled is opened with its background flush timer off: the node decides when data is durable. It
 //! flushes the peer book periodically and on shutdown, and anything that represents money is
 //! flushed before it is acknowledged. Tree names carry a version (`peers/v1`) so a format change
 //! is a new tree, never a silent reinterpretation.
 
+mod collateral;
 mod identity;
 mod keys;
 mod peer_book;
@@ -13,6 +16,7 @@ mod records;
 
 use std::path::{Path, PathBuf};
 
+pub use collateral::{COLLATERAL_TREE, CollateralCache};
 pub use identity::load_or_create_identity;
 pub use keys::{NOISE_PARAMS, NoiseKey, load_or_create_noise_key, load_or_create_simulator_key};
 pub use peer_book::{KnownPeer, PeerBook};
@@ -53,6 +57,9 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+    /// A value could not be encoded for storage.
+    #[error("cannot encode a value for the store: {0}")]
+    Encode(String),
     /// Any other database error.
     #[error("store error: {0}")]
     Db(#[from] sled::Error),
@@ -91,6 +98,11 @@ impl Store {
     /// Verified attestation records.
     pub fn record_cache(&self) -> Result<RecordCache, StoreError> {
         Ok(RecordCache::new(self.db.open_tree(ATTESTATIONS_TREE)?))
+    }
+
+    /// TDX collateral fetched from a PCCS.
+    pub fn collateral_cache(&self) -> Result<CollateralCache, StoreError> {
+        Ok(CollateralCache::new(self.db.open_tree(COLLATERAL_TREE)?))
     }
 
     /// Write everything to disk; returns once it is durable.
