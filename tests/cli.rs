@@ -175,3 +175,36 @@ fn worker_misconfiguration_is_explained() {
         &["cannot produce attestation evidence", "configfs-tsm is not available"],
     );
 }
+
+#[test]
+fn attest_show_asks_the_running_worker_for_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("w");
+    let config = dir.path().join("worker.toml");
+    std::fs::write(
+        &config,
+        "[node]\nroles = [\"worker\"]\n[worker]\npayout_address = \"UQ-test\"\ntee = \"simulated\"\n",
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let mut worker = common::NodeProc::start(&data, &["--config", c]);
+    let admin = worker.admin();
+    assert!(common::wait_until(Duration::from_secs(20), || {
+        common::http_get(admin, "/attestation/record").0 == 200
+    }));
+    let d = data.to_str().unwrap();
+    let a = admin.to_string();
+    let (ok, out, err) =
+        common::run(&["attest", "show", "--config", c, "--data-dir", d, "--admin-listen", &a], &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("source:         the running node"), "{out}");
+    assert!(out.contains(&format!("peer id:        {}", worker.peer_id())), "{out}");
+    assert!(out.contains("evidence:       SIMULATED"), "{out}");
+
+    worker.signal("TERM");
+    assert!(worker.wait_exit(Duration::from_secs(5)).is_some_and(|(s, _)| s.success()));
+    let (ok, out, err) =
+        common::run(&["attest", "show", "--config", c, "--data-dir", d, "--admin-listen", &a], &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("source:         built now") && out.contains(&worker.peer_id()), "{out}");
+}

@@ -92,6 +92,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch
         .route("/health", get(health))
         .route("/peers", get(peers))
         .route("/metrics", get(metrics))
+        .route("/attestation/record", get(own_record))
         .with_state(state);
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
@@ -130,6 +131,15 @@ async fn health(State(state): State<AdminState>) -> Response {
         })
         .into_response(),
         Err(e) => unavailable(e),
+    }
+}
+
+/// The signed attestation record this worker currently publishes (binary envelope), 404 if none.
+async fn own_record(State(state): State<AdminState>) -> Response {
+    match state.attestation.own_record() {
+        Some(signed) => ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], signed.encode())
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "this node publishes no attestation record").into_response(),
     }
 }
 

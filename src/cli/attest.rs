@@ -19,6 +19,7 @@ use crate::attestation::policy_file::load_policy;
 use crate::attestation::provider::{ConfigfsTsm, TeeProvider};
 use crate::attestation::tdx::{Collateral, parse_collateral, verify_quote};
 use cocoon_protocol::attestation::record::TeeEvidence;
+use cocoon_protocol::attestation::signed::SignedRecord;
 
 /// `cocoon attest …`
 #[derive(Debug, Subcommand)]
@@ -142,6 +143,20 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The record the node running with this configuration publishes, from its admin endpoint.
+fn running_record(admin: std::net::SocketAddr) -> Option<SignedRecord> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    let bytes = runtime.block_on(async {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
+        let response = client.get(format!("http://{admin}/attestation/record")).send().await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.bytes().await.ok()
+    })?;
+    SignedRecord::open(&bytes).ok()
+}
+
 fn fetch_collateral(quote: &[u8], args: &VerifyArgs) -> anyhow::Result<Collateral> {
     let platform = Platform::of_quote(quote)?;
     let client = PccsClient::new(&args.pccs, Duration::from_secs(30))?;
@@ -167,7 +182,18 @@ fn show(args: &super::NodeArgs) -> anyhow::Result<()> {
             config.node.roles
         );
     };
-    let signed = own.build(crate::clock::unix_now())?;
+    let signed = match config.admin.enabled.then(|| running_record(config.admin.listen)).flatten() {
+        Some(signed) => {
+            println!("source:         the running node (admin endpoint {})", config.admin.listen);
+            signed
+        }
+        None => {
+            println!(
+                "source:         built now (no running node answered; a running node publishes its own)"
+            );
+            own.build(crate::clock::unix_now())?
+        }
+    };
     let r = signed.record();
     println!("peer id:        {}", r.peer_id);
     println!("noise key:      {}", hex::encode(r.noise_static));

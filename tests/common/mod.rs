@@ -142,8 +142,9 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     if stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).is_err() {
         return (0, String::new());
     }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    let response = String::from_utf8_lossy(&bytes);
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
