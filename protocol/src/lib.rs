@@ -11,8 +11,12 @@
 //! - [`backoff`]: exponential retry backoff with injected jitter (joining, redials).
 //! - [`codec`]: the canonical binary encoding of signed records.
 //! - [`connmgr`]: which connections to close when a node holds more than its target.
+//! - [`envelope`]: a body signed by a libp2p identity key under a domain tag.
+//! - [`inference`]: inference messages, receipts, pricing and worker selection.
 
 pub mod attestation;
 pub mod backoff;
 pub mod codec;
 pub mod connmgr;
+pub mod envelope;
+pub mod inference;

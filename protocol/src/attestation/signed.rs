@@ -9,17 +9,16 @@
 //! Opening an envelope checks that the key signed the record bytes and that the key is the one
 //! the record's peer id names. It says nothing about the TEE evidence: that is `policy`'s job.
 
-use libp2p_identity::{Keypair, PublicKey};
+use libp2p_identity::Keypair;
 use sha2::{Digest, Sha256};
 
 use super::record::AttestationRecord;
-use crate::codec::{CodecError, Reader, Writer};
+use crate::codec::CodecError;
+use crate::envelope::{Envelope, EnvelopeError};
 
 /// Domain tag of record signatures, so they can never be confused with other signed data.
 pub const RECORD_DOMAIN: &[u8] = b"cocoon/attestation-record/v1\0";
-const MAX_PUBLIC_KEY: usize = 128;
 const MAX_RECORD: usize = 24 * 1024;
-const MAX_SIGNATURE: usize = 128;
 
 /// Why a record could not be signed or opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,13 +42,21 @@ pub enum RecordError {
     Signing(String),
 }
 
+impl From<EnvelopeError> for RecordError {
+    fn from(e: EnvelopeError) -> Self {
+        match e {
+            EnvelopeError::Codec(c) => Self::Codec(c),
+            EnvelopeError::BadSignature => Self::BadSignature,
+            EnvelopeError::Signing(s) => Self::Signing(s),
+        }
+    }
+}
+
 /// A record with its signature, as gossiped and stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedRecord {
     record: AttestationRecord,
-    public_key: PublicKey,
-    record_bytes: Vec<u8>,
-    signature: Vec<u8>,
+    envelope: Envelope,
 }
 
 impl SignedRecord {
@@ -62,40 +69,27 @@ impl SignedRecord {
                 signer: signer.to_string(),
             });
         }
-        let record_bytes = record.encode()?;
-        let signature =
-            key.sign(&signing_input(&record_bytes)).map_err(|e| RecordError::Signing(e.to_string()))?;
-        Ok(Self { record, public_key: key.public(), record_bytes, signature })
+        let envelope = Envelope::seal(RECORD_DOMAIN, record.encode()?, key)?;
+        Ok(Self { record, envelope })
     }
 
     /// Decode an envelope and check its signature and signer.
     pub fn open(bytes: &[u8]) -> Result<Self, RecordError> {
-        let mut r = Reader::new(bytes);
-        let key_bytes = r.bytes("public key", MAX_PUBLIC_KEY)?;
-        let record_bytes = r.bytes("record", MAX_RECORD)?.to_vec();
-        let signature = r.bytes("signature", MAX_SIGNATURE)?.to_vec();
-        r.finish()?;
-        let public_key = PublicKey::try_decode_protobuf(key_bytes)
-            .map_err(|e| CodecError::Invalid { field: "public key", reason: e.to_string() })?;
-        let record = AttestationRecord::decode(&record_bytes)?;
-        let signer = public_key.to_peer_id();
+        let envelope = Envelope::open(RECORD_DOMAIN, bytes, MAX_RECORD)?;
+        let record = AttestationRecord::decode(envelope.body())?;
+        let signer = envelope.signer();
         if signer != record.peer_id {
             return Err(RecordError::WrongSigner {
                 record: record.peer_id.to_string(),
                 signer: signer.to_string(),
             });
         }
-        if !public_key.verify(&signing_input(&record_bytes), &signature) {
-            return Err(RecordError::BadSignature);
-        }
-        Ok(Self { record, public_key, record_bytes, signature })
+        Ok(Self { record, envelope })
     }
 
     /// The envelope's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        w.bytes(&self.public_key.encode_protobuf()).bytes(&self.record_bytes).bytes(&self.signature);
-        w.finish()
+        self.envelope.encode()
     }
 
     /// The record inside.
@@ -107,13 +101,6 @@ impl SignedRecord {
     pub fn hash(&self) -> [u8; 32] {
         Sha256::digest(self.encode()).into()
     }
-}
-
-fn signing_input(record_bytes: &[u8]) -> Vec<u8> {
-    let mut input = Vec::with_capacity(RECORD_DOMAIN.len() + record_bytes.len());
-    input.extend_from_slice(RECORD_DOMAIN);
-    input.extend_from_slice(record_bytes);
-    input
 }
 
 #[cfg(test)]
@@ -159,10 +146,7 @@ mod tests {
         assert!(matches!(SignedRecord::sign(record.clone(), &thief), Err(RecordError::WrongSigner { .. })));
         // Build the forged envelope by hand: the thief's key and signature around the owner's record.
         let record_bytes = record.encode().unwrap();
-        let mut w = Writer::new();
-        w.bytes(&thief.public().encode_protobuf())
-            .bytes(&record_bytes)
-            .bytes(&thief.sign(&signing_input(&record_bytes)).unwrap());
-        assert!(matches!(SignedRecord::open(&w.finish()), Err(RecordError::WrongSigner { .. })));
+        let forged = Envelope::seal(RECORD_DOMAIN, record_bytes, &thief).unwrap();
+        assert!(matches!(SignedRecord::open(&forged.encode()), Err(RecordError::WrongSigner { .. })));
     }
 }
