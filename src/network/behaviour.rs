@@ -42,6 +42,9 @@ pub(crate) struct Behaviour {
     pub dcutr: dcutr::Behaviour,
     /// `/cocoon/attestation/1`: direct fetch of a peer's attestation record.
     pub record_exchange: libp2p::request_response::Behaviour<super::record_exchange::RecordCodec>,
+    /// Raw streams for protocols served outside the swarm task (`/cocoon/inference/1`), through
+    /// [`libp2p_stream::Control`].
+    pub streams: libp2p_stream::Behaviour,
 }
 
 impl Behaviour {
@@ -113,6 +116,7 @@ impl Behaviour {
             relay_server: relay_server.into(),
             dcutr: dcutr::Behaviour::new(peer_id),
             record_exchange: super::record_exchange::behaviour(),
+            streams: libp2p_stream::Behaviour::new(),
         })
     }
 }

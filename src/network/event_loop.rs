@@ -340,6 +340,7 @@ impl EventLoop {
             BehaviourEvent::RelayServer(event) => self.libp2p_metrics.record(&event),
             BehaviourEvent::Dcutr(event) => self.libp2p_metrics.record(&event),
             BehaviourEvent::RecordExchange(event) => self.on_record_exchange(event),
+            BehaviourEvent::Streams(()) => {}
             BehaviourEvent::Autonat(event) => tracing::debug!(?event, "autonat"),
             BehaviourEvent::RelayClient(event) => tracing::debug!(?event, "relay client"),
             BehaviourEvent::Limits(never) | BehaviourEvent::Blocked(never) => match never {},

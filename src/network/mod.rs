@@ -246,16 +246,29 @@ pub(crate) enum Command {
 }
 
 /// Cloneable handle to the network event loop.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NetworkHandle {
     commands: mpsc::Sender<Command>,
     peer_id: PeerId,
+    streams: libp2p_stream::Control,
+}
+
+impl std::fmt::Debug for NetworkHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkHandle").field("peer_id", &self.peer_id).finish_non_exhaustive()
+    }
 }
 
 impl NetworkHandle {
     /// This node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// Opens and accepts raw protocol streams (dialling the peer if needed). Each clone has its
+    /// own slot in the behaviour's bounded queue; open one stream at a time per clone.
+    pub fn streams(&self) -> libp2p_stream::Control {
+        self.streams.clone()
     }
 
     async fn send(&self, command: Command) -> Result<(), NetworkError> {
@@ -375,8 +388,9 @@ pub async fn start(
              one; set network.external_addresses to the relay's public address"
         );
     }
+    let streams = swarm.behaviour().streams.new_control();
     let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
     let event_loop = event_loop::EventLoop::new(swarm, rx, config, peer_book, registry);
     let task = tokio::spawn(event_loop.run());
-    Ok((NetworkHandle { commands: tx, peer_id }, task))
+    Ok((NetworkHandle { commands: tx, peer_id, streams }, task))
 }
