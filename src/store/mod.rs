@@ -1,7 +1,7 @@
 //! The node's durable state: one sled database per node in `<data-dir>/db`, plus key files
 //! (`identity.key`, `noise.key`, `simulator.key`; owner-only permissions, see `keys.rs`).
 //! Trees: `peers/v1` (peer book), `attestations/v1` (verified records), `collateral/v1` (TDX
-//! collateral from a PCCS).
+//! collateral from a PCCS), `models/v1` (model file hashes).
 //!
 //! sled is opened with its background flush timer off: the node decides when data is durable. It
 //! flushes the peer book periodically and on shutdown, and anything that represents money is
@@ -11,6 +11,7 @@
 mod collateral;
 mod identity;
 mod keys;
+mod models;
 mod peer_book;
 mod records;
 
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 pub use collateral::{COLLATERAL_TREE, CollateralCache};
 pub use identity::load_or_create_identity;
 pub use keys::{NOISE_PARAMS, NoiseKey, load_or_create_noise_key, load_or_create_simulator_key};
+pub use models::{MODELS_TREE, ModelHashes};
 pub use peer_book::{KnownPeer, PeerBook};
 pub use records::{ATTESTATIONS_TREE, RecordCache};
 
@@ -98,6 +100,11 @@ impl Store {
     /// Verified attestation records.
     pub fn record_cache(&self) -> Result<RecordCache, StoreError> {
         Ok(RecordCache::new(self.db.open_tree(ATTESTATIONS_TREE)?))
+    }
+
+    /// Hashes of model files.
+    pub fn model_hashes(&self) -> Result<ModelHashes, StoreError> {
+        Ok(ModelHashes::new(self.db.open_tree(MODELS_TREE)?))
     }
 
     /// TDX collateral fetched from a PCCS.

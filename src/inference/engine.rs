@@ -1,0 +1,140 @@
+//! What a worker runs requests on: the [`Engine`] trait, and the labelled [`StandInEngine`] that
+//! simnet uses instead of a real model.
+//!
+//! An engine streams text for one request through a bounded channel and ends with exact usage
+//! counts; dropping the receiver cancels the generation (the engine notices at its next token).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_protocol::inference::messages::{FinishReason, Prompt, Sampling};
+use cocoon_protocol::inference::receipt::Usage;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+
+/// Capacity of a generation's event channel.
+pub const EVENTS: usize = 64;
+
+/// One generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// What to complete.
+    pub prompt: Prompt,
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+    /// Sampling.
+    pub sampling: Sampling,
+}
+
+/// What an engine reports while generating.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    /// The next piece of text.
+    Text(String),
+    /// Finished, with exact token counts.
+    Done {
+        /// Token counts.
+        usage: Usage,
+        /// Why it stopped.
+        finish_reason: FinishReason,
+    },
+    /// The engine failed.
+    Failed(String),
+}
+
+/// Why an engine refused or could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The request is not valid for this model (e.g. the chat template refuses it).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The engine failed.
+    #[error("engine failure: {0}")]
+    Failed(String),
+}
+
+/// A loaded model that generates text.
+pub trait Engine: Send + Sync + std::fmt::Debug {
+    /// `name@sha256:<hex>`.
+    fn model_id(&self) -> &str;
+    /// The engine, as named in receipts (`mistral.rs 0.8.1`, `STAND-IN …`).
+    fn engine_name(&self) -> &str;
+    /// Tokens of prompt plus completion the model handles.
+    fn context_length(&self) -> u32;
+    /// Tokens `prompt` takes once templated (what admission and pricing check before running).
+    fn prompt_tokens<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<u32, EngineError>>;
+    /// Start generating; events arrive on the returned receiver, and dropping it cancels.
+    fn generate(&self, generation: Generation) -> mpsc::Receiver<EngineEvent>;
+}
+
+/// A deterministic stand-in for a model, for simnet only: it "generates" `tok0 tok1 …` at a fixed
+/// pace after a fixed delay. Its engine name and model id say STAND-IN, so every record, receipt
+/// and response it touches is labelled.
+#[derive(Debug, Clone)]
+pub struct StandInEngine {
+    model_id: String,
+    context_length: u32,
+    first_token: Duration,
+    per_token: Duration,
+}
+
+/// Engine name of [`StandInEngine`].
+pub const STAND_IN_ENGINE: &str = "STAND-IN (simulated timing, no model)";
+
+impl StandInEngine {
+    /// A stand-in named `name` (its model id is `stand-in-<name>@sha256:0…0`).
+    pub fn new(name: &str, context_length: u32, first_token: Duration, per_token: Duration) -> Self {
+        Self {
+            model_id: format!("stand-in-{name}@sha256:{}", "0".repeat(64)),
+            context_length,
+            first_token,
+            per_token,
+        }
+    }
+
+    fn words(prompt: &Prompt) -> u32 {
+        let text = match prompt {
+            Prompt::Text(t) => t.split_whitespace().count(),
+            Prompt::Chat(messages) => messages.iter().map(|m| m.content.split_whitespace().count() + 4).sum(),
+        };
+        u32::try_from(text).unwrap_or(u32::MAX)
+    }
+}
+
+impl Engine for StandInEngine {
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    fn engine_name(&self) -> &str {
+        STAND_IN_ENGINE
+    }
+
+    fn context_length(&self) -> u32 {
+        self.context_length
+    }
+
+    fn prompt_tokens<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<u32, EngineError>> {
+        Box::pin(std::future::ready(Ok(Self::words(prompt))))
+    }
+
+    fn generate(&self, generation: Generation) -> mpsc::Receiver<EngineEvent> {
+        let (tx, rx) = mpsc::channel(EVENTS);
+        let me = Arc::new(self.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(me.first_token).await;
+            let prompt_tokens = Self::words(&generation.prompt);
+            for i in 0..generation.max_tokens {
+                if i > 0 {
+                    tokio::time::sleep(me.per_token).await;
+                }
+                if tx.send(EngineEvent::Text(format!("tok{i} "))).await.is_err() {
+                    return; // cancelled
+                }
+            }
+            let usage = Usage { prompt_tokens, completion_tokens: generation.max_tokens };
+            let _ = tx.send(EngineEvent::Done { usage, finish_reason: FinishReason::Length }).await;
+        });
+        rx
+    }
+}

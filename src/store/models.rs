@@ -1,0 +1,45 @@
+//! SHA-256 of model files, so a worker hashes each GGUF once rather than at every start.
+//!
+//! Tree `models/v1`: absolute file path → file size (u64) ‖ modification time in nanoseconds
+//! since the epoch (u64) ‖ SHA-256 (32 bytes). An entry is used only while size and modification
+//! time still match the file.
+
+use std::path::Path;
+
+use super::StoreError;
+
+/// Name of the tree.
+pub const MODELS_TREE: &str = "models/v1";
+
+/// Cached model file hashes.
+#[derive(Debug, Clone)]
+pub struct ModelHashes {
+    tree: sled::Tree,
+}
+
+impl ModelHashes {
+    pub(super) fn new(tree: sled::Tree) -> Self {
+        Self { tree }
+    }
+
+    /// The hash recorded for `path` if the file still has `size` and `mtime_ns`.
+    pub fn get(&self, path: &Path, size: u64, mtime_ns: u64) -> Result<Option<[u8; 32]>, StoreError> {
+        let Some(value) = self.tree.get(path.as_os_str().as_encoded_bytes())? else { return Ok(None) };
+        if value.len() != 48 || value[..8] != size.to_be_bytes() || value[8..16] != mtime_ns.to_be_bytes() {
+            return Ok(None);
+        }
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&value[16..]);
+        Ok(Some(hash))
+    }
+
+    /// Record `hash` for `path` with `size` and `mtime_ns`.
+    pub fn put(&self, path: &Path, size: u64, mtime_ns: u64, hash: &[u8; 32]) -> Result<(), StoreError> {
+        let mut value = Vec::with_capacity(48);
+        value.extend_from_slice(&size.to_be_bytes());
+        value.extend_from_slice(&mtime_ns.to_be_bytes());
+        value.extend_from_slice(hash);
+        self.tree.insert(path.as_os_str().as_encoded_bytes(), value)?;
+        Ok(())
+    }
+}
