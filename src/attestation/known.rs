@@ -82,6 +82,20 @@ impl KnownWorkers {
         self.by_peer.is_empty()
     }
 
+    /// Records of the workers offering `model_id`.
+    pub fn offering(&self, model_id: &str) -> Vec<SignedRecord> {
+        self.by_peer
+            .values()
+            .filter(|s| s.record().offers.iter().any(|o| o.model_id == model_id))
+            .cloned()
+            .collect()
+    }
+
+    /// Every record held.
+    pub fn records(&self) -> Vec<SignedRecord> {
+        self.by_peer.values().cloned().collect()
+    }
+
     /// Distinct model ids offered by known workers.
     pub fn models(&self) -> BTreeSet<String> {
         self.by_peer.values().flat_map(|s| s.record().offers.iter().map(|o| o.model_id.clone())).collect()

@@ -138,6 +138,16 @@ impl AttestationHandle {
         self.known.lock().map(|k| k.models().into_iter().collect()).unwrap_or_default()
     }
 
+    /// Verified records of the workers offering `model_id`.
+    pub fn offering(&self, model_id: &str) -> Vec<SignedRecord> {
+        self.known.lock().map(|k| k.offering(model_id)).unwrap_or_default()
+    }
+
+    /// Every verified worker record.
+    pub fn records(&self) -> Vec<SignedRecord> {
+        self.known.lock().map(|k| k.records()).unwrap_or_default()
+    }
+
     /// The verified record of `peer`, if any.
     pub fn record_of(&self, peer: &PeerId) -> Option<SignedRecord> {
         self.known.lock().ok()?.get(peer).cloned()

@@ -54,11 +54,20 @@ pub struct Need {
     pub max_price: u64,
 }
 
+/// Whether the prompt plus `max_tokens` fits `c`'s context.
+pub fn fits_context(c: &Candidate, need: &Need) -> bool {
+    u64::from(need.prompt_tokens) + u64::from(need.max_tokens) <= u64::from(c.context_length)
+}
+
+/// Whether the worst case at `c`'s prices stays within the price cap.
+pub fn within_price(c: &Candidate, need: &Need) -> bool {
+    worst_case(c.price_prompt_per_1k, c.price_completion_per_1k, need.prompt_tokens, need.max_tokens)
+        <= need.max_price
+}
+
 /// Whether `c` can serve `need` at all.
 pub fn eligible(c: &Candidate, need: &Need) -> bool {
-    let fits = u64::from(need.prompt_tokens) + u64::from(need.max_tokens) <= u64::from(c.context_length);
-    fits && worst_case(c.price_prompt_per_1k, c.price_completion_per_1k, need.prompt_tokens, need.max_tokens)
-        <= need.max_price
+    fits_context(c, need) && within_price(c, need)
 }
 
 /// Higher is better: fast, reliable, idle and cheap.

@@ -1,0 +1,510 @@
+//! The client side of `/cocoon/inference/1`: choose a verified worker for the model
+//! (`cocoon_protocol::inference::selection`), re-check its record under this node's policy, open
+//! a stream (dialling directly or through a relay), run the Noise handshake against the worker's
+//! *attested* static key with the request inside, and relay the streamed text to the caller.
+//!
+//! Failures before the first chunk (no stream, handshake failure, `Busy`, a timeout, a worker
+//! that dies) move the request to another worker, at most `attempts` workers in all. After the
+//! first chunk a failure is reported to the caller and never silently resent: the caller has
+//! already seen part of an answer. The final receipt is checked against the request, the text
+//! received and the worker's attested prices before the request counts as done.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cocoon_protocol::attestation::record::ModelOffer;
+use cocoon_protocol::attestation::signed::SignedRecord;
+use cocoon_protocol::inference::messages::{
+    ClientFrame, ErrorCode, FinishReason, MAX_SERVER_FRAME, PROTOCOL, Prompt, Request, ServerFrame,
+};
+use cocoon_protocol::inference::pricing::amount_due;
+use cocoon_protocol::inference::receipt::{Receipt, sha256};
+use cocoon_protocol::inference::selection::{self, Candidate, Need, Observed};
+use libp2p::{PeerId, StreamProtocol};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::session::{self, Session, SessionError};
+use crate::attestation::service::AttestationHandle;
+use crate::attestation::verifier::Verifier;
+use crate::clock::unix_now;
+use crate::network::NetworkHandle;
+
+/// Client limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// Workers tried per request.
+    pub attempts: usize,
+    /// Opening a stream (including a dial).
+    pub open: Duration,
+    /// From the handshake to the first chunk.
+    pub first_token: Duration,
+    /// Between later frames.
+    pub idle: Duration,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            open: Duration::from_secs(10),
+            first_token: Duration::from_secs(120),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a request did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InferenceError {
+    /// No verified worker offers this model.
+    #[error("no verified worker offers model {0}")]
+    UnknownModel(String),
+    /// Workers offer the model, but none within the price cap and context length.
+    #[error("no worker offering {0} fits this request's price cap and context length")]
+    NoEligibleWorker(String),
+    /// Every worker tried was busy.
+    #[error("all workers for this model are busy (tried {0})")]
+    Busy(usize),
+    /// A worker refused the request itself (not retried: another would refuse it too).
+    #[error("{message}")]
+    Refused {
+        /// Why.
+        code: ErrorCode,
+        /// Detail from the worker.
+        message: String,
+    },
+    /// The workers failed (before or after the first chunk).
+    #[error("worker {worker} failed: {reason}")]
+    WorkerFailed {
+        /// The last worker tried.
+        worker: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The worker took too long.
+    #[error("worker {0} timed out")]
+    Timeout(String),
+    /// The receipt does not match what happened.
+    #[error("worker {worker} sent an invalid receipt: {reason}")]
+    BadReceipt {
+        /// The worker.
+        worker: String,
+        /// The mismatch.
+        reason: String,
+    },
+    /// The caller went away.
+    #[error("the caller cancelled the request")]
+    Cancelled,
+}
+
+/// A finished request.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The worker that served it.
+    pub worker: PeerId,
+    /// The verified receipt.
+    pub receipt: Receipt,
+    /// The receipt as signed (for the caller to keep).
+    pub receipt_bytes: Vec<u8>,
+    /// Why generation stopped.
+    pub finish_reason: FinishReason,
+    /// Workers that failed before this one.
+    pub failovers: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Metrics {
+    requests: Family<Vec<(String, String)>, Counter>,
+    failovers: Counter,
+}
+
+/// Sends requests to workers. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct InferenceClient {
+    network: NetworkHandle,
+    attestation: AttestationHandle,
+    verifier: Arc<Verifier>,
+    limits: ClientLimits,
+    observed: Arc<Mutex<HashMap<PeerId, Observed>>>,
+    rng: Arc<Mutex<StdRng>>,
+    metrics: Metrics,
+}
+
+/// One attempt's failure: whether the next worker may be tried.
+enum Attempt {
+    Retry(InferenceError),
+    Fatal(InferenceError),
+}
+
+impl InferenceClient {
+    /// A client using the verified records of `attestation`, re-checked with `verifier`.
+    pub fn new(
+        network: NetworkHandle,
+        attestation: AttestationHandle,
+        verifier: Arc<Verifier>,
+        limits: ClientLimits,
+        seed: u64,
+        registry: &mut Registry,
+    ) -> Self {
+        let metrics = Metrics::default();
+        let r = registry.sub_registry_with_prefix("cocoon_inference_client");
+        r.register("requests", "Inference requests sent, by outcome", metrics.requests.clone());
+        r.register(
+            "failovers",
+            "Requests moved to another worker before the first chunk",
+            metrics.failovers.clone(),
+        );
+        Self {
+            network,
+            attestation,
+            verifier,
+            limits,
+            observed: Arc::default(),
+            rng: Arc::new(Mutex::new(StdRng::seed_from_u64(seed))),
+            metrics,
+        }
+    }
+
+    /// The offer of each verified worker for each model: `(model id, offers)`.
+    pub fn models(&self) -> Vec<(String, Vec<(PeerId, ModelOffer)>)> {
+        let mut by_model: HashMap<String, Vec<(PeerId, ModelOffer)>> = HashMap::new();
+        for signed in self.attestation.records() {
+            let r = signed.record();
+            for offer in &r.offers {
+                by_model.entry(offer.model_id.clone()).or_default().push((r.peer_id, offer.clone()));
+            }
+        }
+        let mut models: Vec<_> = by_model.into_iter().collect();
+        models.sort_by(|a, b| a.0.cmp(&b.0));
+        models
+    }
+
+    /// Run `request`, sending each chunk of text to `deltas` as it arrives.
+    pub async fn complete(
+        &self,
+        request: Request,
+        deltas: mpsc::Sender<String>,
+    ) -> Result<Completion, InferenceError> {
+        let result = self.run(request, deltas).await;
+        let outcome = match &result {
+            Ok(_) => "completed",
+            Err(InferenceError::UnknownModel(_) | InferenceError::NoEligibleWorker(_)) => "no_worker",
+            Err(InferenceError::Busy(_)) => "busy",
+            Err(InferenceError::Refused { .. }) => "refused",
+            Err(InferenceError::Cancelled) => "cancelled",
+            Err(InferenceError::Timeout(_)) => "timeout",
+            Err(_) => "failed",
+        };
+        self.metrics.requests.get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())]).inc();
+        result
+    }
+
+    async fn run(
+        &self,
+        request: Request,
+        deltas: mpsc::Sender<String>,
+    ) -> Result<Completion, InferenceError> {
+        let records = self.attestation.offering(&request.model_id);
+        if records.is_empty() {
+            return Err(InferenceError::UnknownModel(request.model_id.clone()));
+        }
+        let need = Need {
+            prompt_tokens: estimate_tokens(&request.prompt),
+            max_tokens: request.max_tokens,
+            max_price: request.max_price,
+        };
+        let request_bytes = request.encode();
+        let mut tried = Vec::new();
+        let mut busy = 0;
+        let mut last = None;
+        while tried.len() < self.limits.attempts {
+            let Some((record, offer)) = self.choose(&records, &request.model_id, &need, &tried) else {
+                if tried.is_empty() {
+                    return Err(self.none_eligible(&records, &request.model_id, &need));
+                }
+                break;
+            };
+            let worker = record.record().peer_id;
+            tried.push(worker);
+            match self.attempt(&record, &offer, &request, &request_bytes, &deltas).await {
+                Ok(mut completion) => {
+                    completion.failovers = (tried.len() - 1) as u32;
+                    return Ok(completion);
+                }
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry(e)) => {
+                    tracing::info!(%worker, error = %e, "worker failed before the first chunk; trying another");
+                    self.metrics.failovers.inc();
+                    if matches!(e, InferenceError::Busy(_)) {
+                        busy += 1;
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        match last {
+            None => Err(InferenceError::NoEligibleWorker(request.model_id.clone())),
+            Some(_) if busy == tried.len() => Err(InferenceError::Busy(busy)),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Why no worker can take the request: too large for every context, or over the price cap
+    /// everywhere (both refusals the caller can act on), or no record valid any more.
+    fn none_eligible(&self, records: &[SignedRecord], model_id: &str, need: &Need) -> InferenceError {
+        let candidates = self.candidates(records, model_id, unix_now()).0;
+        if candidates.is_empty() {
+            return InferenceError::NoEligibleWorker(model_id.to_owned());
+        }
+        if !candidates.iter().any(|c| selection::fits_context(c, need)) {
+            let largest = candidates.iter().map(|c| c.context_length).max().unwrap_or(0);
+            return InferenceError::Refused {
+                code: ErrorCode::TooLarge,
+                message: format!(
+                    "the prompt (about {} tokens) plus max_tokens ({}) exceeds the context length of every worker (at most {largest})",
+                    need.prompt_tokens, need.max_tokens
+                ),
+            };
+        }
+        if !candidates.iter().any(|c| selection::within_price(c, need)) {
+            return InferenceError::Refused {
+                code: ErrorCode::PriceTooHigh,
+                message: format!(
+                    "every worker's worst-case price exceeds the cap of {} nanotons",
+                    need.max_price
+                ),
+            };
+        }
+        InferenceError::NoEligibleWorker(model_id.to_owned())
+    }
+
+    /// Candidates for `model_id` among `records` whose records verify at `now`, with their offers.
+    fn candidates(
+        &self,
+        records: &[SignedRecord],
+        model_id: &str,
+        now: u64,
+    ) -> (Vec<Candidate>, HashMap<PeerId, (SignedRecord, ModelOffer)>) {
+        let observed = self.observed.lock().map(|o| o.clone()).unwrap_or_default();
+        let mut valid = HashMap::new();
+        let mut candidates = Vec::new();
+        for signed in records {
+            let r = signed.record();
+            if let Err(e) = self.verifier.verify_record(r, None, now) {
+                tracing::debug!(worker = %r.peer_id, error = %e, "record no longer valid; not sending to it");
+                continue;
+            }
+            let Some(offer) = r.offers.iter().find(|o| o.model_id == model_id) else { continue };
+            candidates.push(Candidate {
+                peer: r.peer_id,
+                price_prompt_per_1k: offer.price_prompt_per_1k,
+                price_completion_per_1k: offer.price_completion_per_1k,
+                context_length: offer.context_length,
+                max_concurrent: offer.max_concurrent,
+                observed: observed.get(&r.peer_id).copied().unwrap_or_default(),
+            });
+            valid.insert(r.peer_id, (signed.clone(), offer.clone()));
+        }
+        (candidates, valid)
+    }
+
+    /// The next worker to try, with its offer; its record re-verified now.
+    fn choose(
+        &self,
+        records: &[SignedRecord],
+        model_id: &str,
+        need: &Need,
+        tried: &[PeerId],
+    ) -> Option<(SignedRecord, ModelOffer)> {
+        let (candidates, mut valid) = self.candidates(records, model_id, unix_now());
+        let mut rng = self.rng.lock().ok()?;
+        let peer = selection::select(&candidates, need, tried, &mut *rng)?;
+        valid.remove(&peer)
+    }
+
+    fn observe(&self, worker: PeerId, update: impl FnOnce(&mut Observed)) {
+        if let Ok(mut all) = self.observed.lock() {
+            update(all.entry(worker).or_default());
+        }
+    }
+
+    async fn attempt(
+        &self,
+        record: &SignedRecord,
+        offer: &ModelOffer,
+        request: &Request,
+        request_bytes: &[u8],
+        deltas: &mpsc::Sender<String>,
+    ) -> Result<Completion, Attempt> {
+        let worker = record.record().peer_id;
+        let failed = |reason: String| InferenceError::WorkerFailed { worker: worker.to_string(), reason };
+        self.observe(worker, |o| o.in_flight += 1);
+        let started = Instant::now();
+        let result = async {
+            let mut control = self.network.streams();
+            let stream = tokio::time::timeout(
+                self.limits.open,
+                control.open_stream(worker, StreamProtocol::new(PROTOCOL)),
+            )
+            .await
+            .map_err(|_| Attempt::Retry(failed("opening a stream timed out".into())))?
+            .map_err(|e| Attempt::Retry(failed(e.to_string())))?;
+            let opened = tokio::time::timeout(self.limits.first_token, async {
+                let mut s = session::initiate(stream, &record.record().noise_static, request_bytes).await?;
+                let first = s.recv(MAX_SERVER_FRAME).await?;
+                Ok::<_, SessionError>((s, first))
+            })
+            .await;
+            let (session, first) = match opened {
+                Err(_) => return Err(Attempt::Retry(InferenceError::Timeout(worker.to_string()))),
+                Ok(Err(e)) => return Err(Attempt::Retry(failed(e.to_string()))),
+                Ok(Ok(x)) => x,
+            };
+            let first =
+                ServerFrame::decode(&first).map_err(|e| Attempt::Retry(failed(format!("bad frame: {e}"))))?;
+            if let ServerFrame::Error { code, message } = &first {
+                return Err(if *code == ErrorCode::Busy {
+                    Attempt::Retry(InferenceError::Busy(1))
+                } else if code.retryable() {
+                    Attempt::Retry(failed(format!("{code:?}: {message}")))
+                } else {
+                    Attempt::Fatal(InferenceError::Refused { code: *code, message: message.clone() })
+                });
+            }
+            let ttft = started.elapsed();
+            self.observe(worker, |o| {
+                let ms = ttft.as_secs_f64() * 1000.0;
+                o.latency_ms = Some(o.latency_ms.map_or(ms, |old| 0.8 * old + 0.2 * ms));
+            });
+            self.stream_rest(session, first, record, offer, request, request_bytes, deltas)
+                .await
+                .map_err(Attempt::Fatal)
+        }
+        .await;
+        self.observe(worker, |o| {
+            o.in_flight = o.in_flight.saturating_sub(1);
+            match &result {
+                Ok(_) => {
+                    o.failures /= 2;
+                    o.busy /= 2;
+                }
+                Err(Attempt::Retry(InferenceError::Busy(_))) => o.busy += 1,
+                Err(_) => o.failures += 1,
+            }
+        });
+        result
+    }
+
+    /// After the first frame: relay chunks, then check the receipt and close with the voucher.
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_rest(
+        &self,
+        mut session: Session<libp2p::Stream>,
+        first: ServerFrame,
+        record: &SignedRecord,
+        offer: &ModelOffer,
+        request: &Request,
+        request_bytes: &[u8],
+        deltas: &mpsc::Sender<String>,
+    ) -> Result<Completion, InferenceError> {
+        let worker = record.record().peer_id;
+        let failed = |reason: String| InferenceError::WorkerFailed { worker: worker.to_string(), reason };
+        let mut response = Sha256::new();
+        let mut frame = first;
+        loop {
+            match frame {
+                ServerFrame::Chunk(text) => {
+                    response.update(text.as_bytes());
+                    if deltas.send(text).await.is_err() {
+                        let _ = session.close().await; // the worker stops generating
+                        return Err(InferenceError::Cancelled);
+                    }
+                }
+                ServerFrame::Error { code, message } => {
+                    return Err(failed(format!("{code:?} after the first chunk: {message}")));
+                }
+                ServerFrame::Done { finish_reason, receipt } => {
+                    let checked = check_receipt(
+                        &receipt,
+                        worker,
+                        offer,
+                        request,
+                        request_bytes,
+                        response.finalize().into(),
+                    );
+                    let parsed = checked.map_err(|reason| InferenceError::BadReceipt {
+                        worker: worker.to_string(),
+                        reason,
+                    })?;
+                    // The place of the payment voucher (empty until a channel exists).
+                    let _ = session.send(&ClientFrame::Voucher(Vec::new()).encode()).await;
+                    let _ = session.close().await;
+                    return Ok(Completion {
+                        worker,
+                        receipt: parsed,
+                        receipt_bytes: receipt,
+                        finish_reason,
+                        failovers: 0,
+                    });
+                }
+            }
+            let next = tokio::time::timeout(self.limits.idle, session.recv(MAX_SERVER_FRAME))
+                .await
+                .map_err(|_| InferenceError::Timeout(worker.to_string()))?
+                .map_err(|e| failed(e.to_string()))?;
+            frame = ServerFrame::decode(&next).map_err(|e| failed(format!("bad frame: {e}")))?;
+        }
+    }
+}
+
+/// A receipt must be signed by the worker, name this request and the text received, charge the
+/// attested prices correctly and stay within the price cap.
+fn check_receipt(
+    bytes: &[u8],
+    worker: PeerId,
+    offer: &ModelOffer,
+    request: &Request,
+    request_bytes: &[u8],
+    response_hash: [u8; 32],
+) -> Result<Receipt, String> {
+    let r = Receipt::open(bytes).map_err(|e| e.to_string())?;
+    let expected = amount_due(offer.price_prompt_per_1k, offer.price_completion_per_1k, r.usage);
+    let problems = [
+        (r.worker != worker, "signed by another worker"),
+        (
+            r.request_id != request.request_id || r.request_hash != sha256(request_bytes),
+            "names another request",
+        ),
+        (r.response_hash != response_hash, "does not match the text received"),
+        (r.model_id != offer.model_id, "names another model"),
+        (
+            r.price_prompt_per_1k != offer.price_prompt_per_1k
+                || r.price_completion_per_1k != offer.price_completion_per_1k,
+            "charges other prices than attested",
+        ),
+        (r.amount != expected, "amount does not match usage and prices"),
+        (r.amount > request.max_price, "amount exceeds the price cap"),
+        (r.usage.completion_tokens > request.max_tokens, "more tokens than max_tokens"),
+    ];
+    match problems.iter().find(|(bad, _)| *bad) {
+        Some((_, why)) => Err((*why).to_owned()),
+        None => Ok(r),
+    }
+}
+
+/// An estimate of a prompt's tokens for choosing workers (the worker counts exactly): about four
+/// bytes per token, plus a few per chat message for the template.
+pub fn estimate_tokens(prompt: &Prompt) -> u32 {
+    let bytes = match prompt {
+        Prompt::Text(t) => t.len(),
+        Prompt::Chat(messages) => messages.iter().map(|m| m.content.len() + 16).sum(),
+    };
+    u32::try_from(bytes / 4).unwrap_or(u32::MAX)
+}

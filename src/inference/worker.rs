@@ -1,0 +1,366 @@
+//! The worker side of `/cocoon/inference/1`: accept streams, complete the Noise handshake with
+//! the attested static key, check the request (model attested here, context, price cap), admit
+//! it into a bounded number of slots per model (`Busy` at once beyond them), stream the engine's
+//! text, and finish with a receipt signed by the node's identity key. The client's closing frame
+//! (the voucher's place) is awaited briefly and counted.
+//!
+//! A client that goes away mid-stream cancels the generation: the next chunk cannot be sent, the
+//! engine's receiver is dropped, and the engine stops at its next token. Frames that fail to
+//! decrypt, are oversized or malformed end the stream and block the peer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_protocol::attestation::record::ModelOffer;
+use cocoon_protocol::inference::messages::{
+    ClientFrame, ErrorCode, MAX_CLIENT_FRAME, MAX_REQUEST, PROTOCOL, Request, ServerFrame,
+};
+use cocoon_protocol::inference::pricing::{amount_due, worst_case};
+use cocoon_protocol::inference::receipt::{Receipt, sha256};
+use futures::StreamExt;
+use futures::io::WriteHalf;
+use libp2p::identity::Keypair;
+use libp2p::{PeerId, StreamProtocol};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use super::engine::{Engine, EngineEvent, Generation};
+use super::session::{self, Session, SessionError, Writer};
+use crate::clock::unix_now;
+use crate::network::NetworkHandle;
+
+/// Time limits of the worker.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerLimits {
+    /// Handshake plus request frame.
+    pub handshake: Duration,
+    /// Whole generation.
+    pub request: Duration,
+    /// Waiting for the client's closing frame after the receipt.
+    pub voucher: Duration,
+}
+
+impl Default for WorkerLimits {
+    fn default() -> Self {
+        Self {
+            handshake: Duration::from_secs(10),
+            request: Duration::from_secs(300),
+            voucher: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A model this worker serves: its engine and the offer it attests.
+#[derive(Debug, Clone)]
+pub struct ServedModel {
+    /// The engine.
+    pub engine: Arc<dyn Engine>,
+    /// The attested offer (prices, context, concurrency).
+    pub offer: ModelOffer,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Metrics {
+    requests: Family<Vec<(String, String)>, Counter>,
+    tokens: Counter,
+    in_flight: Gauge,
+    vouchers: Family<Vec<(String, String)>, Counter>,
+}
+
+impl Metrics {
+    fn outcome(&self, outcome: &str) {
+        self.requests.get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())]).inc();
+    }
+}
+
+struct Inner {
+    models: HashMap<String, (ServedModel, Arc<Semaphore>)>,
+    identity: Keypair,
+    noise_private: [u8; 32],
+    network: NetworkHandle,
+    limits: WorkerLimits,
+    metrics: Metrics,
+    /// Streams being handled (handshake included); beyond it new streams are dropped.
+    streams: Arc<Semaphore>,
+}
+
+/// Outcome of one stream, for metrics and logs.
+enum Outcome {
+    Completed,
+    Refused(ErrorCode),
+    Canceled,
+    Malformed(String),
+    Failed(String),
+}
+
+/// Serve `/cocoon/inference/1` until `shutdown`.
+pub fn start(
+    network: NetworkHandle,
+    identity: Keypair,
+    noise_private: [u8; 32],
+    models: Vec<ServedModel>,
+    limits: WorkerLimits,
+    registry: &mut Registry,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, String> {
+    let metrics = Metrics::default();
+    let r = registry.sub_registry_with_prefix("cocoon_inference_worker");
+    r.register("requests", "Inference streams served, by outcome", metrics.requests.clone());
+    r.register("tokens", "Text chunks generated and sent", metrics.tokens.clone());
+    r.register("in_flight", "Requests generating now", metrics.in_flight.clone());
+    r.register(
+        "vouchers",
+        "Closing frames after a receipt (empty: no payment channel)",
+        metrics.vouchers.clone(),
+    );
+    let capacity: usize = models.iter().map(|m| m.offer.max_concurrent as usize).sum();
+    let models = models
+        .into_iter()
+        .map(|m| {
+            let slots = Arc::new(Semaphore::new(m.offer.max_concurrent.max(1) as usize));
+            (m.offer.model_id.clone(), (m, slots))
+        })
+        .collect();
+    let inner = Arc::new(Inner {
+        models,
+        identity,
+        noise_private,
+        network: network.clone(),
+        limits,
+        metrics,
+        streams: Arc::new(Semaphore::new(4 * capacity + 16)),
+    });
+    let mut incoming =
+        network.streams().accept(StreamProtocol::new(PROTOCOL)).map_err(|e| format!("{PROTOCOL}: {e:?}"))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let (peer, stream) = tokio::select! {
+                next = incoming.next() => match next { Some(s) => s, None => return },
+                _ = shutdown.changed() => return,
+            };
+            let Ok(permit) = inner.streams.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "too many inference streams; dropping one");
+                continue;
+            };
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                let outcome = serve(&inner, stream).await;
+                drop(permit);
+                inner.record(peer, outcome).await;
+            });
+        }
+    }))
+}
+
+impl Inner {
+    async fn record(&self, peer: PeerId, outcome: Outcome) {
+        match outcome {
+            Outcome::Completed => self.metrics.outcome("completed"),
+            Outcome::Canceled => {
+                tracing::info!(%peer, "client went away; generation cancelled");
+                self.metrics.outcome("canceled");
+            }
+            Outcome::Refused(code) => {
+                tracing::debug!(%peer, ?code, "request refused");
+                self.metrics.outcome(&format!("{code:?}").to_lowercase());
+            }
+            Outcome::Failed(reason) => {
+                tracing::warn!(%peer, %reason, "inference failed");
+                self.metrics.outcome("failed");
+            }
+            Outcome::Malformed(reason) => {
+                tracing::warn!(%peer, %reason, "malformed inference stream; blocking the peer");
+                self.metrics.outcome("malformed");
+                let _ = self.network.block(peer, format!("malformed inference stream: {reason}")).await;
+            }
+        }
+    }
+}
+
+type Stream = libp2p::Stream;
+type Out = Writer<WriteHalf<Stream>>;
+
+async fn refuse(out: &mut Out, code: ErrorCode, message: impl Into<String>) -> Outcome {
+    let _ = out.send(&ServerFrame::Error { code, message: message.into() }.encode()).await;
+    let _ = out.close().await;
+    Outcome::Refused(code)
+}
+
+async fn serve(inner: &Inner, stream: Stream) -> Outcome {
+    let opened = tokio::time::timeout(inner.limits.handshake, async {
+        let mut session = session::respond(stream, &inner.noise_private).await?;
+        let request = session.recv(MAX_REQUEST).await;
+        Ok::<_, SessionError>((session, request))
+    })
+    .await;
+    let (mut session, request) = match opened {
+        Err(_) => return Outcome::Failed("handshake timed out".into()),
+        Ok(Err(SessionError::Noise(e))) => return Outcome::Malformed(format!("handshake: {e}")),
+        Ok(Err(e)) => return Outcome::Failed(format!("handshake: {e}")),
+        Ok(Ok(s)) => s,
+    };
+    let request_bytes = match request {
+        Ok(bytes) => bytes,
+        Err(e @ SessionError::FrameTooLarge { .. }) => {
+            let _ = session
+                .send(&ServerFrame::Error { code: ErrorCode::TooLarge, message: e.to_string() }.encode())
+                .await;
+            return Outcome::Malformed(e.to_string());
+        }
+        Err(e @ SessionError::Noise(_)) => return Outcome::Malformed(e.to_string()),
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let request = match Request::decode(&request_bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = session
+                .send(
+                    &ServerFrame::Error { code: ErrorCode::InvalidRequest, message: e.to_string() }.encode(),
+                )
+                .await;
+            return Outcome::Malformed(format!("request: {e}"));
+        }
+    };
+    let Some((model, slots)) = inner.models.get(&request.model_id) else {
+        return refuse(
+            &mut session.writer,
+            ErrorCode::UnknownModel,
+            format!("model {} is not served here", request.model_id),
+        )
+        .await;
+    };
+    let Ok(_slot) = slots.clone().try_acquire_owned() else {
+        return refuse(&mut session.writer, ErrorCode::Busy, "all slots for this model are taken").await;
+    };
+    if request.max_tokens == 0 {
+        return refuse(&mut session.writer, ErrorCode::InvalidRequest, "max_tokens must be at least 1").await;
+    }
+    let offer = &model.offer;
+    let prompt_tokens = match model.engine.prompt_tokens(&request.prompt).await {
+        Ok(n) => n,
+        Err(e) => return refuse(&mut session.writer, ErrorCode::InvalidRequest, e.to_string()).await,
+    };
+    if u64::from(prompt_tokens) + u64::from(request.max_tokens) > u64::from(offer.context_length) {
+        let message = format!(
+            "prompt ({prompt_tokens} tokens) plus max_tokens ({}) exceeds the context length {}",
+            request.max_tokens, offer.context_length
+        );
+        return refuse(&mut session.writer, ErrorCode::TooLarge, message).await;
+    }
+    let worst = worst_case(
+        offer.price_prompt_per_1k,
+        offer.price_completion_per_1k,
+        prompt_tokens,
+        request.max_tokens,
+    );
+    if worst > request.max_price {
+        let message = format!("worst-case price {worst} nanotons exceeds max_price {}", request.max_price);
+        return refuse(&mut session.writer, ErrorCode::PriceTooHigh, message).await;
+    }
+    inner.metrics.in_flight.inc();
+    let outcome = generate(inner, &mut session, model, &request, &request_bytes).await;
+    inner.metrics.in_flight.dec();
+    outcome
+}
+
+async fn generate(
+    inner: &Inner,
+    session: &mut Session<Stream>,
+    model: &ServedModel,
+    request: &Request,
+    request_bytes: &[u8],
+) -> Outcome {
+    let mut events = model.engine.generate(Generation {
+        prompt: request.prompt.clone(),
+        max_tokens: request.max_tokens,
+        sampling: request.sampling.clone(),
+    });
+    let out = &mut session.writer;
+    // The client sends nothing more until the receipt: the end of its stream before then means
+    // it went away, and anything else is a protocol violation. After the receipt, the same read
+    // yields the closing frame (the voucher's place).
+    let watch = session.reader.recv(MAX_CLIENT_FRAME);
+    tokio::pin!(watch);
+    let deadline = tokio::time::sleep(inner.limits.request);
+    tokio::pin!(deadline);
+    let mut response = Sha256::new();
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            early = &mut watch => return match early {
+                Err(SessionError::Closed | SessionError::Io(_)) => Outcome::Canceled,
+                Err(e) => Outcome::Malformed(e.to_string()),
+                Ok(_) => Outcome::Malformed("client frame before the receipt".into()),
+            },
+            _ = &mut deadline => {
+                drop(events);
+                return refuse(out, ErrorCode::Timeout, "generation ran past the worker's time limit").await;
+            }
+        };
+        match event {
+            Some(EngineEvent::Text(text)) => {
+                response.update(text.as_bytes());
+                if out.send(&ServerFrame::Chunk(text).encode()).await.is_err() {
+                    return Outcome::Canceled; // `events` dropped here: the engine stops
+                }
+                inner.metrics.tokens.inc();
+            }
+            Some(EngineEvent::Done { usage, finish_reason }) => {
+                let offer = &model.offer;
+                let receipt = Receipt {
+                    worker: inner.identity.public().to_peer_id(),
+                    model_id: offer.model_id.clone(),
+                    engine: model.engine.engine_name().to_owned(),
+                    request_id: request.request_id,
+                    request_hash: sha256(request_bytes),
+                    response_hash: response.finalize().into(),
+                    usage,
+                    price_prompt_per_1k: offer.price_prompt_per_1k,
+                    price_completion_per_1k: offer.price_completion_per_1k,
+                    amount: amount_due(offer.price_prompt_per_1k, offer.price_completion_per_1k, usage),
+                    issued_at: unix_now(),
+                };
+                let receipt = match receipt.sign(&inner.identity) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return refuse(out, ErrorCode::Engine, format!("cannot sign the receipt: {e}")).await;
+                    }
+                };
+                if out.send(&ServerFrame::Done { finish_reason, receipt }.encode()).await.is_err() {
+                    return Outcome::Failed("client left before the receipt".into());
+                }
+                let closing = tokio::time::timeout(inner.limits.voucher, &mut watch).await;
+                let _ = out.close().await;
+                return voucher(inner, closing);
+            }
+            Some(EngineEvent::Failed(e)) => return refuse(out, ErrorCode::Engine, e).await,
+            None => return refuse(out, ErrorCode::Engine, "the engine stopped without finishing").await,
+        }
+    }
+}
+
+/// Count the client's closing frame: where its payment voucher goes.
+fn voucher(
+    inner: &Inner,
+    closing: Result<Result<Vec<u8>, SessionError>, tokio::time::error::Elapsed>,
+) -> Outcome {
+    let kind = match closing {
+        Ok(Ok(bytes)) => match ClientFrame::decode(&bytes) {
+            Ok(ClientFrame::Voucher(v)) if v.is_empty() => "empty",
+            Ok(ClientFrame::Voucher(_)) => "present",
+            Err(e) => return Outcome::Malformed(format!("closing frame: {e}")),
+        },
+        Ok(Err(e @ (SessionError::Noise(_) | SessionError::FrameTooLarge { .. }))) => {
+            return Outcome::Malformed(e.to_string());
+        }
+        Ok(Err(_)) | Err(_) => "missing",
+    };
+    inner.metrics.vouchers.get_or_create(&vec![("kind".to_owned(), kind.to_owned())]).inc();
+    Outcome::Completed
+}
