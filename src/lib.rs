@@ -23,6 +23,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod devnet;
+pub mod inference;
 pub mod network;
 pub mod node;
 pub mod store;

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::admin::{self, AdminState};
+use crate::api::openai::{self, ApiState};
 use crate::attestation::collateral::CollateralSource;
 use crate::attestation::pccs::{PccsClient, PccsError};
 use crate::attestation::policy_file::{PolicyFileError, load_policy};
@@ -24,9 +25,13 @@ use crate::attestation::provider::{ConfigfsTsm, SimulatedTee, TeeProvider};
 use crate::attestation::service::{self, AttestationHandle, OwnRecord, ServiceError};
 use crate::attestation::verifier::Verifier;
 use crate::config::{Config, ConfigError, Role, TeeKind};
+use crate::inference::client::InferenceClient;
+use crate::inference::setup::{self, SetupError};
+use crate::inference::worker;
 use crate::network::bootstrap::{self, BootstrapError};
 use crate::network::{self, JoinConfig, NetworkConfig, NetworkError, NetworkHandle, TransportKind};
 use crate::store::{self, Store, StoreError};
+use cocoon_protocol::attestation::record::ModelOffer;
 
 /// Peers remembered from earlier runs that a starting node dials.
 const KNOWN_PEERS_TO_DIAL: usize = 32;
@@ -65,6 +70,20 @@ pub enum NodeError {
     /// The PCCS client could not be built.
     #[error(transparent)]
     Pccs(#[from] PccsError),
+    /// The worker's models cannot be served.
+    #[error(transparent)]
+    Models(#[from] SetupError),
+    /// The inference worker could not start.
+    #[error("cannot serve inference: {0}")]
+    Worker(String),
+    /// The API endpoint could not bind.
+    #[error("cannot listen for the API on {addr}: {source}")]
+    Api {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The admin endpoint could not bind.
     #[error("cannot listen for the admin endpoint on {addr}: {source}")]
     Admin {
@@ -86,6 +105,9 @@ pub struct Ready {
     pub listen: Vec<Multiaddr>,
     /// Admin endpoint address, when enabled.
     pub admin: Option<SocketAddr>,
+    /// OpenAI-compatible API address (client nodes), when enabled.
+    #[serde(default)]
+    pub api: Option<SocketAddr>,
 }
 
 /// A started node.
@@ -95,6 +117,7 @@ pub struct Node {
     attestation: AttestationHandle,
     store: Store,
     admin_addr: Option<SocketAddr>,
+    api_addr: Option<SocketAddr>,
     listen: Vec<Multiaddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -118,7 +141,16 @@ impl Node {
         };
         let peer_id = keypair.public().to_peer_id();
         let verifier = Arc::new(Verifier::new(attestation_policy(&config)?, VERIFIER_CACHE));
-        let own = own_record(&config, &keypair)?;
+        // Models are hashed and loaded before the node announces anything, so the record's offers
+        // are exactly what this worker can serve.
+        let offers = if config.has_role(Role::Worker) {
+            setup::offers(&config, Some(&store.model_hashes()?))?
+        } else {
+            Vec::new()
+        };
+        let served = setup::load(&config, &offers).await?;
+        let own = own_record(&config, &keypair, offers)?;
+        let worker_keys = own.as_ref().map(|_| keypair.clone());
         let peer_book = store.peer_book()?;
         let known: Vec<_> =
             peer_book.recent(KNOWN_PEERS_TO_DIAL)?.into_iter().filter(|k| k.peer_id != peer_id).collect();
@@ -126,6 +158,12 @@ impl Node {
         let admin_listener = if config.admin.enabled {
             let addr = config.admin.listen;
             Some(admin::bind(addr).await.map_err(|source| NodeError::Admin { addr, source })?)
+        } else {
+            None
+        };
+        let api_listener = if config.api.enabled && config.has_role(Role::Client) {
+            let addr = config.api.listen;
+            Some(openai::bind(addr).await.map_err(|source| NodeError::Api { addr, source })?)
         } else {
             None
         };
@@ -150,7 +188,7 @@ impl Node {
         collateral.register(&mut registry);
         let (attestation, mut tasks) = service::start(
             network.clone(),
-            verifier,
+            verifier.clone(),
             collateral,
             own,
             Some(store.record_cache()?),
@@ -170,6 +208,41 @@ impl Node {
         };
         tasks.push(network::spawn_join_task(network.clone(), join, shutdown_rx.clone()));
         tasks.push(spawn_flusher(store.clone(), shutdown_rx.clone()));
+        if let Some(identity) = worker_keys {
+            let noise = store::load_or_create_noise_key(&config.node.data_dir)?;
+            let limits = setup::worker_limits(&config);
+            let task = worker::start(
+                network.clone(),
+                identity,
+                noise.private,
+                served,
+                limits,
+                &mut registry,
+                shutdown_rx.clone(),
+            )
+            .map_err(NodeError::Worker)?;
+            tasks.push(task);
+        }
+        let mut api_addr = None;
+        if let Some(listener) = api_listener {
+            api_addr = listener.local_addr().ok();
+            let client = InferenceClient::new(
+                network.clone(),
+                attestation.clone(),
+                verifier,
+                setup::client_limits(&config),
+                rand::random(),
+                &mut registry,
+            );
+            let state = ApiState {
+                client,
+                limits: setup::request_limits(&config),
+                max_price: config.api.max_price_nanotons,
+                max_body: config.api.max_body_bytes,
+            };
+            tasks.push(tokio::spawn(openai::serve(listener, state, shutdown_rx.clone())));
+            tracing::info!(addr = ?api_addr, "OpenAI-compatible API listening");
+        }
 
         let mut admin_addr = None;
         if let Some(listener) = admin_listener {
@@ -189,6 +262,7 @@ impl Node {
             attestation,
             store,
             admin_addr,
+            api_addr,
             listen: status.listen_addrs,
             shutdown,
             tasks,
@@ -216,6 +290,11 @@ impl Node {
         &self.listen
     }
 
+    /// Where the OpenAI-compatible API listens, when enabled.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
+    }
+
     /// Where the admin endpoint listens, when enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
@@ -233,6 +312,7 @@ impl Node {
             peer_id: self.peer_id().to_string(),
             listen: self.listen.clone(),
             admin: self.admin_addr,
+            api: self.api_addr,
         }
     }
 
@@ -302,7 +382,11 @@ fn collateral_source(config: &Config, store: &Store) -> Result<CollateralSource,
 }
 
 /// What this node attests, if it is a worker.
-pub(crate) fn own_record(config: &Config, identity: &Keypair) -> Result<Option<OwnRecord>, NodeError> {
+pub(crate) fn own_record(
+    config: &Config,
+    identity: &Keypair,
+    offers: Vec<ModelOffer>,
+) -> Result<Option<OwnRecord>, NodeError> {
     if !config.has_role(Role::Worker) {
         return Ok(None);
     }
@@ -318,7 +402,7 @@ pub(crate) fn own_record(config: &Config, identity: &Keypair) -> Result<Option<O
         identity: identity.clone(),
         noise_public: store::load_or_create_noise_key(dir)?.public,
         payout_address: config.worker.payout_address.clone(),
-        offers: Vec::new(),
+        offers,
         tee,
         validity: Duration::from_secs(config.worker.record_validity_secs),
     }))

@@ -175,13 +175,12 @@ fn fetch_collateral(quote: &[u8], args: &VerifyArgs) -> anyhow::Result<Collatera
 
 fn show(args: &super::NodeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
-    let identity = crate::store::load_or_create_identity(&config.node.data_dir)?;
-    let Some(own) = crate::node::own_record(&config, &identity)? else {
+    if !config.has_role(crate::config::Role::Worker) {
         bail!(
             "this node is not a worker (roles {:?}): it publishes no attestation record",
             config.node.roles
         );
-    };
+    }
     let signed = match config.admin.enabled.then(|| running_record(config.admin.listen)).flatten() {
         Some(signed) => {
             println!("source:         the running node (admin endpoint {})", config.admin.listen);
@@ -191,6 +190,12 @@ fn show(args: &super::NodeArgs) -> anyhow::Result<()> {
             println!(
                 "source:         built now (no running node answered; a running node publishes its own)"
             );
+            let identity = crate::store::load_or_create_identity(&config.node.data_dir)?;
+            let store = crate::store::Store::open(&config.node.data_dir).ok();
+            let hashes = store.as_ref().and_then(|s| s.model_hashes().ok());
+            let offers = crate::inference::setup::offers(&config, hashes.as_ref())?;
+            let own = crate::node::own_record(&config, &identity, offers)?
+                .context("this node is not a worker: it publishes no attestation record")?;
             own.build(crate::clock::unix_now())?
         }
     };

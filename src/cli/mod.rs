@@ -1,11 +1,12 @@
 //! The `cocoon` command line (clap). `main.rs` only calls [`main`].
 //!
-//! `attest` lives in its own submodule.
+//! `attest` and `model` live in their own submodules.
 //!
 //! Every node flag can also be given as a `COCOON_*` environment variable (shown in `--help`);
 //! flags win over variables, which win over the config file, which wins over defaults.
 
 pub mod attest;
+pub mod model;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +48,12 @@ pub enum Command {
         #[command(subcommand)]
         command: attest::AttestCommand,
     },
+    /// Get the development model, compute model ids.
+    Model {
+        /// What to do.
+        #[command(subcommand)]
+        command: model::ModelCommand,
+    },
     /// Run a local network on loopback in one process: a bootstrap node with a well-known
     /// development key at 127.0.0.1:<port> (listed in bootstrap/local.txt) and a few peer nodes.
     Devnet(crate::devnet::DevnetArgs),
@@ -81,6 +88,9 @@ pub struct NodeArgs {
     /// Address of the admin endpoint (/health, /metrics, /peers); keep it on loopback.
     #[arg(long, env = "COCOON_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
+    /// Address of the OpenAI-compatible API (client role); keep it on loopback.
+    #[arg(long, env = "COCOON_API_LISTEN", value_name = "ADDR")]
+    pub api_listen: Option<SocketAddr>,
     /// Kademlia mode: auto, server or client.
     #[arg(long, env = "COCOON_KAD_MODE", value_name = "MODE")]
     pub kad_mode: Option<KadMode>,
@@ -109,6 +119,7 @@ impl NodeArgs {
             listen: self.listen.clone(),
             data_dir: self.data_dir.clone(),
             admin_listen: self.admin_listen,
+            api_listen: self.api_listen,
             kad_mode: self.kad_mode,
             log_format: self.log_format,
             ..Overrides::default()
@@ -176,6 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(run_node(config))
         }
         Command::Attest { command } => attest::run(command),
+        Command::Model { command } => model::run(command),
         Command::Devnet(args) => runtime()?.block_on(crate::devnet::run(args)),
     }
 }

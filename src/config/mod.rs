@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
+mod inference;
+pub use inference::{ApiSection, ModelEntry};
+
 /// What a node does in the network. A node may take several roles.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum,
@@ -68,8 +71,10 @@ pub struct Config {
     pub admin: AdminSection,
     /// Which workers' attestation this node accepts.
     pub attestation: AttestationSection,
-    /// What this node attests when it has the `worker` role.
+    /// What this node attests and serves when it has the `worker` role.
     pub worker: WorkerSection,
+    /// The OpenAI-compatible API of client nodes.
+    pub api: ApiSection,
     /// Logging.
     pub log: LogSection,
 }
@@ -243,11 +248,21 @@ pub struct WorkerSection {
     pub tee: TeeKind,
     /// Lifetime of a published record in seconds; it is re-published at half-life. Default 3600.
     pub record_validity_secs: u64,
+    /// Longest a request may generate, in seconds. Default 300.
+    pub request_timeout_secs: u64,
+    /// Models served (`[[worker.models]]`; see `ModelEntry`). Default none.
+    pub models: Vec<ModelEntry>,
 }
 
 impl Default for WorkerSection {
     fn default() -> Self {
-        Self { payout_address: String::new(), tee: TeeKind::Tdx, record_validity_secs: 3600 }
+        Self {
+            payout_address: String::new(),
+            tee: TeeKind::Tdx,
+            record_validity_secs: 3600,
+            request_timeout_secs: 300,
+            models: Vec::new(),
+        }
     }
 }
 
@@ -293,6 +308,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--admin-listen`
     pub admin_listen: Option<SocketAddr>,
+    /// `--api-listen`
+    pub api_listen: Option<SocketAddr>,
     /// `--kad-mode`
     pub kad_mode: Option<KadMode>,
     /// `--log-format`
@@ -360,6 +377,9 @@ impl Config {
         if let Some(addr) = o.admin_listen {
             self.admin.listen = addr;
         }
+        if let Some(addr) = o.api_listen {
+            self.api.listen = addr;
+        }
         if let Some(mode) = o.kad_mode {
             self.network.kad_mode = mode;
         }
@@ -410,6 +430,32 @@ impl Config {
                 "attestation.pccs_url {pccs:?} must be an http(s) URL, or empty to never fetch collateral"
             )));
         }
+        let api = &self.api;
+        if api.max_tokens == 0 || api.default_max_tokens == 0 || api.default_max_tokens > api.max_tokens {
+            return Err(ConfigError::Invalid(
+                "api.default_max_tokens must be between 1 and api.max_tokens".into(),
+            ));
+        }
+        if api.attempts == 0 || api.first_token_timeout_secs == 0 || api.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "api.attempts and api.first_token_timeout_secs must be at least 1, api.max_body_bytes at least 1024"
+                    .into(),
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for m in &self.worker.models {
+            crate::inference::model::check_name(&m.name)
+                .map_err(|e| ConfigError::Invalid(format!("worker.models: {e}")))?;
+            if !names.insert(&m.name) {
+                return Err(ConfigError::Invalid(format!("worker.models: {:?} is listed twice", m.name)));
+            }
+            if m.max_concurrent == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "worker.models {:?}: max_concurrent must be at least 1",
+                    m.name
+                )));
+            }
+        }
         if self.attestation.pccs_timeout_secs == 0 {
             return Err(ConfigError::Invalid("attestation.pccs_timeout_secs must be at least 1".into()));
         }
@@ -447,9 +493,18 @@ mod tests {
             bootstrap_files: vec!["bootstrap/local.txt".into()],
             data_dir: Some("/tmp/x".into()),
             admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+            api_listen: Some("127.0.0.1:8181".parse().unwrap()),
             kad_mode: Some(KadMode::Server),
             log_format: Some(LogFormat::Json),
         });
+        config.worker.models = vec![crate::config::ModelEntry {
+            name: "m".into(),
+            path: "/models/m.gguf".into(),
+            price_prompt_per_1k: 1,
+            price_completion_per_1k: 2,
+            max_concurrent: 3,
+            context_length: Some(512),
+        }];
         let text = config.to_toml().unwrap();
         assert_eq!(Config::parse(&text).unwrap(), config);
     }

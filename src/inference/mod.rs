@@ -1,0 +1,13 @@
+//! Confidential inference in the node: the Noise session ([`session`]), engines ([`engine`],
+//! [`mistral`]), model ids ([`model`]), the worker that serves `/cocoon/inference/1`
+//! ([`worker`]) and the client that sends requests to verified workers ([`client`]).
+
+pub mod client;
+pub mod engine;
+pub mod fetch;
+#[cfg(feature = "mistralrs")]
+pub mod mistral;
+pub mod model;
+pub mod session;
+pub mod setup;
+pub mod worker;
