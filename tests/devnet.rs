@@ -117,7 +117,7 @@ async fn devnet_answers_a_streamed_chat_completion_with_the_real_model() {
     assert_eq!(receipt.worker.to_string(), worker, "receipt not signed by the devnet worker");
     assert_eq!(u64::from(receipt.usage.completion_tokens), usage["completion_tokens"].as_u64().unwrap());
     assert_eq!(u64::from(receipt.usage.prompt_tokens), usage["prompt_tokens"].as_u64().unwrap());
-    assert!(receipt.usage.completion_tokens >= 1 && receipt.usage.completion_tokens <= 16);
+    assert!((1..=16).contains(&receipt.usage.completion_tokens));
     assert_eq!(receipt.model_id, model_id);
 
     std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();

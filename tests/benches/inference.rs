@@ -10,7 +10,6 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark fails loudly on purpose
 
-#[allow(dead_code)]
 #[path = "../common/mod.rs"]
 mod common;
 

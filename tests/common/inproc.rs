@@ -9,7 +9,8 @@ use cocoon::node::Node;
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 
-/// A node configuration on the memory transport, admin endpoint off, fast gossip heartbeat.
+/// A node configuration on the memory transport, admin endpoint and API off, fast gossip
+/// heartbeat.
 pub fn config(dir: &Path, role: Role, bootstrap: Option<&Multiaddr>) -> Config {
     let mut c = Config::default();
     c.node.roles = vec![role];
@@ -18,6 +19,7 @@ pub fn config(dir: &Path, role: Role, bootstrap: Option<&Multiaddr>) -> Config {
     c.network.gossip_heartbeat_ms = 200;
     c.network.conn_manager_interval_secs = 1;
     c.admin.enabled = false;
+    c.api.enabled = false;
     c.bootstrap.peers = bootstrap.cloned().into_iter().collect();
     c
 }

@@ -22,10 +22,13 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_cocoon")
 }
 
-/// A `cocoon` command with a quiet, plain log setup.
+/// A `cocoon` command with a quiet, plain log setup, and client nodes' OpenAI API on an
+/// OS-chosen port (tests run in parallel; the default port 8080 would collide).
 pub fn cocoon() -> Command {
     let mut cmd = Command::new(bin());
-    cmd.env("RUST_LOG", "info,libp2p=warn").env_remove("COCOON_CONFIG");
+    cmd.env("RUST_LOG", "info,libp2p=warn")
+        .env_remove("COCOON_CONFIG")
+        .env("COCOON_API_LISTEN", "127.0.0.1:0");
     cmd
 }
 
