@@ -12,8 +12,10 @@ use std::time::Duration;
 use cocoon::config::Role;
 use cocoon::node::Node;
 use cocoon_protocol::inference::receipt::Receipt;
-use common::inference::{client, metric, post, post_sse, tiny_model, wait_for_workers, worker};
-use common::inproc::{config, dial_addr, eventually, start};
+use common::inference::{
+    boot, client, metric, post, post_sse, tiny_model, wait_for_workers, with_admin, worker,
+};
+use common::inproc::{config, eventually, start};
 use serde_json::{Value, json};
 
 struct Net {
@@ -29,21 +31,16 @@ impl Net {
     async fn start(prices: &[u64], slots: u32) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny_model(dir.path());
-        let mut boot_config = config(&dir.path().join("boot"), Role::Bootstrap, None);
-        boot_config.attestation.allow_simulated = true;
-        let boot = start(boot_config).await;
-        let boot_addr = dial_addr(&boot);
+        let (boot, boot_addr) = boot(dir.path()).await;
         let mut workers = Vec::new();
         for (i, price) in prices.iter().enumerate() {
-            let mut c = worker(
+            let c = worker(
                 config(&dir.path().join(format!("w{i}")), Role::Worker, Some(&boot_addr)),
                 &model,
                 *price,
                 slots,
             );
-            c.admin.enabled = true;
-            c.admin.listen = "127.0.0.1:0".parse().unwrap();
-            workers.push(start(c).await);
+            workers.push(start(with_admin(c)).await);
         }
         let client = start(client(config(&dir.path().join("client"), Role::Client, Some(&boot_addr)))).await;
         let model = wait_for_workers(&client, prices.len()).await;
@@ -207,5 +204,65 @@ async fn a_client_that_disconnects_stops_generation_on_the_worker() {
     assert!(cancelled, "the worker did not cancel the generation");
     let tokens = metric(worker, "cocoon_inference_worker_tokens_total", "").await;
     assert!(tokens < 4000, "generated all {tokens} tokens anyway");
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_on_the_wire_are_rejected_and_the_worker_keeps_serving() {
+    use cocoon_protocol::inference::messages::{MAX_REQUEST, MAX_SERVER_FRAME, PROTOCOL, ServerFrame};
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    use libp2p::StreamProtocol;
+
+    let net = Net::start(&[0], 1).await;
+    let worker = &net.workers[0];
+    let record = net.client.attestation().record_of(&worker.peer_id()).unwrap();
+    let noise_key = record.record().noise_static;
+    let protocol = StreamProtocol::new(PROTOCOL);
+    let dir = tempfile::tempdir().unwrap();
+    let attacker = |name: &str| {
+        config(&dir.path().join(name), Role::Client, Some(&common::inproc::dial_addr(&net.boot)))
+    };
+    let worker_addr = common::inproc::dial_addr(worker);
+
+    // Garbage instead of a Noise handshake.
+    let garbler = start(attacker("garbler")).await;
+    garbler.network().dial(worker_addr.clone()).await.unwrap();
+    let mut stream =
+        garbler.network().streams().open_stream(worker.peer_id(), protocol.clone()).await.unwrap();
+    stream.write_all(&[0, 48]).await.unwrap();
+    stream.write_all(&[0xEE; 48]).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest).await;
+    assert!(rest.is_empty(), "the worker answered garbage");
+
+    // A valid handshake announcing a request larger than the worker accepts.
+    let bloater = start(attacker("bloater")).await;
+    bloater.network().dial(worker_addr).await.unwrap();
+    let stream = bloater.network().streams().open_stream(worker.peer_id(), protocol).await.unwrap();
+    let huge = vec![b'x'; MAX_REQUEST + 1];
+    // The worker answers TooLarge and blocks the peer at once, so the answer may or may not get
+    // through before the connection closes; what must hold is checked below.
+    if let Ok(mut session) = cocoon::inference::session::initiate(stream, &noise_key, &huge).await
+        && let Ok(frame) = session.recv(MAX_SERVER_FRAME).await
+    {
+        let answer = ServerFrame::decode(&frame).unwrap();
+        let too_large = cocoon_protocol::inference::messages::ErrorCode::TooLarge;
+        assert!(matches!(answer, ServerFrame::Error { code, .. } if code == too_large), "{answer:?}");
+    }
+
+    // Both peers are blocked, the worker counted both, and it still serves everyone else.
+    let blocked = eventually(Duration::from_secs(10), || async {
+        let status = worker.network().status().await.unwrap();
+        status.blocked_peers.contains(&garbler.peer_id()) && status.blocked_peers.contains(&bloater.peer_id())
+    })
+    .await;
+    assert!(blocked, "the worker did not block the peers that sent bad frames");
+    assert_eq!(metric(worker, "cocoon_inference_worker_requests_total", "malformed").await, 2);
+    let (status, body) =
+        post(net.api(), "/v1/chat/completions", chat(&net.model, 4, false).to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    garbler.shutdown().await.unwrap();
+    bloater.shutdown().await.unwrap();
     net.stop().await;
 }

@@ -15,8 +15,8 @@ use cocoon_protocol::inference::messages::{
     ChatMessage, ErrorCode, MAX_SERVER_FRAME, PROTOCOL, Prompt, Request, Role as ChatRole, Sampling,
     ServerFrame,
 };
-use common::inference::{client, metric, post, tiny_model, wait_for_workers, worker};
-use common::inproc::{config, dial_addr, eventually, start};
+use common::inference::{boot, client, metric, post, tiny_model, wait_for_workers, with_admin, worker};
+use common::inproc::{config, eventually, start};
 use libp2p::StreamProtocol;
 use serde_json::json;
 
@@ -35,15 +35,7 @@ fn request(model: &str, max_tokens: u32) -> Request {
 async fn busy_and_dead_workers_are_skipped_before_the_first_token() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
-    let mut boot_config = config(&dir.path().join("boot"), Role::Bootstrap, None);
-    boot_config.attestation.allow_simulated = true;
-    let boot = start(boot_config).await;
-    let boot_addr = dial_addr(&boot);
-    let with_admin = |mut c: cocoon::config::Config| {
-        c.admin.enabled = true;
-        c.admin.listen = "127.0.0.1:0".parse().unwrap();
-        c
-    };
+    let (boot, boot_addr) = boot(dir.path()).await;
     // The cheap worker is preferred by every client (selection weighs price), so requests go to
     // it first; it has one slot.
     let cheap = start(with_admin(worker(
@@ -121,14 +113,14 @@ async fn busy_and_dead_workers_are_skipped_before_the_first_token() {
 async fn a_worker_the_policy_refuses_is_never_sent_a_request() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
-    let mut boot_config = config(&dir.path().join("boot"), Role::Bootstrap, None);
-    boot_config.attestation.allow_simulated = true;
-    let boot = start(boot_config).await;
-    let boot_addr = dial_addr(&boot);
-    let mut wc = worker(config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)), &model, 0, 1);
-    wc.admin.enabled = true;
-    wc.admin.listen = "127.0.0.1:0".parse().unwrap();
-    let w = start(wc).await;
+    let (boot, boot_addr) = boot(dir.path()).await;
+    let w = start(with_admin(worker(
+        config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)),
+        &model,
+        0,
+        1,
+    )))
+    .await;
     // A strict client: SIMULATED evidence is not acceptable to it.
     let mut strict = client(config(&dir.path().join("strict"), Role::Client, Some(&boot_addr)));
     strict.attestation.allow_simulated = false;

@@ -39,15 +39,29 @@ pub fn worker(mut c: Config, model: &Path, price: u64, max_concurrent: u32) -> C
     c
 }
 
+/// A bootstrap node that forwards SIMULATED records, and its dial address.
+pub async fn boot(dir: &Path) -> (Node, libp2p::Multiaddr) {
+    let mut c = super::inproc::config(&dir.join("boot"), Role::Bootstrap, None);
+    c.attestation.allow_simulated = true;
+    let node = super::inproc::start(c).await;
+    let addr = super::inproc::dial_addr(&node);
+    (node, addr)
+}
+
+/// `c` with its admin endpoint on an OS-chosen loopback port (for `/metrics`).
+pub fn with_admin(mut c: Config) -> Config {
+    c.admin.enabled = true;
+    c.admin.listen = "127.0.0.1:0".parse().expect("addr");
+    c
+}
+
 /// Make `c` a client node with its API on an OS-chosen loopback port and its admin endpoint on.
 pub fn client(mut c: Config) -> Config {
     c.node.roles = vec![Role::Client];
     c.attestation.allow_simulated = true;
     c.api.enabled = true;
     c.api.listen = "127.0.0.1:0".parse().expect("addr");
-    c.admin.enabled = true;
-    c.admin.listen = "127.0.0.1:0".parse().expect("addr");
-    c
+    with_admin(c)
 }
 
 /// Wait until `node` knows `workers` verified workers offering a model; returns the model id.
