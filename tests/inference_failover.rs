@@ -140,3 +140,48 @@ async fn a_worker_the_policy_refuses_is_never_sent_a_request() {
         node.shutdown().await.unwrap();
     }
 }
+
+/// The worker's own checks, reached directly over the protocol (the API refuses most of these
+/// before they leave the client): an unknown model, a prompt that does not fit the context, a
+/// price cap below the worst case, zero tokens. Each is a refusal, not a misbehaviour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_refuses_what_it_cannot_serve_as_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let (boot, boot_addr) = boot(dir.path()).await;
+    let w = start(with_admin(worker(
+        config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)),
+        &model,
+        1000,
+        1,
+    )))
+    .await;
+    let c = start(client(config(&dir.path().join("c"), Role::Client, Some(&boot_addr)))).await;
+    let model_id = wait_for_workers(&c, 1).await;
+    let noise_key = c.attestation().record_of(&w.peer_id()).unwrap().record().noise_static;
+    let long = Prompt::Chat(vec![ChatMessage { role: ChatRole::User, content: "ab ".repeat(3000) }]);
+    let cases = [
+        (Request { model_id: "other@sha256:00".into(), ..request(&model_id, 4) }, ErrorCode::UnknownModel),
+        (Request { prompt: long, ..request(&model_id, 4000) }, ErrorCode::TooLarge),
+        (Request { max_price: 1, ..request(&model_id, 100) }, ErrorCode::PriceTooHigh),
+        (request(&model_id, 0), ErrorCode::InvalidRequest),
+    ];
+    for (req, expected) in cases {
+        let stream =
+            c.network().streams().open_stream(w.peer_id(), StreamProtocol::new(PROTOCOL)).await.unwrap();
+        let mut s = session::initiate(stream, &noise_key, &req.encode()).await.unwrap();
+        let frame = ServerFrame::decode(&s.recv(MAX_SERVER_FRAME).await.unwrap()).unwrap();
+        assert!(
+            matches!(&frame, ServerFrame::Error { code, .. } if *code == expected),
+            "{expected:?}: {frame:?}"
+        );
+    }
+    // Refusals are not misbehaviour: the client is not blocked and is served normally.
+    assert!(!w.network().status().await.unwrap().blocked_peers.contains(&c.peer_id()));
+    let body = json!({"model": model_id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+    let (status, answer) = post(c.api_addr().unwrap(), "/v1/chat/completions", body.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    for node in [c, w, boot] {
+        node.shutdown().await.unwrap();
+    }
+}

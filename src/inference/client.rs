@@ -396,6 +396,8 @@ impl InferenceClient {
                     o.busy /= 2;
                 }
                 Err(Attempt::Retry(InferenceError::Busy(_))) => o.busy += 1,
+                // The caller leaving, or a request no worker would take, says nothing about it.
+                Err(Attempt::Fatal(InferenceError::Cancelled | InferenceError::Refused { .. })) => {}
                 Err(_) => o.failures += 1,
             }
         });

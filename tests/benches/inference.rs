@@ -28,7 +28,7 @@ use serde_json::json;
 
 const PROMPT: &str = "Write a short paragraph about lighthouses.";
 const TOKENS: u32 = 64;
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Run {
@@ -44,11 +44,19 @@ impl Run {
     }
 }
 
+/// Mean and standard deviation.
+fn stats(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
+    let n = values.clone().count() as f64;
+    let mean = values.clone().sum::<f64>() / n;
+    let var = values.map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, var.sqrt())
+}
+
 fn report(name: &str, runs: &[Run]) -> (f64, f64) {
-    let ttft = runs.iter().map(|r| r.ttft.as_secs_f64() * 1000.0).sum::<f64>() / runs.len() as f64;
-    let tps = runs.iter().map(Run::tokens_per_sec).sum::<f64>() / runs.len() as f64;
+    let (ttft, ttft_sd) = stats(runs.iter().map(|r| r.ttft.as_secs_f64() * 1000.0));
+    let (tps, tps_sd) = stats(runs.iter().map(Run::tokens_per_sec));
     println!(
-        "{name:<34} time to first token {ttft:8.1} ms   {tps:6.1} tokens/s   ({} runs of {TOKENS} tokens)",
+        "{name:<34} time to first token {ttft:7.1} ± {ttft_sd:5.1} ms   {tps:5.1} ± {tps_sd:4.1} tokens/s   ({} runs of {TOKENS} tokens)",
         runs.len()
     );
     (ttft, tps)
@@ -142,12 +150,14 @@ fn main() {
         let model_id = cocoon::inference::model::model_id("bench", &model, None).unwrap();
         let engine = MistralEngine::load(&model, model_id.clone(), None, 1).await.unwrap();
         direct(&engine).await; // warm-up
-        let mut runs = Vec::new();
-        for _ in 0..RUNS {
-            runs.push(direct(&engine).await);
-        }
-        let (direct_ttft, direct_tps) = report("mistral.rs directly", &runs);
-        drop(engine);
+        let prompt = Prompt::Chat(vec![ChatMessage { role: ChatRole::User, content: PROMPT.into() }]);
+        let start = Instant::now();
+        let prompt_tokens = engine.prompt_tokens(&prompt).await.unwrap();
+        println!(
+            "{:<34} {:8.1} ms   ({prompt_tokens} tokens, chat template applied)",
+            "counting prompt tokens",
+            start.elapsed().as_secs_f64() * 1000.0
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let relay = {
@@ -168,10 +178,14 @@ fn main() {
         common::inference::wait_for_workers(&client, 1).await;
         let api = client.api_addr().unwrap();
         through_api(api, &model_id).await; // warm-up (dial, handshake)
-        let mut runs = Vec::new();
+        // Interleaved, so drift in the machine's speed affects both sides alike.
+        let (mut direct_runs, mut runs) = (Vec::new(), Vec::new());
         for _ in 0..RUNS {
+            direct_runs.push(direct(&engine).await);
             runs.push(through_api(api, &model_id).await);
         }
+        drop(engine);
+        let (direct_ttft, direct_tps) = report("mistral.rs directly", &direct_runs);
         let (ttft, tps) = report("through cocoon (loopback)", &runs);
         println!(
             "{:<34} time to first token {:+8.1} ms   tokens/s {:+6.1} %",
