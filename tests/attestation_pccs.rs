@@ -178,7 +178,14 @@ async fn collateral_is_cached_in_the_store_and_reused_offline() {
     }
     // The PCCS goes away; a restarted node verifies from its store alone.
     server.abort();
-    let store = Store::open(dir.path()).unwrap();
+    // sled releases its file lock from a background thread shortly after the last handle drops.
+    let mut reopened = Store::open(dir.path());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while reopened.is_err() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        reopened = Store::open(dir.path());
+    }
+    let store = reopened.unwrap();
     let source = CollateralSource::new(Some(client(&url)), Some(store.collateral_cache().unwrap()));
     let cached = source.cached(&quote, now).expect("collateral restored from the store");
     assert!(verify_quote(&quote, &cached, now).is_ok());

@@ -102,7 +102,7 @@ async fn devnet_answers_a_streamed_chat_completion_with_the_real_model() {
     assert_eq!(model_id, format!("smollm2-135m-instruct@sha256:{}", cocoon::inference::fetch::SHA256));
     let body = serde_json::json!({
         "model": "smollm2-135m-instruct", "stream": true, "stream_options": {"include_usage": true},
-        "max_tokens": 16, "messages": [{"role": "user", "content": "Name three birds."}],
+        "max_tokens": 16, "temperature": 0, "messages": [{"role": "user", "content": "Name three birds."}],
     });
     let sse = common::inference::post_sse(api, &body).await;
     assert_eq!(sse.status, 200);

@@ -97,7 +97,7 @@ async fn direct(engine: &MistralEngine) -> Run {
     let generation = Generation {
         prompt: Prompt::Chat(vec![ChatMessage { role: ChatRole::User, content: PROMPT.into() }]),
         max_tokens: TOKENS,
-        sampling: Sampling::default(),
+        sampling: Sampling { temperature: Some(0.0), ..Sampling::default() },
     };
     let start = Instant::now();
     let mut events = engine.generate(generation);
@@ -115,7 +115,7 @@ async fn direct(engine: &MistralEngine) -> Run {
 }
 
 async fn through_api(api: std::net::SocketAddr, model: &str) -> Run {
-    let body = json!({"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": TOKENS,
+    let body = json!({"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": TOKENS, "temperature": 0,
         "stream": true, "stream_options": {"include_usage": true}});
     let start = Instant::now();
     let sse = common::inference::post_sse(api, &body).await;

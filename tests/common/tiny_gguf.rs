@@ -3,6 +3,8 @@
 //!
 //! 2 layers, 64-dimensional embeddings, a 105-token GPT-2 byte-level vocabulary of ASCII only
 //! (random weights then never emit half a UTF-8 character), ChatML chat template, context 4096.
+//! Greedy decoding never picks a control token (see the embeddings), so answers always run to
+//! `max_tokens` with one visible token per chunk.
 
 use std::path::Path;
 
@@ -42,7 +44,13 @@ fn tokens() -> (Vec<String>, Vec<String>) {
 }
 
 fn weights(rng: &mut StdRng, out: usize, inp: usize) -> QTensor {
-    let data: Vec<f32> = (0..out * inp).map(|_| rng.gen_range(-0.05f32..0.05)).collect();
+    weights_with_zero_rows(rng, out, inp, 0)
+}
+
+/// Random weights whose first `zero_rows` rows are zero.
+fn weights_with_zero_rows(rng: &mut StdRng, out: usize, inp: usize, zero_rows: usize) -> QTensor {
+    let mut data: Vec<f32> = (0..out * inp).map(|_| rng.gen_range(-0.05f32..0.05)).collect();
+    data[..zero_rows * inp].fill(0.0);
     let t = Tensor::from_vec(data, (out, inp), &Device::Cpu).unwrap();
     QTensor::quantize(&t, GgmlDType::F32).unwrap()
 }
@@ -89,8 +97,11 @@ pub fn write(path: &Path, seed: u64) {
     ];
     let h = HEADS * EMBD / HEADS;
     let kv = KV_HEADS * EMBD / HEADS;
+    // The output projection is tied to the embeddings; zero rows for the three control tokens give
+    // them logit 0 while ordinary tokens' logits are spread around 0, so greedy decoding never
+    // picks them: every answer runs to max_tokens, and every token is visible text.
     let mut tensors: Vec<(String, QTensor)> = vec![
-        ("token_embd.weight".into(), weights(&mut rng, tokens.len(), EMBD)),
+        ("token_embd.weight".into(), weights_with_zero_rows(&mut rng, tokens.len(), EMBD, 3)),
         ("output_norm.weight".into(), ones(EMBD)),
     ];
     for i in 0..LAYERS {

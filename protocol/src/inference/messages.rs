@@ -54,10 +54,10 @@ pub enum Prompt {
     Text(String),
 }
 
-/// Sampling parameters; `None` means the engine's default (greedy).
+/// Sampling parameters; `None` means the engine's default (temperature 1, as OpenAI's).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sampling {
-    /// Temperature (0 = greedy).
+    /// Temperature (0 = greedy; default 1).
     pub temperature: Option<f32>,
     /// Nucleus sampling.
     pub top_p: Option<f32>,
