@@ -12,9 +12,7 @@ use std::time::Duration;
 use cocoon::config::Role;
 use cocoon::node::Node;
 use cocoon_protocol::inference::receipt::Receipt;
-use common::inference::{
-    boot, client, metric, post, post_sse, tiny_model, wait_for_workers, with_admin, worker,
-};
+use common::inference::{boot, client, metric, post, post_sse, start_worker, tiny_model, wait_for_workers};
 use common::inproc::{config, eventually, start};
 use serde_json::{Value, json};
 
@@ -34,13 +32,7 @@ impl Net {
         let (boot, boot_addr) = boot(dir.path()).await;
         let mut workers = Vec::new();
         for (i, price) in prices.iter().enumerate() {
-            let c = worker(
-                config(&dir.path().join(format!("w{i}")), Role::Worker, Some(&boot_addr)),
-                &model,
-                *price,
-                slots,
-            );
-            workers.push(start(with_admin(c)).await);
+            workers.push(start_worker(dir.path(), &format!("w{i}"), &boot_addr, &model, *price, slots).await);
         }
         let client = start(client(config(&dir.path().join("client"), Role::Client, Some(&boot_addr)))).await;
         let model = wait_for_workers(&client, prices.len()).await;

@@ -15,7 +15,7 @@ use cocoon_protocol::inference::messages::{
     ChatMessage, ErrorCode, MAX_SERVER_FRAME, PROTOCOL, Prompt, Request, Role as ChatRole, Sampling,
     ServerFrame,
 };
-use common::inference::{boot, client, metric, post, tiny_model, wait_for_workers, with_admin, worker};
+use common::inference::{boot, client, metric, post, start_worker, tiny_model, wait_for_workers};
 use common::inproc::{config, eventually, start};
 use libp2p::StreamProtocol;
 use serde_json::json;
@@ -38,20 +38,8 @@ async fn busy_and_dead_workers_are_skipped_before_the_first_token() {
     let (boot, boot_addr) = boot(dir.path()).await;
     // The cheap worker is preferred by every client (selection weighs price), so requests go to
     // it first; it has one slot.
-    let cheap = start(with_admin(worker(
-        config(&dir.path().join("cheap"), Role::Worker, Some(&boot_addr)),
-        &model,
-        0,
-        1,
-    )))
-    .await;
-    let dear = start(with_admin(worker(
-        config(&dir.path().join("dear"), Role::Worker, Some(&boot_addr)),
-        &model,
-        50_000,
-        1,
-    )))
-    .await;
+    let cheap = start_worker(dir.path(), "cheap", &boot_addr, &model, 0, 1).await;
+    let dear = start_worker(dir.path(), "dear", &boot_addr, &model, 50_000, 1).await;
     let client_node = start(client(config(&dir.path().join("client"), Role::Client, Some(&boot_addr)))).await;
     // A second client with no history yet: it, too, will try the cheap worker first.
     let fresh = start(client(config(&dir.path().join("fresh"), Role::Client, Some(&boot_addr)))).await;
@@ -114,13 +102,7 @@ async fn a_worker_the_policy_refuses_is_never_sent_a_request() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
     let (boot, boot_addr) = boot(dir.path()).await;
-    let w = start(with_admin(worker(
-        config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)),
-        &model,
-        0,
-        1,
-    )))
-    .await;
+    let w = start_worker(dir.path(), "w", &boot_addr, &model, 0, 1).await;
     // A strict client: SIMULATED evidence is not acceptable to it.
     let mut strict = client(config(&dir.path().join("strict"), Role::Client, Some(&boot_addr)));
     strict.attestation.allow_simulated = false;
@@ -149,13 +131,7 @@ async fn the_worker_refuses_what_it_cannot_serve_as_asked() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
     let (boot, boot_addr) = boot(dir.path()).await;
-    let w = start(with_admin(worker(
-        config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)),
-        &model,
-        1000,
-        1,
-    )))
-    .await;
+    let w = start_worker(dir.path(), "w", &boot_addr, &model, 1000, 1).await;
     let c = start(client(config(&dir.path().join("c"), Role::Client, Some(&boot_addr)))).await;
     let model_id = wait_for_workers(&c, 1).await;
     let noise_key = c.attestation().record_of(&w.peer_id()).unwrap().record().noise_static;

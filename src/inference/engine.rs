@@ -24,6 +24,9 @@ pub struct Generation {
     pub max_tokens: u32,
     /// Sampling.
     pub sampling: Sampling,
+    /// The prompt's token count when the caller already has it from [`Engine::prompt_tokens`]
+    /// (saves counting it again).
+    pub prompt_tokens: Option<u32>,
 }
 
 /// What an engine reports while generating.

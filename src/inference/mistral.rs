@@ -165,7 +165,10 @@ impl Engine for MistralEngine {
 }
 
 async fn run(model: &Model, g: Generation, tx: &mpsc::Sender<EngineEvent>) -> Result<(), String> {
-    let prompt_tokens = count_prompt(model, &g.prompt).await.map_err(|e| e.to_string())?;
+    let prompt_tokens = match g.prompt_tokens {
+        Some(n) => n,
+        None => count_prompt(model, &g.prompt).await.map_err(|e| e.to_string())?,
+    };
     let messages = match &g.prompt {
         Prompt::Chat(messages) => mistralrs::core::RequestMessage::Chat {
             messages: messages

@@ -264,7 +264,7 @@ async fn serve(inner: &Inner, stream: Stream) -> Outcome {
         return refuse(&mut session.writer, ErrorCode::PriceTooHigh, message).await;
     }
     inner.metrics.in_flight.inc();
-    let outcome = generate(inner, &mut session, model, &request, &request_bytes).await;
+    let outcome = generate(inner, &mut session, model, &request, &request_bytes, prompt_tokens).await;
     inner.metrics.in_flight.dec();
     outcome
 }
@@ -275,11 +275,13 @@ async fn generate(
     model: &ServedModel,
     request: &Request,
     request_bytes: &[u8],
+    prompt_tokens: u32,
 ) -> Outcome {
     let mut events = model.engine.generate(Generation {
         prompt: request.prompt.clone(),
         max_tokens: request.max_tokens,
         sampling: request.sampling.clone(),
+        prompt_tokens: Some(prompt_tokens),
     });
     let out = &mut session.writer;
     // The client sends nothing more until the receipt: the end of its stream before then means

@@ -98,6 +98,7 @@ async fn direct(engine: &MistralEngine) -> Run {
         prompt: Prompt::Chat(vec![ChatMessage { role: ChatRole::User, content: PROMPT.into() }]),
         max_tokens: TOKENS,
         sampling: Sampling { temperature: Some(0.0), ..Sampling::default() },
+        prompt_tokens: None,
     };
     let start = Instant::now();
     let mut events = engine.generate(generation);

@@ -55,6 +55,20 @@ pub fn with_admin(mut c: Config) -> Config {
     c
 }
 
+/// Start a worker named `name` under `dir`, joining through `boot`, serving `model` at `price`
+/// with `slots` slots, its admin endpoint on.
+pub async fn start_worker(
+    dir: &Path,
+    name: &str,
+    boot: &libp2p::Multiaddr,
+    model: &Path,
+    price: u64,
+    slots: u32,
+) -> Node {
+    let c = super::inproc::config(&dir.join(name), Role::Worker, Some(boot));
+    super::inproc::start(with_admin(worker(c, model, price, slots))).await
+}
+
 /// Make `c` a client node with its API on an OS-chosen loopback port and its admin endpoint on.
 pub fn client(mut c: Config) -> Config {
     c.node.roles = vec![Role::Client];
