@@ -288,7 +288,7 @@ fn finish_without_text(result: Joined, meta: &Meta, stream: bool, include_usage:
         Ok(Ok(c)) if stream => {
             let mut events = vec![meta.chunk(Some(""), None, None)];
             events.extend(meta.closing(&c, include_usage));
-            sse(futures::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>)), &c)
+            sse(futures::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>)), Some(&c))
         }
         Ok(Ok(c)) => whole_response(meta, "", &c),
         Ok(Err(e)) => ApiError::from(e).into_response(),
@@ -378,25 +378,27 @@ fn whole_response(meta: &Meta, text: &str, c: &Completion) -> Response {
             "usage": usage_json(c), "cocoon": cocoon_json(c),
         }),
     };
-    let mut response = Json(body).into_response();
-    if let Ok(v) = HeaderValue::from_str(&c.worker.to_string()) {
+    with_worker(Json(body).into_response(), Some(c))
+}
+
+/// Add the `x-cocoon-worker` header when the worker is known.
+fn with_worker(mut response: Response, c: Option<&Completion>) -> Response {
+    if let Some(v) = c.and_then(|c| HeaderValue::from_str(&c.worker.to_string()).ok()) {
         response.headers_mut().insert("x-cocoon-worker", v);
     }
     response
 }
 
-fn sse<S>(stream: S, c: &Completion) -> Response
+/// A `text/event-stream` response of `events`.
+fn sse<S>(events: S, c: Option<&Completion>) -> Response
 where
     S: futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static,
 {
-    let mut response = Response::new(Body::from_stream(stream));
+    let mut response = Response::new(Body::from_stream(events));
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Ok(v) = HeaderValue::from_str(&c.worker.to_string()) {
-        h.insert("x-cocoon-worker", v);
-    }
-    response
+    with_worker(response, c)
 }
 
 enum Phase {
@@ -470,11 +472,8 @@ fn stream_response(
         let event = s.next().await?;
         Some((Ok::<_, std::convert::Infallible>(event), s))
     });
-    let mut response = Response::new(Body::from_stream(events));
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    response
+    // The worker is known only at the end: it is in the final chunk's `cocoon` object.
+    sse(events, None)
 }
 
 fn error_event(e: ApiError) -> Bytes {
