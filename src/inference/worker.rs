@@ -208,9 +208,7 @@ async fn serve(inner: &Inner, stream: Stream) -> Outcome {
     let request_bytes = match request {
         Ok(bytes) => bytes,
         Err(e @ SessionError::FrameTooLarge { .. }) => {
-            let _ = session
-                .send(&ServerFrame::Error { code: ErrorCode::TooLarge, message: e.to_string() }.encode())
-                .await;
+            refuse(&mut session.writer, ErrorCode::TooLarge, e.to_string()).await;
             return Outcome::Malformed(e.to_string());
         }
         Err(e @ SessionError::Noise(_)) => return Outcome::Malformed(e.to_string()),
@@ -219,11 +217,7 @@ async fn serve(inner: &Inner, stream: Stream) -> Outcome {
     let request = match Request::decode(&request_bytes) {
         Ok(r) => r,
         Err(e) => {
-            let _ = session
-                .send(
-                    &ServerFrame::Error { code: ErrorCode::InvalidRequest, message: e.to_string() }.encode(),
-                )
-                .await;
+            refuse(&mut session.writer, ErrorCode::InvalidRequest, e.to_string()).await;
             return Outcome::Malformed(format!("request: {e}"));
         }
     };
