@@ -13,6 +13,8 @@
 //! - [`connmgr`]: which connections to close when a node holds more than its target.
 //! - [`envelope`]: a body signed by a libp2p identity key under a domain tag.
 //! - [`inference`]: inference messages, receipts, pricing and worker selection.
+//! - [`payments`]: the channel contract's cells and messages, vouchers, off-chain rules and the
+//!   lazy settlement policy.
 
 pub mod attestation;
 pub mod backoff;
@@ -20,3 +22,4 @@ pub mod codec;
 pub mod connmgr;
 pub mod envelope;
 pub mod inference;
+pub mod payments;

@@ -1,0 +1,285 @@
+//! The off-chain rules of a channel, one side each. The worker admits a request only while the
+//! channel's unspent deposit covers it (plus what is already in flight) and accepts a voucher only
+//! when it raises the cumulative amount by exactly the invoiced amount; the client signs exactly
+//! that. Both sides therefore risk at most one request's maximum price.
+
+use super::PaymentError;
+use super::channel::{ChannelParams, ChannelState};
+use super::voucher::{SignedVoucher, Voucher};
+use tycho_types::models::StdAddr;
+
+/// Why a worker refuses a voucher (sent back to the client; the request stays unpaid).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VoucherRejection {
+    /// The voucher names a different channel than the one the request was admitted on.
+    #[error("voucher is for channel {got}, the request was admitted on {expected}")]
+    WrongChannel {
+        /// The admitted channel.
+        expected: String,
+        /// What the voucher names.
+        got: String,
+    },
+    /// The client's signature does not verify.
+    #[error("voucher signature does not verify against the channel's client key")]
+    BadSignature,
+    /// The seqno does not increase.
+    #[error("voucher seqno {got} is not above the last accepted {last}")]
+    StaleSeqno {
+        /// Last accepted.
+        last: u64,
+        /// Received.
+        got: u64,
+    },
+    /// The cumulative amount does not rise by exactly the invoice.
+    #[error("voucher cumulative {got} nanotons, expected {expected} (previous plus the invoice)")]
+    WrongAmount {
+        /// Previous cumulative plus the invoiced amount.
+        expected: u64,
+        /// Received.
+        got: u64,
+    },
+    /// The cumulative amount exceeds what the channel holds.
+    #[error("voucher cumulative {cumulative} nanotons exceeds the channel's deposit {deposited}")]
+    OverDeposit {
+        /// Received.
+        cumulative: u64,
+        /// On-chain deposit.
+        deposited: u64,
+    },
+}
+
+/// Why a worker will not serve a request on a channel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionError {
+    /// Unspent deposit (after in-flight requests) is below the request's worst case.
+    #[error("channel has {available} nanotons unspent, the request may cost {needed}")]
+    InsufficientDeposit {
+        /// Deposit minus signed vouchers minus in-flight worst cases.
+        available: u64,
+        /// The request's worst-case price.
+        needed: u64,
+    },
+    /// The client started closing the channel.
+    #[error("the channel is closing")]
+    Closing,
+}
+
+/// The worker's view of one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerChannel {
+    /// Fixed parameters.
+    pub params: ChannelParams,
+    /// The channel's address (derived from `params`).
+    pub address: StdAddr,
+    /// Last known on-chain state.
+    pub chain: ChannelState,
+    /// Highest voucher accepted.
+    pub best: Option<SignedVoucher>,
+    /// Worst-case prices of admitted requests not yet paid.
+    pub reserved: u64,
+}
+
+impl WorkerChannel {
+    /// A channel the worker has not accepted anything on yet.
+    pub fn new(params: ChannelParams, chain: ChannelState) -> Result<Self, PaymentError> {
+        let address = params.address()?;
+        Ok(Self { params, address, chain, best: None, reserved: 0 })
+    }
+
+    /// Cumulative amount of the best voucher (0 before the first).
+    pub fn cumulative(&self) -> u64 {
+        self.best.as_ref().map_or(0, |v| v.voucher.cumulative)
+    }
+
+    /// Seqno of the best voucher (0 before the first).
+    pub fn seqno(&self) -> u64 {
+        self.best.as_ref().map_or(0, |v| v.voucher.seqno)
+    }
+
+    /// Signed but not yet claimed on chain.
+    pub fn unclaimed(&self) -> u64 {
+        self.cumulative().saturating_sub(self.chain.claimed)
+    }
+
+    /// Deposit not covered by vouchers or in-flight requests.
+    pub fn unspent(&self) -> u64 {
+        self.chain.deposited.saturating_sub(self.cumulative()).saturating_sub(self.reserved)
+    }
+
+    /// Admit a request whose worst-case price is `worst_case`: reserves it.
+    pub fn admit(&mut self, worst_case: u64) -> Result<(), AdmissionError> {
+        if self.chain.close_started_at != 0 {
+            return Err(AdmissionError::Closing);
+        }
+        let available = self.unspent();
+        if available < worst_case {
+            return Err(AdmissionError::InsufficientDeposit { available, needed: worst_case });
+        }
+        self.reserved += worst_case;
+        Ok(())
+    }
+
+    /// Release a reservation made by [`Self::admit`] (request finished, paid or not).
+    pub fn release(&mut self, worst_case: u64) {
+        self.reserved = self.reserved.saturating_sub(worst_case);
+    }
+
+    /// Check a voucher paying `invoiced` nanotons; does not change the channel.
+    pub fn check(&self, v: &SignedVoucher, invoiced: u64) -> Result<(), VoucherRejection> {
+        if v.voucher.channel != self.address {
+            return Err(VoucherRejection::WrongChannel {
+                expected: self.address.to_string(),
+                got: v.voucher.channel.to_string(),
+            });
+        }
+        v.verify(&self.params.client_key).map_err(|_| VoucherRejection::BadSignature)?;
+        let last = self.seqno().max(self.chain.last_seqno);
+        if v.voucher.seqno <= last {
+            return Err(VoucherRejection::StaleSeqno { last, got: v.voucher.seqno });
+        }
+        let expected = self.cumulative().saturating_add(invoiced);
+        if v.voucher.cumulative != expected {
+            return Err(VoucherRejection::WrongAmount { expected, got: v.voucher.cumulative });
+        }
+        if v.voucher.cumulative > self.chain.deposited {
+            return Err(VoucherRejection::OverDeposit {
+                cumulative: v.voucher.cumulative,
+                deposited: self.chain.deposited,
+            });
+        }
+        Ok(())
+    }
+
+    /// Record a voucher that passed [`Self::check`] (after it was stored durably).
+    pub fn accept(&mut self, v: SignedVoucher) {
+        self.best = Some(v);
+    }
+}
+
+/// The client's view of one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientChannel {
+    /// Fixed parameters.
+    pub params: ChannelParams,
+    /// The channel's address.
+    pub address: StdAddr,
+    /// Deposited so far (what the client's top-ups credited).
+    pub deposited: u64,
+    /// Cumulative amount of the last voucher signed.
+    pub cumulative: u64,
+    /// Seqno of the last voucher signed.
+    pub seqno: u64,
+}
+
+impl ClientChannel {
+    /// A channel with nothing signed yet.
+    pub fn new(params: ChannelParams, deposited: u64) -> Result<Self, PaymentError> {
+        let address = params.address()?;
+        Ok(Self { params, address, deposited, cumulative: 0, seqno: 0 })
+    }
+
+    /// Deposit not yet promised to the worker.
+    pub fn remaining(&self) -> u64 {
+        self.deposited.saturating_sub(self.cumulative)
+    }
+
+    /// The next voucher, paying exactly `amount` more. The caller records it with
+    /// [`Self::signed`] before sending it.
+    pub fn next_voucher(&self, amount: u64) -> Voucher {
+        Voucher {
+            channel: self.address.clone(),
+            cumulative: self.cumulative.saturating_add(amount),
+            seqno: self.seqno + 1,
+        }
+    }
+
+    /// Record that `v` was signed.
+    pub fn signed(&mut self, v: &Voucher) {
+        self.cumulative = v.cumulative;
+        self.seqno = v.seqno;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use libp2p_identity::ed25519;
+    use tycho_types::cell::HashBytes;
+
+    use super::*;
+
+    fn setup(deposited: u64) -> (ed25519::Keypair, WorkerChannel, ClientChannel) {
+        let key = ed25519::Keypair::generate();
+        let params = ChannelParams {
+            client_key: key.public().to_bytes(),
+            worker_key: [2; 32],
+            client: StdAddr::new(0, HashBytes([3; 32])),
+            worker: StdAddr::new(0, HashBytes([4; 32])),
+            dispute_window: 60,
+            seed: 1,
+        };
+        let state = ChannelState { deposited, dispute_window: 60, ..Default::default() };
+        let worker = WorkerChannel::new(params.clone(), state).unwrap();
+        let client = ClientChannel::new(params, deposited).unwrap();
+        (key, worker, client)
+    }
+
+    #[test]
+    fn exact_invoices_are_accepted_in_sequence() {
+        let (key, mut worker, mut client) = setup(1_000);
+        for amount in [10, 0, 250] {
+            worker.admit(300).unwrap();
+            let v = client.next_voucher(amount);
+            client.signed(&v);
+            let signed = v.sign(&key).unwrap();
+            worker.check(&signed, amount).unwrap();
+            worker.accept(signed);
+            worker.release(300);
+        }
+        assert_eq!(worker.cumulative(), 260);
+        assert_eq!(worker.seqno(), 3);
+        assert_eq!(client.remaining(), 740);
+        assert_eq!(worker.unclaimed(), 260);
+    }
+
+    #[test]
+    fn wrong_vouchers_are_rejected_with_their_reason() {
+        let (key, mut worker, client) = setup(1_000);
+        let first = client.next_voucher(100).sign(&key).unwrap();
+        worker.check(&first, 100).unwrap();
+        worker.accept(first.clone());
+        assert!(matches!(worker.check(&first, 100), Err(VoucherRejection::StaleSeqno { .. })));
+        let short = Voucher { channel: worker.address.clone(), cumulative: 150, seqno: 2 };
+        assert_eq!(
+            worker.check(&short.sign(&key).unwrap(), 100),
+            Err(VoucherRejection::WrongAmount { expected: 200, got: 150 })
+        );
+        let over = Voucher { channel: worker.address.clone(), cumulative: 1_100, seqno: 2 };
+        assert!(matches!(
+            worker.check(&over.sign(&key).unwrap(), 1_000),
+            Err(VoucherRejection::OverDeposit { .. })
+        ));
+        let elsewhere = Voucher { channel: StdAddr::new(0, HashBytes([8; 32])), cumulative: 200, seqno: 2 };
+        assert!(matches!(
+            worker.check(&elsewhere.sign(&key).unwrap(), 100),
+            Err(VoucherRejection::WrongChannel { .. })
+        ));
+        let forged = Voucher { channel: worker.address.clone(), cumulative: 200, seqno: 2 };
+        let forged = forged.sign(&ed25519::Keypair::generate()).unwrap();
+        assert_eq!(worker.check(&forged, 100), Err(VoucherRejection::BadSignature));
+    }
+
+    #[test]
+    fn admission_bounds_exposure_to_the_deposit() {
+        let (_, mut worker, _) = setup(1_000);
+        worker.admit(600).unwrap();
+        assert_eq!(
+            worker.admit(600),
+            Err(AdmissionError::InsufficientDeposit { available: 400, needed: 600 }),
+            "in-flight worst cases count against the deposit"
+        );
+        worker.release(600);
+        worker.admit(600).unwrap();
+        worker.chain.close_started_at = 5;
+        assert_eq!(worker.admit(1), Err(AdmissionError::Closing));
+    }
+}

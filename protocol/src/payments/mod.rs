@@ -1,0 +1,23 @@
+//! Payments: the one-way channel contract's interface (code, cells, messages, addresses), signed
+//! vouchers and close requests, the rules each side applies off chain, and the lazy settlement
+//! policy. Chain access lives in the node (`src/chain/`); everything here is pure.
+
+pub mod amount;
+pub mod channel;
+pub mod ledger;
+pub mod settlement;
+pub mod voucher;
+
+/// Errors building or checking payment cells.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentError {
+    /// A cell could not be built or parsed.
+    #[error("cell: {0}")]
+    Cell(#[from] tycho_types::error::Error),
+    /// The committed contract code does not decode.
+    #[error("contract code: {0}")]
+    Code(String),
+    /// A signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+}
