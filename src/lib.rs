@@ -8,8 +8,10 @@
 //!
 //! - [`cli`]: command line (`node`, `id`, `config dump`, `devnet`).
 //! - [`attestation`]: TDX quote verification (DCAP) feeding the protocol's attestation policy.
+//! - [`chain`]: TON chain backends (embedded `LocalChain`, Toncenter) and the node's wallet.
 //! - [`clock`]: wall-clock time (only the shell reads it).
 //! - [`config`]: TOML configuration with documented defaults and override precedence.
+//! - [`payments`]: channel operations, the worker's voucher book and settlement, client channels.
 //! - [`node`]: wiring of a running node, start-up checks and graceful shutdown.
 //! - [`network`]: the libp2p overlay: swarm event loop, handle, joining, connection manager.
 //! - [`store`]: sled store, identity key, peer book.
@@ -19,6 +21,7 @@
 
 pub mod api;
 pub mod attestation;
+pub mod chain;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -26,5 +29,6 @@ pub mod devnet;
 pub mod inference;
 pub mod network;
 pub mod node;
+pub mod payments;
 pub mod store;
 pub mod telemetry;
