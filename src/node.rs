@@ -24,12 +24,14 @@ use crate::attestation::policy_file::{PolicyFileError, load_policy};
 use crate::attestation::provider::{ConfigfsTsm, SimulatedTee, TeeProvider};
 use crate::attestation::service::{self, AttestationHandle, OwnRecord, ServiceError};
 use crate::attestation::verifier::Verifier;
+use crate::chain::SharedChain;
 use crate::config::{Config, ConfigError, Role, TeeKind};
 use crate::inference::client::InferenceClient;
 use crate::inference::setup::{self, SetupError};
 use crate::inference::worker;
 use crate::network::bootstrap::{self, BootstrapError};
 use crate::network::{self, JoinConfig, NetworkConfig, NetworkError, NetworkHandle, TransportKind};
+use crate::payments;
 use crate::store::{self, Store, StoreError};
 use cocoon_protocol::attestation::record::ModelOffer;
 
@@ -84,6 +86,9 @@ pub enum NodeError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Payments could not be set up (chain backend, wallet, store).
+    #[error("cannot set up payments: {0}")]
+    Payments(String),
     /// The admin endpoint could not bind.
     #[error("cannot listen for the admin endpoint on {addr}: {source}")]
     Admin {
@@ -132,7 +137,19 @@ impl Node {
         transport: TransportKind,
         identity: Option<Keypair>,
     ) -> Result<Self, NodeError> {
+        Self::start_with(config, transport, identity, None).await
+    }
+
+    /// [`Self::start`], with a chain shared between nodes of one process (devnet, tests) used
+    /// when the configuration asks for the `local` chain.
+    pub async fn start_with(
+        config: Config,
+        transport: TransportKind,
+        identity: Option<Keypair>,
+        chain: Option<SharedChain>,
+    ) -> Result<Self, NodeError> {
         config.validate()?;
+        let chain = payments::setup::open_chain(&config, chain).map_err(NodeError::Payments)?;
         let bootstrap = bootstrap::collect(&config.bootstrap.peers, &config.bootstrap.files)?;
         let store = Store::open(&config.node.data_dir)?;
         let keypair = match identity {
@@ -140,6 +157,7 @@ impl Node {
             None => store::load_or_create_identity(&config.node.data_dir)?,
         };
         let peer_id = keypair.public().to_peer_id();
+        let keypair_for_payments = keypair.clone();
         let verifier = Arc::new(Verifier::new(attestation_policy(&config)?, VERIFIER_CACHE));
         // Models are hashed and loaded before the node announces anything, so the record's offers
         // are exactly what this worker can serve.
@@ -211,12 +229,29 @@ impl Node {
         if let Some(identity) = worker_keys {
             let noise = store::load_or_create_noise_key(&config.node.data_dir)?;
             let limits = setup::worker_limits(&config);
+            let paying = match &chain {
+                Some(chain) => {
+                    let p = payments::setup::worker(&config, &store, chain.clone(), &identity, &mut registry)
+                        .map_err(NodeError::Payments)?;
+                    let wallet = payments::setup::wallet(&config).map_err(NodeError::Payments)?;
+                    tasks.push(payments::settle::start(
+                        p.clone(),
+                        wallet,
+                        config.payments.settlement,
+                        Duration::from_secs(config.payments.settle_interval_secs),
+                        shutdown_rx.clone(),
+                    ));
+                    Some(p)
+                }
+                None => None,
+            };
             let task = worker::start(
                 network.clone(),
                 identity,
                 noise.private,
                 served,
                 limits,
+                paying,
                 &mut registry,
                 shutdown_rx.clone(),
             )
@@ -226,12 +261,20 @@ impl Node {
         let mut api_addr = None;
         if let Some(listener) = api_listener {
             api_addr = listener.local_addr().ok();
+            let paying = match &chain {
+                Some(chain) => Some(
+                    payments::setup::client(&config, &store, chain.clone(), &keypair_for_payments)
+                        .map_err(NodeError::Payments)?,
+                ),
+                None => None,
+            };
             let client = InferenceClient::new(
                 network.clone(),
                 attestation.clone(),
                 verifier,
                 setup::client_limits(&config),
                 rand::random(),
+                paying,
                 &mut registry,
             );
             let state = ApiState {

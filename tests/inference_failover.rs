@@ -28,6 +28,7 @@ fn request(model: &str, max_tokens: u32) -> Request {
         max_tokens,
         sampling: Sampling::default(),
         max_price: u64::MAX,
+        channel: None,
     }
 }
 

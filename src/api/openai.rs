@@ -1,8 +1,8 @@
 //! The OpenAI-compatible API of a client node: `POST /v1/chat/completions` and
 //! `POST /v1/completions` (JSON or SSE streaming), `GET /v1/models`. Each request goes to a
 //! verified worker through [`InferenceClient`]; answers carry the usual `usage` plus a `cocoon`
-//! object (worker peer id, model id, engine, signed receipt in hex, amount in nanotons, failovers)
-//! and an `x-cocoon-worker` header. Errors use OpenAI's shape,
+//! object (worker peer id, model id, engine, signed receipt in hex, amount in nanotons, failovers,
+//! payment status) and an `x-cocoon-worker` header. Errors use OpenAI's shape,
 //! `{"error": {"message", "type", "param", "code"}}`.
 //!
 //! A streamed answer starts only once the first chunk arrived, so failures before it (no worker,
@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use super::openai_request::{self, Invalid, Parsed, RequestLimits};
-use crate::inference::client::{Completion, InferenceClient, InferenceError};
+use crate::inference::client::{Completion, InferenceClient, InferenceError, Payment};
 
 /// What the API serves from.
 #[derive(Debug, Clone)]
@@ -93,6 +93,7 @@ impl From<InferenceError> for ApiError {
                 ErrorCode::TooLarge => (S::BAD_REQUEST, "invalid_request_error", "context_length_exceeded"),
                 ErrorCode::PriceTooHigh => (S::BAD_REQUEST, "invalid_request_error", "price_cap_too_low"),
                 ErrorCode::UnknownModel => (S::NOT_FOUND, "invalid_request_error", "model_not_found"),
+                ErrorCode::PaymentRequired => (S::PAYMENT_REQUIRED, "payment_error", "payment_required"),
                 _ => (S::BAD_REQUEST, "invalid_request_error", "invalid_request"),
             },
             InferenceError::WorkerFailed { .. } | InferenceError::BadReceipt { .. } => {
@@ -100,6 +101,7 @@ impl From<InferenceError> for ApiError {
             }
             InferenceError::Timeout(_) => (S::GATEWAY_TIMEOUT, "server_error", "worker_timeout"),
             InferenceError::Cancelled => (S::BAD_REQUEST, "invalid_request_error", "cancelled"),
+            InferenceError::Payment(_) => (S::PAYMENT_REQUIRED, "payment_error", "payment_failed"),
         };
         Self::new(status, kind, code, message)
     }
@@ -241,6 +243,7 @@ async fn run(state: ApiState, parsed: Parsed, kind: Kind) -> Response {
         max_tokens: parsed.max_tokens,
         sampling: parsed.sampling.clone(),
         max_price: parsed.max_price.unwrap_or(state.max_price),
+        channel: None, // set per worker by the client when it pays
     };
     let (tx, mut rx) = mpsc::channel::<String>(32);
     let client = state.client.clone();
@@ -323,7 +326,18 @@ fn cocoon_json(c: &Completion) -> Value {
         "receipt": hex::encode(&c.receipt_bytes),
         "amount_nanotons": c.receipt.amount,
         "failovers": c.failovers,
+        "payment": payment_json(&c.payment),
     })
+}
+
+fn payment_json(p: &Payment) -> Value {
+    match p {
+        Payment::None => json!({"status": "off"}),
+        Payment::Paid { channel, cumulative, seqno } => {
+            json!({"status": "paid", "channel": channel, "cumulative_nanotons": cumulative, "seqno": seqno})
+        }
+        Payment::Failed(reason) => json!({"status": "unpaid", "reason": reason}),
+    }
 }
 
 impl Meta {

@@ -1,11 +1,11 @@
 //! TON chain access behind one trait: [`local::LocalChain`] (an embedded chain executing real
 //! contract code with tycho-executor: the default for devnet, simnet and tests) and
-//! `toncenter::Toncenter` (HTTP API v2 for testnet and mainnet). [`wallet::Wallet`] signs wallet
-//! v5r1 transfers with tonlib-core; `serve` exposes a `LocalChain` over the same HTTP API.
+//! [`toncenter::Toncenter`] (HTTP API v2 for testnet and mainnet). [`wallet::Wallet`] signs wallet
+//! v5r1 transfers with tonlib-core; [`serve`] exposes a `LocalChain` over the same HTTP API.
 
 pub mod local;
-// pub mod serve;
-// pub mod toncenter;
+pub mod serve;
+pub mod toncenter;
 pub mod tx;
 pub mod wallet;
 
@@ -114,7 +114,7 @@ impl GetMethodResult {
 }
 
 /// A TON chain: read accounts, run get-methods, send external messages, list transactions.
-pub trait Chain: Send + Sync + 'static {
+pub trait Chain: std::fmt::Debug + Send + Sync + 'static {
     /// Which backend (for logs and `cocoon channel status`).
     fn name(&self) -> &'static str;
     /// State of `address`.

@@ -6,6 +6,7 @@
 //! flags win over variables, which win over the config file, which wins over defaults.
 
 pub mod attest;
+pub mod chain;
 pub mod model;
 
 use std::net::SocketAddr;
@@ -53,6 +54,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: model::ModelCommand,
+    },
+    /// Run an embedded TON chain behind the Toncenter HTTP API v2 (for devnets and tests).
+    Chain {
+        /// What to do.
+        #[command(subcommand)]
+        command: chain::ChainCommand,
     },
     /// Run a local network on loopback in one process: a bootstrap node with a well-known
     /// development key at 127.0.0.1:<port> (listed in bootstrap/local.txt) and a few peer nodes.
@@ -177,6 +184,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", key.public().to_peer_id());
             Ok(())
         }
+        Command::Chain { command } => runtime()?.block_on(chain::run(command)),
         Command::Config { command: ConfigCommand::Dump(args) } => {
             print!("{}", args.resolve()?.to_toml()?);
             Ok(())

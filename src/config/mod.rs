@@ -14,7 +14,9 @@ use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
 mod inference;
+mod payments;
 pub use inference::{ApiSection, ModelEntry};
+pub use payments::{ChainKind, PaymentsSection};
 
 /// What a node does in the network. A node may take several roles.
 #[derive(
@@ -75,6 +77,8 @@ pub struct Config {
     pub worker: WorkerSection,
     /// The OpenAI-compatible API of client nodes.
     pub api: ApiSection,
+    /// Payment channels and settlement.
+    pub payments: PaymentsSection,
     /// Logging.
     pub log: LogSection,
 }
@@ -415,6 +419,30 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "the worker role needs worker.payout_address (a TON address)".into(),
             ));
+        }
+        if self.payments.chain != ChainKind::Off {
+            let p = &self.payments;
+            if self.has_role(Role::Worker) {
+                crate::chain::parse_address(&self.worker.payout_address).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "worker.payout_address must be a TON address when payments are on: {e}"
+                    ))
+                })?;
+            }
+            if p.settle_interval_secs == 0 || p.confirm_timeout_secs == 0 || p.toncenter_timeout_secs == 0 {
+                return Err(ConfigError::Invalid(
+                    "payments intervals and timeouts must be at least 1 second".into(),
+                ));
+            }
+            if p.settlement.min_claim == 0
+                || p.settlement.topup_below_permille > 1000
+                || p.settlement.near_deposit_permille > 1000
+            {
+                return Err(ConfigError::Invalid(
+                    "payments.settlement: min_claim must be at least 1 and the per-mille shares at most 1000"
+                        .into(),
+                ));
+            }
         }
         if self.worker.record_validity_secs < 60 {
             return Err(ConfigError::Invalid("worker.record_validity_secs must be at least 60".into()));

@@ -7,7 +7,9 @@
 //! that dies) move the request to another worker, at most `attempts` workers in all. After the
 //! first chunk a failure is reported to the caller and never silently resent: the caller has
 //! already seen part of an answer. The final receipt is checked against the request, the text
-//! received and the worker's attested prices before the request counts as done.
+//! received and the worker's attested prices before the request counts as done; then, with
+//! payments on, the client pays it with a voucher on its channel with that worker
+//! (`crate::payments::client`) and waits for the worker's acknowledgement.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +20,7 @@ use cocoon_protocol::attestation::signed::SignedRecord;
 use cocoon_protocol::inference::messages::{
     ClientFrame, ErrorCode, FinishReason, MAX_SERVER_FRAME, PROTOCOL, Prompt, Request, ServerFrame,
 };
-use cocoon_protocol::inference::pricing::amount_due;
+use cocoon_protocol::inference::pricing::{amount_due, worst_case};
 use cocoon_protocol::inference::receipt::{Receipt, sha256};
 use cocoon_protocol::inference::selection::{self, Candidate, Need, Observed};
 use libp2p::{PeerId, StreamProtocol};
@@ -35,6 +37,8 @@ use crate::attestation::service::AttestationHandle;
 use crate::attestation::verifier::Verifier;
 use crate::clock::unix_now;
 use crate::network::NetworkHandle;
+use crate::payments::client::ClientPayments;
+use crate::payments::worker::peer_key;
 
 /// Client limits.
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +106,27 @@ pub enum InferenceError {
     /// The caller went away.
     #[error("the caller cancelled the request")]
     Cancelled,
+    /// The client could not set up payment for this worker (chain down, wallet empty, ...).
+    #[error("{0}")]
+    Payment(String),
+}
+
+/// How a completed request was paid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payment {
+    /// Payments are off on this client.
+    None,
+    /// The worker acknowledged the voucher: the channel's cumulative amount and seqno now.
+    Paid {
+        /// Channel address.
+        channel: String,
+        /// Cumulative amount.
+        cumulative: u64,
+        /// Voucher seqno.
+        seqno: u64,
+    },
+    /// The voucher was not acknowledged (the text was delivered nevertheless).
+    Failed(String),
 }
 
 /// A finished request.
@@ -117,6 +142,8 @@ pub struct Completion {
     pub finish_reason: FinishReason,
     /// Workers that failed before this one.
     pub failovers: u32,
+    /// How it was paid.
+    pub payment: Payment,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -135,6 +162,7 @@ pub struct InferenceClient {
     observed: Arc<Mutex<HashMap<PeerId, Observed>>>,
     rng: Arc<Mutex<StdRng>>,
     metrics: Metrics,
+    payments: Option<Arc<ClientPayments>>,
 }
 
 /// One attempt's failure: whether the next worker may be tried.
@@ -151,6 +179,7 @@ impl InferenceClient {
         verifier: Arc<Verifier>,
         limits: ClientLimits,
         seed: u64,
+        payments: Option<Arc<ClientPayments>>,
         registry: &mut Registry,
     ) -> Self {
         let metrics = Metrics::default();
@@ -169,6 +198,7 @@ impl InferenceClient {
             observed: Arc::default(),
             rng: Arc::new(Mutex::new(StdRng::seed_from_u64(seed))),
             metrics,
+            payments,
         }
     }
 
@@ -220,7 +250,6 @@ impl InferenceClient {
             max_tokens: request.max_tokens,
             max_price: request.max_price,
         };
-        let request_bytes = request.encode();
         let mut tried = Vec::new();
         let mut busy = 0;
         let mut last = None;
@@ -233,7 +262,7 @@ impl InferenceClient {
             };
             let worker = record.record().peer_id;
             tried.push(worker);
-            match self.attempt(&record, &offer, &request, &request_bytes, &deltas).await {
+            match self.attempt(&record, &offer, &request, &deltas).await {
                 Ok(mut completion) => {
                     completion.failovers = (tried.len() - 1) as u32;
                     return Ok(completion);
@@ -340,11 +369,30 @@ impl InferenceClient {
         record: &SignedRecord,
         offer: &ModelOffer,
         request: &Request,
-        request_bytes: &[u8],
         deltas: &mpsc::Sender<String>,
     ) -> Result<Completion, Attempt> {
         let worker = record.record().peer_id;
         let failed = |reason: String| InferenceError::WorkerFailed { worker: worker.to_string(), reason };
+        // The channel is per worker, so the request (and the hash the receipt covers) is too.
+        let mut request = request.clone();
+        if let Some(payments) = &self.payments {
+            // The worker counts prompt tokens exactly; the estimate is doubled to stay above it.
+            let prompt = estimate_tokens(&request.prompt).saturating_mul(2).saturating_add(64);
+            let worst = worst_case(
+                offer.price_prompt_per_1k,
+                offer.price_completion_per_1k,
+                prompt,
+                request.max_tokens,
+            )
+            .min(request.max_price);
+            let guard = payments
+                .channel(&worker, &record.record().payout_address, worst)
+                .await
+                .map_err(|e| Attempt::Fatal(InferenceError::Payment(e.to_string())))?;
+            request.channel = Some(guard.channel.params.clone());
+        }
+        let request = &request;
+        let request_bytes = &request.encode()[..];
         self.observe(worker, |o| o.in_flight += 1);
         let started = Instant::now();
         let result = async {
@@ -432,6 +480,9 @@ impl InferenceClient {
                 ServerFrame::Error { code, message } => {
                     return Err(failed(format!("{code:?} after the first chunk: {message}")));
                 }
+                ServerFrame::Paid { .. } | ServerFrame::Unpaid { .. } => {
+                    return Err(failed("payment frame before the receipt".into()));
+                }
                 ServerFrame::Done { finish_reason, receipt } => {
                     let checked = check_receipt(
                         &receipt,
@@ -445,8 +496,7 @@ impl InferenceClient {
                         worker: worker.to_string(),
                         reason,
                     })?;
-                    // The place of the payment voucher (empty until a channel exists).
-                    let _ = session.send(&ClientFrame::Voucher(Vec::new()).encode()).await;
+                    let payment = self.pay(&mut session, worker, parsed.amount).await;
                     let _ = session.close().await;
                     return Ok(Completion {
                         worker,
@@ -454,6 +504,7 @@ impl InferenceClient {
                         receipt_bytes: receipt,
                         finish_reason,
                         failovers: 0,
+                        payment,
                     });
                 }
             }
@@ -463,6 +514,55 @@ impl InferenceClient {
                 .map_err(|e| failed(e.to_string()))?;
             frame = ServerFrame::decode(&next).map_err(|e| failed(format!("bad frame: {e}")))?;
         }
+    }
+}
+
+impl InferenceClient {
+    /// Pay `amount` to `worker` on the open session: sign the voucher, send it, wait for the
+    /// acknowledgement; once, follow the worker's statement of what it holds.
+    async fn pay(&self, session: &mut Session<libp2p::Stream>, worker: PeerId, amount: u64) -> Payment {
+        let Some(payments) = &self.payments else {
+            let _ = session.send(&ClientFrame::Voucher(Vec::new()).encode()).await;
+            return Payment::None;
+        };
+        let result = async {
+            let key = peer_key(&worker).ok_or("worker id has no ed25519 key")?;
+            let mut guard = payments.relock(key).await.map_err(|e| e.to_string())?;
+            let mut voucher = payments.sign(&mut guard, amount).map_err(|e| e.to_string())?;
+            for _ in 0..2 {
+                session
+                    .send(&ClientFrame::Voucher(voucher.to_bytes()).encode())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let reply = tokio::time::timeout(self.limits.idle, session.recv(MAX_SERVER_FRAME))
+                    .await
+                    .map_err(|_| "no acknowledgement".to_owned())?
+                    .map_err(|e| e.to_string())?;
+                match ServerFrame::decode(&reply).map_err(|e| e.to_string())? {
+                    ServerFrame::Paid { cumulative, seqno } => {
+                        return Ok(Payment::Paid {
+                            channel: guard.channel.address.to_string(),
+                            cumulative,
+                            seqno,
+                        });
+                    }
+                    ServerFrame::Unpaid { cumulative, seqno, message } => {
+                        tracing::warn!(%worker, %message, "voucher refused; resynchronising");
+                        voucher = payments
+                            .resync(&mut guard, amount, cumulative, seqno)
+                            .map_err(|e| e.to_string())?
+                            .ok_or(format!("worker refused the voucher: {message}"))?;
+                    }
+                    other => return Err(format!("unexpected frame after the voucher: {other:?}")),
+                }
+            }
+            Err("worker refused the corrected voucher".to_owned())
+        }
+        .await;
+        result.unwrap_or_else(|e| {
+            tracing::warn!(%worker, error = %e, "request not paid");
+            Payment::Failed(e)
+        })
     }
 }
 

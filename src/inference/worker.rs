@@ -1,8 +1,9 @@
 //! The worker side of `/cocoon/inference/1`: accept streams, complete the Noise handshake with
 //! the attested static key, check the request (model attested here, context, price cap), admit
 //! it into a bounded number of slots per model (`Busy` at once beyond them), stream the engine's
-//! text, and finish with a receipt signed by the node's identity key. The client's closing frame
-//! (the voucher's place) is awaited briefly and counted.
+//! text, and finish with a receipt signed by the node's identity key. With payments on, the
+//! request must name a channel that covers its worst-case price (`crate::payments::worker`), and
+//! the client's voucher is stored durably before the worker answers `Paid`.
 //!
 //! A client that goes away mid-stream cancels the generation: the next chunk cannot be sent, the
 //! engine's receiver is dropped, and the engine stops at its next token. Frames that fail to
@@ -34,6 +35,7 @@ use super::engine::{Engine, EngineEvent, Generation};
 use super::session::{self, Session, SessionError, Writer};
 use crate::clock::unix_now;
 use crate::network::NetworkHandle;
+use crate::payments::worker::{Admission, Settled, WorkerPayments};
 
 /// Time limits of the worker.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +44,7 @@ pub struct WorkerLimits {
     pub handshake: Duration,
     /// Whole generation.
     pub request: Duration,
-    /// Waiting for the client's closing frame after the receipt.
+    /// Waiting for the client's voucher after the receipt.
     pub voucher: Duration,
 }
 
@@ -88,6 +90,8 @@ struct Inner {
     metrics: Metrics,
     /// Streams being handled (handshake included); beyond it new streams are dropped.
     streams: Arc<Semaphore>,
+    /// Payment rules and voucher book; `None` serves without payment.
+    payments: Option<Arc<WorkerPayments>>,
 }
 
 /// Outcome of one stream, for metrics and logs.
@@ -106,6 +110,7 @@ pub fn start(
     noise_private: [u8; 32],
     models: Vec<ServedModel>,
     limits: WorkerLimits,
+    payments: Option<Arc<WorkerPayments>>,
     registry: &mut Registry,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, String> {
@@ -116,7 +121,7 @@ pub fn start(
     r.register("in_flight", "Requests generating now", metrics.in_flight.clone());
     r.register(
         "vouchers",
-        "Closing frames after a receipt (empty: no payment channel)",
+        "Closing frames after a receipt when payments are off (empty: no payment channel)",
         metrics.vouchers.clone(),
     );
     let capacity: usize = models.iter().map(|m| m.offer.max_concurrent as usize).sum();
@@ -135,6 +140,7 @@ pub fn start(
         limits,
         metrics,
         streams: Arc::new(Semaphore::new(4 * capacity + 16)),
+        payments,
     });
     let mut incoming =
         network.streams().accept(StreamProtocol::new(PROTOCOL)).map_err(|e| format!("{PROTOCOL}: {e:?}"))?;
@@ -150,7 +156,7 @@ pub fn start(
             };
             let inner = inner.clone();
             tokio::spawn(async move {
-                let outcome = serve(&inner, stream).await;
+                let outcome = serve(&inner, peer, stream).await;
                 drop(permit);
                 inner.record(peer, outcome).await;
             });
@@ -192,7 +198,7 @@ async fn refuse(out: &mut Out, code: ErrorCode, message: impl Into<String>) -> O
     Outcome::Refused(code)
 }
 
-async fn serve(inner: &Inner, stream: Stream) -> Outcome {
+async fn serve(inner: &Inner, peer: PeerId, stream: Stream) -> Outcome {
     let opened = tokio::time::timeout(inner.limits.handshake, async {
         let mut session = session::respond(stream, &inner.noise_private).await?;
         let request = session.recv(MAX_REQUEST).await;
@@ -229,7 +235,7 @@ async fn serve(inner: &Inner, stream: Stream) -> Outcome {
         )
         .await;
     };
-    let Ok(_slot) = slots.clone().try_acquire_owned() else {
+    let Ok(slot) = slots.clone().try_acquire_owned() else {
         return refuse(&mut session.writer, ErrorCode::Busy, "all slots for this model are taken").await;
     };
     if request.max_tokens == 0 {
@@ -257,19 +263,42 @@ async fn serve(inner: &Inner, stream: Stream) -> Outcome {
         let message = format!("worst-case price {worst} nanotons exceeds max_price {}", request.max_price);
         return refuse(&mut session.writer, ErrorCode::PriceTooHigh, message).await;
     }
+    let admission = match (&inner.payments, &request.channel) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return refuse(
+                &mut session.writer,
+                ErrorCode::PaymentRequired,
+                "this worker is paid through a payment channel; the request named none",
+            )
+            .await;
+        }
+        (Some(payments), Some(params)) => match payments.admit(&peer, params, worst).await {
+            Ok(a) => Some((payments.clone(), a)),
+            Err(message) => return refuse(&mut session.writer, ErrorCode::PaymentRequired, message).await,
+        },
+    };
     inner.metrics.in_flight.inc();
-    let outcome = generate(inner, &mut session, model, &request, &request_bytes, prompt_tokens).await;
+    let paying = admission.as_ref().map(|(p, a)| (p.as_ref(), a));
+    let outcome =
+        generate(inner, &mut session, model, slot, &request, &request_bytes, prompt_tokens, paying).await;
     inner.metrics.in_flight.dec();
+    if let Some((payments, admission)) = &admission {
+        payments.release(admission).await;
+    }
     outcome
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn generate(
     inner: &Inner,
     session: &mut Session<Stream>,
     model: &ServedModel,
+    slot: tokio::sync::OwnedSemaphorePermit,
     request: &Request,
     request_bytes: &[u8],
     prompt_tokens: u32,
+    paying: Option<(&WorkerPayments, &Admission)>,
 ) -> Outcome {
     let mut events = model.engine.generate(Generation {
         prompt: request.prompt.clone(),
@@ -281,8 +310,7 @@ async fn generate(
     // The client sends nothing more until the receipt: the end of its stream before then means
     // it went away, and anything else is a protocol violation. After the receipt, the same read
     // yields the closing frame (the voucher's place).
-    let watch = session.reader.recv(MAX_CLIENT_FRAME);
-    tokio::pin!(watch);
+    let mut watch = Box::pin(session.reader.recv(MAX_CLIENT_FRAME));
     let deadline = tokio::time::sleep(inner.limits.request);
     tokio::pin!(deadline);
     let mut response = Sha256::new();
@@ -308,6 +336,17 @@ async fn generate(
                 inner.metrics.tokens.inc();
             }
             Some(EngineEvent::Done { usage, finish_reason }) => {
+                // With payments on, the voucher exchange does not need the engine: the slot is
+                // free before the client hears of the receipt, so its next request never finds
+                // its own slot still taken. Without payments the slot is held until the
+                // closing frame, as before.
+                let slot = match paying {
+                    Some(_) => {
+                        drop(slot);
+                        None
+                    }
+                    None => Some(slot),
+                };
                 let offer = &model.offer;
                 let receipt = Receipt {
                     worker: inner.identity.public().to_peer_id(),
@@ -331,9 +370,17 @@ async fn generate(
                 if out.send(&ServerFrame::Done { finish_reason, receipt }.encode()).await.is_err() {
                     return Outcome::Failed("client left before the receipt".into());
                 }
+                let amount = amount_due(offer.price_prompt_per_1k, offer.price_completion_per_1k, usage);
                 let closing = tokio::time::timeout(inner.limits.voucher, &mut watch).await;
-                let _ = out.close().await;
-                return voucher(inner, closing);
+                drop(watch);
+                let Some((payments, admission)) = paying else {
+                    let _ = session.writer.close().await;
+                    drop(slot);
+                    return voucher(inner, closing);
+                };
+                let outcome = collect(inner, session, payments, admission, amount, closing).await;
+                let _ = session.writer.close().await;
+                return outcome;
             }
             Some(EngineEvent::Failed(e)) => return refuse(out, ErrorCode::Engine, e).await,
             None => return refuse(out, ErrorCode::Engine, "the engine stopped without finishing").await,
@@ -341,11 +388,54 @@ async fn generate(
     }
 }
 
-/// Count the client's closing frame: where its payment voucher goes.
-fn voucher(
+type Closing = Result<Result<Vec<u8>, SessionError>, tokio::time::error::Elapsed>;
+
+/// Take the client's voucher for `amount`: acknowledge it once stored, or say what the worker
+/// holds and allow one corrected voucher; without a valid one the client owes the amount.
+async fn collect(
     inner: &Inner,
-    closing: Result<Result<Vec<u8>, SessionError>, tokio::time::error::Elapsed>,
+    session: &mut Session<Stream>,
+    payments: &WorkerPayments,
+    admission: &Admission,
+    amount: u64,
+    mut closing: Closing,
 ) -> Outcome {
+    for _ in 0..2 {
+        let voucher = match closing {
+            Ok(Ok(bytes)) => match ClientFrame::decode(&bytes) {
+                Ok(ClientFrame::Voucher(v)) => v,
+                Err(e) => {
+                    payments.unpaid(admission, amount).await;
+                    return Outcome::Malformed(format!("voucher frame: {e}"));
+                }
+            },
+            Ok(Err(e @ (SessionError::Noise(_) | SessionError::FrameTooLarge { .. }))) => {
+                payments.unpaid(admission, amount).await;
+                return Outcome::Malformed(e.to_string());
+            }
+            Ok(Err(_)) | Err(_) => break,
+        };
+        let frame = match payments.settle(admission, &voucher, amount).await {
+            Settled::Paid { cumulative, seqno } => {
+                let _ = session.writer.send(&ServerFrame::Paid { cumulative, seqno }.encode()).await;
+                return Outcome::Completed;
+            }
+            Settled::Refused { cumulative, seqno, reason } => {
+                tracing::info!(channel = %admission.channel, %reason, "voucher refused");
+                ServerFrame::Unpaid { cumulative, seqno, message: reason }
+            }
+        };
+        if session.writer.send(&frame.encode()).await.is_err() {
+            break;
+        }
+        closing = tokio::time::timeout(inner.limits.voucher, session.reader.recv(MAX_CLIENT_FRAME)).await;
+    }
+    payments.unpaid(admission, amount).await;
+    Outcome::Completed
+}
+
+/// Count the client's closing frame when payments are off.
+fn voucher(inner: &Inner, closing: Closing) -> Outcome {
     let kind = match closing {
         Ok(Ok(bytes)) => match ClientFrame::decode(&bytes) {
             Ok(ClientFrame::Voucher(v)) if v.is_empty() => "empty",

@@ -94,6 +94,20 @@ pub fn load_or_create_noise_key(data_dir: &Path) -> Result<NoiseKey, StoreError>
     })
 }
 
+/// File holding the ed25519 seed of the node's TON wallet (v5r1).
+pub const WALLET_KEY_FILE: &str = "wallet.key";
+
+/// The seed of the node's TON wallet, created on first use. Whoever holds this file holds the
+/// wallet's funds.
+pub fn load_or_create_wallet_seed(data_dir: &Path) -> Result<[u8; 32], StoreError> {
+    let bytes =
+        load_or_create(data_dir, WALLET_KEY_FILE, || Ok(ed25519::SecretKey::generate().as_ref().to_vec()))?;
+    bytes.as_slice().try_into().map_err(|_| StoreError::BadIdentity {
+        path: data_dir.join(WALLET_KEY_FILE),
+        message: "expected a 32-byte seed".into(),
+    })
+}
+
 /// The SIMULATED TEE's signing key, created on first use (development only).
 pub fn load_or_create_simulator_key(data_dir: &Path) -> Result<ed25519::Keypair, StoreError> {
     let mut bytes = load_or_create(data_dir, SIMULATOR_KEY_FILE, || {

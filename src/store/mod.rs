@@ -1,7 +1,8 @@
 //! The node's durable state: one sled database per node in `<data-dir>/db`, plus key files
-//! (`identity.key`, `noise.key`, `simulator.key`; owner-only permissions, see `keys.rs`).
+//! (`identity.key`, `noise.key`, `simulator.key`, `wallet.key`; owner-only permissions, see `keys.rs`).
 //! Trees: `peers/v1` (peer book), `attestations/v1` (verified records), `collateral/v1` (TDX
-//! collateral from a PCCS), `models/v1` (model file hashes).
+//! collateral from a PCCS), `models/v1` (model file hashes), and the payment trees (`pay-*`, see
+//! `payments.rs`).
 //!
 //! sled is opened with its background flush timer off: the node decides when data is durable. It
 //! flushes the peer book periodically and on shutdown, and anything that represents money is
@@ -12,6 +13,7 @@ mod collateral;
 mod identity;
 mod keys;
 mod models;
+mod payments;
 mod peer_book;
 mod records;
 
@@ -19,8 +21,12 @@ use std::path::{Path, PathBuf};
 
 pub use collateral::{COLLATERAL_TREE, CollateralCache};
 pub use identity::load_or_create_identity;
-pub use keys::{NOISE_PARAMS, NoiseKey, load_or_create_noise_key, load_or_create_simulator_key};
+pub use keys::{
+    NOISE_PARAMS, NoiseKey, WALLET_KEY_FILE, load_or_create_noise_key, load_or_create_simulator_key,
+    load_or_create_wallet_seed,
+};
 pub use models::{MODELS_TREE, ModelHashes};
+pub use payments::{ClaimEntry, PaymentBook, StoredChannel};
 pub use peer_book::{KnownPeer, PeerBook};
 pub use records::{ATTESTATIONS_TREE, RecordCache};
 
@@ -110,6 +116,11 @@ impl Store {
     /// TDX collateral fetched from a PCCS.
     pub fn collateral_cache(&self) -> Result<CollateralCache, StoreError> {
         Ok(CollateralCache::new(self.db.open_tree(COLLATERAL_TREE)?))
+    }
+
+    /// Payment channels, vouchers, debts and the settlement journal.
+    pub fn payments(&self) -> Result<PaymentBook, StoreError> {
+        PaymentBook::new(self.db.clone())
     }
 
     /// Write everything to disk; returns once it is durable.

@@ -6,6 +6,7 @@ pub mod chain;
 pub mod dcap_samples;
 pub mod inference;
 pub mod inproc;
+pub mod payments;
 pub mod tiny_gguf;
 
 use std::collections::HashSet;

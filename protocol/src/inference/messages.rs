@@ -1,9 +1,11 @@
 //! The messages of `/cocoon/inference/1`, exchanged inside the Noise session (see
 //! `docs/protocol.md`). Each is one application frame; the client sends a [`Request`], the worker
 //! answers with [`ServerFrame`]s (chunks, then `Done` with the signed receipt, or an `Error`), and
-//! the client closes with a [`ClientFrame`] (the place of its payment voucher).
+//! the client pays with a [`ClientFrame::Voucher`], which the worker acknowledges with
+//! [`ServerFrame::Paid`] once it is stored durably (or answers with [`ServerFrame::Unpaid`]).
 
 use crate::codec::{CodecError, Reader, Writer};
+use crate::payments::channel::ChannelParams;
 
 /// Libp2p stream protocol.
 pub const PROTOCOL: &str = "/cocoon/inference/1";
@@ -82,6 +84,9 @@ pub struct Request {
     pub sampling: Sampling,
     /// Most the client will pay for this request, nanotons.
     pub max_price: u64,
+    /// The payment channel the client will pay on (`None`: the client offers no payment, which
+    /// only a worker with payments off accepts).
+    pub channel: Option<ChannelParams>,
 }
 
 /// Why a request ended without completion.
@@ -103,6 +108,9 @@ pub enum ErrorCode {
     Timeout = 7,
     /// The worker is shutting down.
     ShuttingDown = 8,
+    /// No usable payment channel: none offered, not deployed, too little unspent deposit, closing,
+    /// or the client left an earlier request unpaid.
+    PaymentRequired = 9,
 }
 
 impl ErrorCode {
@@ -116,6 +124,7 @@ impl ErrorCode {
             6 => Self::Engine,
             7 => Self::Timeout,
             8 => Self::ShuttingDown,
+            9 => Self::PaymentRequired,
             other => return Err(CodecError::Unknown { field: "error code", value: other.into() }),
         })
     }
@@ -155,13 +164,31 @@ pub enum ServerFrame {
         /// Human-readable detail.
         message: String,
     },
+    /// The voucher is stored durably: the request is paid.
+    Paid {
+        /// The channel's cumulative amount now.
+        cumulative: u64,
+        /// The voucher's seqno.
+        seqno: u64,
+    },
+    /// The voucher was refused. The worker states what it holds, so a client whose voucher got
+    /// lost (worker crashed before storing it) can sign the amount the worker expects; the
+    /// worker waits for one corrected voucher, then counts the request as unpaid.
+    Unpaid {
+        /// Cumulative amount of the best voucher the worker holds.
+        cumulative: u64,
+        /// Its seqno.
+        seqno: u64,
+        /// Why.
+        message: String,
+    },
 }
 
 /// Client → worker, after the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientFrame {
-    /// The client's payment for the receipt just received (opaque here; empty when the client
-    /// has no payment channel with this worker).
+    /// The client's payment for the receipt just received: an encoded
+    /// [`crate::payments::voucher::SignedVoucher`] (empty when the request named no channel).
     Voucher(Vec<u8>),
 }
 
@@ -223,6 +250,15 @@ impl Request {
             w.str(s);
         }
         w.u64(self.max_price);
+        match &self.channel {
+            Some(params) => {
+                w.u8(1);
+                params.encode(&mut w);
+            }
+            None => {
+                w.u8(0);
+            }
+        }
         w.finish()
     }
 
@@ -273,6 +309,11 @@ impl Request {
             stop.push(r.str("stop", MAX_STOP_LEN)?.to_owned());
         }
         let max_price = r.u64("max price")?;
+        let channel = match r.u8("channel")? {
+            0 => None,
+            1 => Some(ChannelParams::decode(&mut r)?),
+            other => return Err(CodecError::Unknown { field: "channel", value: other.into() }),
+        };
         r.finish()?;
         Ok(Self {
             request_id,
@@ -281,6 +322,7 @@ impl Request {
             max_tokens,
             sampling: Sampling { temperature, top_p, top_k, stop },
             max_price,
+            channel,
         })
     }
 }
@@ -293,6 +335,8 @@ impl ServerFrame {
             Self::Chunk(text) => w.u8(1).str(text),
             Self::Done { finish_reason, receipt } => w.u8(2).u8(*finish_reason as u8).bytes(receipt),
             Self::Error { code, message } => w.u8(3).u8(*code as u8).str(message),
+            Self::Paid { cumulative, seqno } => w.u8(4).u64(*cumulative).u64(*seqno),
+            Self::Unpaid { cumulative, seqno, message } => w.u8(5).u64(*cumulative).u64(*seqno).str(message),
         };
         w.finish()
     }
@@ -314,6 +358,12 @@ impl ServerFrame {
                 let code = ErrorCode::from_u8(r.u8("error code")?)?;
                 Self::Error { code, message: r.str("message", MAX_SERVER_FRAME)?.to_owned() }
             }
+            4 => Self::Paid { cumulative: r.u64("cumulative")?, seqno: r.u64("seqno")? },
+            5 => Self::Unpaid {
+                cumulative: r.u64("cumulative")?,
+                seqno: r.u64("seqno")?,
+                message: r.str("message", MAX_SERVER_FRAME)?.to_owned(),
+            },
             other => return Err(CodecError::Unknown { field: "frame kind", value: other.into() }),
         };
         r.finish()?;
@@ -363,6 +413,14 @@ mod tests {
                 stop: vec!["\n".into()],
             },
             max_price: 1_000_000,
+            channel: Some(crate::payments::channel::ChannelParams {
+                client_key: [1; 32],
+                worker_key: [2; 32],
+                client: tycho_types::models::StdAddr::new(0, tycho_types::cell::HashBytes([3; 32])),
+                worker: tycho_types::models::StdAddr::new(0, tycho_types::cell::HashBytes([4; 32])),
+                dispute_window: 3600,
+                seed: 5,
+            }),
         }
     }
 
@@ -370,12 +428,15 @@ mod tests {
     fn frames_round_trip() {
         let r = request();
         assert_eq!(Request::decode(&r.encode()).unwrap(), r);
-        let text = Request { prompt: Prompt::Text("once".into()), ..r };
+        let text = Request { prompt: Prompt::Text("once".into()), channel: None, ..r };
         assert_eq!(Request::decode(&text.encode()).unwrap(), text);
         for f in [
             ServerFrame::Chunk("tok".into()),
             ServerFrame::Done { finish_reason: FinishReason::Length, receipt: vec![1, 2, 3] },
             ServerFrame::Error { code: ErrorCode::Busy, message: "full".into() },
+            ServerFrame::Error { code: ErrorCode::PaymentRequired, message: "deposit".into() },
+            ServerFrame::Paid { cumulative: 5, seqno: 2 },
+            ServerFrame::Unpaid { cumulative: 4, seqno: 1, message: "wrong amount".into() },
         ] {
             assert_eq!(ServerFrame::decode(&f.encode()).unwrap(), f);
         }

@@ -1,0 +1,63 @@
+//! `[payments]`: which TON chain pays workers, how clients fund channels and when workers settle.
+
+use cocoon_protocol::payments::settlement::SettlementPolicy;
+use serde::{Deserialize, Serialize};
+
+/// Where channels live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainKind {
+    /// No payments: a worker serves for free, a client offers no payment (workers that require
+    /// payment refuse it).
+    Off,
+    /// The embedded `LocalChain`, kept in `<data-dir>/chain.json` (development: `cocoon devnet`
+    /// shares one between its nodes).
+    Local,
+    /// TON Center HTTP API v2 (testnet or mainnet), `toncenter_url`.
+    Toncenter,
+}
+
+/// `[payments]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentsSection {
+    /// Chain backend: `off`, `local` or `toncenter`. Default `off`.
+    pub chain: ChainKind,
+    /// TON Center API v2 base URL. Default `https://toncenter.com/api/v2` (mainnet; testnet is
+    /// `https://testnet.toncenter.com/api/v2`).
+    pub toncenter_url: String,
+    /// TON Center API key (sent as `X-API-Key`); empty for none. Default empty.
+    pub toncenter_api_key: String,
+    /// Seconds per TON Center request. Default 10.
+    pub toncenter_timeout_secs: u64,
+    /// Client: deposit of a new channel and the level top-ups restore, nanotons. Default
+    /// 2000000000 (2 TON); raised to the request's price cap when that is higher.
+    pub deposit_nanotons: u64,
+    /// Client: dispute window of new channels, seconds. Default 86400 (one day).
+    pub dispute_window_secs: u32,
+    /// Client: seconds to wait for a deploy or top-up to show on chain. Default 120.
+    pub confirm_timeout_secs: u64,
+    /// Worker: shortest dispute window accepted, seconds. Default 3600.
+    pub min_dispute_window_secs: u32,
+    /// Worker: seconds between settlement passes. Default 60.
+    pub settle_interval_secs: u64,
+    /// When to claim and top up (`[payments.settlement]`).
+    pub settlement: SettlementPolicy,
+}
+
+impl Default for PaymentsSection {
+    fn default() -> Self {
+        Self {
+            chain: ChainKind::Off,
+            toncenter_url: "https://toncenter.com/api/v2".into(),
+            toncenter_api_key: String::new(),
+            toncenter_timeout_secs: 10,
+            deposit_nanotons: 2_000_000_000,
+            dispute_window_secs: 86_400,
+            confirm_timeout_secs: 120,
+            min_dispute_window_secs: 3_600,
+            settle_interval_secs: 60,
+            settlement: SettlementPolicy::default(),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Wiring payments into a node from its configuration: the chain backend, the wallet, and the
+//! worker's or client's payment state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use prometheus_client::registry::Registry;
+
+use super::client::{ClientPayments, ClientTerms};
+use super::worker::{PaymentMetrics, WorkerPayments, WorkerTerms};
+use crate::chain::local::{Clock, LocalChain};
+use crate::chain::toncenter::Toncenter;
+use crate::chain::wallet::Wallet;
+use crate::chain::{SharedChain, parse_address};
+use crate::config::{ChainKind, Config};
+use crate::store::{self, Store};
+
+/// The chain file of a node running `chain = "local"` on its own.
+pub const LOCAL_CHAIN_FILE: &str = "chain.json";
+
+/// The chain backend `config` asks for (`injected` wins for `local`: devnet and tests share one).
+pub fn open_chain(config: &Config, injected: Option<SharedChain>) -> Result<Option<SharedChain>, String> {
+    let p = &config.payments;
+    Ok(match p.chain {
+        ChainKind::Off => None,
+        ChainKind::Local => match injected {
+            Some(chain) => Some(chain),
+            None => {
+                let path = config.node.data_dir.join(LOCAL_CHAIN_FILE);
+                let chain = LocalChain::open(&path, Clock::Wall { offset: 0 }).map_err(|e| e.to_string())?;
+                Some(Arc::new(chain))
+            }
+        },
+        ChainKind::Toncenter => {
+            let key = (!p.toncenter_api_key.is_empty()).then(|| p.toncenter_api_key.clone());
+            let chain = Toncenter::new(&p.toncenter_url, key, Duration::from_secs(p.toncenter_timeout_secs))
+                .map_err(|e| e.to_string())?;
+            Some(Arc::new(chain))
+        }
+    })
+}
+
+/// The node's wallet (its seed in `<data-dir>/wallet.key`).
+pub fn wallet(config: &Config) -> Result<Wallet, String> {
+    let seed = store::load_or_create_wallet_seed(&config.node.data_dir).map_err(|e| e.to_string())?;
+    Wallet::from_seed(&seed).map_err(|e| e.to_string())
+}
+
+fn ed25519(identity: &Keypair) -> Result<libp2p::identity::ed25519::Keypair, String> {
+    identity.clone().try_into_ed25519().map_err(|_| "payments need an ed25519 identity key".to_owned())
+}
+
+/// A worker's payment state.
+pub fn worker(
+    config: &Config,
+    store: &Store,
+    chain: SharedChain,
+    identity: &Keypair,
+    registry: &mut Registry,
+) -> Result<Arc<WorkerPayments>, String> {
+    let terms = WorkerTerms {
+        worker_key: ed25519(identity)?.public().to_bytes(),
+        payout: parse_address(&config.worker.payout_address).map_err(|e| e.to_string())?,
+        min_dispute_window: config.payments.min_dispute_window_secs,
+    };
+    let metrics = PaymentMetrics::default();
+    metrics.register(registry);
+    let book = store.payments().map_err(|e| e.to_string())?;
+    Ok(Arc::new(WorkerPayments::new(book, chain, terms, metrics).map_err(|e| e.to_string())?))
+}
+
+/// A client's payment state.
+pub fn client(
+    config: &Config,
+    store: &Store,
+    chain: SharedChain,
+    identity: &Keypair,
+) -> Result<Arc<ClientPayments>, String> {
+    let p = &config.payments;
+    let terms = ClientTerms {
+        deposit: p.deposit_nanotons,
+        dispute_window: p.dispute_window_secs,
+        confirm_timeout: Duration::from_secs(p.confirm_timeout_secs),
+    };
+    let book = store.payments().map_err(|e| e.to_string())?;
+    Ok(Arc::new(ClientPayments::new(book, chain, wallet(config)?, ed25519(identity)?, terms, p.settlement)))
+}

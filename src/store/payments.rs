@@ -1,0 +1,304 @@
+//! Durable payment state. A worker keeps every channel it was paid on (`pay-channels/v1`: address →
+//! parameters, last known on-chain state, best voucher, when it last got one), every voucher it
+//! acknowledged (`pay-vouchers/v1`: address ‖ seqno → signed voucher), unpaid requests per client
+//! key (`pay-debts/v1`) and its settlement journal (`pay-journal/v1`: address → the claim in
+//! progress). A client keeps its channel per worker (`pay-client/v1`: worker key → parameters,
+//! deposit, last signed voucher). Vouchers are written in one transaction with their channel and
+//! flushed before anything is acknowledged.
+
+use cocoon_protocol::codec::{CodecError, Reader, Writer};
+use cocoon_protocol::payments::channel::{ChannelParams, ChannelState, write_addr};
+use cocoon_protocol::payments::ledger::{ClientChannel, WorkerChannel};
+use cocoon_protocol::payments::voucher::SignedVoucher;
+use sled::Transactional;
+use tycho_types::models::StdAddr;
+
+use super::StoreError;
+
+/// Tree names.
+pub const CHANNELS_TREE: &str = "pay-channels/v1";
+/// Acknowledged vouchers.
+pub const VOUCHERS_TREE: &str = "pay-vouchers/v1";
+/// Unpaid requests.
+pub const DEBTS_TREE: &str = "pay-debts/v1";
+/// Settlement journal.
+pub const JOURNAL_TREE: &str = "pay-journal/v1";
+/// Client-side channels.
+pub const CLIENT_TREE: &str = "pay-client/v1";
+
+/// A worker's channel as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChannel {
+    /// The channel's rules and state.
+    pub channel: WorkerChannel,
+    /// When the last voucher arrived (unix seconds).
+    pub last_voucher_at: u64,
+}
+
+/// A claim the worker decided to make and may not have seen land yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimEntry {
+    /// Cumulative amount of the voucher claimed with.
+    pub cumulative: u64,
+    /// Its seqno.
+    pub seqno: u64,
+    /// The wallet seqno the claim was sent with (0 before it was sent).
+    pub wallet_seqno: u32,
+    /// When it was sent (unix seconds; 0 before).
+    pub sent_at: u64,
+}
+
+fn key(addr: &StdAddr) -> Vec<u8> {
+    let mut w = Writer::new();
+    write_addr(&mut w, addr);
+    w.finish()
+}
+
+fn codec(e: CodecError) -> StoreError {
+    StoreError::Encode(e.to_string())
+}
+
+fn encode_channel(c: &StoredChannel) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(1);
+    c.channel.params.encode(&mut w);
+    let s = &c.channel.chain;
+    w.u64(s.deposited).u64(s.claimed).u64(s.last_seqno).u32(s.close_started_at).u32(s.dispute_window);
+    match &c.channel.best {
+        Some(v) => {
+            w.u8(1);
+            v.encode(&mut w);
+        }
+        None => {
+            w.u8(0);
+        }
+    }
+    w.u64(c.last_voucher_at);
+    w.finish()
+}
+
+fn decode_channel(bytes: &[u8]) -> Result<StoredChannel, StoreError> {
+    let mut r = Reader::new(bytes);
+    if r.u8("version").map_err(codec)? != 1 {
+        return Err(StoreError::Encode("unknown channel record version".into()));
+    }
+    let params = ChannelParams::decode(&mut r).map_err(codec)?;
+    let chain = ChannelState {
+        deposited: r.u64("deposited").map_err(codec)?,
+        claimed: r.u64("claimed").map_err(codec)?,
+        last_seqno: r.u64("last seqno").map_err(codec)?,
+        close_started_at: r.u32("close started").map_err(codec)?,
+        dispute_window: r.u32("window").map_err(codec)?,
+    };
+    let best = match r.u8("best").map_err(codec)? {
+        0 => None,
+        _ => Some(SignedVoucher::decode(&mut r).map_err(codec)?),
+    };
+    let last_voucher_at = r.u64("last voucher at").map_err(codec)?;
+    r.finish().map_err(codec)?;
+    let mut channel = WorkerChannel::new(params, chain).map_err(|e| StoreError::Encode(e.to_string()))?;
+    channel.best = best;
+    Ok(StoredChannel { channel, last_voucher_at })
+}
+
+/// Payment trees of one node.
+#[derive(Debug, Clone)]
+pub struct PaymentBook {
+    db: sled::Db,
+    channels: sled::Tree,
+    vouchers: sled::Tree,
+    debts: sled::Tree,
+    journal: sled::Tree,
+    client: sled::Tree,
+}
+
+impl PaymentBook {
+    pub(super) fn new(db: sled::Db) -> Result<Self, StoreError> {
+        Ok(Self {
+            channels: db.open_tree(CHANNELS_TREE)?,
+            vouchers: db.open_tree(VOUCHERS_TREE)?,
+            debts: db.open_tree(DEBTS_TREE)?,
+            journal: db.open_tree(JOURNAL_TREE)?,
+            client: db.open_tree(CLIENT_TREE)?,
+            db,
+        })
+    }
+
+    /// Make everything written so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A worker's channel.
+    pub fn channel(&self, addr: &StdAddr) -> Result<Option<StoredChannel>, StoreError> {
+        self.channels.get(key(addr))?.map(|v| decode_channel(&v)).transpose()
+    }
+
+    /// Every channel the worker knows.
+    pub fn channels(&self) -> Result<Vec<StoredChannel>, StoreError> {
+        self.channels.iter().values().map(|v| decode_channel(&v?)).collect()
+    }
+
+    /// Record a channel (its on-chain state changed); not flushed (nothing is acknowledged).
+    pub fn put_channel(&self, c: &StoredChannel) -> Result<(), StoreError> {
+        self.channels.insert(key(&c.channel.address), encode_channel(c))?;
+        Ok(())
+    }
+
+    /// Store an accepted voucher with its channel in one transaction and flush: once this
+    /// returns, the voucher survives a crash.
+    pub fn accept_voucher(&self, c: &StoredChannel, v: &SignedVoucher) -> Result<(), StoreError> {
+        let mut vkey = key(&v.voucher.channel);
+        vkey.extend_from_slice(&v.voucher.seqno.to_be_bytes());
+        let ckey = key(&c.channel.address);
+        let (record, bytes) = (encode_channel(c), v.to_bytes());
+        (&self.channels, &self.vouchers)
+            .transaction(|(channels, vouchers)| {
+                vouchers.insert(vkey.as_slice(), bytes.as_slice())?;
+                channels.insert(ckey.as_slice(), record.as_slice())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| StoreError::Encode(format!("voucher transaction: {e:?}")))?;
+        self.flush()
+    }
+
+    /// Every voucher acknowledged on `addr`, by seqno.
+    pub fn vouchers(&self, addr: &StdAddr) -> Result<Vec<SignedVoucher>, StoreError> {
+        self.vouchers
+            .scan_prefix(key(addr))
+            .values()
+            .map(|v| SignedVoucher::from_bytes(&v?).map_err(codec))
+            .collect()
+    }
+
+    /// Record that the client with `client_key` left `amount` unpaid (flushed).
+    pub fn add_debt(&self, client_key: &[u8; 32], amount: u64) -> Result<(), StoreError> {
+        let owed = self.debt(client_key)?.saturating_add(amount.max(1));
+        self.debts.insert(client_key, &owed.to_be_bytes())?;
+        self.flush()
+    }
+
+    /// What the client owes (0 if nothing).
+    pub fn debt(&self, client_key: &[u8; 32]) -> Result<u64, StoreError> {
+        Ok(self.debts.get(client_key)?.and_then(|v| v.as_ref().try_into().ok()).map_or(0, u64::from_be_bytes))
+    }
+
+    /// Forgive a client's debt (operator action).
+    pub fn clear_debt(&self, client_key: &[u8; 32]) -> Result<(), StoreError> {
+        self.debts.remove(client_key)?;
+        self.flush()
+    }
+
+    /// The claim in progress on `addr`.
+    pub fn claim(&self, addr: &StdAddr) -> Result<Option<ClaimEntry>, StoreError> {
+        let Some(v) = self.journal.get(key(addr))? else { return Ok(None) };
+        let mut r = Reader::new(&v);
+        let entry = ClaimEntry {
+            cumulative: r.u64("cumulative").map_err(codec)?,
+            seqno: r.u64("seqno").map_err(codec)?,
+            wallet_seqno: r.u32("wallet seqno").map_err(codec)?,
+            sent_at: r.u64("sent at").map_err(codec)?,
+        };
+        r.finish().map_err(codec)?;
+        Ok(Some(entry))
+    }
+
+    /// Record a claim decision or its sending (flushed before the chain is touched).
+    pub fn put_claim(&self, addr: &StdAddr, e: &ClaimEntry) -> Result<(), StoreError> {
+        let mut w = Writer::new();
+        w.u64(e.cumulative).u64(e.seqno).u32(e.wallet_seqno).u64(e.sent_at);
+        self.journal.insert(key(addr), w.finish())?;
+        self.flush()
+    }
+
+    /// The claim landed (or is moot): forget it.
+    pub fn finish_claim(&self, addr: &StdAddr) -> Result<(), StoreError> {
+        self.journal.remove(key(addr))?;
+        self.flush()
+    }
+
+    /// The client's channel with the worker whose key is `worker_key`.
+    pub fn client_channel(&self, worker_key: &[u8; 32]) -> Result<Option<ClientChannel>, StoreError> {
+        let Some(v) = self.client.get(worker_key)? else { return Ok(None) };
+        let mut r = Reader::new(&v);
+        let params = ChannelParams::decode(&mut r).map_err(codec)?;
+        let mut c = ClientChannel::new(params, 0).map_err(|e| StoreError::Encode(e.to_string()))?;
+        c.deposited = r.u64("deposited").map_err(codec)?;
+        c.cumulative = r.u64("cumulative").map_err(codec)?;
+        c.seqno = r.u64("seqno").map_err(codec)?;
+        r.finish().map_err(codec)?;
+        Ok(Some(c))
+    }
+
+    /// Every client-side channel.
+    pub fn client_channels(&self) -> Result<Vec<ClientChannel>, StoreError> {
+        let mut out = Vec::new();
+        for k in self.client.iter().keys() {
+            let k = k?;
+            let Ok(worker_key) = <[u8; 32]>::try_from(k.as_ref()) else { continue };
+            out.extend(self.client_channel(&worker_key)?);
+        }
+        Ok(out)
+    }
+
+    /// Record the client's channel (flushed: a signed voucher must never be forgotten).
+    pub fn put_client_channel(&self, c: &ClientChannel) -> Result<(), StoreError> {
+        let mut w = Writer::new();
+        c.params.encode(&mut w);
+        w.u64(c.deposited).u64(c.cumulative).u64(c.seqno);
+        self.client.insert(c.params.worker_key, w.finish())?;
+        self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cocoon_protocol::payments::voucher::Voucher;
+    use libp2p::identity::ed25519;
+    use tycho_types::cell::HashBytes;
+
+    use super::*;
+    use crate::store::Store;
+
+    #[test]
+    fn vouchers_channels_debts_and_claims_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ed25519::Keypair::generate();
+        let params = ChannelParams {
+            client_key: key.public().to_bytes(),
+            worker_key: [2; 32],
+            client: StdAddr::new(0, HashBytes([3; 32])),
+            worker: StdAddr::new(0, HashBytes([4; 32])),
+            dispute_window: 60,
+            seed: 9,
+        };
+        let state = ChannelState { deposited: 1_000, dispute_window: 60, ..Default::default() };
+        let mut channel = WorkerChannel::new(params.clone(), state).unwrap();
+        let v = Voucher { channel: channel.address.clone(), cumulative: 40, seqno: 1 }.sign(&key).unwrap();
+        channel.accept(v.clone());
+        let stored = StoredChannel { channel, last_voucher_at: 77 };
+        {
+            let book = Store::open(dir.path()).unwrap().payments().unwrap();
+            book.accept_voucher(&stored, &v).unwrap();
+            book.add_debt(&[5; 32], 12).unwrap();
+            book.put_claim(
+                &stored.channel.address,
+                &ClaimEntry { cumulative: 40, seqno: 1, wallet_seqno: 3, sent_at: 5 },
+            )
+            .unwrap();
+            let mut client = ClientChannel::new(params.clone(), 1_000).unwrap();
+            client.signed(&Voucher { channel: client.address.clone(), cumulative: 40, seqno: 1 });
+            book.put_client_channel(&client).unwrap();
+        }
+        let book = Store::open(dir.path()).unwrap().payments().unwrap();
+        assert_eq!(book.channel(&stored.channel.address).unwrap(), Some(stored.clone()));
+        assert_eq!(book.vouchers(&stored.channel.address).unwrap(), vec![v]);
+        assert_eq!(book.debt(&[5; 32]).unwrap(), 12);
+        assert_eq!(book.claim(&stored.channel.address).unwrap().unwrap().wallet_seqno, 3);
+        let client = book.client_channel(&[2; 32]).unwrap().unwrap();
+        assert_eq!((client.cumulative, client.seqno, client.deposited), (40, 1, 1_000));
+        book.finish_claim(&stored.channel.address).unwrap();
+        assert_eq!(book.claim(&stored.channel.address).unwrap(), None);
+    }
+}
