@@ -5,6 +5,11 @@
 //! and serve a real model with mistral.rs (the development model, fetched on first use, or
 //! `--model FILE`). The first client node serves the OpenAI-compatible API (default
 //! `http://127.0.0.1:8080/v1`).
+//! Payments run on an embedded chain (`LocalChain`, kept in `<devnet dir>/chain.json` so balances
+//! survive restarts) shared by all nodes: every node's wallet is funded on first start, clients
+//! open channels to the workers they use and pay each request with a voucher, workers settle
+//! lazily. The chain is also served over the TON Center API v2 (default
+//! `http://127.0.0.1:8081/api/v2`) for `cocoon wallet` and `cocoon channel --chain-url`.
 //! The bootstrap node uses a well-known development key (derived from a fixed seed, printed as
 //! such, never to be used outside a local network) so that `bootstrap/local.txt` can name it and
 //! other `cocoon node --bootstrap bootstrap/local.txt` processes can join. The other nodes get
@@ -18,14 +23,16 @@ use anyhow::Context;
 use clap::Args;
 use libp2p::identity::Keypair;
 
-use crate::config::{Config, KadMode, ModelEntry, Role, TeeKind};
+use crate::chain::local::{Clock, LocalChain};
+use crate::chain::{SharedChain, friendly};
+use crate::config::{ChainKind, Config, KadMode, ModelEntry, Role, TeeKind};
 use crate::network::TransportKind;
 use crate::node::{self, Node};
 
-/// Payout address of devnet workers: a placeholder, nothing is paid on a devnet yet.
-const DEVNET_PAYOUT: &str = "devnet-no-payouts";
+/// What a devnet wallet is topped up to when it has less than a tenth of it.
+const DEVNET_FUNDS: u64 = 1_000 * 1_000_000_000;
 
-/// Devnet prices per 1,000 tokens, nanotons (nothing is charged on a devnet yet).
+/// Devnet prices per 1,000 tokens, nanotons.
 const DEVNET_PRICE_PROMPT: u64 = 1_000;
 const DEVNET_PRICE_COMPLETION: u64 = 2_000;
 
@@ -61,6 +68,12 @@ pub struct DevnetArgs {
     /// Directory for the nodes' data (default: <default data dir>/devnet).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Port of the embedded chain's TON Center API v2 (0: let the OS choose).
+    #[arg(long, default_value_t = 8081)]
+    pub chain_port: u16,
+    /// Run without payments (workers serve for free).
+    #[arg(long)]
+    pub no_payments: bool,
 }
 
 /// The devnet bootstrap node's key (development only).
@@ -79,9 +92,21 @@ fn node_config(dir: PathBuf, roles: Vec<Role>, port: u16, admin: u16) -> Config 
     config.network.kad_mode = KadMode::Server;
     config.admin.listen = SocketAddr::from(([127, 0, 0, 1], admin));
     config.attestation.allow_simulated = true;
-    config.worker.payout_address = DEVNET_PAYOUT.into();
     config.worker.tee = TeeKind::Simulated;
     config
+}
+
+/// Turn payments on for a devnet node: its wallet funded on the shared chain, a worker paid out
+/// to it.
+fn with_payments(config: &mut Config, chain: &LocalChain) -> anyhow::Result<()> {
+    config.payments.chain = ChainKind::Local;
+    let wallet = crate::payments::setup::wallet(config).map_err(anyhow::Error::msg)?;
+    let balance = chain.balance(wallet.address())?;
+    if balance < DEVNET_FUNDS / 10 {
+        chain.fund(wallet.address(), DEVNET_FUNDS - balance)?;
+    }
+    config.worker.payout_address = friendly(wallet.address(), false);
+    Ok(())
 }
 
 /// Run the devnet until Ctrl-C.
@@ -101,6 +126,23 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             .context("fetching the development model (or pass --model FILE)")?,
         ),
     };
+
+    let chain = match args.no_payments {
+        true => None,
+        false => {
+            let chain = LocalChain::open(&base.join("chain.json"), Clock::Wall { offset: 0 })
+                .context("opening the devnet chain")?;
+            Some(std::sync::Arc::new(chain))
+        }
+    };
+    if let Some(chain) = &chain {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.chain_port)))
+            .await
+            .with_context(|| format!("binding the devnet chain API on port {}", args.chain_port))?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(crate::chain::serve::serve(chain.clone(), listener, None, node::wait_for_signal()));
+        println!("devnet chain (embedded LocalChain, TON Center API v2): http://{addr}/api/v2");
+    }
 
     let key = bootstrap_keypair();
     let boot_config = node_config(base.join("bootstrap"), vec![Role::Bootstrap], args.port, args.admin_port);
@@ -137,7 +179,13 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
                 context_length: Some(2048),
             }];
         }
-        let node = Node::start(config, TransportKind::Tcp, None)
+        if let Some(chain) = &chain {
+            with_payments(&mut config, chain).with_context(|| format!("funding devnet node {i}"))?;
+        } else {
+            config.worker.payout_address = "devnet-no-payouts".into();
+        }
+        let shared = chain.clone().map(|c| c as SharedChain);
+        let node = Node::start_with(config, TransportKind::Tcp, None, shared)
             .await
             .with_context(|| format!("starting devnet node {i}"))?;
         let kind = if role == Role::Worker { "worker (SIMULATED TEE)" } else { "node" };

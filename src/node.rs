@@ -245,17 +245,15 @@ impl Node {
                 }
                 None => None,
             };
-            let task = worker::start(
-                network.clone(),
+            let setup = worker::WorkerSetup {
                 identity,
-                noise.private,
-                served,
+                noise_private: noise.private,
+                models: served,
                 limits,
-                paying,
-                &mut registry,
-                shutdown_rx.clone(),
-            )
-            .map_err(NodeError::Worker)?;
+                payments: paying,
+            };
+            let task = worker::start(network.clone(), setup, &mut registry, shutdown_rx.clone())
+                .map_err(NodeError::Worker)?;
             tasks.push(task);
         }
         let mut api_addr = None;

@@ -47,6 +47,8 @@ async fn devnet_answers_a_streamed_chat_completion_with_the_real_model() {
             "0",
             "--api-port",
             "0",
+            "--chain-port",
+            "0",
         ])
         .arg("--model")
         .arg(&model)
@@ -68,6 +70,7 @@ async fn devnet_answers_a_streamed_chat_completion_with_the_real_model() {
     let mut admins: Vec<SocketAddr> = Vec::new();
     let mut worker = None;
     let mut api: Option<SocketAddr> = None;
+    let mut chain_api = None;
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(120)) {
         if let Some(url) = line.split("admin: http://").nth(1) {
             admins.push(url.trim_end_matches("/health").parse().unwrap());
@@ -77,6 +80,9 @@ async fn devnet_answers_a_streamed_chat_completion_with_the_real_model() {
         }
         if let Some(url) = line.strip_prefix("OpenAI-compatible API: http://") {
             api = url.split("/v1").next().and_then(|a| a.parse().ok());
+        }
+        if let Some(url) = line.strip_prefix("devnet chain (embedded LocalChain, TON Center API v2): ") {
+            chain_api = Some(url.to_owned());
         }
         if line.starts_with("press Ctrl-C") {
             break;
@@ -119,6 +125,15 @@ async fn devnet_answers_a_streamed_chat_completion_with_the_real_model() {
     assert_eq!(u64::from(receipt.usage.prompt_tokens), usage["prompt_tokens"].as_u64().unwrap());
     assert!((1..=16).contains(&receipt.usage.completion_tokens));
     assert_eq!(receipt.model_id, model_id);
+    // The request was paid with a voucher on a channel the client opened on the devnet chain.
+    let payment = &finish.1["cocoon"]["payment"];
+    assert_eq!(payment["status"], "paid", "{payment}");
+    assert_eq!(payment["cumulative_nanotons"].as_u64().unwrap(), receipt.amount);
+    let chain_api = chain_api.expect("a chain API line");
+    let chain = cocoon::chain::toncenter::Toncenter::new(&chain_api, None, Duration::from_secs(5)).unwrap();
+    let channel = cocoon::chain::parse_address(payment["channel"].as_str().unwrap()).unwrap();
+    let state = cocoon::payments::contract::state(&chain, &channel).await.unwrap().expect("channel deployed");
+    assert!(state.deposited >= receipt.amount);
 
     std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let exited = wait_until(Duration::from_secs(10), || child.try_wait().ok().flatten().is_some());

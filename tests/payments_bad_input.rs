@@ -46,7 +46,10 @@ fn request(model: &str, channel: &ChannelParams) -> Request {
 
 /// Serve the chain until the returned sender fires (a graceful stop closes idle keep-alive
 /// connections too, so the worker's HTTP client really loses the backend).
-async fn serve_chain(chain: &std::sync::Arc<LocalChain>, listener: TcpListener) -> (oneshot::Sender<()>, JoinHandle<()>) {
+async fn serve_chain(
+    chain: &std::sync::Arc<LocalChain>,
+    listener: TcpListener,
+) -> (oneshot::Sender<()>, JoinHandle<()>) {
     let chain = chain.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -61,7 +64,12 @@ async fn serve_chain(chain: &std::sync::Arc<LocalChain>, listener: TcpListener) 
 /// Open a session carrying `request` to `worker`; the first frame.
 async fn open(client: &Node, worker: &Node, request: &Request) -> (Session<libp2p::Stream>, ServerFrame) {
     let record = client.attestation().record_of(&worker.peer_id()).unwrap();
-    let stream = client.network().streams().open_stream(worker.peer_id(), StreamProtocol::new(PROTOCOL)).await.unwrap();
+    let stream = client
+        .network()
+        .streams()
+        .open_stream(worker.peer_id(), StreamProtocol::new(PROTOCOL))
+        .await
+        .unwrap();
     let mut s = session::initiate(stream, &record.record().noise_static, &request.encode()).await.unwrap();
     let first = ServerFrame::decode(&s.recv(MAX_SERVER_FRAME).await.unwrap()).unwrap();
     (s, first)
@@ -96,7 +104,12 @@ async fn bad_vouchers_and_a_failing_chain_lose_nothing() {
 
     // The worker reaches the chain over HTTP (so the backend can fail). It claims only when the
     // client closes the channel, so the claim happens exactly when the test wants it.
-    let mut wc = with_admin(worker(config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)), &model, 1_000_000, 2));
+    let mut wc = with_admin(worker(
+        config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)),
+        &model,
+        1_000_000,
+        2,
+    ));
     paying(&mut wc, &chain, 10 * TON);
     wc.payments.chain = ChainKind::Toncenter;
     wc.payments.toncenter_url = format!("http://{chain_addr}/api/v2");
@@ -115,10 +128,11 @@ async fn bad_vouchers_and_a_failing_chain_lose_nothing() {
 
     // The raw client's channel, deployed from the client node's wallet, keyed to its identity.
     let identity = load_or_create_identity(&cdir).unwrap().try_into_ed25519().unwrap();
-    let worker_key: ed25519::PublicKey = libp2p::identity::PublicKey::try_decode_protobuf(worker.peer_id().as_ref().digest())
-        .unwrap()
-        .try_into_ed25519()
-        .unwrap();
+    let worker_key: ed25519::PublicKey =
+        libp2p::identity::PublicKey::try_decode_protobuf(worker.peer_id().as_ref().digest())
+            .unwrap()
+            .try_into_ed25519()
+            .unwrap();
     let record = client.attestation().record_of(&worker.peer_id()).unwrap();
     let params = ChannelParams {
         client_key: identity.public().to_bytes(),
@@ -132,14 +146,20 @@ async fn bad_vouchers_and_a_failing_chain_lose_nothing() {
 
     // 1. A channel that is not deployed: refused before any work.
     let (_, first) = open(&client, &worker, &request(&model_id, &params)).await;
-    assert!(matches!(&first, ServerFrame::Error { code: ErrorCode::PaymentRequired, message } if message.contains("not deployed")), "{first:?}");
+    assert!(
+        matches!(&first, ServerFrame::Error { code: ErrorCode::PaymentRequired, message } if message.contains("not deployed")),
+        "{first:?}"
+    );
     client_wallet.send(chain.as_ref(), &[contract::deploy(&params, TON, 0).unwrap()]).await.unwrap();
 
     // 2. A malformed voucher is refused with what the worker holds; a correct one then pays.
     let (mut s, first) = open(&client, &worker, &request(&model_id, &params)).await;
     let amount = to_receipt(&mut s, first).await;
     let frame = reply(&mut s, b"not a voucher".to_vec()).await;
-    assert!(matches!(&frame, ServerFrame::Unpaid { cumulative: 0, seqno: 0, message } if message.contains("malformed")), "{frame:?}");
+    assert!(
+        matches!(&frame, ServerFrame::Unpaid { cumulative: 0, seqno: 0, message } if message.contains("malformed")),
+        "{frame:?}"
+    );
     let v1 = Voucher { channel: address.clone(), cumulative: amount, seqno: 1 }.sign(&identity).unwrap();
     assert_eq!(reply(&mut s, v1.to_bytes()).await, ServerFrame::Paid { cumulative: amount, seqno: 1 });
     drop(s);
@@ -150,12 +170,16 @@ async fn bad_vouchers_and_a_failing_chain_lose_nothing() {
     let second = to_receipt(&mut s, first).await;
     let mut elsewhere = params.clone();
     elsewhere.seed = 43;
-    let wrong_channel = Voucher { channel: elsewhere.address().unwrap(), cumulative: amount + second, seqno: 2 };
+    let wrong_channel =
+        Voucher { channel: elsewhere.address().unwrap(), cumulative: amount + second, seqno: 2 };
     let frame = reply(&mut s, wrong_channel.sign(&identity).unwrap().to_bytes()).await;
     assert!(matches!(&frame, ServerFrame::Unpaid { cumulative, .. } if *cumulative == amount), "{frame:?}");
     let short = Voucher { channel: address.clone(), cumulative: amount + second - 1, seqno: 2 };
     let frame = reply(&mut s, short.sign(&identity).unwrap().to_bytes()).await;
-    assert!(matches!(&frame, ServerFrame::Unpaid { message, .. } if message.contains("expected")), "{frame:?}");
+    assert!(
+        matches!(&frame, ServerFrame::Unpaid { message, .. } if message.contains("expected")),
+        "{frame:?}"
+    );
     drop(s);
     let refused = eventually(Duration::from_secs(10), || async {
         let (_, first) = open(&client, &worker, &request(&model_id, &params)).await;

@@ -29,7 +29,13 @@ use serde_json::json;
 
 const ROUNDS: usize = 20;
 
-fn worker_config(dir: &std::path::Path, model: &std::path::Path, chain: &LocalChain, url: &str, boot: &str) -> std::path::PathBuf {
+fn worker_config(
+    dir: &std::path::Path,
+    model: &std::path::Path,
+    chain: &LocalChain,
+    url: &str,
+    boot: &str,
+) -> std::path::PathBuf {
     let mut c = worker(Config::default(), model, 1_000_000, 2);
     c.node.data_dir = dir.join("worker");
     c.network.kad_mode = KadMode::Server;
@@ -39,7 +45,8 @@ fn worker_config(dir: &std::path::Path, model: &std::path::Path, chain: &LocalCh
     c.payments.chain = ChainKind::Toncenter;
     c.payments.toncenter_url = url.to_owned();
     // Claim often, so kills also land around claims.
-    c.payments.settlement = SettlementPolicy { claim_threshold: 100_000, min_claim: 100_000, ..SettlementPolicy::default() };
+    c.payments.settlement =
+        SettlementPolicy { claim_threshold: 100_000, min_claim: 100_000, ..SettlementPolicy::default() };
     let path = dir.join("worker.toml");
     std::fs::write(&path, c.to_toml().unwrap()).unwrap();
     path
@@ -117,10 +124,12 @@ async fn sigkilled_worker_keeps_every_acknowledged_voucher_and_claims_once() {
     // worker settles what it holds once the client starts closing.
     let proc = NodeProc::start(&data_dir, &["--config", config.to_str().unwrap()]);
     let peer = proc.peer_id();
-    assert!(eventually(Duration::from_secs(30), || async {
-        client_node.attestation().records().iter().any(|r| r.record().peer_id.to_string() == peer)
-    })
-    .await);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            client_node.attestation().records().iter().any(|r| r.record().peer_id.to_string() == peer)
+        })
+        .await
+    );
     let model_id = client_node.attestation().models()[0].clone();
     for i in 0..3 {
         let body = json!({"model": model_id, "messages": [{"role": "user", "content": format!("final {i}")}], "max_tokens": 6});
@@ -151,8 +160,17 @@ async fn sigkilled_worker_keeps_every_acknowledged_voucher_and_claims_once() {
     let state = contract::state(chain.as_ref(), &address).await.unwrap().unwrap();
     assert!(settled, "the worker did not settle: claimed {} of {best}", state.claimed);
     assert_eq!(state.claimed, best, "the chain paid exactly the best voucher held");
-    let claims: Vec<_> = chain.history(&address, 1_000).unwrap().into_iter().filter(|t| t.in_op() == Some(op::CLAIM)).collect();
-    assert!(claims.iter().all(|t| t.success), "a claim was repeated or wasted: {:?}", claims.iter().map(|t| t.exit_code).collect::<Vec<_>>());
+    let claims: Vec<_> = chain
+        .history(&address, 1_000)
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.in_op() == Some(op::CLAIM))
+        .collect();
+    assert!(
+        claims.iter().all(|t| t.success),
+        "a claim was repeated or wasted: {:?}",
+        claims.iter().map(|t| t.exit_code).collect::<Vec<_>>()
+    );
     client_node.shutdown().await.unwrap();
     let _ = Arc::strong_count(&chain);
 }

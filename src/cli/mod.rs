@@ -8,6 +8,7 @@
 pub mod attest;
 pub mod chain;
 pub mod model;
+pub mod pay;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +61,18 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: chain::ChainCommand,
+    },
+    /// The node's TON wallet: its address and balance.
+    Wallet {
+        /// What to do.
+        #[command(subcommand)]
+        command: pay::WalletCommand,
+    },
+    /// The node's payment channels: list, status, open, top up, claim, close.
+    Channel {
+        /// What to do.
+        #[command(subcommand)]
+        command: pay::ChannelCommand,
     },
     /// Run a local network on loopback in one process: a bootstrap node with a well-known
     /// development key at 127.0.0.1:<port> (listed in bootstrap/local.txt) and a few peer nodes.
@@ -185,6 +198,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Chain { command } => runtime()?.block_on(chain::run(command)),
+        Command::Wallet { command } => runtime()?.block_on(pay::run_wallet(command)),
+        Command::Channel { command } => runtime()?.block_on(pay::run_channel(command)),
         Command::Config { command: ConfigCommand::Dump(args) } => {
             print!("{}", args.resolve()?.to_toml()?);
             Ok(())

@@ -145,6 +145,16 @@ impl Ctx {
 
     /// Send `transfer` (the `what`) from the wallet, after checking the wallet can pay for it.
     pub async fn send(&self, transfer: Transfer, what: &str) -> anyhow::Result<()> {
+        self.ensure_funds(&transfer, what).await?;
+        self.wallet
+            .send(self.chain.as_ref(), &[transfer])
+            .await
+            .with_context(|| format!("cannot send the {what} from the wallet ({})", self.source))?;
+        Ok(())
+    }
+
+    /// Fail unless the wallet holds at least the value `transfer` (the `what`) attaches.
+    pub async fn ensure_funds(&self, transfer: &Transfer, what: &str) -> anyhow::Result<()> {
         let account = self.wallet_account().await?;
         if account.balance < transfer.value {
             bail!(
@@ -154,10 +164,6 @@ impl Ctx {
                 ton(transfer.value)
             );
         }
-        self.wallet
-            .send(self.chain.as_ref(), &[transfer])
-            .await
-            .with_context(|| format!("cannot send the {what} from the wallet ({})", self.source))?;
         Ok(())
     }
 
@@ -216,15 +222,22 @@ fn load_wallet(config: &Config) -> anyhow::Result<Wallet> {
 
 /// The node's payment records; a clear error when a running node holds the store.
 pub(crate) fn open_book(config: &Config) -> anyhow::Result<PaymentBook> {
-    let store = Store::open(&config.node.data_dir).map_err(|e| match e {
-        StoreError::Locked(dir) => anyhow!(
+    try_open_book(config)?.ok_or_else(|| {
+        anyhow!(
             "the store in {} is locked by a running cocoon node: stop the node to read or change its \
              payment records from the command line",
-            dir.display()
-        ),
-        other => anyhow::Error::new(other).context("cannot open the node's store"),
-    })?;
-    store.payments().context("cannot open the node's payment records")
+            config.node.data_dir.display()
+        )
+    })
+}
+
+/// The node's payment records, or `None` while a running node holds the store.
+pub(crate) fn try_open_book(config: &Config) -> anyhow::Result<Option<PaymentBook>> {
+    match Store::open(&config.node.data_dir) {
+        Ok(store) => Ok(Some(store.payments().context("cannot open the node's payment records")?)),
+        Err(StoreError::Locked(_)) => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot open the node's store")),
+    }
 }
 
 /// `1.500000000 TON`.

@@ -103,17 +103,29 @@ enum Outcome {
     Failed(String),
 }
 
+/// What a worker serves with.
+#[derive(Debug)]
+pub struct WorkerSetup {
+    /// Signs receipts.
+    pub identity: Keypair,
+    /// The attested Noise static key.
+    pub noise_private: [u8; 32],
+    /// The models served.
+    pub models: Vec<ServedModel>,
+    /// Time limits.
+    pub limits: WorkerLimits,
+    /// Payment rules and voucher book; `None` serves without payment.
+    pub payments: Option<Arc<WorkerPayments>>,
+}
+
 /// Serve `/cocoon/inference/1` until `shutdown`.
 pub fn start(
     network: NetworkHandle,
-    identity: Keypair,
-    noise_private: [u8; 32],
-    models: Vec<ServedModel>,
-    limits: WorkerLimits,
-    payments: Option<Arc<WorkerPayments>>,
+    setup: WorkerSetup,
     registry: &mut Registry,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, String> {
+    let WorkerSetup { identity, noise_private, models, limits, payments } = setup;
     let metrics = Metrics::default();
     let r = registry.sub_registry_with_prefix("cocoon_inference_worker");
     r.register("requests", "Inference streams served, by outcome", metrics.requests.clone());
