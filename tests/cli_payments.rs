@@ -173,6 +173,30 @@ fn wallet_and_channel_commands_drive_a_served_chain() {
     assert!(status.contains("claimed       1.200000000 TON"), "{status}");
     let (success, _, err) = cmd(&["channel", "claim", &channel], wd);
     assert!(!success && err.contains("nothing unclaimed"), "{err}");
+
+    // An operator forgives a client that left a request unpaid.
+    let client_key = hex::encode(
+        load_or_create_identity(&client_dir).unwrap().try_into_ed25519().unwrap().public().to_bytes(),
+    );
+    Store::open(&worker_dir)
+        .unwrap()
+        .payments()
+        .unwrap()
+        .add_debt(&hex::decode(&client_key).unwrap().try_into().unwrap(), 77)
+        .unwrap();
+    let out = ok(&["channel", "forgive", &client_key, "--data-dir", wd]);
+    assert!(out.contains("forgave 0.000000077 TON"), "{out}");
+    assert_eq!(
+        Store::open(&worker_dir)
+            .unwrap()
+            .payments()
+            .unwrap()
+            .debt(&hex::decode(&client_key).unwrap().try_into().unwrap())
+            .unwrap(),
+        0
+    );
+    let out = ok(&["channel", "forgive", &client_key, "--data-dir", wd]);
+    assert!(out.contains("owes nothing"), "{out}");
     let (success, _, err) = cmd(&["channel", "claim", &channel], cd);
     assert!(!success && err.contains("no voucher"), "{err}");
 

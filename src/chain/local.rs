@@ -292,7 +292,8 @@ impl LocalChain {
         let mut inner = self.lock();
         inner.lt = saved.lt;
         inner.transactions = saved.transactions;
-        if matches!(saved.clock, Clock::Manual(_)) || matches!(inner.clock, Clock::Wall { .. }) {
+        // A manual clock asked for now wins; otherwise the saved clock (and its offset) goes on.
+        if matches!(inner.clock, Clock::Wall { .. }) {
             inner.clock = saved.clock;
         }
         for a in saved.accounts {

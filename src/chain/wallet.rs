@@ -2,6 +2,10 @@
 //! built with tonlib-core (the wallet code and message layout are tonlib-core's; cells cross over
 //! to tycho-types as BOC bytes). The same ed25519 seed is kept in the node's store.
 
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
 use tonlib_core::cell::BagOfCells;
 use tonlib_core::wallet::mnemonic::KeyPair;
 use tonlib_core::wallet::ton_wallet::TonWallet;
@@ -138,14 +142,37 @@ impl Wallet {
         Ok((seqno, false))
     }
 
-    /// Sign and send `transfers` (deploying the wallet on first use). Returns the seqno used, so
-    /// a caller can tell when the transfer landed (the seqno moves past it).
+    /// Sign and send `transfers` (deploying the wallet on first use), then wait until the
+    /// wallet's seqno moves past the one used. Sends from one wallet are serialised within the
+    /// process, so two tasks never sign with the same seqno. Returns the seqno used.
     pub async fn send(&self, chain: &dyn Chain, transfers: &[Transfer]) -> Result<u32, ChainError> {
+        let lock = send_lock(&self.address);
+        let _serialised = lock.lock().await;
         let (seqno, deploy) = self.seqno(chain).await?;
         let now = chain.now().await?;
         let expire_at = u32::try_from(now + VALID_FOR_SECS).unwrap_or(u32::MAX);
         let msg = self.transfer_message(seqno, deploy, expire_at, transfers)?;
         chain.send_external(msg).await?;
-        Ok(seqno)
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(VALID_FOR_SECS);
+        let mut wait = Duration::from_millis(20);
+        loop {
+            if self.seqno(chain).await?.0 > seqno {
+                return Ok(seqno);
+            }
+            if tokio::time::Instant::now() + wait > deadline {
+                return Err(ChainError::Unavailable(format!(
+                    "wallet transfer with seqno {seqno} not seen on chain within {VALID_FOR_SECS} s"
+                )));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
     }
+}
+
+/// One lock per wallet address in this process.
+fn send_lock(address: &StdAddr) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<std::sync::Mutex<HashMap<StdAddr, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    locks.entry(address.clone()).or_default().clone()
 }

@@ -34,6 +34,9 @@ pub enum ChannelCommand {
     /// (Client) start closing a channel; with `--finish`, finish a close whose dispute window
     /// has passed (the remaining balance returns to the client's wallet).
     Close(CloseArgs),
+    /// (Worker) forgive a client's unpaid requests so it is served again (reads and writes the
+    /// store, which a running node holds locked).
+    Forgive(ForgiveArgs),
 }
 
 /// A channel and how to reach the chain.
@@ -91,6 +94,29 @@ pub struct CloseArgs {
     pub pay: PayArgs,
 }
 
+/// `cocoon channel forgive`
+#[derive(Debug, Args)]
+pub struct ForgiveArgs {
+    /// The client's ed25519 identity key: 64 hex digits, or its peer id (`12D3KooW…`).
+    #[arg(value_name = "CLIENT", value_parser = key_arg)]
+    pub client: [u8; 32],
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+fn forgive(args: &ForgiveArgs) -> anyhow::Result<()> {
+    let config = args.node.resolve()?;
+    let book = open_book(&config)?;
+    let owed = book.debt(&args.client).context("cannot read the debt")?;
+    if owed == 0 {
+        println!("client {} owes nothing", hex::encode(args.client));
+        return Ok(());
+    }
+    book.clear_debt(&args.client).context("cannot clear the debt")?;
+    println!("forgave {} owed by client {}", ton(owed), hex::encode(args.client));
+    Ok(())
+}
+
 fn key_arg(text: &str) -> Result<[u8; 32], String> {
     let text = text.trim();
     if let Ok(peer) = text.parse::<libp2p::PeerId>() {
@@ -109,6 +135,7 @@ pub async fn run_channel(cmd: ChannelCommand) -> anyhow::Result<()> {
         ChannelCommand::Topup(args) => topup(args).await,
         ChannelCommand::Claim(args) => claim(args).await,
         ChannelCommand::Close(args) => close(args).await,
+        ChannelCommand::Forgive(args) => forgive(&args),
     }
 }
 

@@ -31,7 +31,8 @@ pub struct PaymentsSection {
     /// Seconds per TON Center request. Default 10.
     pub toncenter_timeout_secs: u64,
     /// Client: deposit of a new channel and the level top-ups restore, nanotons. Default
-    /// 2000000000 (2 TON); raised to the request's price cap when that is higher.
+    /// 2000000000 (2 TON). Top-ups restore at least twice the request's estimated worst-case
+    /// price when that is higher.
     pub deposit_nanotons: u64,
     /// Client: dispute window of new channels, seconds. Default 86400 (one day).
     pub dispute_window_secs: u32,

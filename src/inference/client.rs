@@ -540,6 +540,7 @@ impl InferenceClient {
                     .map_err(|e| e.to_string())?;
                 match ServerFrame::decode(&reply).map_err(|e| e.to_string())? {
                     ServerFrame::Paid { cumulative, seqno } => {
+                        payments.acknowledged(&mut guard, cumulative, seqno).map_err(|e| e.to_string())?;
                         return Ok(Payment::Paid {
                             channel: guard.channel.address.to_string(),
                             cumulative,

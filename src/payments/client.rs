@@ -58,6 +58,7 @@ pub struct ClientPayments {
     terms: ClientTerms,
     policy: SettlementPolicy,
     locks: Mutex<HashMap<[u8; 32], Arc<Mutex<()>>>>,
+    topups: Mutex<HashMap<[u8; 32], Arc<Mutex<()>>>>,
 }
 
 /// A channel locked for one request's voucher.
@@ -78,7 +79,16 @@ impl ClientPayments {
         terms: ClientTerms,
         policy: SettlementPolicy,
     ) -> Self {
-        Self { book, chain, wallet, identity, terms, policy, locks: Mutex::default() }
+        Self {
+            book,
+            chain,
+            wallet,
+            identity,
+            terms,
+            policy,
+            locks: Mutex::default(),
+            topups: Mutex::default(),
+        }
     }
 
     /// The wallet paying for channels.
@@ -88,6 +98,11 @@ impl ClientPayments {
 
     async fn lock(&self, worker_key: [u8; 32]) -> OwnedMutexGuard<()> {
         let lock = self.locks.lock().await.entry(worker_key).or_default().clone();
+        lock.lock_owned().await
+    }
+
+    async fn topup_lock(&self, worker_key: [u8; 32]) -> OwnedMutexGuard<()> {
+        let lock = self.topups.lock().await.entry(worker_key).or_default().clone();
         lock.lock_owned().await
     }
 
@@ -102,7 +117,7 @@ impl ClientPayments {
         let worker_key = peer_key(worker)
             .ok_or_else(|| ClientPaymentError::Unusable("worker id has no ed25519 key".into()))?;
         let payout = parse_address(payout)?;
-        let lock = self.lock(worker_key).await;
+        let mut lock = self.lock(worker_key).await;
         let mut channel = match self.book.client_channel(&worker_key)? {
             Some(c) if c.params.worker == payout => c,
             _ => self.open(worker_key, payout).await?,
@@ -116,17 +131,37 @@ impl ClientPayments {
         // Keep a deposit of `deposit` (at least twice this request's worst case): top up to it
         // when less than the policy's share of it is left, or when this request would not fit.
         let target = self.terms.deposit.max(needed.saturating_mul(2));
-        let topup = self
-            .policy
-            .topup_due(target, channel.remaining())
-            .or_else(|| (channel.remaining() < needed).then(|| target.saturating_sub(channel.remaining())));
-        if let Some(amount) = topup {
-            let want = channel.deposited + amount;
-            self.wallet
-                .send(self.chain.as_ref(), &[contract::top_up(&channel.address, amount, rand::random())?])
-                .await?;
-            channel.deposited = self.confirm(&channel.address, want).await?;
-            tracing::info!(channel = %channel.address, amount, "topped up payment channel");
+        let due = |c: &ClientChannel| {
+            self.policy
+                .topup_due(target, c.remaining())
+                .or_else(|| (c.remaining() < needed).then(|| target.saturating_sub(c.remaining())))
+        };
+        if due(&channel).is_some() {
+            // Top up without holding the channel: vouchers of requests in flight on it must not
+            // wait for the chain (the worker waits only briefly for them). One top-up at a time.
+            drop(lock);
+            let topping = self.topup_lock(worker_key).await;
+            let address = channel.address.clone();
+            let deposited = contract::state(self.chain.as_ref(), &address).await?.map_or(0, |s| s.deposited);
+            let signed = self.book.client_channel(&worker_key)?.map_or(channel.cumulative, |c| c.cumulative);
+            let unspent = deposited.saturating_sub(signed);
+            let again = ClientChannel { deposited, cumulative: signed, ..channel.clone() };
+            if let Some(amount) = due(&again) {
+                self.wallet
+                    .send(self.chain.as_ref(), &[contract::top_up(&address, amount, rand::random())?])
+                    .await?;
+                self.confirm(&address, deposited + amount).await?;
+                tracing::info!(channel = %address, amount, unspent, "topped up payment channel");
+            }
+            drop(topping);
+            lock = self.lock(worker_key).await;
+            channel = self
+                .book
+                .client_channel(&worker_key)?
+                .ok_or_else(|| ClientPaymentError::Unusable("channel record vanished".into()))?;
+            if let Some(s) = contract::state(self.chain.as_ref(), &channel.address).await? {
+                channel.deposited = s.deposited;
+            }
         }
         self.book.put_client_channel(&channel)?;
         Ok(ChannelGuard { _lock: lock, channel })
@@ -196,6 +231,24 @@ impl ClientPayments {
         guard.channel.signed(&voucher);
         self.book.put_client_channel(&guard.channel)?;
         voucher.sign(&self.identity).map_err(|e| ClientPaymentError::Unusable(e.to_string()))
+    }
+
+    /// The worker acknowledged the channel at `cumulative` and `seqno`: from now on vouchers build
+    /// on that. After a resynchronisation this forgets the higher, lost voucher; it can cost the
+    /// client at most that one request's amount more (the worker could only ever claim the
+    /// highest voucher signed), and it keeps later vouchers from being refused again.
+    pub fn acknowledged(
+        &self,
+        guard: &mut ChannelGuard,
+        cumulative: u64,
+        seqno: u64,
+    ) -> Result<(), ClientPaymentError> {
+        if (guard.channel.cumulative, guard.channel.seqno) != (cumulative, seqno) {
+            guard.channel.cumulative = cumulative;
+            guard.channel.seqno = guard.channel.seqno.max(seqno);
+            self.book.put_client_channel(&guard.channel)?;
+        }
+        Ok(())
     }
 
     /// The worker refused the voucher and says it holds `cumulative` at `seqno`. If that is less

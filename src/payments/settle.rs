@@ -101,6 +101,8 @@ async fn settle_one(
         }
         payments.book.put_channel(entry).map_err(store)?;
         if on_chain.is_none() {
+            // Closed: keep the record, stop polling it.
+            channels.remove(address);
             payments.book.finish_claim(address).map_err(store)?;
             return Ok(0);
         }

@@ -239,6 +239,9 @@ impl WorkerPayments {
     /// Record that an invoiced request was not paid: the client is refused from now on.
     pub async fn unpaid(&self, admission: &Admission, invoiced: u64) {
         self.metrics.voucher("missing");
+        if invoiced == 0 {
+            return; // nothing was owed
+        }
         let book = self.book.clone();
         let key = admission.client_key;
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || book.add_debt(&key, invoiced)).await {

@@ -174,7 +174,7 @@ impl PaymentBook {
 
     /// Record that the client with `client_key` left `amount` unpaid (flushed).
     pub fn add_debt(&self, client_key: &[u8; 32], amount: u64) -> Result<(), StoreError> {
-        let owed = self.debt(client_key)?.saturating_add(amount.max(1));
+        let owed = self.debt(client_key)?.saturating_add(amount);
         self.debts.insert(client_key, &owed.to_be_bytes())?;
         self.flush()
     }

@@ -72,7 +72,7 @@ pub struct Sampling {
 /// An inference request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
-    /// Client-chosen id, echoed in the receipt (and, later, the voucher).
+    /// Client-chosen id, echoed in the receipt.
     pub request_id: [u8; 16],
     /// `name@sha256:<hex>` of the model to run.
     pub model_id: String,
