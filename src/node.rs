@@ -294,6 +294,10 @@ impl Node {
                 registry: Arc::new(registry),
                 roles: config.node.roles.clone(),
                 started: Instant::now(),
+                payments: match &chain {
+                    Some(_) => Some(store.payments()?),
+                    None => None,
+                },
             };
             tasks.push(tokio::spawn(admin::serve(listener, state, shutdown_rx)));
             tracing::info!(addr = ?admin_addr, "admin endpoint listening");

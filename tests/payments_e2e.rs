@@ -71,6 +71,17 @@ async fn fifty_paid_requests_give_fifty_durable_vouchers_and_few_chain_transacti
     assert_eq!(vouchers.last().unwrap().voucher.cumulative, invoiced);
     assert!(vouchers.windows(2).all(|w| w[1].voucher.seqno == w[0].voucher.seqno + 1));
 
+    // The running worker reports the channel on its admin endpoint.
+    let admin = worker.admin_addr().unwrap();
+    let (status, body) =
+        tokio::task::spawn_blocking(move || common::http_get(admin, "/payments")).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let reported = &report["worker_channels"][0];
+    assert_eq!(reported["address"], address.to_string());
+    assert_eq!(reported["voucher_cumulative_nanotons"].as_u64().unwrap(), invoiced);
+    assert_eq!(reported["voucher_seqno"], 50);
+
     // Lazy settlement: the worker claims until less than `min_claim` is left unclaimed.
     let settled = eventually(Duration::from_secs(30), || async {
         let s = contract::state(chain.as_ref(), &address).await.unwrap().unwrap();

@@ -1,5 +1,6 @@
-//! The local admin endpoint: `GET /health` (JSON summary), `GET /peers` (peer lists) and
-//! `GET /metrics` (Prometheus/OpenMetrics text).
+//! The local admin endpoint: `GET /health` (JSON summary), `GET /peers` (peer lists),
+//! `GET /metrics` (Prometheus/OpenMetrics text), `GET /attestation/record` (a worker's signed
+//! record) and `GET /payments` (payment channels, see `admin_payments.rs`).
 //!
 //! It binds to loopback by default because it is not authenticated. The registry is built once at
 //! start-up and passed in; metrics themselves are atomics, so serving them takes no lock.
@@ -35,6 +36,8 @@ pub struct AdminState {
     pub roles: Vec<Role>,
     /// Start time, for uptime.
     pub started: Instant,
+    /// The payment trees, when payments are on (`GET /payments`).
+    pub payments: Option<crate::store::PaymentBook>,
 }
 
 /// `GET /health` body.
@@ -93,6 +96,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch
         .route("/peers", get(peers))
         .route("/metrics", get(metrics))
         .route("/attestation/record", get(own_record))
+        .route("/payments", get(super::admin_payments::payments))
         .with_state(state);
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;

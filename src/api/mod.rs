@@ -1,6 +1,8 @@
-//! HTTP endpoints of the node: the admin endpoint ([`admin`]) and, on client nodes, the
+//! HTTP endpoints of the node: the admin endpoint ([`admin`], its `/payments` in
+//! [`admin_payments`]) and, on client nodes, the
 //! OpenAI-compatible API ([`openai`], requests parsed by [`openai_request`]).
 
 pub mod admin;
+pub mod admin_payments;
 pub mod openai;
 pub mod openai_request;

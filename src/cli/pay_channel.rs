@@ -129,7 +129,7 @@ fn key_arg(text: &str) -> Result<[u8; 32], String> {
 /// Run a `cocoon channel` subcommand.
 pub async fn run_channel(cmd: ChannelCommand) -> anyhow::Result<()> {
     match cmd {
-        ChannelCommand::List(node) => list(&node),
+        ChannelCommand::List(node) => list(&node).await,
         ChannelCommand::Status(args) => status(args).await,
         ChannelCommand::Open(args) => open(args).await,
         ChannelCommand::Topup(args) => topup(args).await,
@@ -139,9 +139,25 @@ pub async fn run_channel(cmd: ChannelCommand) -> anyhow::Result<()> {
     }
 }
 
-fn list(node: &NodeArgs) -> anyhow::Result<()> {
+async fn list(node: &NodeArgs) -> anyhow::Result<()> {
     let config = node.resolve()?;
-    let book = open_book(&config)?;
+    let Some(book) = try_open_book(&config)? else {
+        // A running node holds the store: ask its admin endpoint instead.
+        let url = format!("http://{}/payments", config.admin.listen);
+        let locked = || open_book(&config).err().unwrap_or_else(|| anyhow!("the store is locked"));
+        if !config.admin.enabled {
+            return Err(locked());
+        }
+        let response = reqwest::get(&url).await.map_err(|e| locked().context(format!("{url}: {e}")))?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.with_context(|| format!("{url}: not JSON"))?;
+        if !status.is_success() {
+            bail!("{url} answered {status}: {body}");
+        }
+        println!("(from the running node's admin endpoint {url}; amounts in nanotons)");
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    };
     let worker = book.channels().context("cannot read the worker-side channels")?;
     let client = book.client_channels().context("cannot read the client-side channels")?;
     if worker.is_empty() && client.is_empty() {

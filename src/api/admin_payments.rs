@@ -1,0 +1,74 @@
+//! `GET /payments` on the admin endpoint: the node's payment channels as its store records them
+//! (worker side: deposits, vouchers held, claimed, unclaimed, a claim in flight; client side:
+//! deposits, signed, remaining), so an operator sees earnings and exposure while the node runs.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::admin::AdminState;
+use crate::store::{PaymentBook, StoreError};
+
+/// The handler.
+pub async fn payments(State(state): State<AdminState>) -> Response {
+    let Some(book) = state.payments.clone() else {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": "payments are off on this node"})))
+            .into_response();
+    };
+    match tokio::task::spawn_blocking(move || report(&book)).await {
+        Ok(Ok(body)) => Json(body).into_response(),
+        Ok(Err(e)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e.to_string()}))).into_response()
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": e.to_string()}))).into_response(),
+    }
+}
+
+/// The report, from the store.
+pub fn report(book: &PaymentBook) -> Result<Value, StoreError> {
+    let (mut unclaimed, mut claimed) = (0u64, 0u64);
+    let mut worker = Vec::new();
+    for stored in book.channels()? {
+        let c = &stored.channel;
+        unclaimed += c.unclaimed();
+        claimed += c.chain.claimed;
+        let pending = book.claim(&c.address)?.map(|e| {
+            json!({"cumulative_nanotons": e.cumulative, "seqno": e.seqno, "wallet_seqno": e.wallet_seqno, "sent_at": e.sent_at})
+        });
+        worker.push(json!({
+            "address": c.address.to_string(),
+            "client_key": hex::encode(c.params.client_key),
+            "deposited_nanotons": c.chain.deposited,
+            "voucher_cumulative_nanotons": c.cumulative(),
+            "voucher_seqno": c.seqno(),
+            "claimed_nanotons": c.chain.claimed,
+            "unclaimed_nanotons": c.unclaimed(),
+            "closing": c.chain.close_started_at != 0,
+            "closes_at": c.chain.closes_at(),
+            "last_voucher_at": stored.last_voucher_at,
+            "pending_claim": pending,
+        }));
+    }
+    let client: Vec<Value> = book
+        .client_channels()?
+        .into_iter()
+        .map(|c| {
+            json!({
+                "address": c.address.to_string(),
+                "worker_key": hex::encode(c.params.worker_key),
+                "worker_payout": c.params.worker.to_string(),
+                "deposited_nanotons": c.deposited,
+                "signed_cumulative_nanotons": c.cumulative,
+                "seqno": c.seqno,
+                "remaining_nanotons": c.remaining(),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "worker_channels": worker,
+        "client_channels": client,
+        "totals": {"claimed_nanotons": claimed, "unclaimed_nanotons": unclaimed},
+    }))
+}
