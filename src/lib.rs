@@ -26,6 +26,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod devnet;
+mod http;
 pub mod inference;
 pub mod network;
 pub mod node;

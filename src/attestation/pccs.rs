@@ -10,6 +10,7 @@
 //! The signed JSON documents are kept byte for byte as served, because Intel's signature covers
 //! those exact bytes. Bodies are capped at [`MAX_BODY`].
 
+use crate::http::describe;
 use std::time::Duration;
 
 use dcap_qvl::quote::Quote;
@@ -263,20 +264,6 @@ fn der_or_hex(body: &[u8]) -> Vec<u8> {
         return decoded;
     }
     body.to_vec()
-}
-
-/// A reqwest error with its causes (connection refused, DNS failure, certificate problem, …).
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! final. Transactions are parsed from their BOCs with [`TxSummary::parse`], so this backend
 //! reports them exactly as `LocalChain` does.
 
+use crate::http::describe;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -323,20 +324,6 @@ fn integer(v: &Value) -> Option<BigInt> {
         None => BigInt::parse_bytes(digits.as_bytes(), 10)?,
     };
     Some(if negative { -value } else { value })
-}
-
-/// A reqwest error with its causes (connection refused, timeout, certificate problem, ...).
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 impl Chain for Toncenter {
