@@ -110,3 +110,30 @@ async fn fifty_paid_requests_give_fifty_durable_vouchers_and_few_chain_transacti
         node.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_free_model_needs_no_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let chain = chain();
+    let (boot, boot_addr) = boot(dir.path()).await;
+    let mut wc =
+        with_admin(worker(config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)), &model, 0, 1));
+    paying(&mut wc, &chain, 10 * TON);
+    let worker = start_on(wc, &chain).await;
+    let mut cc = client(config(&dir.path().join("c"), Role::Client, Some(&boot_addr)));
+    let client_wallet = paying(&mut cc, &chain, 100 * TON);
+    let client = start_on(cc, &chain).await;
+    let model_id = wait_for_workers(&client, 1).await;
+    let body =
+        json!({"model": model_id, "messages": [{"role": "user", "content": "free?"}], "max_tokens": 4});
+    let (status, answer) = post(client.api_addr().unwrap(), "/v1/chat/completions", body.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["cocoon"]["payment"]["status"], "off", "{answer}");
+    assert_eq!(answer["cocoon"]["amount_nanotons"], 0);
+    assert_eq!(chain.balance(client_wallet.address()).unwrap(), 100 * TON, "no channel was deployed");
+    assert_eq!(metric(&worker, "cocoon_inference_worker_requests_total", "completed").await, 1);
+    for node in [client, worker, boot] {
+        node.shutdown().await.unwrap();
+    }
+}

@@ -114,7 +114,7 @@ pub enum InferenceError {
 /// How a completed request was paid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payment {
-    /// Payments are off on this client.
+    /// Nothing was paid: payments are off on this client, or the model is free.
     None,
     /// The worker acknowledged the voucher: the channel's cumulative amount and seqno now.
     Paid {
@@ -375,7 +375,8 @@ impl InferenceClient {
         let failed = |reason: String| InferenceError::WorkerFailed { worker: worker.to_string(), reason };
         // The channel is per worker, so the request (and the hash the receipt covers) is too.
         let mut request = request.clone();
-        if let Some(payments) = &self.payments {
+        let free = offer.price_prompt_per_1k == 0 && offer.price_completion_per_1k == 0;
+        if let Some(payments) = self.payments.as_ref().filter(|_| !free) {
             // The worker counts prompt tokens exactly; the estimate is doubled to stay above it.
             let prompt = estimate_tokens(&request.prompt).saturating_mul(2).saturating_add(64);
             let worst = worst_case(
@@ -496,7 +497,14 @@ impl InferenceClient {
                         worker: worker.to_string(),
                         reason,
                     })?;
-                    let payment = self.pay(&mut session, worker, parsed.amount).await;
+                    let payment = match request.channel {
+                        Some(_) => self.pay(&mut session, worker, parsed.amount).await,
+                        None => {
+                            // No payments, or a free model: close with an empty voucher frame.
+                            let _ = session.send(&ClientFrame::Voucher(Vec::new()).encode()).await;
+                            Payment::None
+                        }
+                    };
                     let _ = session.close().await;
                     return Ok(Completion {
                         worker,
@@ -522,8 +530,7 @@ impl InferenceClient {
     /// acknowledgement; once, follow the worker's statement of what it holds.
     async fn pay(&self, session: &mut Session<libp2p::Stream>, worker: PeerId, amount: u64) -> Payment {
         let Some(payments) = &self.payments else {
-            let _ = session.send(&ClientFrame::Voucher(Vec::new()).encode()).await;
-            return Payment::None;
+            return Payment::Failed("payments are off on this client".into());
         };
         let result = async {
             let key = peer_key(&worker).ok_or("worker id has no ed25519 key")?;

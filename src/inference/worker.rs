@@ -276,6 +276,8 @@ async fn serve(inner: &Inner, peer: PeerId, stream: Stream) -> Outcome {
         return refuse(&mut session.writer, ErrorCode::PriceTooHigh, message).await;
     }
     let admission = match (&inner.payments, &request.channel) {
+        // Nothing to pay for (free model): no channel needed.
+        (None, _) | (Some(_), None) if worst == 0 => None,
         (None, _) => None,
         (Some(_), None) => {
             return refuse(
