@@ -150,7 +150,9 @@ async fn list(node: &NodeArgs) -> anyhow::Result<()> {
         }
         let response = reqwest::get(&url).await.map_err(|e| locked().context(format!("{url}: {e}")))?;
         let status = response.status();
-        let body: serde_json::Value = response.json().await.with_context(|| format!("{url}: not JSON"))?;
+        let bytes = response.bytes().await.with_context(|| format!("{url}: reading the answer"))?;
+        let body: serde_json::Value =
+            serde_json::from_slice(&bytes).with_context(|| format!("{url}: not JSON"))?;
         if !status.is_success() {
             bail!("{url} answered {status}: {body}");
         }

@@ -2,13 +2,12 @@
 //! context lengths, known without loading the weights), the loaded engines, and the client's
 //! OpenAI-compatible API.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use cocoon_protocol::attestation::record::ModelOffer;
 
 use super::client::ClientLimits;
-use super::engine::{Engine, EngineError};
+use super::engine::EngineError;
 use super::model::{self, ModelError};
 use super::worker::{ServedModel, WorkerLimits};
 use crate::api::openai_request::RequestLimits;
@@ -77,7 +76,7 @@ pub async fn load(config: &Config, offers: &[ModelOffer]) -> Result<Vec<ServedMo
         )
         .await
         .map_err(|source| SetupError::Engine { name: entry.name.clone(), source })?;
-        let engine: Arc<dyn Engine> = Arc::new(engine);
+        let engine: std::sync::Arc<dyn super::engine::Engine> = std::sync::Arc::new(engine);
         served.push(ServedModel { engine, offer: offer.clone() });
     }
     Ok(served)

@@ -1,0 +1,152 @@
+//! Payment costs: vouchers verified (and verified plus stored durably, as the worker does before
+//! acknowledging), gas and fees of every channel operation measured on `LocalChain` under TON
+//! mainnet's configuration, and chain transactions per 1,000 requests under the default lazy
+//! settlement policy.
+//!
+//! `cargo bench --bench payments` prints one block per measurement.
+
+#![allow(clippy::unwrap_used)] // a benchmark fails loudly on purpose
+
+#[path = "../common/chain.rs"]
+#[allow(dead_code)] // shared with the payment tests, which use all of it
+mod chain;
+
+use std::time::Instant;
+
+use chain::{Bench, TON};
+use cocoon::chain::TxSummary;
+use cocoon::payments::contract;
+use cocoon::store::{Store, StoredChannel};
+use cocoon_protocol::payments::amount::format_ton;
+use cocoon_protocol::payments::channel::ChannelState;
+use cocoon_protocol::payments::ledger::WorkerChannel;
+use cocoon_protocol::payments::settlement::{ClaimView, SettlementPolicy};
+use cocoon_protocol::payments::voucher::{CloseRequest, Voucher};
+
+fn vouchers() {
+    let b = Bench::new();
+    let params = b.params(1);
+    let state = ChannelState { deposited: u64::MAX / 2, dispute_window: 3600, ..Default::default() };
+    let mut channel = WorkerChannel::new(params.clone(), state).unwrap();
+    let n = 5_000u64;
+    let signed: Vec<_> = (1..=n)
+        .map(|i| {
+            Voucher { channel: channel.address.clone(), cumulative: i * 100, seqno: i }
+                .sign(&b.client.key)
+                .unwrap()
+        })
+        .collect();
+
+    let start = Instant::now();
+    let mut check = channel.clone();
+    for v in &signed {
+        check.check(v, 100).unwrap();
+        check.accept(v.clone());
+    }
+    let verify = start.elapsed();
+
+    let dir = tempfile::tempdir().unwrap();
+    let book = Store::open(dir.path()).unwrap().payments().unwrap();
+    let start = Instant::now();
+    for v in &signed {
+        channel.check(v, 100).unwrap();
+        let mut next = StoredChannel { channel: channel.clone(), last_voucher_at: 0 };
+        next.channel.accept(v.clone());
+        book.accept_voucher(&next, v).unwrap();
+        channel = next.channel;
+    }
+    let stored = start.elapsed();
+    println!("vouchers ({n}, one channel, sequential):");
+    println!("  verified (cell hash + ed25519 + rules)      {:>9.0} /s", n as f64 / verify.as_secs_f64());
+    println!("  verified + stored (sled transaction + flush) {:>9.0} /s", n as f64 / stored.as_secs_f64());
+}
+
+fn report(name: &str, channel: &tycho_types::models::StdAddr, txs: &[TxSummary]) {
+    let own = txs
+        .iter()
+        .find(|t| t.account == channel.address && t.in_msg.as_ref().is_some_and(|m| !m.external))
+        .unwrap();
+    let all: u64 = txs.iter().map(|t| t.total_fees).sum::<u64>()
+        + txs.iter().flat_map(|t| &t.out_msgs).map(|m| m.fwd_fee).sum::<u64>();
+    assert!(own.success, "{name}: {own:?}");
+    println!(
+        "  {name:<22} gas {:>6}  contract fees {:>12} TON  whole cascade {:>12} TON ({} txs)",
+        own.gas_used,
+        format_ton(own.total_fees),
+        format_ton(all),
+        txs.len()
+    );
+}
+
+async fn fees() {
+    let b = Bench::new();
+    let params = b.params(1);
+    let ch = params.address().unwrap();
+    println!("channel operations on LocalChain (TON mainnet config, wallet v5r1 senders):");
+    let txs = b.send(&b.client.wallet, contract::deploy(&params, 10 * TON, 1).unwrap()).await;
+    report("deploy + deposit", &ch, &txs);
+    let txs = b.send(&b.client.wallet, contract::top_up(&ch, TON, 2).unwrap()).await;
+    report("top up", &ch, &txs);
+    let v = Voucher { channel: ch.clone(), cumulative: 2 * TON, seqno: 1 }.sign(&b.client.key).unwrap();
+    let txs = b.send(&b.worker.wallet, contract::claim(&v, 3).unwrap()).await;
+    report("claim", &ch, &txs);
+    let txs = b.send(&b.client.wallet, contract::start_close(&ch, 4).unwrap()).await;
+    report("start close", &ch, &txs);
+    b.chain.advance(3600).unwrap();
+    let txs = b.send(&b.other.wallet, contract::finish_close(&ch, 5).unwrap()).await;
+    report("finish close", &ch, &txs);
+    let params = b.params(2);
+    let ch = params.address().unwrap();
+    b.send(&b.client.wallet, contract::deploy(&params, 10 * TON, 6).unwrap()).await;
+    let close = CloseRequest { channel: ch.clone(), cumulative: 3 * TON, seqno: 1 };
+    let (c, w) = (close.sign(&b.client.key).unwrap(), close.sign(&b.worker.key).unwrap());
+    let txs = b.send(&b.other.wallet, contract::coop_close(&close, &c, &w, 7).unwrap()).await;
+    report("cooperative close", &ch, &txs);
+}
+
+/// Chain transactions (deploy, top-ups, claims) one client–worker channel causes per 1,000
+/// requests of `amount` nanotons each under `policy`, a request every `gap` seconds.
+fn per_thousand(policy: &SettlementPolicy, amount: u64, deposit: u64, gap: u64) -> (u64, u64, u64) {
+    let (mut deposited, mut cumulative, mut claimed) = (deposit, 0u64, 0u64);
+    let (mut topups, mut claims) = (0u64, 0u64);
+    let n = 100_000u64;
+    for i in 0..n {
+        let now = i * gap;
+        if let Some(top) = policy.topup_due(deposit, deposited - cumulative) {
+            deposited += top;
+            topups += 1;
+        }
+        cumulative += amount;
+        let view = ClaimView { deposited, cumulative, claimed, last_voucher_at: now, closing: false };
+        if policy.claim_due(&view, now + gap).is_some() {
+            claimed = cumulative;
+            claims += 1;
+        }
+    }
+    let scale = |x: u64| (x * 1000).div_ceil(n);
+    (scale(1 + topups + claims), scale(topups), scale(claims))
+}
+
+fn transactions() {
+    let policy = SettlementPolicy::default();
+    println!(
+        "chain transactions per 1,000 requests (one channel, default policy, 100,000 requests simulated):"
+    );
+    for (what, amount, deposit, gap) in [
+        ("devnet prices (82 nanotons/request)", 82, 2 * TON, 1),
+        ("0.001 TON/request", TON / 1000, 2 * TON, 1),
+        ("0.01 TON/request", TON / 100, 2 * TON, 1),
+        ("0.01 TON/request, 10 TON deposit", TON / 100, 10 * TON, 1),
+        ("0.001 TON/request, one per 10 min", TON / 1000, 2 * TON, 600),
+    ] {
+        let (total, topups, claims) = per_thousand(&policy, amount, deposit, gap);
+        println!("  {what:<38} {total:>4} (top-ups {topups}, claims {claims})");
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    vouchers();
+    fees().await;
+    transactions();
+}
