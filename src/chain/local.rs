@@ -476,3 +476,51 @@ impl Chain for LocalChain {
         Box::pin(async move { Ok(now) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tycho_types::cell::Cell;
+
+    use super::*;
+    use crate::chain::wallet::{Transfer, Wallet};
+
+    const TON: u64 = 1_000_000_000;
+
+    #[test]
+    fn state_and_history_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.json");
+        let wallet = Wallet::from_seed(&[1; 32]).unwrap();
+        let other = StdAddr::new(0, HashBytes([9; 32]));
+        let chain = LocalChain::open(&path, Clock::Manual(1_800_000_000)).unwrap();
+        chain.fund(wallet.address(), 5 * TON).unwrap();
+        let transfer = Transfer {
+            to: other.clone(),
+            value: TON,
+            bounce: false,
+            state_init: None,
+            body: Cell::default(),
+        };
+        let msg = wallet.transfer_message(0, true, 1_800_000_100, &[transfer]).unwrap();
+        let txs = chain.execute(msg).unwrap();
+        assert!(txs[0].success, "{txs:?}"); // the recipient has no code: its compute phase is skipped
+        let balance = chain.balance(wallet.address()).unwrap();
+        let count = chain.transaction_count();
+        drop(chain);
+
+        // A wall clock asked for keeps the saved (manual) clock; everything else is as it was.
+        let again = LocalChain::open(&path, Clock::Wall { offset: 0 }).unwrap();
+        assert_eq!(again.balance(wallet.address()).unwrap(), balance);
+        assert_eq!(again.balance(&other).unwrap(), TON);
+        assert_eq!(again.transaction_count(), count);
+        assert_eq!(again.history(wallet.address(), 10).unwrap().len(), 1);
+        assert_eq!(again.now_secs(), 1_800_000_000);
+        assert_eq!(again.get_method(wallet.address(), "seqno").unwrap().u64_at(0), Some(1));
+        drop(again);
+
+        // A manual clock asked for wins; a corrupt file is an error, not a fresh chain.
+        assert_eq!(LocalChain::open(&path, Clock::Manual(1_900_000_000)).unwrap().now_secs(), 1_900_000_000);
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(matches!(LocalChain::open(&path, Clock::Wall { offset: 0 }), Err(ChainError::Storage(_))));
+    }
+}
