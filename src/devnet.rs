@@ -185,7 +185,8 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             config.worker.payout_address = "devnet-no-payouts".into();
         }
         let shared = chain.clone().map(|c| c as SharedChain);
-        let node = Node::start_with(config, TransportKind::Tcp, None, shared)
+        let extras = node::Extras { chain: shared, ..Default::default() };
+        let node = Node::start_with(config, TransportKind::Tcp, None, extras)
             .await
             .with_context(|| format!("starting devnet node {i}"))?;
         let kind = if role == Role::Worker { "worker (SIMULATED TEE)" } else { "node" };

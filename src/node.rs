@@ -99,6 +99,16 @@ pub enum NodeError {
     },
 }
 
+/// What a process hands a node besides its configuration (devnet, tests, simnet).
+#[derive(Debug, Default, Clone)]
+pub struct Extras {
+    /// A chain shared between the nodes of one process, used when `payments.chain = "local"`.
+    pub chain: Option<SharedChain>,
+    /// Models served by engines the process built itself (simnet's labelled stand-in engine), in
+    /// addition to `worker.models`; ignored unless the node has the worker role.
+    pub served: Vec<worker::ServedModel>,
+}
+
 /// Printed once on stdout when the node is up (one JSON line), for scripts and tests.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Ready {
@@ -137,19 +147,18 @@ impl Node {
         transport: TransportKind,
         identity: Option<Keypair>,
     ) -> Result<Self, NodeError> {
-        Self::start_with(config, transport, identity, None).await
+        Self::start_with(config, transport, identity, Extras::default()).await
     }
 
-    /// [`Self::start`], with a chain shared between nodes of one process (devnet, tests) used
-    /// when the configuration asks for the `local` chain.
+    /// [`Self::start`], with what the process hands the node besides its configuration.
     pub async fn start_with(
         config: Config,
         transport: TransportKind,
         identity: Option<Keypair>,
-        chain: Option<SharedChain>,
+        extras: Extras,
     ) -> Result<Self, NodeError> {
         config.validate()?;
-        let chain = payments::setup::open_chain(&config, chain).map_err(NodeError::Payments)?;
+        let chain = payments::setup::open_chain(&config, extras.chain).map_err(NodeError::Payments)?;
         let bootstrap = bootstrap::collect(&config.bootstrap.peers, &config.bootstrap.files)?;
         let store = Store::open(&config.node.data_dir)?;
         let keypair = match identity {
@@ -161,12 +170,16 @@ impl Node {
         let verifier = Arc::new(Verifier::new(attestation_policy(&config)?, VERIFIER_CACHE));
         // Models are hashed and loaded before the node announces anything, so the record's offers
         // are exactly what this worker can serve.
-        let offers = if config.has_role(Role::Worker) {
+        let mut offers = if config.has_role(Role::Worker) {
             setup::offers(&config, Some(&store.model_hashes()?))?
         } else {
             Vec::new()
         };
-        let served = setup::load(&config, &offers).await?;
+        let mut served = setup::load(&config, &offers).await?;
+        if config.has_role(Role::Worker) {
+            offers.extend(extras.served.iter().map(|m| m.offer.clone()));
+            served.extend(extras.served);
+        }
         let own = own_record(&config, &keypair, offers)?;
         let worker_keys = own.as_ref().map(|_| keypair.clone());
         let peer_book = store.peer_book()?;

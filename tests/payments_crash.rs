@@ -71,7 +71,8 @@ async fn sigkilled_worker_keeps_every_acknowledged_voucher_and_claims_once() {
     cc.api.first_token_timeout_secs = 5;
     let client_wallet = paying(&mut cc, &chain, 100 * TON);
     let shared: cocoon::chain::SharedChain = chain.clone();
-    let client_node = Node::start_with(cc, TransportKind::Tcp, None, Some(shared)).await.unwrap();
+    let extras = cocoon::node::Extras { chain: Some(shared), ..Default::default() };
+    let client_node = Node::start_with(cc, TransportKind::Tcp, None, extras).await.unwrap();
     let boot = format!("{}/p2p/{}", client_node.listen_addrs()[0], client_node.peer_id());
     let api = client_node.api_addr().unwrap();
     let config = worker_config(dir.path(), &model, &chain, &url, &boot);

@@ -8,7 +8,7 @@ use cocoon::chain::local::{Clock, LocalChain};
 use cocoon::chain::wallet::Wallet;
 use cocoon::config::{ChainKind, Config, Role};
 use cocoon::network::TransportKind;
-use cocoon::node::Node;
+use cocoon::node::{Extras, Node};
 use cocoon::store::load_or_create_wallet_seed;
 
 pub const TON: u64 = 1_000_000_000;
@@ -35,5 +35,6 @@ pub fn paying(c: &mut Config, chain: &LocalChain, funds: u64) -> Wallet {
 /// Start `c` on the memory transport with `chain` shared.
 pub async fn start_on(c: Config, chain: &Arc<LocalChain>) -> Node {
     let shared: SharedChain = chain.clone();
-    Node::start_with(c, TransportKind::Memory, None, Some(shared)).await.expect("node starts")
+    let extras = Extras { chain: Some(shared), ..Extras::default() };
+    Node::start_with(c, TransportKind::Memory, None, extras).await.expect("node starts")
 }

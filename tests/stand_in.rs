@@ -1,0 +1,65 @@
+//! A worker node handed an engine by its process instead of a model file (what simnet does): the
+//! labelled stand-in engine is attested, served and paid through the same worker, client and
+//! payment code as mistral.rs, and says what it is in every receipt.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon::config::Role;
+use cocoon::inference::engine::{Engine, STAND_IN_ENGINE, StandInEngine};
+use cocoon::inference::worker::ServedModel;
+use cocoon::network::TransportKind;
+use cocoon::node::{Extras, Node};
+use cocoon_protocol::attestation::record::ModelOffer;
+use common::inference::{boot, client, post, wait_for_workers, worker};
+use common::inproc::config;
+use common::payments::{TON, chain, paying, start_on};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_stand_in_engine_is_served_and_paid() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chain();
+    let (boot, boot_addr) = boot(dir.path()).await;
+    let engine = StandInEngine::new("sim", 2048, Duration::from_millis(5), Duration::from_millis(1));
+    let offer = ModelOffer {
+        model_id: engine.model_id().to_owned(),
+        price_prompt_per_1k: 1_000_000,
+        price_completion_per_1k: 1_000_000,
+        context_length: 2048,
+        max_concurrent: 4,
+    };
+    let served = ServedModel { engine: Arc::new(engine), offer };
+    // A worker configuration without any model file.
+    let mut wc = worker(
+        config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)),
+        std::path::Path::new("/nonexistent"),
+        0,
+        1,
+    );
+    wc.worker.models.clear();
+    paying(&mut wc, &chain, 10 * TON);
+    let extras = Extras { chain: Some(chain.clone()), served: vec![served] };
+    let worker_node = Node::start_with(wc, TransportKind::Memory, None, extras).await.unwrap();
+    let mut cc = client(config(&dir.path().join("c"), Role::Client, Some(&boot_addr)));
+    paying(&mut cc, &chain, 100 * TON);
+    let client_node = start_on(cc, &chain).await;
+    let model_id = wait_for_workers(&client_node, 1).await;
+    assert!(model_id.starts_with("stand-in-sim@"), "{model_id}");
+
+    let body = json!({"model": model_id, "messages": [{"role": "user", "content": "simulate this"}], "max_tokens": 5});
+    let (status, answer) =
+        post(client_node.api_addr().unwrap(), "/v1/chat/completions", body.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["cocoon"]["engine"], STAND_IN_ENGINE);
+    assert_eq!(answer["usage"]["completion_tokens"], 5);
+    assert_eq!(answer["cocoon"]["payment"]["status"], "paid", "{answer}");
+    assert!(answer["cocoon"]["amount_nanotons"].as_u64().unwrap() > 0);
+    for node in [client_node, worker_node, boot] {
+        node.shutdown().await.unwrap();
+    }
+}
