@@ -8,10 +8,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::mpsc::sync_channel;
 use std::time::Duration;
 
 use cocoon::store::{Store, StoredChannel, load_or_create_identity};
@@ -37,14 +35,7 @@ impl ChainServe {
             cmd.args(["--fund", f]);
         }
         let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = sync_channel(1);
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let line = common::first_line(&mut child, Duration::from_secs(30));
         let Some(url) = line.trim().strip_prefix("chain listening on ") else {
             let _ = child.kill();
             panic!("chain serve printed {line:?}");

@@ -27,7 +27,6 @@ use common::inference::{boot, client, metric, tiny_model, wait_for_workers, with
 use common::inproc::{config, eventually};
 use common::payments::{TON, chain, paying, start_on};
 use libp2p::StreamProtocol;
-use libp2p::identity::ed25519;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -128,15 +127,11 @@ async fn bad_vouchers_and_a_failing_chain_lose_nothing() {
 
     // The raw client's channel, deployed from the client node's wallet, keyed to its identity.
     let identity = load_or_create_identity(&cdir).unwrap().try_into_ed25519().unwrap();
-    let worker_key: ed25519::PublicKey =
-        libp2p::identity::PublicKey::try_decode_protobuf(worker.peer_id().as_ref().digest())
-            .unwrap()
-            .try_into_ed25519()
-            .unwrap();
+    let worker_key = cocoon::payments::peer_key(&worker.peer_id()).unwrap();
     let record = client.attestation().record_of(&worker.peer_id()).unwrap();
     let params = ChannelParams {
         client_key: identity.public().to_bytes(),
-        worker_key: worker_key.to_bytes(),
+        worker_key,
         client: client_wallet.address().clone(),
         worker: cocoon::chain::parse_address(&record.record().payout_address).unwrap(),
         dispute_window: 86_400,

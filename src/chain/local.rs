@@ -22,7 +22,9 @@ use tycho_types::models::{
 };
 use tycho_vm::{VmCaller, VmGetterArgs};
 
-use super::{AccountInfo, AccountStatus, Chain, ChainError, GetMethodResult, StackValue, TxSummary};
+use super::{
+    AccountInfo, AccountStatus, Chain, ChainError, GetMethodResult, MsgSummary, StackValue, TxSummary,
+};
 
 /// TON mainnet configuration parameters 0–31 (the "slim" config `@ton/sandbox` 0.41.0 carries,
 /// taken at masterchain seqno 52,956,904): gas, forwarding and storage prices, limits.
@@ -211,17 +213,15 @@ impl Inner {
             return Err(ChainError::Rejected("destination is not a standard address".into()));
         };
         let mut done = vec![self.run(&dst, true, message)?];
-        let mut queue: VecDeque<Cell> = out_cells(&done[0])?.into();
+        // Outbound external messages (no destination) leave the chain; the rest are delivered.
+        let mut queue: VecDeque<MsgSummary> = done[0].out_msgs.iter().cloned().collect();
         while let Some(msg) = queue.pop_front() {
             if done.len() > MAX_CASCADE {
                 return Err(ChainError::Rejected(format!("more than {MAX_CASCADE} messages in one cascade")));
             }
-            let MsgInfo::Int(int) = msg.parse::<MsgInfo>()? else {
-                continue; // outbound external messages leave the chain
-            };
-            let IntAddr::Std(dst) = int.dst else { continue };
-            let tx = self.run(&dst, false, msg)?;
-            queue.extend(out_cells(&tx)?);
+            let Some(dst) = msg.dst else { continue };
+            let tx = self.run(&dst, false, msg.cell)?;
+            queue.extend(tx.out_msgs.iter().cloned());
             done.push(tx);
         }
         Ok(done)
@@ -249,11 +249,6 @@ impl Inner {
             history,
         })
     }
-}
-
-fn out_cells(tx: &TxSummary) -> Result<Vec<Cell>, ChainError> {
-    let parsed = tx.cell.parse::<tycho_types::models::Transaction>()?;
-    parsed.out_msgs.values().map(|c| c.map_err(ChainError::from)).collect()
 }
 
 impl LocalChain {

@@ -26,6 +26,8 @@ pub struct MsgSummary {
     pub external: bool,
     /// The body.
     pub body: Cell,
+    /// The whole message cell (what the embedded chain delivers).
+    pub cell: Cell,
 }
 
 impl MsgSummary {
@@ -50,6 +52,7 @@ impl MsgSummary {
                 bounced: i.bounced,
                 external: false,
                 body,
+                cell: cell.clone(),
             },
             MsgInfo::ExtIn(i) => Self {
                 src: None,
@@ -59,6 +62,7 @@ impl MsgSummary {
                 bounced: false,
                 external: true,
                 body,
+                cell: cell.clone(),
             },
             MsgInfo::ExtOut(i) => Self {
                 src: std(&i.src),
@@ -68,6 +72,7 @@ impl MsgSummary {
                 bounced: false,
                 external: false,
                 body,
+                cell: cell.clone(),
             },
         })
     }

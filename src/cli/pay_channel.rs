@@ -120,7 +120,7 @@ fn forgive(args: &ForgiveArgs) -> anyhow::Result<()> {
 fn key_arg(text: &str) -> Result<[u8; 32], String> {
     let text = text.trim();
     if let Ok(peer) = text.parse::<libp2p::PeerId>() {
-        return crate::payments::worker::peer_key(&peer).ok_or_else(|| "peer id has no ed25519 key".into());
+        return crate::payments::peer_key(&peer).ok_or_else(|| "peer id has no ed25519 key".into());
     }
     let bytes = hex::decode(text).map_err(|e| format!("not 64 hex digits nor a peer id: {e}"))?;
     <[u8; 32]>::try_from(bytes).map_err(|b| format!("{} bytes, an ed25519 key has 32", b.len()))

@@ -38,7 +38,7 @@ use crate::attestation::verifier::Verifier;
 use crate::clock::unix_now;
 use crate::network::NetworkHandle;
 use crate::payments::client::ClientPayments;
-use crate::payments::worker::peer_key;
+use crate::payments::peer_key;
 
 /// Client limits.
 #[derive(Debug, Clone, Copy)]

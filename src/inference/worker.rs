@@ -362,6 +362,7 @@ async fn generate(
                     None => Some(slot),
                 };
                 let offer = &model.offer;
+                let amount = amount_due(offer.price_prompt_per_1k, offer.price_completion_per_1k, usage);
                 let receipt = Receipt {
                     worker: inner.identity.public().to_peer_id(),
                     model_id: offer.model_id.clone(),
@@ -372,7 +373,7 @@ async fn generate(
                     usage,
                     price_prompt_per_1k: offer.price_prompt_per_1k,
                     price_completion_per_1k: offer.price_completion_per_1k,
-                    amount: amount_due(offer.price_prompt_per_1k, offer.price_completion_per_1k, usage),
+                    amount,
                     issued_at: unix_now(),
                 };
                 let receipt = match receipt.sign(&inner.identity) {
@@ -384,7 +385,6 @@ async fn generate(
                 if out.send(&ServerFrame::Done { finish_reason, receipt }.encode()).await.is_err() {
                     return Outcome::Failed("client left before the receipt".into());
                 }
-                let amount = amount_due(offer.price_prompt_per_1k, offer.price_completion_per_1k, usage);
                 let closing = tokio::time::timeout(inner.limits.voucher, &mut watch).await;
                 drop(watch);
                 let Some((payments, admission)) = paying else {

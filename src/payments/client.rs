@@ -18,7 +18,7 @@ use rand::RngCore;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::contract;
-use super::worker::peer_key;
+use super::peer_key;
 use crate::chain::wallet::Wallet;
 use crate::chain::{ChainError, SharedChain, parse_address};
 use crate::store::PaymentBook;
@@ -146,11 +146,12 @@ impl ClientPayments {
             let signed = self.book.client_channel(&worker_key)?.map_or(channel.cumulative, |c| c.cumulative);
             let unspent = deposited.saturating_sub(signed);
             let again = ClientChannel { deposited, cumulative: signed, ..channel.clone() };
+            let mut deposited = deposited;
             if let Some(amount) = due(&again) {
                 self.wallet
                     .send(self.chain.as_ref(), &[contract::top_up(&address, amount, rand::random())?])
                     .await?;
-                self.confirm(&address, deposited + amount).await?;
+                deposited = self.confirm(&address, deposited + amount).await?;
                 tracing::info!(channel = %address, amount, unspent, "topped up payment channel");
             }
             drop(topping);
@@ -159,8 +160,8 @@ impl ClientPayments {
                 .book
                 .client_channel(&worker_key)?
                 .ok_or_else(|| ClientPaymentError::Unusable("channel record vanished".into()))?;
-            if let Some(s) = contract::state(self.chain.as_ref(), &channel.address).await? {
-                channel.deposited = s.deposited;
+            if channel.address == address {
+                channel.deposited = deposited; // read (or confirmed) under the top-up lock
             }
         }
         self.book.put_client_channel(&channel)?;

@@ -8,3 +8,10 @@ pub mod contract;
 pub mod settle;
 pub mod setup;
 pub mod worker;
+
+/// The ed25519 key inside a peer id, if it inlines one: channel keys are the parties' identity
+/// keys, so a worker's key is known from its peer id.
+pub fn peer_key(peer: &libp2p::PeerId) -> Option<[u8; 32]> {
+    let public = libp2p::identity::PublicKey::try_decode_protobuf(peer.as_ref().digest()).ok()?;
+    Some(public.try_into_ed25519().ok()?.to_bytes())
+}

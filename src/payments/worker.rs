@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Mutex;
 use tycho_types::models::StdAddr;
 
-use super::contract;
+use super::{contract, peer_key};
 use crate::chain::SharedChain;
 use crate::clock::unix_now;
 use crate::store::{PaymentBook, StoredChannel};
@@ -101,13 +101,6 @@ pub struct WorkerPayments {
     terms: WorkerTerms,
     pub(crate) channels: Mutex<HashMap<StdAddr, StoredChannel>>,
     pub(crate) metrics: PaymentMetrics,
-}
-
-/// The ed25519 key inside a peer id, if it inlines one.
-pub fn peer_key(peer: &PeerId) -> Option<[u8; 32]> {
-    let mh = peer.as_ref();
-    let public = libp2p::identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
-    Some(public.try_into_ed25519().ok()?.to_bytes())
 }
 
 impl WorkerPayments {

@@ -19,6 +19,18 @@ use std::time::{Duration, Instant};
 
 use cocoon::node::Ready;
 
+/// The first line `child` prints on its (piped) stdout, or "" if none comes within `limit`.
+pub fn first_line(child: &mut Child, limit: Duration) -> String {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = sync_channel(1);
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(limit).unwrap_or_default()
+}
+
 /// Path of the binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_cocoon")
@@ -53,14 +65,7 @@ impl NodeProc {
         }
         cmd.args(extra).stdout(Stdio::piped()).stderr(std::fs::File::create(&stderr).expect("log file"));
         let mut child = cmd.spawn().expect("spawn cocoon node");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = sync_channel(1);
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let line = first_line(&mut child, Duration::from_secs(30));
         let ready: Ready = match serde_json::from_str(line.trim()) {
             Ok(r) => r,
             Err(e) => {
