@@ -133,6 +133,8 @@ pub struct Node {
     store: Store,
     admin_addr: Option<SocketAddr>,
     api_addr: Option<SocketAddr>,
+    client: Option<InferenceClient>,
+    registry: Arc<Registry>,
     listen: Vec<Multiaddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -269,9 +271,7 @@ impl Node {
                 .map_err(NodeError::Worker)?;
             tasks.push(task);
         }
-        let mut api_addr = None;
-        if let Some(listener) = api_listener {
-            api_addr = listener.local_addr().ok();
+        let client = if config.has_role(Role::Client) {
             let paying = match &chain {
                 Some(chain) => Some(
                     payments::setup::client(&config, &store, chain.clone(), &keypair_for_payments)
@@ -279,7 +279,7 @@ impl Node {
                 ),
                 None => None,
             };
-            let client = InferenceClient::new(
+            Some(InferenceClient::new(
                 network.clone(),
                 attestation.clone(),
                 verifier,
@@ -287,9 +287,16 @@ impl Node {
                 rand::random(),
                 paying,
                 &mut registry,
-            );
+            ))
+        } else {
+            None
+        };
+        let registry = Arc::new(registry);
+        let mut api_addr = None;
+        if let (Some(listener), Some(client)) = (api_listener, &client) {
+            api_addr = listener.local_addr().ok();
             let state = ApiState {
-                client,
+                client: client.clone(),
                 limits: setup::request_limits(&config),
                 max_price: config.api.max_price_nanotons,
                 max_body: config.api.max_body_bytes,
@@ -304,7 +311,7 @@ impl Node {
             let state = AdminState {
                 network: network.clone(),
                 attestation: attestation.clone(),
-                registry: Arc::new(registry),
+                registry: registry.clone(),
                 roles: config.node.roles.clone(),
                 started: Instant::now(),
                 payments: match &chain {
@@ -321,6 +328,8 @@ impl Node {
             store,
             admin_addr,
             api_addr,
+            client,
+            registry,
             listen: status.listen_addrs,
             shutdown,
             tasks,
@@ -356,6 +365,20 @@ impl Node {
     /// Where the admin endpoint listens, when enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// The inference client of a node with the client role (what its API serves requests with).
+    pub fn inference_client(&self) -> Option<&InferenceClient> {
+        self.client.as_ref()
+    }
+
+    /// Every metric of this node in the OpenMetrics text format (what `/metrics` serves).
+    pub fn metrics_text(&self) -> String {
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        text
     }
 
     /// The store (for inspection by tests and subsystems).

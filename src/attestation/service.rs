@@ -6,8 +6,9 @@
 //! forwarded, ignored ones dropped, and the peer that sent a rejected one is blocked. TDX quotes
 //! get their collateral from a [`CollateralSource`] (cache or PCCS) before they are verified.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cocoon_protocol::attestation::binding::expected_report_data;
 use cocoon_protocol::attestation::record::{AttestationRecord, ModelOffer, TeeEvidence};
@@ -97,6 +98,7 @@ struct Metrics {
     verdicts: Family<Vec<(String, String)>, Counter>,
     fetched: Counter,
     published: Counter,
+    rejected_relayed: Counter,
 }
 
 impl Metrics {
@@ -109,6 +111,10 @@ impl Metrics {
 #[derive(Debug, Clone)]
 pub struct AttestationHandle {
     known: Arc<Mutex<KnownWorkers>>,
+    /// When each worker's first record was accepted here (simnet's propagation measurements).
+    first_seen: Arc<Mutex<HashMap<PeerId, Instant>>>,
+    /// When this worker first published its own record.
+    first_published: Arc<Mutex<Option<Instant>>>,
     cache: Option<RecordCache>,
     own: Arc<Mutex<Option<SignedRecord>>>,
     metrics: Metrics,
@@ -125,6 +131,10 @@ pub struct VerdictCounts {
     pub rejected: u64,
     /// Accepted records that were fetched directly (discovery) rather than gossiped.
     pub fetched: u64,
+    /// Rejected records that reached this node through a peer other than their author: an
+    /// invalid record travelled more than one hop (validate-then-forward should make this 0).
+    #[serde(default)]
+    pub rejected_relayed: u64,
 }
 
 impl AttestationHandle {
@@ -157,6 +167,11 @@ impl AttestationHandle {
     fn keep(&self, signed: SignedRecord) -> Insertion {
         let (peer, bytes) = (signed.record().peer_id, signed.encode());
         let insertion = self.known.lock().map(|mut k| k.insert(signed)).unwrap_or(Insertion::Full);
+        if insertion == Insertion::New
+            && let Ok(mut seen) = self.first_seen.lock()
+        {
+            seen.entry(peer).or_insert_with(Instant::now);
+        }
         if matches!(insertion, Insertion::New | Insertion::Updated)
             && let Some(cache) = &self.cache
             && let Err(e) = cache.put(&peer, &bytes)
@@ -216,7 +231,18 @@ impl AttestationHandle {
             ignored: self.metrics.verdict("ignore").get(),
             rejected: self.metrics.verdict("reject").get(),
             fetched: self.metrics.fetched.get(),
+            rejected_relayed: self.metrics.rejected_relayed.get(),
         }
+    }
+
+    /// When this worker first published its own record on the gossip topic, if ever.
+    pub fn first_published(&self) -> Option<Instant> {
+        self.first_published.lock().ok().and_then(|f| *f)
+    }
+
+    /// When the first record of `worker` was accepted by this node, if ever.
+    pub fn first_seen(&self, worker: &PeerId) -> Option<Instant> {
+        self.first_seen.lock().ok()?.get(worker).copied()
     }
 
     /// This node's own current record (workers).
@@ -245,9 +271,16 @@ pub async fn start(
     );
     r.register("fetched", "Attestation records accepted after a direct fetch", metrics.fetched.clone());
     r.register("published", "Own attestation records published", metrics.published.clone());
+    r.register(
+        "rejected_relayed",
+        "Invalid records received from a peer other than their author (should stay 0)",
+        metrics.rejected_relayed.clone(),
+    );
 
     let handle = AttestationHandle {
         known: Arc::new(Mutex::new(KnownWorkers::new(KNOWN_CAPACITY))),
+        first_seen: Arc::default(),
+        first_published: Arc::default(),
         cache,
         own: Arc::new(Mutex::new(None)),
         metrics,
@@ -320,6 +353,9 @@ async fn validate_loop(
             }
             Judgement::Reject(reason) => {
                 tracing::warn!(source = %message.propagation_source, %reason, "invalid attestation record");
+                if message.author != Some(message.propagation_source) {
+                    handle.metrics.rejected_relayed.inc();
+                }
                 let _ = network
                     .block(message.propagation_source, format!("invalid attestation record: {reason}"))
                     .await;
@@ -371,6 +407,9 @@ async fn publish_loop(
             let listening = network.status().await.map(|s| s.mesh_peers > 0).unwrap_or(false);
             if listening && network.publish(ATTESTATION_TOPIC, bytes.clone()).await.is_ok() {
                 handle.metrics.published.inc();
+                if let Ok(mut first) = handle.first_published.lock() {
+                    first.get_or_insert_with(Instant::now);
+                }
                 tracing::info!(expires_at = signed.record().expires_at, "published attestation record");
                 announce(&network, &signed).await;
                 break;

@@ -44,7 +44,7 @@ pub(crate) struct EventLoop {
     metrics: NetMetrics,
     libp2p_metrics: libp2p::metrics::Metrics,
     pending_dials: HashMap<ConnectionId, Reply<PeerId>>,
-    pending_closest: HashMap<QueryId, Reply<Vec<PeerId>>>,
+    pending_closest: HashMap<QueryId, Reply<super::Lookup>>,
     pending_bootstrap: HashMap<QueryId, Reply<()>>,
     pending_providing: HashMap<QueryId, Reply<()>>,
     pending_providers: HashMap<QueryId, (Reply<Vec<PeerId>>, HashSet<PeerId>)>,
@@ -370,16 +370,22 @@ impl EventLoop {
 
     fn on_kad(&mut self, event: kad::Event) {
         match event {
-            kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
+            kad::Event::OutboundQueryProgressed { id, result, step, stats } => match result {
                 QueryResult::GetClosestPeers(result) => {
                     if let Some(reply) = self.pending_closest.remove(&id) {
-                        let answer = match result {
-                            Ok(ok) => Ok(ok.peers.into_iter().map(|p| p.peer_id).collect()),
+                        let peers = match result {
+                            Ok(ok) => Ok(ok.peers),
                             Err(kad::GetClosestPeersError::Timeout { peers, .. }) if !peers.is_empty() => {
-                                Ok(peers.into_iter().map(|p| p.peer_id).collect())
+                                Ok(peers)
                             }
                             Err(e) => Err(NetworkError::Query(e.to_string())),
                         };
+                        let answer = peers.map(|peers| super::Lookup {
+                            peers: peers.into_iter().map(|p| p.peer_id).collect(),
+                            requests: stats.num_requests(),
+                            successes: stats.num_successes(),
+                            duration: stats.duration().unwrap_or_default(),
+                        });
                         let _ = reply.send(answer);
                     }
                 }

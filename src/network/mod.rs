@@ -40,13 +40,30 @@ pub const PROTOCOL_VERSION: &str = "/cocoon/1.0.0";
 const COMMAND_CAPACITY: usize = 256;
 
 /// Which transport stack the swarm uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum TransportKind {
     /// TCP + QUIC + DNS, Noise and Yamux over TCP: what a real node uses.
     Tcp,
     /// libp2p's in-process memory transport (`/memory/<n>` addresses), with Noise and Yamux: for
-    /// in-process tests and simulation.
+    /// in-process tests.
     Memory,
+    /// A transport built by the process for this node's key (simnet's simulated network). It
+    /// must authenticate the remote peer id itself; the swarm adds nothing on top.
+    Custom(CustomTransport),
+}
+
+/// What a [`TransportKind::Custom`] transport yields: the remote peer and a multiplexed
+/// connection.
+pub type BoxedTransport = libp2p::core::transport::Boxed<(PeerId, libp2p::core::muxing::StreamMuxerBox)>;
+
+/// Builds a node's transport from its key (one call per node).
+#[derive(Clone)]
+pub struct CustomTransport(pub std::sync::Arc<dyn Fn(&Keypair) -> BoxedTransport + Send + Sync>);
+
+impl std::fmt::Debug for CustomTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CustomTransport")
+    }
 }
 
 /// Everything the network layer needs, derived from [`Config`].
@@ -134,6 +151,19 @@ pub fn is_local_addr(addr: &Multiaddr) -> bool {
         Some(Protocol::Memory(_)) => true,
         _ => false,
     }
+}
+
+/// The outcome of an iterative Kademlia lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// The closest peers found (up to 20), closest first.
+    pub peers: Vec<PeerId>,
+    /// Requests the lookup sent (libp2p counts every `FIND_NODE` sent, answered or not).
+    pub requests: u32,
+    /// How many of them were answered.
+    pub successes: u32,
+    /// From start to the last answer.
+    pub duration: Duration,
 }
 
 /// Errors of the network layer.
@@ -231,7 +261,7 @@ pub(crate) enum Command {
     Status { reply: oneshot::Sender<NetworkStatus> },
     Dial { addr: Multiaddr, reply: Reply<PeerId> },
     AddAddress { peer: PeerId, addr: Multiaddr },
-    ClosestPeers { key: Vec<u8>, reply: Reply<Vec<PeerId>> },
+    ClosestPeers { key: Vec<u8>, reply: Reply<Lookup> },
     Bootstrap { reply: Reply<()> },
     Subscribe { topic: String, sink: mpsc::Sender<GossipMessage>, reply: Reply<()> },
     Publish { topic: String, data: Vec<u8>, reply: Reply<MessageId> },
@@ -300,6 +330,11 @@ impl NetworkHandle {
 
     /// The (up to 20) peers closest to `key` by XOR distance that an iterative lookup finds.
     pub async fn get_closest_peers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, NetworkError> {
+        Ok(self.lookup(key).await?.peers)
+    }
+
+    /// [`Self::get_closest_peers`], with what the lookup cost.
+    pub async fn lookup(&self, key: Vec<u8>) -> Result<Lookup, NetworkError> {
         self.ask(|reply| Command::ClosestPeers { key, reply }).await
     }
 

@@ -2,7 +2,8 @@
 //!
 //! Both transport stacks produce the same `Swarm<Behaviour>`: the real one (TCP with Noise and
 //! Yamux, QUIC, DNS resolution, circuit relay client) and the in-memory one used by in-process
-//! tests and simnet (memory transport with Noise and Yamux, circuit relay client).
+//! tests (memory transport with Noise and Yamux, circuit relay client), and one the process
+//! builds (simnet's simulated network, which authenticates and multiplexes by itself).
 
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ pub(crate) fn build(
             .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })
     };
     let idle = config.idle_connection_timeout;
-    let swarm = match config.transport {
+    let swarm = match &config.transport {
         TransportKind::Tcp => SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
@@ -57,6 +58,16 @@ pub(crate) fn build(
                         .timeout(Duration::from_secs(20)),
                 )
             })
+            .map_err(|e| terr(&e))?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| terr(&e))?
+            .with_behaviour(make_behaviour)
+            .map_err(|e| terr(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+        TransportKind::Custom(custom) => SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_other_transport(|key| (custom.0)(key))
             .map_err(|e| terr(&e))?
             .with_relay_client(noise::Config::new, yamux::Config::default)
             .map_err(|e| terr(&e))?

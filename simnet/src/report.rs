@@ -1,0 +1,327 @@
+//! The report of one run: every measured number with the scenario and seed (JSON), and a
+//! Markdown summary of the headline numbers.
+//!
+//! Times are milliseconds since the run started unless a field says otherwise. Distributions carry
+//! their samples (so plots and comparisons need nothing else) and their percentiles.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Percentiles of a sample set (nearest-rank; all 0 when empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Dist {
+    /// Sample count.
+    pub count: usize,
+    /// Smallest sample.
+    pub min: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest sample.
+    pub max: f64,
+    /// Arithmetic mean.
+    pub mean: f64,
+}
+
+impl Dist {
+    /// Percentiles of `samples` (order does not matter; NaNs are dropped).
+    pub fn of(samples: &[f64]) -> Self {
+        let mut s: Vec<f64> = samples.iter().copied().filter(|x| !x.is_nan()).collect();
+        if s.is_empty() {
+            return Self::default();
+        }
+        s.sort_by(f64::total_cmp);
+        let rank = |q: f64| {
+            let i = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1;
+            s[i]
+        };
+        Self {
+            count: s.len(),
+            min: s[0],
+            p50: rank(0.50),
+            p90: rank(0.90),
+            p99: rank(0.99),
+            max: s[s.len() - 1],
+            mean: s.iter().sum::<f64>() / s.len() as f64,
+        }
+    }
+}
+
+/// A value sampled over the run: `(ms since start, value)`.
+pub type Series = Vec<(f64, f64)>;
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// The scenario file's text, verbatim (so a report says exactly what ran).
+    pub scenario_text: String,
+    /// Seed of every random choice in the plan.
+    pub seed: u64,
+    /// SHA-256 of the plan (keys, roles, regions, schedules): equal seeds give equal digests.
+    pub plan_digest: String,
+    /// `cocoon-simnet` version and build profile.
+    pub build: String,
+    /// Nodes by role (`bootstrap`, `worker`, `client`, `sybil`, `forger`).
+    pub nodes: BTreeMap<String, usize>,
+    /// Resources used.
+    pub resources: Resources,
+    /// Network formation.
+    pub join: JoinStats,
+    /// Routing-table health.
+    pub routing: RoutingStats,
+    /// Kademlia lookups against the true closest set.
+    pub lookup: LookupStats,
+    /// Attestation record propagation.
+    pub gossip: GossipStats,
+    /// Inference requests.
+    pub requests: RequestStats,
+    /// Payments, when the scenario pays.
+    pub payments: Option<PaymentStats>,
+    /// Adversaries and what they achieved.
+    pub attacks: AttackStats,
+    /// Partition and healing, when the scenario splits the network.
+    pub partition: Option<PartitionStats>,
+    /// Churn, when nodes leave and come back.
+    pub churn: Option<ChurnStats>,
+    /// What the simulated network carried.
+    pub fabric: FabricStats,
+    /// Things the reader must know to interpret the numbers (residual nondeterminism, caveats).
+    pub notes: Vec<String>,
+}
+
+/// Process resources.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Resources {
+    /// Wall-clock seconds of the whole run (start-up included).
+    pub wall_secs: f64,
+    /// CPU seconds (user + system) of the process over the run.
+    pub cpu_secs: f64,
+    /// Resident memory before the first node started, bytes.
+    pub rss_start_bytes: u64,
+    /// Highest resident memory seen, bytes.
+    pub rss_peak_bytes: u64,
+    /// `(rss_peak - rss_start) / nodes`, bytes.
+    pub memory_per_node_bytes: u64,
+    /// Resident memory over time, MiB.
+    pub rss_mib: Series,
+    /// CPU cores busy over time (CPU seconds per wall second between samples).
+    pub cpu_cores: Series,
+}
+
+/// Network formation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JoinStats {
+    /// Nodes started.
+    pub started: usize,
+    /// Nodes whose routing table reached `min(20, N-1)` peers.
+    pub joined: usize,
+    /// Per node: ms from its start until its routing table held `min(20, N-1)` peers.
+    pub times_ms: Vec<f64>,
+    /// Percentiles of `times_ms`.
+    pub time: Dist,
+    /// ms from the first start until the last node joined.
+    pub formation_ms: f64,
+}
+
+/// Routing-table health: does each node know the 20 peers closest to itself?
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RoutingStats {
+    /// Share of live nodes whose table holds all of their true 20 closest live peers (end).
+    pub healthy_share: f64,
+    /// Mean share of the true 20 closest each node's table holds (end).
+    pub closest_known_mean: f64,
+    /// Mean routing-table size (end).
+    pub table_size_mean: f64,
+    /// `healthy_share` over time.
+    pub healthy_over_time: Series,
+}
+
+/// One lookup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LookupSample {
+    /// Share of the true 20 closest live peers the lookup returned.
+    pub recall: f64,
+    /// `FIND_NODE` requests sent.
+    pub requests: u32,
+    /// Sequential rounds, estimated as duration / mean round trip between the querier and the
+    /// peers it can reach (libp2p does not report hops).
+    pub rounds: f64,
+    /// Wall time of the lookup, ms.
+    pub latency_ms: f64,
+}
+
+/// Kademlia lookups for random keys from random live nodes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LookupStats {
+    /// Lookups run.
+    pub queries: usize,
+    /// Lookups that failed outright.
+    pub failed: usize,
+    /// Mean recall.
+    pub recall_mean: f64,
+    /// Recall percentiles.
+    pub recall: Dist,
+    /// Requests per lookup.
+    pub requests: Dist,
+    /// Estimated rounds (hops) per lookup.
+    pub rounds: Dist,
+    /// Lookup latency, ms.
+    pub latency_ms: Dist,
+    /// Every lookup.
+    pub samples: Vec<LookupSample>,
+}
+
+/// Propagation of workers' attestation records to honest nodes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GossipStats {
+    /// Workers whose records were followed (honest and sybil workers; all attest validly).
+    pub records: usize,
+    /// Honest non-worker nodes that should receive them.
+    pub receivers: usize,
+    /// Share of (receiver, record) pairs delivered by the end.
+    pub coverage: f64,
+    /// Receivers that got every record.
+    pub receivers_complete: usize,
+    /// Share of pairs delivered over time (ms since the record's first publication).
+    pub coverage_over_time: Series,
+    /// Per delivered pair: ms from the worker publishing to the receiver accepting it.
+    pub latency_ms: Dist,
+    /// Latency samples (capped at 20,000, evenly thinned).
+    pub latency_samples: Vec<f64>,
+    /// ms after publication by which 99 % of pairs were delivered (`None` if never).
+    pub p99_coverage_ms: Option<f64>,
+    /// Gossipsub messages received on the attestation topic, duplicates included.
+    pub messages_received: u64,
+    /// Of those, first receptions.
+    pub messages_unique: u64,
+    /// `messages_received / messages_unique`: transmissions per delivery.
+    pub transmissions_per_delivery: f64,
+    /// Records fetched directly (discovery) rather than gossiped.
+    pub fetched: u64,
+}
+
+/// Inference requests from clients.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RequestStats {
+    /// Requests sent.
+    pub sent: usize,
+    /// Requests that completed.
+    pub succeeded: usize,
+    /// `succeeded / sent` (1.0 when none were sent).
+    pub success_rate: f64,
+    /// Failures by reason.
+    pub failures: BTreeMap<String, usize>,
+    /// Time to first token, ms.
+    pub ttft_ms: Dist,
+    /// TTFT samples (capped at 20,000).
+    pub ttft_samples: Vec<f64>,
+    /// Whole request, ms.
+    pub total_ms: Dist,
+    /// Failovers (moves to another worker before the first token) over all requests.
+    pub failovers: u64,
+    /// Requests by failover count: index = failovers.
+    pub failover_histogram: Vec<usize>,
+    /// Requests that completed on a sybil worker (should be 0: sybils never finish).
+    pub served_by_sybil: usize,
+    /// Success rate per 10 s window: `(window end ms, rate)`.
+    pub success_over_time: Series,
+}
+
+/// Payments reconciliation: what was invoiced, signed, stored and claimed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PaymentStats {
+    /// Paid requests (a `Done` with a price).
+    pub invoices: u64,
+    /// Sum of invoiced amounts, nanotons (from the clients' completions).
+    pub invoiced_nanotons: u128,
+    /// Sum over channels of the cumulative voucher the worker holds, nanotons.
+    pub vouchered_nanotons: u128,
+    /// Sum over channels of what the chain paid the workers after the final claims, nanotons.
+    pub claimed_nanotons: u128,
+    /// Channels opened.
+    pub channels: usize,
+    /// Vouchers workers accepted (`Paid` frames).
+    pub vouchers_accepted: u64,
+    /// Requests a worker answered `Unpaid`.
+    pub unpaid: u64,
+    /// Chain transactions over the run (all accounts), including the final claims.
+    pub chain_transactions: u64,
+    /// Chain transactions during the load (before the final claims) per paid request.
+    pub transactions_per_request: f64,
+    /// invoiced = vouchered = claimed, exactly.
+    pub reconciled: bool,
+}
+
+/// Adversaries.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AttackStats {
+    /// Sybil workers (attested, but drop every stream they accept).
+    pub sybils: usize,
+    /// Forger nodes.
+    pub forgers: usize,
+    /// Forged records the forgers published.
+    pub forged_published: u64,
+    /// Forged records honest nodes rejected (first hop).
+    pub forged_rejected: u64,
+    /// Invalid records honest nodes received from someone other than their author (must be 0).
+    pub rejected_relayed: u64,
+    /// Honest nodes that blocked at least one forger.
+    pub nodes_blocking_forgers: usize,
+    /// Honest nodes connected to a forger at the end.
+    pub nodes_connected_to_forgers: usize,
+}
+
+/// Split and heal.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PartitionStats {
+    /// When the split started, ms.
+    pub split_at_ms: f64,
+    /// When it healed, ms.
+    pub healed_at_ms: f64,
+    /// Share of nodes on the minority side.
+    pub minority_share: f64,
+    /// Connections the split cut.
+    pub connections_cut: u64,
+    /// Lookup recall against the whole network while split (sides cannot see each other).
+    pub recall_during: f64,
+    /// Lookup recall after healing plus the settle time.
+    pub recall_after: f64,
+    /// Share of nodes whose routing table holds a peer from the other side (end).
+    pub cross_known_after: f64,
+    /// ms from healing until every node again had a connection across the former split.
+    pub reconnect_ms: Option<f64>,
+}
+
+/// Nodes leaving and returning.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChurnStats {
+    /// Nodes stopped during the run.
+    pub departures: usize,
+    /// Nodes restarted (same key and data directory).
+    pub returns: usize,
+    /// Live nodes over time.
+    pub live_over_time: Series,
+}
+
+/// What the simulated network carried.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FabricStats {
+    /// Connections established.
+    pub connections: u64,
+    /// Dials refused (no listener, partition, node down).
+    pub dials_refused: u64,
+    /// Substreams opened.
+    pub streams: u64,
+    /// Substreams reset at open by the loss model.
+    pub streams_lost: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Writes delayed by the loss model (a retransmission).
+    pub retransmissions: u64,
+}

@@ -1,0 +1,207 @@
+//! Request load through the clients' real inference path (worker selection, Noise sessions,
+//! failover, vouchers), and the payments reconciliation at the end: every worker claims its best
+//! voucher on the shared chain, and invoiced = vouchered = claimed must hold exactly.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cocoon::chain::local::LocalChain;
+use cocoon::chain::wallet::Wallet;
+use cocoon::inference::client::{InferenceClient, InferenceError, Payment};
+use cocoon::node::Node;
+use cocoon::payments::contract;
+use cocoon::store::load_or_create_wallet_seed;
+use cocoon_protocol::inference::messages::{Prompt, Request, Sampling};
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+
+use crate::plan::RequestPlan;
+use crate::report::{Dist, PaymentStats, RequestStats};
+use crate::run::measure::thin;
+
+/// Most a simulated client pays for one request, nanotons.
+const MAX_PRICE: u64 = 1_000_000_000_000;
+
+/// How one request ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub sent_ms: f64,
+    pub result: Result<Done, String>,
+    /// The client left (churn) while it ran: not counted either way.
+    pub client_left: bool,
+}
+
+/// A completed request.
+#[derive(Debug, Clone)]
+pub struct Done {
+    pub worker: PeerId,
+    pub ttft_ms: f64,
+    pub total_ms: f64,
+    pub failovers: u32,
+    pub amount: u64,
+    pub paid: Option<bool>,
+}
+
+fn reason(e: &InferenceError) -> String {
+    let text = match e {
+        InferenceError::UnknownModel(_) => "unknown_model",
+        InferenceError::NoEligibleWorker(_) => "no_worker",
+        InferenceError::Busy(_) => "busy",
+        InferenceError::Refused { .. } => "refused",
+        InferenceError::Cancelled => "cancelled",
+        InferenceError::Timeout(_) => "timeout",
+        _ => "failed",
+    };
+    text.to_owned()
+}
+
+/// Send one planned request from `client` and time it.
+pub async fn one(
+    client: InferenceClient,
+    plan: RequestPlan,
+    model_id: String,
+    max_tokens: u32,
+    timeout: Duration,
+    started: Instant,
+    left: Arc<AtomicBool>,
+) -> Outcome {
+    let sent = Instant::now();
+    let sent_ms = sent.duration_since(started).as_secs_f64() * 1000.0;
+    let words: Vec<String> = (0..plan.prompt_words).map(|i| format!("w{i}")).collect();
+    let mut request_id = [0u8; 16];
+    request_id[..8].copy_from_slice(&(plan.client as u64).to_le_bytes());
+    request_id[8..].copy_from_slice(&plan.at_ms.to_le_bytes());
+    let request = Request {
+        request_id,
+        model_id,
+        prompt: Prompt::Text(words.join(" ")),
+        max_tokens,
+        sampling: Sampling::default(),
+        max_price: MAX_PRICE,
+        channel: None,
+    };
+    let (tx, mut rx) = mpsc::channel::<String>(64);
+    let first = tokio::spawn(async move {
+        let got = rx.recv().await.map(|_| Instant::now());
+        while rx.recv().await.is_some() {}
+        got
+    });
+    let result = tokio::time::timeout(timeout, client.complete(request, tx)).await;
+    let ttft = first.await.ok().flatten();
+    let total_ms = sent.elapsed().as_secs_f64() * 1000.0;
+    let client_left = left.load(Ordering::Acquire);
+    let result = match result {
+        Err(_) => Err("timeout".to_owned()),
+        Ok(Err(e)) => Err(reason(&e)),
+        Ok(Ok(c)) => Ok(Done {
+            worker: c.worker,
+            ttft_ms: ttft.map_or(total_ms, |t| t.duration_since(sent).as_secs_f64() * 1000.0),
+            total_ms,
+            failovers: c.failovers,
+            amount: c.receipt.amount,
+            paid: match c.payment {
+                Payment::None => None,
+                Payment::Paid { .. } => Some(true),
+                Payment::Failed(_) => Some(false),
+            },
+        }),
+    };
+    Outcome { sent_ms, result, client_left }
+}
+
+/// Summarise the outcomes; `sybils` are the sybil workers' peer ids.
+pub fn summarise(outcomes: &[Outcome], sybils: &HashSet<PeerId>, window_ms: f64) -> RequestStats {
+    let counted: Vec<&Outcome> = outcomes.iter().filter(|o| !o.client_left).collect();
+    let done: Vec<&Done> = counted.iter().filter_map(|o| o.result.as_ref().ok()).collect();
+    let mut failures = BTreeMap::new();
+    for o in &counted {
+        if let Err(r) = &o.result {
+            *failures.entry(r.clone()).or_insert(0) += 1;
+        }
+    }
+    let mut histogram = Vec::new();
+    for d in &done {
+        let i = d.failovers as usize;
+        if histogram.len() <= i {
+            histogram.resize(i + 1, 0);
+        }
+        histogram[i] += 1;
+    }
+    let mut success_over_time = Vec::new();
+    let last = counted.iter().map(|o| o.sent_ms).fold(0.0, f64::max);
+    let mut start = 0.0;
+    while start <= last && window_ms > 0.0 {
+        let window: Vec<&&Outcome> =
+            counted.iter().filter(|o| o.sent_ms >= start && o.sent_ms < start + window_ms).collect();
+        if !window.is_empty() {
+            let ok = window.iter().filter(|o| o.result.is_ok()).count();
+            success_over_time.push((start + window_ms, ok as f64 / window.len() as f64));
+        }
+        start += window_ms;
+    }
+    let ttft: Vec<f64> = done.iter().map(|d| d.ttft_ms).collect();
+    RequestStats {
+        sent: counted.len(),
+        succeeded: done.len(),
+        success_rate: if counted.is_empty() { 1.0 } else { done.len() as f64 / counted.len() as f64 },
+        failures,
+        ttft_ms: Dist::of(&ttft),
+        ttft_samples: thin(ttft, 20_000),
+        total_ms: Dist::of(&done.iter().map(|d| d.total_ms).collect::<Vec<_>>()),
+        failovers: done.iter().map(|d| u64::from(d.failovers)).sum(),
+        failover_histogram: histogram,
+        served_by_sybil: done.iter().filter(|d| sybils.contains(&d.worker)).count(),
+        success_over_time,
+    }
+}
+
+/// Claim every worker's best voucher and compare invoiced, vouchered and claimed amounts.
+pub async fn reconcile(
+    chain: &Arc<LocalChain>,
+    workers: &[&Node],
+    outcomes: &[Outcome],
+    tx_before_claims: u64,
+) -> Result<PaymentStats, String> {
+    let done: Vec<&Done> = outcomes.iter().filter_map(|o| o.result.as_ref().ok()).collect();
+    let invoiced: u128 = done.iter().filter(|d| d.paid == Some(true)).map(|d| u128::from(d.amount)).sum();
+    let invoices = done.iter().filter(|d| d.amount > 0).count() as u64;
+    let (mut vouchered, mut claimed, mut channels) = (0u128, 0u128, 0usize);
+    for node in workers {
+        let book = node.store().payments().map_err(|e| e.to_string())?;
+        let seed = load_or_create_wallet_seed(node.store().dir()).map_err(|e| e.to_string())?;
+        let wallet = Wallet::from_seed(&seed).map_err(|e| e.to_string())?;
+        for stored in book.channels().map_err(|e| e.to_string())? {
+            channels += 1;
+            let addr = stored.channel.address.clone();
+            let mut vouchers = book.vouchers(&addr).map_err(|e| e.to_string())?;
+            vouchers.extend(stored.channel.best.clone());
+            let Some(best) = vouchers.into_iter().max_by_key(|v| (v.voucher.cumulative, v.voucher.seqno))
+            else {
+                continue;
+            };
+            vouchered += u128::from(best.voucher.cumulative);
+            let transfer = contract::claim(&best, rand::random()).map_err(|e| e.to_string())?;
+            wallet.send(chain.as_ref(), &[transfer]).await.map_err(|e| format!("claim: {e}"))?;
+            let state = contract::state(chain.as_ref(), &addr)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("channel {addr} vanished"))?;
+            claimed += u128::from(state.claimed);
+        }
+    }
+    let total_tx = chain.transaction_count();
+    Ok(PaymentStats {
+        invoices,
+        invoiced_nanotons: invoiced,
+        vouchered_nanotons: vouchered,
+        claimed_nanotons: claimed,
+        channels,
+        vouchers_accepted: done.iter().filter(|d| d.paid == Some(true)).count() as u64,
+        unpaid: done.iter().filter(|d| d.paid == Some(false)).count() as u64,
+        chain_transactions: total_tx,
+        transactions_per_request: tx_before_claims as f64 / invoices.max(1) as f64,
+        reconciled: invoiced == vouchered && vouchered == claimed,
+    })
+}

@@ -1,0 +1,254 @@
+//! Running a scenario: start the planned nodes (staggered), wait for formation, then measure in
+//! phases — routing health and lookups, record propagation, forgery, request load with churn and
+//! payments, partition and healing — and assemble the report.
+//!
+//! Submodules: `nodes` (configuring and starting a node), `measure` (routing, lookups, series,
+//! process resources), `load` (requests and payments), `adversity` (forgers), `phases` (join and
+//! propagation watchers), `split` (partition and churn).
+
+mod adversity;
+mod load;
+pub mod measure;
+mod nodes;
+mod phases;
+mod split;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cocoon::chain::local::{Clock, LocalChain};
+use cocoon::node::Node;
+use libp2p::PeerId;
+use tokio::sync::watch;
+
+use crate::fabric::{Fabric, LinkModel};
+use crate::plan::{Kind, Plan};
+use crate::report::{Report, Resources};
+use crate::scenario::Scenario;
+pub use nodes::Env;
+
+/// Why a run failed (as opposed to measuring something bad, which the report shows).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A node could not start.
+    #[error("cannot start {0}")]
+    Start(String),
+    /// The data directory could not be created.
+    #[error("cannot create the data directory: {0}")]
+    Dir(std::io::Error),
+    /// The shared chain could not be set up or reconciled.
+    #[error("chain: {0}")]
+    Chain(String),
+}
+
+/// The run's nodes: `None` while a node is down (churn) or not started yet.
+pub(crate) struct Fleet {
+    pub plan: Plan,
+    pub nodes: Vec<Option<Node>>,
+    pub started_at: Vec<Option<Instant>>,
+    pub peers: Vec<PeerId>,
+}
+
+impl Fleet {
+    /// Live nodes with their plan index.
+    pub fn live(&self) -> Vec<(usize, &Node)> {
+        self.nodes.iter().enumerate().filter_map(|(i, n)| n.as_ref().map(|n| (i, n))).collect()
+    }
+
+    /// Peer ids of live nodes.
+    pub fn live_peers(&self) -> Vec<PeerId> {
+        self.live().into_iter().map(|(i, _)| self.peers[i]).collect()
+    }
+
+    /// Live nodes of the given kinds.
+    pub fn live_of(&self, kinds: &[Kind]) -> Vec<(usize, &Node)> {
+        self.live().into_iter().filter(|(i, _)| kinds.contains(&self.plan.nodes[*i].kind)).collect()
+    }
+
+    /// Peer ids of every planned node of `kind`.
+    pub fn peers_of(&self, kind: Kind) -> HashSet<PeerId> {
+        self.plan.of(kind).into_iter().map(|i| self.peers[i]).collect()
+    }
+}
+
+fn link_model(s: &Scenario) -> LinkModel {
+    LinkModel {
+        latency_ms: s.network.latency_ms.clone(),
+        jitter: s.network.jitter,
+        loss: s.network.loss,
+        stream_loss: s.network.stream_loss,
+        bandwidth_bytes_per_sec: s.network.bandwidth_mbps * 1_000_000.0 / 8.0,
+    }
+}
+
+/// Samples process memory and CPU until `stop`.
+fn spawn_sampler(
+    period: Duration,
+    started: Instant,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Resources> {
+    tokio::spawn(async move {
+        let mut r = Resources { rss_start_bytes: measure::rss_bytes(), ..Resources::default() };
+        let (mut last_t, mut last_cpu) = (Instant::now(), measure::cpu_secs());
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = stop.changed() => break,
+            }
+            let (now, cpu, rss) = (Instant::now(), measure::cpu_secs(), measure::rss_bytes());
+            let t = now.duration_since(started).as_secs_f64() * 1000.0;
+            r.rss_peak_bytes = r.rss_peak_bytes.max(rss);
+            r.rss_mib.push((t, rss as f64 / (1024.0 * 1024.0)));
+            let dt = now.duration_since(last_t).as_secs_f64();
+            if dt > 0.0 {
+                r.cpu_cores.push((t, (cpu - last_cpu) / dt));
+            }
+            (last_t, last_cpu) = (now, cpu);
+        }
+        r
+    })
+}
+
+/// Run `scenario` (whose file text is `text`); node data lives under `data_dir` (a temporary
+/// directory when `None`). Progress goes to the log.
+pub async fn run(scenario: Scenario, text: String, data_dir: Option<PathBuf>) -> Result<Report, RunError> {
+    let started = Instant::now();
+    let cpu_start = measure::cpu_secs();
+    let s = Arc::new(scenario);
+    let plan = Plan::new(&s);
+    let digest = plan.digest();
+    let tmp;
+    let dir = match data_dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d).map_err(RunError::Dir)?;
+            d
+        }
+        None => {
+            tmp = tempfile::tempdir().map_err(RunError::Dir)?;
+            tmp.path().to_owned()
+        }
+    };
+    let chain = if s.workers.price_per_1k > 0 {
+        Some(Arc::new(
+            LocalChain::new(Clock::Wall { offset: 0 }).map_err(|e| RunError::Chain(e.to_string()))?,
+        ))
+    } else {
+        None
+    };
+    let fabric = Fabric::new(link_model(&s), s.seed ^ 0x5eed_f00d);
+    let bootstrap = plan.of(Kind::Bootstrap).iter().map(|i| nodes::dial_addr(&plan.nodes[*i])).collect();
+    let env = Env { fabric: fabric.clone(), chain: chain.clone(), dir, scenario: s.clone(), bootstrap };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sampler = spawn_sampler(Duration::from_millis(s.measure.sample_ms.max(100)), started, stop_rx);
+
+    let peers = plan.nodes.iter().map(|n| n.peer()).collect();
+    let n = plan.nodes.len();
+    let mut fleet = Fleet { plan, nodes: (0..n).map(|_| None).collect(), started_at: vec![None; n], peers };
+    let mut report = Report {
+        scenario: s.name.clone(),
+        scenario_text: text,
+        seed: s.seed,
+        plan_digest: digest,
+        build: format!(
+            "cocoon-simnet {} ({})",
+            env!("CARGO_PKG_VERSION"),
+            if cfg!(debug_assertions) { "debug" } else { "release" }
+        ),
+        ..Report::default()
+    };
+    let mut by_kind = BTreeMap::new();
+    for node in &fleet.plan.nodes {
+        *by_kind.entry(node.kind.name().to_owned()).or_insert(0) += 1;
+    }
+    report.nodes = by_kind;
+
+    // Formation (workers possibly deferred), then record propagation.
+    let routing_series = Arc::new(Mutex::new(Vec::new()));
+    report.join = phases::form(&env, &mut fleet, started, routing_series.clone()).await?;
+    report.routing = {
+        let live = fleet.live();
+        let nodes: Vec<&Node> = live.iter().map(|(_, n)| *n).collect();
+        measure::routing(&nodes, &fleet.live_peers()).await
+    };
+    report.routing.healthy_over_time = routing_series.lock().map(|s| s.clone()).unwrap_or_default();
+    report.gossip = phases::propagation(&s, &fleet).await;
+    report.lookup = {
+        let queries = fleet
+            .plan
+            .lookups
+            .iter()
+            .filter_map(|(i, key)| fleet.nodes[*i].as_ref().map(|n| (n.network().clone(), *key)))
+            .collect();
+        measure::lookups(queries, &fleet.live_peers(), &fabric, s.measure.lookup_parallel).await
+    };
+    tracing::info!(recall = report.lookup.recall_mean, "lookups measured");
+
+    if s.attack.forgers > 0 {
+        report.attacks = phases::forgery(&s, &fleet).await;
+    }
+    report.attacks.sybils = s.attack.sybil_workers;
+
+    let tx_before = chain.as_ref().map_or(0, |c| c.transaction_count());
+    let outcomes = split::load_and_churn(&env, &mut fleet, &mut report, started).await?;
+    if let Some(load) = &s.load {
+        let sybils = fleet.peers_of(Kind::Sybil);
+        report.requests = load::summarise(&outcomes, &sybils, 10_000.0);
+        tracing::info!(
+            success = report.requests.success_rate,
+            sent = report.requests.sent,
+            max_tokens = load.max_tokens,
+            "load finished"
+        );
+    }
+    if let Some(chain) = &chain {
+        let tx_during = chain.transaction_count() - tx_before;
+        let workers = fleet.live_of(&[Kind::Worker, Kind::Sybil]);
+        let workers: Vec<&Node> = workers.iter().map(|(_, n)| *n).collect();
+        let mut stats =
+            load::reconcile(chain, &workers, &outcomes, tx_during).await.map_err(RunError::Chain)?;
+        stats.transactions_per_request = tx_during as f64 / stats.invoices.max(1) as f64;
+        report.payments = Some(stats);
+    }
+    if s.partition.is_some() {
+        report.partition = Some(split::partition(&s, &fleet, &fabric, started).await);
+    }
+
+    report.fabric = fabric.stats();
+    let _ = stop_tx.send(true);
+    let mut resources = sampler.await.unwrap_or_default();
+    resources.wall_secs = started.elapsed().as_secs_f64();
+    resources.cpu_secs = measure::cpu_secs() - cpu_start;
+    resources.rss_peak_bytes = resources.rss_peak_bytes.max(measure::rss_bytes());
+    resources.memory_per_node_bytes =
+        resources.rss_peak_bytes.saturating_sub(resources.rss_start_bytes) / n.max(1) as u64;
+    report.resources = resources;
+    report.notes = notes(&s);
+    shutdown(fleet).await;
+    Ok(report)
+}
+
+fn notes(s: &Scenario) -> Vec<String> {
+    let mut notes = vec![
+        "Nodes run the real cocoon node code (swarm, Kademlia, gossipsub, attestation, inference client and worker, payments) on a simulated transport: connections are in-process pipes with the scenario's latency, jitter, loss and bandwidth, without Noise encryption or Yamux framing; the fabric vouches for peer ids.".to_owned(),
+        "Time is the wall clock: the plan (keys, roles, regions, schedules) is exactly reproducible from the seed, while timings and the numbers derived from them vary between runs with the machine's load (libp2p's timers and the Tokio scheduler are not simulated).".to_owned(),
+        "Lookup rounds are estimated as lookup duration / mean round trip from the querier to the peers found; libp2p does not report hop counts.".to_owned(),
+    ];
+    if s.attack.sybil_workers > 0 || s.nodes.workers > 0 {
+        notes.push("Workers run the labelled STAND-IN engine (fixed first-token delay and per-token pace, no model) and simulated TEE evidence, which every node is configured to accept.".to_owned());
+    }
+    if s.workers.price_per_1k > 0 {
+        notes.push("Payments run the real payment-channel contract on one shared LocalChain (tycho-executor); at the end every worker claims its best voucher.".to_owned());
+    }
+    notes
+}
+
+async fn shutdown(fleet: Fleet) {
+    let stops = fleet.nodes.into_iter().flatten().map(|node| async move {
+        let _ = tokio::time::timeout(Duration::from_secs(5), node.shutdown()).await;
+    });
+    futures::stream::iter(stops).buffer_unordered(64).collect::<Vec<_>>().await;
+}
+
+use futures::StreamExt;

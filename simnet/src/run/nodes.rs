@@ -1,0 +1,170 @@
+//! Starting and stopping the run's nodes: each is a full `cocoon::node::Node` (store, swarm,
+//! attestation, worker or client, payments) on the simulated transport, configured from the
+//! scenario; workers serve the labelled stand-in engine, sybils an engine that never serves.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon::chain::local::LocalChain;
+use cocoon::chain::wallet::Wallet;
+use cocoon::chain::{SharedChain, friendly};
+use cocoon::config::{ChainKind, Config, Role, TeeKind};
+use cocoon::inference::engine::{Engine, EngineEvent, Generation, StandInEngine};
+use cocoon::inference::worker::ServedModel;
+use cocoon::node::{Extras, Node};
+use cocoon::store::load_or_create_wallet_seed;
+use cocoon_protocol::attestation::record::ModelOffer;
+use cocoon_protocol::inference::messages::Prompt;
+use futures::future::BoxFuture;
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use tokio::sync::mpsc;
+
+use crate::fabric::Fabric;
+use crate::plan::{Kind, NodePlan};
+use crate::scenario::Scenario;
+
+/// Funds each node's wallet gets on the shared chain.
+const WALLET_FUNDS: u64 = 1_000_000_000_000;
+/// Context length of the stand-in model.
+const CONTEXT: u32 = 4096;
+
+/// What every node of a run shares.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub fabric: Fabric,
+    pub chain: Option<Arc<LocalChain>>,
+    pub dir: PathBuf,
+    pub scenario: Arc<Scenario>,
+    pub bootstrap: Vec<Multiaddr>,
+}
+
+/// The model every worker offers (sybils too: that is their lure).
+pub fn model_id(s: &Scenario) -> String {
+    stand_in(&s.workers).model_id().to_owned()
+}
+
+fn stand_in(w: &crate::scenario::Workers) -> StandInEngine {
+    StandInEngine::new(
+        "sim",
+        CONTEXT,
+        Duration::from_millis(w.first_token_ms),
+        Duration::from_millis(w.per_token_ms),
+    )
+}
+
+/// An attested engine that accepts requests and never serves them (a sybil's): the worker
+/// reports an engine failure before the first token, as a node dropping streams would.
+#[derive(Debug)]
+struct NeverServes {
+    model_id: String,
+}
+
+impl Engine for NeverServes {
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+    fn engine_name(&self) -> &str {
+        "STAND-IN sybil (never serves)"
+    }
+    fn context_length(&self) -> u32 {
+        CONTEXT
+    }
+    fn prompt_tokens<'a>(
+        &'a self,
+        prompt: &'a Prompt,
+    ) -> BoxFuture<'a, Result<u32, cocoon::inference::engine::EngineError>> {
+        let n = match prompt {
+            Prompt::Text(t) => t.split_whitespace().count(),
+            Prompt::Chat(m) => m.iter().map(|m| m.content.split_whitespace().count() + 4).sum(),
+        };
+        Box::pin(std::future::ready(Ok(u32::try_from(n).unwrap_or(u32::MAX))))
+    }
+    fn generate(&self, _generation: Generation) -> mpsc::Receiver<EngineEvent> {
+        let (tx, rx) = mpsc::channel(1);
+        drop(tx); // the stream ends without a token
+        rx
+    }
+}
+
+/// `/memory/<port>/p2p/<id>` of a planned node.
+pub fn dial_addr(n: &NodePlan) -> Multiaddr {
+    Multiaddr::empty().with(Protocol::Memory(n.port)).with(Protocol::P2p(n.peer()))
+}
+
+/// The configuration of node `n`.
+pub fn config(env: &Env, n: &NodePlan) -> Config {
+    let s = &env.scenario;
+    let mut c = Config::default();
+    c.node.roles = vec![match n.kind {
+        Kind::Bootstrap => Role::Bootstrap,
+        Kind::Worker | Kind::Sybil => Role::Worker,
+        Kind::Client | Kind::Forger => Role::Client,
+    }];
+    c.node.data_dir = env.dir.join(format!("n{}", n.index));
+    c.network.listen = vec![Multiaddr::empty().with(Protocol::Memory(n.port))];
+    c.network.target_connections = s.network.target_connections;
+    c.network.max_connections = s.network.max_connections;
+    c.network.gossip_heartbeat_ms = s.network.gossip_heartbeat_ms;
+    c.network.routing_refresh_secs = s.network.routing_refresh_secs;
+    c.admin.enabled = false;
+    c.api.enabled = false;
+    let own = dial_addr(n);
+    c.bootstrap.peers = env.bootstrap.iter().filter(|a| **a != own).cloned().collect();
+    c.bootstrap.retry_initial_secs = 1;
+    c.attestation.allow_simulated = true;
+    c.worker.tee = TeeKind::Simulated;
+    c.worker.models.clear();
+    c.worker.request_timeout_secs = s.load.as_ref().map_or(30, |l| l.timeout_secs);
+    c.log.filter = "warn".into();
+    c
+}
+
+/// Turn payments on for `c` against `chain`, funding the node's wallet.
+fn pay(c: &mut Config, chain: &LocalChain) -> Result<(), String> {
+    c.payments.chain = ChainKind::Local;
+    // The run claims at the end itself; the settlement loop only watches.
+    c.payments.settle_interval_secs = 3600;
+    c.payments.confirm_timeout_secs = 30;
+    let seed = load_or_create_wallet_seed(&c.node.data_dir).map_err(|e| e.to_string())?;
+    let wallet = Wallet::from_seed(&seed).map_err(|e| e.to_string())?;
+    chain.fund(wallet.address(), WALLET_FUNDS).map_err(|e| e.to_string())?;
+    if c.node.roles.contains(&Role::Worker) {
+        c.worker.payout_address = friendly(wallet.address(), false);
+    }
+    Ok(())
+}
+
+/// Start node `n` (its first start or a restart with the same key and data directory).
+pub async fn start(env: &Env, n: &NodePlan) -> Result<Node, String> {
+    let s = &env.scenario;
+    let mut c = config(env, n);
+    let paying = s.workers.price_per_1k > 0 && matches!(n.kind, Kind::Worker | Kind::Sybil | Kind::Client);
+    let mut extras = Extras::default();
+    if let (true, Some(chain)) = (paying, &env.chain) {
+        pay(&mut c, chain)?;
+        let shared: SharedChain = chain.clone();
+        extras.chain = Some(shared);
+    }
+    if n.kind.attests() {
+        let engine = stand_in(&s.workers);
+        let offer = ModelOffer {
+            model_id: engine.model_id().to_owned(),
+            price_prompt_per_1k: s.workers.price_per_1k,
+            price_completion_per_1k: s.workers.price_per_1k,
+            context_length: CONTEXT,
+            max_concurrent: s.workers.max_concurrent,
+        };
+        let engine: Arc<dyn Engine> = if n.kind == Kind::Sybil {
+            Arc::new(NeverServes { model_id: offer.model_id.clone() })
+        } else {
+            Arc::new(engine)
+        };
+        extras.served.push(ServedModel { engine, offer });
+    }
+    env.fabric.place(n.peer(), n.region);
+    Node::start_with(c, env.fabric.transport(), Some(n.keypair()), extras)
+        .await
+        .map_err(|e| format!("node {} ({}): {e}", n.index, n.kind.name()))
+}

@@ -1,0 +1,442 @@
+//! Scenario files (TOML): how many nodes of each kind, how they join, how the network behaves,
+//! what load, churn, attacks and partitions happen, and what is measured. Every field but `name`
+//! has a documented default (`docs/simnet.md`); unknown fields are refused.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a scenario was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for a scenario.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Parsed, but inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A whole scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name (used for report files).
+    pub name: String,
+    /// One line on what it shows.
+    #[serde(default)]
+    pub description: String,
+    /// Seed of every random choice in the plan.
+    #[serde(default = "defaults::seed")]
+    pub seed: u64,
+    /// Node counts.
+    #[serde(default)]
+    pub nodes: Nodes,
+    /// Link model.
+    #[serde(default)]
+    pub network: Network,
+    /// How nodes join.
+    #[serde(default)]
+    pub join: Join,
+    /// The workers' stand-in engine and offer.
+    #[serde(default)]
+    pub workers: Workers,
+    /// Measurements after formation.
+    #[serde(default)]
+    pub measure: Measure,
+    /// Inference requests.
+    pub load: Option<Load>,
+    /// Nodes leaving and returning.
+    pub churn: Option<Churn>,
+    /// Adversaries.
+    #[serde(default)]
+    pub attack: Attack,
+    /// Split and heal.
+    pub partition: Option<Partition>,
+}
+
+/// Node counts by role. Clients are ordinary peers with the client role (the DHT's bulk).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nodes {
+    /// Bootstrap nodes (everyone joins through them).
+    #[serde(default = "defaults::bootstrap")]
+    pub bootstrap: usize,
+    /// Honest workers.
+    #[serde(default = "defaults::workers")]
+    pub workers: usize,
+    /// Clients.
+    #[serde(default = "defaults::clients")]
+    pub clients: usize,
+}
+
+/// The link model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Region names; nodes are spread over them by `region_weights`.
+    #[serde(default = "defaults::regions")]
+    pub regions: Vec<String>,
+    /// Share of nodes per region (normalised; default equal).
+    #[serde(default)]
+    pub region_weights: Vec<f64>,
+    /// One-way latency between regions, ms (square, `regions.len()`).
+    #[serde(default = "defaults::latency")]
+    pub latency_ms: Vec<Vec<f64>>,
+    /// Each write's delay varies by up to ± this share.
+    #[serde(default = "defaults::jitter")]
+    pub jitter: f64,
+    /// Probability that a write needs a retransmission.
+    #[serde(default)]
+    pub loss: f64,
+    /// Probability that a new substream is reset at once.
+    #[serde(default)]
+    pub stream_loss: f64,
+    /// Bandwidth per connection direction, Mbit/s (0: unlimited).
+    #[serde(default = "defaults::bandwidth")]
+    pub bandwidth_mbps: f64,
+    /// Connection-manager target per node.
+    #[serde(default = "defaults::target_connections")]
+    pub target_connections: usize,
+    /// Hard connection cap per node.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: u32,
+    /// Gossipsub heartbeat, ms.
+    #[serde(default = "defaults::heartbeat")]
+    pub gossip_heartbeat_ms: u64,
+    /// Kademlia periodic refresh, s.
+    #[serde(default = "defaults::routing_refresh")]
+    pub routing_refresh_secs: u64,
+}
+
+/// Joining.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Join {
+    /// Delay between consecutive node starts, ms (bootstrap nodes start first, then workers and
+    /// clients interleaved in a seeded order).
+    #[serde(default = "defaults::join_interval")]
+    pub interval_ms: u64,
+    /// Start workers (honest and sybil) only once every other node joined, so their records
+    /// spread through a formed network (pure gossip propagation).
+    #[serde(default)]
+    pub workers_after_formation: bool,
+    /// Longest wait, after the last start, for every routing table to fill, s.
+    #[serde(default = "defaults::settle")]
+    pub settle_secs: u64,
+}
+
+/// Workers' stand-in engine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workers {
+    /// Delay before the first token, ms.
+    #[serde(default = "defaults::first_token")]
+    pub first_token_ms: u64,
+    /// Delay per further token, ms.
+    #[serde(default = "defaults::per_token")]
+    pub per_token_ms: u64,
+    /// Concurrent requests per worker.
+    #[serde(default = "defaults::max_concurrent")]
+    pub max_concurrent: u32,
+    /// Price per 1,000 prompt or completion tokens, nanotons (0: free, no payments).
+    #[serde(default)]
+    pub price_per_1k: u64,
+}
+
+/// What is measured once the network formed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Measure {
+    /// Random-key lookups from random nodes.
+    #[serde(default = "defaults::lookups")]
+    pub lookups: usize,
+    /// Lookups running at once.
+    #[serde(default = "defaults::lookup_parallel")]
+    pub lookup_parallel: usize,
+    /// Longest wait for every honest node to hold every worker record, s.
+    #[serde(default = "defaults::gossip_wait")]
+    pub gossip_wait_secs: u64,
+    /// Sampling period of the time series, ms.
+    #[serde(default = "defaults::sample")]
+    pub sample_ms: u64,
+}
+
+/// Request load.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    /// Share of clients that send requests.
+    #[serde(default = "defaults::one")]
+    pub client_share: f64,
+    /// Requests per sending client.
+    #[serde(default = "defaults::requests")]
+    pub requests_per_client: usize,
+    /// Mean gap between a client's requests, ms (exponential).
+    #[serde(default = "defaults::request_gap")]
+    pub mean_gap_ms: u64,
+    /// Completion tokens per request.
+    #[serde(default = "defaults::max_tokens")]
+    pub max_tokens: u32,
+    /// Longest a request may take, s.
+    #[serde(default = "defaults::request_timeout")]
+    pub timeout_secs: u64,
+}
+
+/// Churn: a share of clients leave and come back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Churn {
+    /// Share of clients that churn.
+    #[serde(default = "defaults::churn_share")]
+    pub share: f64,
+    /// Mean session length (exponential), s.
+    #[serde(default = "defaults::session")]
+    pub mean_session_secs: f64,
+    /// Mean time offline before returning (exponential), s.
+    #[serde(default = "defaults::downtime")]
+    pub mean_downtime_secs: f64,
+    /// How long churn goes on, s.
+    #[serde(default = "defaults::churn_duration")]
+    pub duration_secs: u64,
+}
+
+/// Adversaries.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attack {
+    /// Workers that attest validly and advertise offers, but drop every stream they accept.
+    #[serde(default)]
+    pub sybil_workers: usize,
+    /// Nodes that flood forged attestation records.
+    #[serde(default)]
+    pub forgers: usize,
+    /// Forged records each forger publishes.
+    #[serde(default = "defaults::forged")]
+    pub forged_per_forger: usize,
+}
+
+/// A split of the network and its healing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partition {
+    /// Share of nodes cut off (a seeded choice; bootstrap nodes stay on the majority side).
+    #[serde(default = "defaults::minority")]
+    pub minority_share: f64,
+    /// How long the split lasts, s.
+    #[serde(default = "defaults::split")]
+    pub duration_secs: u64,
+    /// Time after healing before measuring again, s.
+    #[serde(default = "defaults::heal_settle")]
+    pub settle_secs: u64,
+}
+
+mod defaults {
+    pub fn seed() -> u64 {
+        1
+    }
+    pub fn bootstrap() -> usize {
+        2
+    }
+    pub fn workers() -> usize {
+        4
+    }
+    pub fn clients() -> usize {
+        94
+    }
+    pub fn regions() -> Vec<String> {
+        vec!["eu".into(), "us".into(), "asia".into()]
+    }
+    pub fn latency() -> Vec<Vec<f64>> {
+        vec![vec![5.0, 40.0, 110.0], vec![40.0, 5.0, 75.0], vec![110.0, 75.0, 5.0]]
+    }
+    pub fn jitter() -> f64 {
+        0.1
+    }
+    pub fn bandwidth() -> f64 {
+        100.0
+    }
+    pub fn target_connections() -> usize {
+        20
+    }
+    pub fn max_connections() -> u32 {
+        30
+    }
+    pub fn heartbeat() -> u64 {
+        1000
+    }
+    pub fn routing_refresh() -> u64 {
+        60
+    }
+    pub fn join_interval() -> u64 {
+        100
+    }
+    pub fn settle() -> u64 {
+        60
+    }
+    pub fn first_token() -> u64 {
+        150
+    }
+    pub fn per_token() -> u64 {
+        25
+    }
+    pub fn max_concurrent() -> u32 {
+        8
+    }
+    pub fn lookups() -> usize {
+        100
+    }
+    pub fn lookup_parallel() -> usize {
+        8
+    }
+    pub fn gossip_wait() -> u64 {
+        60
+    }
+    pub fn sample() -> u64 {
+        500
+    }
+    pub fn one() -> f64 {
+        1.0
+    }
+    pub fn requests() -> usize {
+        5
+    }
+    pub fn request_gap() -> u64 {
+        2000
+    }
+    pub fn max_tokens() -> u32 {
+        16
+    }
+    pub fn request_timeout() -> u64 {
+        30
+    }
+    pub fn churn_share() -> f64 {
+        0.3
+    }
+    pub fn session() -> f64 {
+        20.0
+    }
+    pub fn downtime() -> f64 {
+        5.0
+    }
+    pub fn churn_duration() -> u64 {
+        60
+    }
+    pub fn forged() -> usize {
+        20
+    }
+    pub fn minority() -> f64 {
+        0.3
+    }
+    pub fn split() -> u64 {
+        15
+    }
+    pub fn heal_settle() -> u64 {
+        20
+    }
+}
+
+macro_rules! default_from_serde {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                // Every field has a serde default, so an empty table is the default value.
+                toml::from_str("").unwrap_or_else(|e| unreachable!("empty {} table: {e}", stringify!($t)))
+            }
+        }
+    )*};
+}
+default_from_serde!(Nodes, Network, Join, Workers, Measure);
+
+impl Scenario {
+    /// Read and check a scenario file.
+    pub fn load(path: &Path) -> Result<(Self, String), ScenarioError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ScenarioError::Read { path: path.display().to_string(), source })?;
+        let scenario = Self::parse(&text)
+            .map_err(|e| ScenarioError::Parse { path: path.display().to_string(), message: e.to_string() })?;
+        Ok((scenario, text))
+    }
+
+    /// Parse and check scenario text.
+    pub fn parse(text: &str) -> Result<Self, ScenarioError> {
+        let s: Scenario = toml::from_str(text)
+            .map_err(|e| ScenarioError::Parse { path: "scenario".into(), message: e.to_string() })?;
+        s.check()?;
+        Ok(s)
+    }
+
+    /// Total nodes, adversaries included.
+    pub fn total_nodes(&self) -> usize {
+        self.nodes.bootstrap
+            + self.nodes.workers
+            + self.nodes.clients
+            + self.attack.sybil_workers
+            + self.attack.forgers
+    }
+
+    fn check(&self) -> Result<(), ScenarioError> {
+        let bad = |m: String| Err(ScenarioError::Invalid(m));
+        let n = &self.network;
+        if self.nodes.bootstrap == 0 {
+            return bad("nodes.bootstrap must be at least 1".into());
+        }
+        if n.regions.is_empty() {
+            return bad("network.regions must name at least one region".into());
+        }
+        if n.latency_ms.len() != n.regions.len() || n.latency_ms.iter().any(|r| r.len() != n.regions.len()) {
+            return bad(format!(
+                "network.latency_ms must be a {0}×{0} matrix (one row and column per region)",
+                n.regions.len()
+            ));
+        }
+        if n.latency_ms.iter().flatten().any(|v| !v.is_finite() || *v < 0.0) {
+            return bad("network.latency_ms values must be finite and ≥ 0".into());
+        }
+        if !n.region_weights.is_empty()
+            && (n.region_weights.len() != n.regions.len() || n.region_weights.iter().any(|w| *w < 0.0))
+        {
+            return bad("network.region_weights needs one non-negative weight per region".into());
+        }
+        for (name, p) in [("jitter", n.jitter), ("loss", n.loss), ("stream_loss", n.stream_loss)] {
+            if !(0.0..=1.0).contains(&p) {
+                return bad(format!("network.{name} must be within 0..=1, not {p}"));
+            }
+        }
+        if n.max_connections < 4
+            || n.target_connections == 0
+            || n.target_connections > n.max_connections as usize
+        {
+            return bad(
+                "network: need 0 < target_connections ≤ max_connections and max_connections ≥ 4".into()
+            );
+        }
+        if self.load.is_some() && self.nodes.workers == 0 {
+            return bad("[load] needs at least one honest worker".into());
+        }
+        if let Some(c) = &self.churn
+            && (!(0.0..=1.0).contains(&c.share) || c.mean_session_secs <= 0.0 || c.mean_downtime_secs <= 0.0)
+        {
+            return bad("churn: share within 0..=1 and positive mean times".into());
+        }
+        if let Some(p) = &self.partition
+            && !(0.0 < p.minority_share && p.minority_share < 1.0)
+        {
+            return bad("partition.minority_share must be strictly between 0 and 1".into());
+        }
+        Ok(())
+    }
+}
