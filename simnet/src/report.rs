@@ -238,7 +238,7 @@ pub struct RequestStats {
 pub struct PaymentStats {
     /// Paid requests (a `Done` with a price).
     pub invoices: u64,
-    /// Sum of invoiced amounts, nanotons (from the clients' completions).
+    /// Sum of invoiced amounts, nanotons: the receipts of every completed request.
     pub invoiced_nanotons: u128,
     /// Sum over channels of the cumulative voucher the worker holds, nanotons.
     pub vouchered_nanotons: u128,
@@ -248,7 +248,7 @@ pub struct PaymentStats {
     pub channels: usize,
     /// Vouchers workers accepted (`Paid` frames).
     pub vouchers_accepted: u64,
-    /// Requests a worker answered `Unpaid`.
+    /// Completed requests whose voucher acknowledgement the client did not get.
     pub unpaid: u64,
     /// Chain transactions over the run (all accounts), including the final claims.
     pub chain_transactions: u64,

@@ -117,9 +117,24 @@ pub struct Network {
     /// Gossipsub heartbeat, ms.
     #[serde(default = "defaults::heartbeat")]
     pub gossip_heartbeat_ms: u64,
+    /// `simulated` (the fabric: latency model, partitions) or `memory` (libp2p's in-process
+    /// transport with Noise and Yamux, no latency model: a baseline for the fabric).
+    #[serde(default)]
+    pub transport: TransportChoice,
     /// Kademlia periodic refresh, s.
     #[serde(default = "defaults::routing_refresh")]
     pub routing_refresh_secs: u64,
+}
+
+/// Which transport the nodes use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportChoice {
+    /// The simulated fabric.
+    #[default]
+    Simulated,
+    /// libp2p's memory transport with Noise and Yamux.
+    Memory,
 }
 
 /// Joining.
@@ -269,11 +284,13 @@ mod defaults {
     pub fn bandwidth() -> f64 {
         100.0
     }
+    // The node's own defaults: with a 20/30 cap, connection churn kept routing tables from
+    // ever holding the closest peers (docs/simnet.md, "findings").
     pub fn target_connections() -> usize {
-        20
+        50
     }
     pub fn max_connections() -> u32 {
-        30
+        100
     }
     pub fn heartbeat() -> u64 {
         1000

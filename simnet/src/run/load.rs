@@ -157,7 +157,8 @@ pub fn summarise(outcomes: &[Outcome], sybils: &HashSet<PeerId>, window_ms: f64)
     }
 }
 
-/// Claim every worker's best voucher and compare invoiced, vouchered and claimed amounts.
+/// Claim every worker's best voucher and compare invoiced (receipts), vouchered (what workers
+/// hold) and claimed (what the chain paid) amounts.
 pub async fn reconcile(
     chain: &Arc<LocalChain>,
     workers: &[&Node],
@@ -165,7 +166,9 @@ pub async fn reconcile(
     tx_before_claims: u64,
 ) -> Result<PaymentStats, String> {
     let done: Vec<&Done> = outcomes.iter().filter_map(|o| o.result.as_ref().ok()).collect();
-    let invoiced: u128 = done.iter().filter(|d| d.paid == Some(true)).map(|d| u128::from(d.amount)).sum();
+    // Every completed request's receipt is an invoice, acknowledged or not: a worker that stored
+    // the voucher holds it even when its acknowledgement did not reach the client.
+    let invoiced: u128 = done.iter().map(|d| u128::from(d.amount)).sum();
     let invoices = done.iter().filter(|d| d.amount > 0).count() as u64;
     let (mut vouchered, mut claimed, mut channels) = (0u128, 0u128, 0usize);
     for node in workers {

@@ -12,6 +12,7 @@ use cocoon::chain::{SharedChain, friendly};
 use cocoon::config::{ChainKind, Config, Role, TeeKind};
 use cocoon::inference::engine::{Engine, EngineEvent, Generation, StandInEngine};
 use cocoon::inference::worker::ServedModel;
+use cocoon::network::TransportKind;
 use cocoon::node::{Extras, Node};
 use cocoon::store::load_or_create_wallet_seed;
 use cocoon_protocol::attestation::record::ModelOffer;
@@ -23,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::fabric::Fabric;
 use crate::plan::{Kind, NodePlan};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, TransportChoice};
 
 /// Funds each node's wallet gets on the shared chain.
 const WALLET_FUNDS: u64 = 1_000_000_000_000;
@@ -121,19 +122,23 @@ pub fn config(env: &Env, n: &NodePlan) -> Config {
     c
 }
 
+/// The node's wallet; a worker is paid out to it.
+fn wallet(c: &mut Config) -> Result<Wallet, String> {
+    let seed = load_or_create_wallet_seed(&c.node.data_dir).map_err(|e| e.to_string())?;
+    let wallet = Wallet::from_seed(&seed).map_err(|e| e.to_string())?;
+    if c.node.roles.contains(&Role::Worker) {
+        c.worker.payout_address = friendly(wallet.address(), false);
+    }
+    Ok(wallet)
+}
+
 /// Turn payments on for `c` against `chain`, funding the node's wallet.
-fn pay(c: &mut Config, chain: &LocalChain) -> Result<(), String> {
+fn pay(c: &mut Config, chain: &LocalChain, wallet: &Wallet) -> Result<(), String> {
     c.payments.chain = ChainKind::Local;
     // The run claims at the end itself; the settlement loop only watches.
     c.payments.settle_interval_secs = 3600;
     c.payments.confirm_timeout_secs = 30;
-    let seed = load_or_create_wallet_seed(&c.node.data_dir).map_err(|e| e.to_string())?;
-    let wallet = Wallet::from_seed(&seed).map_err(|e| e.to_string())?;
-    chain.fund(wallet.address(), WALLET_FUNDS).map_err(|e| e.to_string())?;
-    if c.node.roles.contains(&Role::Worker) {
-        c.worker.payout_address = friendly(wallet.address(), false);
-    }
-    Ok(())
+    chain.fund(wallet.address(), WALLET_FUNDS).map_err(|e| e.to_string())
 }
 
 /// Start node `n` (its first start or a restart with the same key and data directory).
@@ -142,8 +147,9 @@ pub async fn start(env: &Env, n: &NodePlan) -> Result<Node, String> {
     let mut c = config(env, n);
     let paying = s.workers.price_per_1k > 0 && matches!(n.kind, Kind::Worker | Kind::Sybil | Kind::Client);
     let mut extras = Extras::default();
+    let wallet = wallet(&mut c)?;
     if let (true, Some(chain)) = (paying, &env.chain) {
-        pay(&mut c, chain)?;
+        pay(&mut c, chain, &wallet)?;
         let shared: SharedChain = chain.clone();
         extras.chain = Some(shared);
     }
@@ -164,7 +170,11 @@ pub async fn start(env: &Env, n: &NodePlan) -> Result<Node, String> {
         extras.served.push(ServedModel { engine, offer });
     }
     env.fabric.place(n.peer(), n.region);
-    Node::start_with(c, env.fabric.transport(), Some(n.keypair()), extras)
+    let transport = match s.network.transport {
+        TransportChoice::Simulated => env.fabric.transport(),
+        TransportChoice::Memory => TransportKind::Memory,
+    };
+    Node::start_with(c, transport, Some(n.keypair()), extras)
         .await
         .map_err(|e| format!("node {} ({}): {e}", n.index, n.kind.name()))
 }
