@@ -381,10 +381,13 @@ default_from_serde!(Nodes, Network, Join, Workers, Measure);
 impl Scenario {
     /// Read and check a scenario file.
     pub fn load(path: &Path) -> Result<(Self, String), ScenarioError> {
+        let path_text = path.display().to_string();
         let text = std::fs::read_to_string(path)
-            .map_err(|source| ScenarioError::Read { path: path.display().to_string(), source })?;
-        let scenario = Self::parse(&text)
-            .map_err(|e| ScenarioError::Parse { path: path.display().to_string(), message: e.to_string() })?;
+            .map_err(|source| ScenarioError::Read { path: path_text.clone(), source })?;
+        let scenario = Self::parse(&text).map_err(|e| match e {
+            ScenarioError::Parse { message, .. } => ScenarioError::Parse { path: path_text, message },
+            other => other,
+        })?;
         Ok((scenario, text))
     }
 

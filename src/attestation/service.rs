@@ -111,7 +111,8 @@ impl Metrics {
 #[derive(Debug, Clone)]
 pub struct AttestationHandle {
     known: Arc<Mutex<KnownWorkers>>,
-    /// When each worker's first record was accepted here (simnet's propagation measurements).
+    /// When each known worker's first record was accepted here (simnet's propagation
+    /// measurements); forgotten with the worker's record.
     first_seen: Arc<Mutex<HashMap<PeerId, Instant>>>,
     /// When this worker first published its own record.
     first_published: Arc<Mutex<Option<Instant>>>,
@@ -184,6 +185,11 @@ impl AttestationHandle {
     /// Drop expired records from memory and the store.
     fn prune(&self, now: u64) -> usize {
         let expired = self.known.lock().map(|mut k| k.prune(now)).unwrap_or_default();
+        if let Ok(mut seen) = self.first_seen.lock() {
+            for peer in &expired {
+                seen.remove(peer);
+            }
+        }
         for peer in &expired {
             if let Some(cache) = &self.cache
                 && let Err(e) = cache.remove(peer)

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::{ListenerId, MemoryTransport, Transport, upgrade::Version};
 use libp2p::identity::Keypair;
 use libp2p::swarm::SwarmEvent;
@@ -15,7 +16,7 @@ use libp2p::{Multiaddr, Swarm, SwarmBuilder, noise, tcp, yamux};
 use prometheus_client::registry::Registry;
 
 use super::behaviour::Behaviour;
-use super::{NetworkConfig, NetworkError, TransportKind};
+use super::{BoxedTransport, NetworkConfig, NetworkError, TransportKind};
 
 /// How long binding the listeners may take before start-up fails.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,29 +46,9 @@ pub(crate) fn build(
             .map_err(|e| terr(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),
-        TransportKind::Memory => SwarmBuilder::with_existing_identity(keypair)
+        TransportKind::Memory | TransportKind::Custom(_) => SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
-            .with_other_transport(|key| {
-                let noise = noise::Config::new(key)
-                    .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-                    MemoryTransport::default()
-                        .upgrade(Version::V1)
-                        .authenticate(noise)
-                        .multiplex(yamux::Config::default())
-                        .timeout(Duration::from_secs(20)),
-                )
-            })
-            .map_err(|e| terr(&e))?
-            .with_relay_client(noise::Config::new, yamux::Config::default)
-            .map_err(|e| terr(&e))?
-            .with_behaviour(make_behaviour)
-            .map_err(|e| terr(&e))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
-            .build(),
-        TransportKind::Custom(custom) => SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_other_transport(|key| (custom.0)(key))
+            .with_other_transport(|key| in_process(&config.transport, key))
             .map_err(|e| terr(&e))?
             .with_relay_client(noise::Config::new, yamux::Config::default)
             .map_err(|e| terr(&e))?
@@ -81,6 +62,24 @@ pub(crate) fn build(
         swarm.add_external_address(addr.clone());
     }
     Ok(swarm)
+}
+
+/// The transport of an in-process node: libp2p's memory transport with Noise and Yamux, or the
+/// one the process builds.
+fn in_process(
+    kind: &TransportKind,
+    key: &Keypair,
+) -> Result<BoxedTransport, Box<dyn std::error::Error + Send + Sync>> {
+    match kind {
+        TransportKind::Custom(custom) => Ok((custom.0)(key)),
+        _ => Ok(MemoryTransport::default()
+            .upgrade(Version::V1)
+            .authenticate(noise::Config::new(key)?)
+            .multiplex(yamux::Config::default())
+            .timeout(Duration::from_secs(20))
+            .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+            .boxed()),
+    }
 }
 
 /// Bind every address in `listen` and wait until each listener reports its address, so that

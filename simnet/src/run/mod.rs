@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use cocoon::chain::local::{Clock, LocalChain};
 use cocoon::node::Node;
+use futures::StreamExt;
 use libp2p::PeerId;
 use tokio::sync::watch;
 
@@ -250,5 +251,3 @@ async fn shutdown(fleet: Fleet) {
     });
     futures::stream::iter(stops).buffer_unordered(64).collect::<Vec<_>>().await;
 }
-
-use futures::StreamExt;

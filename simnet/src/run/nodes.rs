@@ -10,7 +10,7 @@ use cocoon::chain::local::LocalChain;
 use cocoon::chain::wallet::Wallet;
 use cocoon::chain::{SharedChain, friendly};
 use cocoon::config::{ChainKind, Config, Role, TeeKind};
-use cocoon::inference::engine::{Engine, EngineEvent, Generation, StandInEngine};
+use cocoon::inference::engine::{Engine, EngineError, EngineEvent, Generation, StandInEngine};
 use cocoon::inference::worker::ServedModel;
 use cocoon::network::TransportKind;
 use cocoon::node::{Extras, Node};
@@ -55,32 +55,24 @@ fn stand_in(w: &crate::scenario::Workers) -> StandInEngine {
     )
 }
 
-/// An attested engine that accepts requests and never serves them (a sybil's): the worker
-/// reports an engine failure before the first token, as a node dropping streams would.
+/// An attested engine that accepts requests and never serves them (a sybil's): the stand-in's
+/// model, context and token counts, but every stream ends before the first token, so the worker
+/// reports an engine failure, as a node dropping streams would.
 #[derive(Debug)]
-struct NeverServes {
-    model_id: String,
-}
+struct NeverServes(StandInEngine);
 
 impl Engine for NeverServes {
     fn model_id(&self) -> &str {
-        &self.model_id
+        self.0.model_id()
     }
     fn engine_name(&self) -> &str {
         "STAND-IN sybil (never serves)"
     }
     fn context_length(&self) -> u32 {
-        CONTEXT
+        self.0.context_length()
     }
-    fn prompt_tokens<'a>(
-        &'a self,
-        prompt: &'a Prompt,
-    ) -> BoxFuture<'a, Result<u32, cocoon::inference::engine::EngineError>> {
-        let n = match prompt {
-            Prompt::Text(t) => t.split_whitespace().count(),
-            Prompt::Chat(m) => m.iter().map(|m| m.content.split_whitespace().count() + 4).sum(),
-        };
-        Box::pin(std::future::ready(Ok(u32::try_from(n).unwrap_or(u32::MAX))))
+    fn prompt_tokens<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<u32, EngineError>> {
+        self.0.prompt_tokens(prompt)
     }
     fn generate(&self, _generation: Generation) -> mpsc::Receiver<EngineEvent> {
         let (tx, rx) = mpsc::channel(1);
@@ -147,9 +139,10 @@ pub async fn start(env: &Env, n: &NodePlan) -> Result<Node, String> {
     let mut c = config(env, n);
     let paying = s.workers.price_per_1k > 0 && matches!(n.kind, Kind::Worker | Kind::Sybil | Kind::Client);
     let mut extras = Extras::default();
-    let wallet = wallet(&mut c)?;
-    if let (true, Some(chain)) = (paying, &env.chain) {
-        pay(&mut c, chain, &wallet)?;
+    // Workers need a payout address even when nothing is paid; other nodes only when paying.
+    let wallet = if n.kind.attests() || paying { Some(wallet(&mut c)?) } else { None };
+    if let (true, Some(chain), Some(wallet)) = (paying, &env.chain, &wallet) {
+        pay(&mut c, chain, wallet)?;
         let shared: SharedChain = chain.clone();
         extras.chain = Some(shared);
     }
@@ -162,11 +155,8 @@ pub async fn start(env: &Env, n: &NodePlan) -> Result<Node, String> {
             context_length: CONTEXT,
             max_concurrent: s.workers.max_concurrent,
         };
-        let engine: Arc<dyn Engine> = if n.kind == Kind::Sybil {
-            Arc::new(NeverServes { model_id: offer.model_id.clone() })
-        } else {
-            Arc::new(engine)
-        };
+        let engine: Arc<dyn Engine> =
+            if n.kind == Kind::Sybil { Arc::new(NeverServes(engine)) } else { Arc::new(engine) };
         extras.served.push(ServedModel { engine, offer });
     }
     env.fabric.place(n.peer(), n.region);
