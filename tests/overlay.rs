@@ -1,6 +1,7 @@
 //! In-process overlays of real nodes (the full `Node`: store, join task, swarm event loop) on
 //! libp2p's memory transport: Kademlia lookup recall against the true XOR-closest set, gossip
-//! reaching every node, and the connection manager holding nodes near their target.
+//! reaching every node, the connection manager holding nodes near their target, and a node whose
+//! first Kademlia bootstrap goes unanswered asking again until it is answered.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -10,8 +11,10 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use cocoon::config::Role;
 use cocoon::network::{NetworkHandle, Validation};
-use common::inproc::{eventually, start_network};
+use cocoon::node::Node;
+use common::inproc::{client_only, config, dial_addr, eventually, start, start_network};
 use libp2p::PeerId;
 use libp2p::kad::KBucketKey;
 use rand::rngs::StdRng;
@@ -160,6 +163,40 @@ async fn connection_manager_holds_nodes_near_target_and_lookups_still_work() {
     println!("recall with target {TARGET} connections: {recall:.3}");
     assert!(recall >= 0.9, "recall with trimmed connections {recall}");
     for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+}
+
+fn metric(node: &Node, name: &str) -> u64 {
+    let text = node.metrics_text();
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_kademlia_bootstrap_is_retried_until_a_peer_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    // A bootstrap node that does not serve Kademlia: it accepts connections and answers no query,
+    // as a bootstrap node at its connection limit does.
+    let mut bc = config(&dir.path().join("boot"), Role::Bootstrap, None);
+    client_only(&mut bc);
+    let boot = start(bc).await;
+    let joiner = start(config(&dir.path().join("a"), Role::Client, Some(&dial_addr(&boot)))).await;
+    let unanswered = "cocoon_kad_bootstraps_unanswered_total ";
+    let retried = eventually(Duration::from_secs(20), || async { metric(&joiner, unanswered) >= 2 }).await;
+    assert!(retried, "the joiner asked {} times", metric(&joiner, unanswered));
+    assert!(joiner.network().status().await.unwrap().routing_table.len() <= 1);
+    assert_eq!(metric(&joiner, "cocoon_kad_bootstraps_total "), 0);
+
+    // A Kademlia server connects to the joiner: the next retry is answered and the joiner stops.
+    let server = start(config(&dir.path().join("s"), Role::Client, Some(&dial_addr(&joiner)))).await;
+    let answered = eventually(Duration::from_secs(30), || async {
+        metric(&joiner, "cocoon_kad_bootstraps_total ") >= 1
+    })
+    .await;
+    assert!(answered, "no bootstrap answered after a server connected");
+    let status = joiner.network().status().await.unwrap();
+    assert!(status.routing_table.contains(&server.peer_id()), "{:?}", status.routing_table);
+    for node in [server, joiner, boot] {
         node.shutdown().await.unwrap();
     }
 }

@@ -1,6 +1,7 @@
 //! A worker node handed an engine by its process instead of a model file (what simnet does): the
 //! labelled stand-in engine is attested, served and paid through the same worker, client and
-//! payment code as mistral.rs, and says what it is in every receipt.
+//! payment code as mistral.rs, and says what it is in every receipt. While an answer streams, both
+//! ends keep the connection out of the connection manager's trimming.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,10 +16,12 @@ use cocoon::inference::worker::ServedModel;
 use cocoon::network::TransportKind;
 use cocoon::node::{Extras, Node};
 use cocoon_protocol::attestation::record::ModelOffer;
+use cocoon_protocol::inference::messages::{Prompt, Request, Sampling};
 use common::inference::{boot, client, post, wait_for_workers, worker};
-use common::inproc::config;
+use common::inproc::{config, eventually};
 use common::payments::{TON, chain, paying, start_on};
 use serde_json::json;
+use tokio::sync::mpsc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_injected_stand_in_engine_is_served_and_paid() {
@@ -59,6 +62,66 @@ async fn an_injected_stand_in_engine_is_served_and_paid() {
     assert_eq!(answer["usage"]["completion_tokens"], 5);
     assert_eq!(answer["cocoon"]["payment"]["status"], "paid", "{answer}");
     assert!(answer["cocoon"]["amount_nanotons"].as_u64().unwrap() > 0);
+    for node in [client_node, worker_node, boot] {
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_answer_keeps_its_connection_from_being_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (boot, boot_addr) = boot(dir.path()).await;
+    // 30 tokens at 100 ms: the answer streams for about three seconds.
+    let engine = StandInEngine::new("slow", 2048, Duration::from_millis(5), Duration::from_millis(100));
+    let offer = ModelOffer {
+        model_id: engine.model_id().to_owned(),
+        price_prompt_per_1k: 0,
+        price_completion_per_1k: 0,
+        context_length: 2048,
+        max_concurrent: 4,
+    };
+    let served = ServedModel { engine: Arc::new(engine), offer };
+    let mut wc = worker(
+        config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)),
+        std::path::Path::new("/nonexistent"),
+        0,
+        1,
+    );
+    wc.worker.models.clear();
+    let extras = Extras { chain: None, served: vec![served] };
+    let worker_node = Node::start_with(wc, TransportKind::Memory, None, extras).await.unwrap();
+    let client_node =
+        common::inproc::start(client(config(&dir.path().join("c"), Role::Client, Some(&boot_addr)))).await;
+    let model_id = wait_for_workers(&client_node, 1).await;
+    let (worker_id, client_id) = (worker_node.peer_id(), client_node.peer_id());
+    let in_use = |node: &Node| {
+        let network = node.network().clone();
+        async move { network.status().await.unwrap().in_use_peers }
+    };
+    assert!(in_use(&worker_node).await.is_empty());
+
+    let request = Request {
+        request_id: [7; 16],
+        model_id,
+        prompt: Prompt::Text("stream for a while".into()),
+        max_tokens: 30,
+        sampling: Sampling::default(),
+        max_price: 0,
+        channel: None,
+    };
+    let (tx, mut rx) = mpsc::channel(64);
+    let inference = client_node.inference_client().unwrap().clone();
+    let answer = tokio::spawn(async move { inference.complete(request, tx).await });
+    rx.recv().await.expect("a first token");
+    // Mid-stream: each end holds the other out of trimming.
+    assert_eq!(in_use(&worker_node).await, vec![client_id]);
+    assert_eq!(in_use(&client_node).await, vec![worker_id]);
+    while rx.recv().await.is_some() {}
+    let done = answer.await.unwrap().unwrap();
+    assert_eq!(done.receipt.usage.completion_tokens, 30);
+    // Once the answer is over, both lift the protection.
+    let lifted = || async { in_use(&worker_node).await.is_empty() && in_use(&client_node).await.is_empty() };
+    assert!(eventually(Duration::from_secs(10), lifted).await, "protection not lifted");
     for node in [client_node, worker_node, boot] {
         node.shutdown().await.unwrap();
     }

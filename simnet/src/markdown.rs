@@ -33,6 +33,20 @@ pub fn summary(report: &Report, plots: &[String]) -> String {
         let reasons: Vec<String> =
             report.requests.failures.iter().map(|(reason, n)| format!("{reason} {n}")).collect();
         let _ = writeln!(out, "\nRequest failures by reason: {}.", reasons.join(", "));
+        for (reason, text) in &report.requests.failure_examples {
+            let _ = writeln!(out, "- {reason}, e.g.: {text}");
+        }
+    }
+    if !report.join.unjoined.is_empty() {
+        let nodes: Vec<String> = report
+            .join
+            .unjoined
+            .iter()
+            .map(|u| {
+                format!("{} #{} ({} in table, {} connected)", u.kind, u.node, u.routing_table, u.connected)
+            })
+            .collect();
+        let _ = writeln!(out, "\nNot joined within the settle time: {}.", nodes.join(", "));
     }
 
     out.push_str("\n## Notes\n\n");

@@ -127,6 +127,22 @@ pub struct JoinStats {
     pub time: Dist,
     /// ms from the first start until the last node joined.
     pub formation_ms: f64,
+    /// Nodes that had not joined when the settle time was over.
+    #[serde(default)]
+    pub unjoined: Vec<Unjoined>,
+}
+
+/// A node whose routing table stayed short of `min(20, N-1)` peers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Unjoined {
+    /// Plan index.
+    pub node: usize,
+    /// Its kind (`client`, `worker`, ...).
+    pub kind: String,
+    /// Peers in its routing table when the settle time was over.
+    pub routing_table: usize,
+    /// Peers it was connected to then.
+    pub connected: usize,
 }
 
 /// Routing-table health: does each node know the 20 peers closest to itself?
@@ -217,6 +233,9 @@ pub struct RequestStats {
     pub success_rate: f64,
     /// Failures by reason.
     pub failures: BTreeMap<String, usize>,
+    /// The first error text seen for each failure reason.
+    #[serde(default)]
+    pub failure_examples: BTreeMap<String, String>,
     /// Time to first token, ms.
     pub ttft_ms: Dist,
     /// TTFT samples (capped at 20,000).

@@ -397,6 +397,9 @@ impl InferenceClient {
         self.observe(worker, |o| o.in_flight += 1);
         let started = Instant::now();
         let result = async {
+            // The connection manager must not trim this connection while the answer streams.
+            let _in_use =
+                self.network.in_use(worker).await.map_err(|e| Attempt::Fatal(failed(e.to_string())))?;
             let mut control = self.network.streams();
             let stream = tokio::time::timeout(
                 self.limits.open,

@@ -168,7 +168,10 @@ pub fn start(
             };
             let inner = inner.clone();
             tokio::spawn(async move {
+                // Keep the client's connection from being trimmed while its answer streams.
+                let in_use = inner.network.in_use(peer).await;
                 let outcome = serve(&inner, peer, stream).await;
+                drop(in_use);
                 drop(permit);
                 inner.record(peer, outcome).await;
             });

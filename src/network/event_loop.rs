@@ -45,7 +45,8 @@ pub(crate) struct EventLoop {
     libp2p_metrics: libp2p::metrics::Metrics,
     pending_dials: HashMap<ConnectionId, Reply<PeerId>>,
     pending_closest: HashMap<QueryId, Reply<super::Lookup>>,
-    pending_bootstrap: HashMap<QueryId, Reply<()>>,
+    /// Bootstrap queries in flight, with whether any peer answered a step so far.
+    pending_bootstrap: HashMap<QueryId, (Reply<()>, bool)>,
     pending_providing: HashMap<QueryId, Reply<()>>,
     pending_providers: HashMap<QueryId, (Reply<Vec<PeerId>>, HashSet<PeerId>)>,
     pending_fetches: HashMap<OutboundRequestId, Reply<Option<Vec<u8>>>>,
@@ -171,7 +172,7 @@ impl EventLoop {
             }
             Command::Bootstrap { reply } => match self.swarm.behaviour_mut().kad.bootstrap() {
                 Ok(id) => {
-                    self.pending_bootstrap.insert(id, reply);
+                    self.pending_bootstrap.insert(id, (reply, false));
                 }
                 Err(_) => {
                     let _ = reply.send(Err(NetworkError::Query("no known peers to bootstrap from".into())));
@@ -265,6 +266,7 @@ impl EventLoop {
             kad_mode: self.swarm.behaviour().kad.mode().to_string(),
             trimmed_connections: self.metrics.trimmed_connections.get(),
             blocked_peers: self.swarm.behaviour().blocked.blocked_peers().iter().copied().collect(),
+            in_use_peers: self.protected.keys().copied().collect(),
         }
     }
 
@@ -411,10 +413,27 @@ impl EventLoop {
                         let _ = reply.send(answer);
                     }
                 }
-                QueryResult::Bootstrap(result) if step.last => {
-                    if let Some(reply) = self.pending_bootstrap.remove(&id) {
-                        let _ =
-                            reply.send(result.map(|_| ()).map_err(|e| NetworkError::Query(e.to_string())));
+                QueryResult::Bootstrap(result) => {
+                    if let Some((_, answered)) = self.pending_bootstrap.get_mut(&id) {
+                        *answered |= stats.num_successes() > 0;
+                    }
+                    if step.last
+                        && let Some((reply, answered)) = self.pending_bootstrap.remove(&id)
+                    {
+                        // A bootstrap nobody answered (every request refused or cut off, say by a
+                        // bootstrap node at its connection limit) filled nothing: the caller retries.
+                        let answer = match result {
+                            Err(e) => Err(NetworkError::Query(e.to_string())),
+                            Ok(_) if !answered => {
+                                Err(NetworkError::Query("no peer answered the Kademlia bootstrap".into()))
+                            }
+                            Ok(_) => Ok(()),
+                        };
+                        match answer {
+                            Ok(()) => self.metrics.kad_bootstraps.inc(),
+                            Err(_) => self.metrics.kad_bootstraps_unanswered.inc(),
+                        };
+                        let _ = reply.send(answer);
                     }
                 }
                 _ => {}

@@ -3,8 +3,10 @@
 //! While the node has no connection at all, it dials every bootstrap peer and every peer it
 //! remembers (peer book), at once. If none answers it says so plainly and tries again after an
 //! exponential backoff (`cocoon_protocol::backoff`). Once connected it runs a Kademlia bootstrap
-//! (self lookup) so the routing table fills, then only watches: Kademlia refreshes the table
-//! periodically, and if the node ever loses every connection the cycle starts again.
+//! (self lookup) so the routing table fills, and repeats it with the same backoff until some peer
+//! answers (a bootstrap node at its connection limit accepts the dial and then closes it). Then it
+//! only watches: Kademlia refreshes the table periodically, and if the node ever loses every
+//! connection the cycle starts again.
 
 use std::time::Duration;
 
@@ -60,30 +62,45 @@ pub fn spawn_join_task(
                  (pass --bootstrap to join an existing network)"
             );
         }
+        // Set once connected, until a Kademlia bootstrap got an answer.
+        let mut unbootstrapped = false;
         loop {
             let Ok(status) = handle.status().await else { return };
-            let wait = if status.connected.is_empty() && !targets.is_empty() {
+            let mut wait = config.check_interval;
+            let connected = if status.connected.is_empty() && !targets.is_empty() {
                 let reached = dial_all(&handle, &targets, config.dial_timeout).await;
                 if reached == 0 {
-                    let delay = backoff.next_delay(rand::thread_rng().r#gen());
+                    wait = backoff.next_delay(rand::thread_rng().r#gen());
                     tracing::warn!(
                         tried = targets.len(),
                         attempt = backoff.attempts(),
-                        retry_in_secs = delay.as_secs_f32(),
+                        retry_in_secs = wait.as_secs_f32(),
                         "no bootstrap peer reachable; retrying"
                     );
-                    delay
                 } else {
                     tracing::info!(reached, tried = targets.len(), "joined the network");
                     backoff.reset();
-                    if let Err(e) = handle.bootstrap().await {
-                        tracing::debug!(error = %e, "kademlia bootstrap after join");
-                    }
-                    config.check_interval
+                    unbootstrapped = true;
                 }
+                reached > 0
             } else {
-                config.check_interval
+                !status.connected.is_empty()
             };
+            if unbootstrapped && connected {
+                match handle.bootstrap().await {
+                    Ok(()) => {
+                        unbootstrapped = false;
+                        backoff.reset();
+                    }
+                    Err(e) => {
+                        // Connected, but nobody answered (a bootstrap node at its connection limit
+                        // closes newcomers): the routing table stays empty until we ask again.
+                        wait = backoff.next_delay(rand::thread_rng().r#gen());
+                        tracing::warn!(error = %e, retry_in_secs = wait.as_secs_f32(),
+                            "kademlia bootstrap failed; retrying");
+                    }
+                }
+            }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,

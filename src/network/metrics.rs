@@ -19,6 +19,8 @@ pub(crate) struct NetMetrics {
     pub gossip_dropped_full: Counter,
     pub wrong_network_peers: Counter,
     pub blocked_peers: Counter,
+    pub kad_bootstraps: Counter,
+    pub kad_bootstraps_unanswered: Counter,
 }
 
 impl NetMetrics {
@@ -61,6 +63,12 @@ impl NetMetrics {
             "blocked_peers",
             "Peers blocked for misbehaviour (e.g. invalid attestation records)",
             m.blocked_peers.clone(),
+        );
+        r.register("kad_bootstraps", "Kademlia bootstraps that some peer answered", m.kad_bootstraps.clone());
+        r.register(
+            "kad_bootstraps_unanswered",
+            "Kademlia bootstraps no peer answered (the node retries with backoff)",
+            m.kad_bootstraps_unanswered.clone(),
         );
         m
     }

@@ -215,6 +215,30 @@ pub struct NetworkStatus {
     pub trimmed_connections: u64,
     /// Peers blocked for misbehaviour.
     pub blocked_peers: Vec<PeerId>,
+    /// Peers a subsystem is using (an inference stream in flight), kept from trimming.
+    pub in_use_peers: Vec<PeerId>,
+}
+
+/// Keeps one peer's connection from being trimmed while it lives (see [`NetworkHandle::in_use`]).
+#[derive(Debug)]
+pub struct InUse {
+    commands: mpsc::Sender<Command>,
+    peer: PeerId,
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        let lift = Command::Protect { peer: self.peer, protect: false };
+        // Usually there is room; when the queue is full the lift waits its turn on a task.
+        if let Err(mpsc::error::TrySendError::Full(lift)) = self.commands.try_send(lift)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let commands = self.commands.clone();
+            runtime.spawn(async move {
+                let _ = commands.send(lift).await;
+            });
+        }
+    }
 }
 
 /// A gossip message waiting for its subscriber's verdict.
@@ -370,6 +394,13 @@ impl NetworkHandle {
     /// Protect `peer` from connection trimming while a subsystem uses it (or lift that).
     pub async fn protect(&self, peer: PeerId, protect: bool) -> Result<(), NetworkError> {
         self.send(Command::Protect { peer, protect }).await
+    }
+
+    /// Protect `peer` from connection trimming until the returned guard is dropped (an inference
+    /// stream in flight: trimming its connection would cut the stream mid-answer).
+    pub async fn in_use(&self, peer: PeerId) -> Result<InUse, NetworkError> {
+        self.protect(peer, true).await?;
+        Ok(InUse { commands: self.commands.clone(), peer })
     }
 
     /// Disconnect `peer` and refuse it for the rest of the run (fatal misbehaviour).

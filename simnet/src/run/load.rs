@@ -28,7 +28,8 @@ const MAX_PRICE: u64 = 1_000_000_000_000;
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub sent_ms: f64,
-    pub result: Result<Done, String>,
+    /// The completion, or why it failed: `(reason, the error's text)`.
+    pub result: Result<Done, (String, String)>,
     /// The client left (churn) while it ran: not counted either way.
     pub client_left: bool,
 }
@@ -93,8 +94,11 @@ pub async fn one(
     let total_ms = sent.elapsed().as_secs_f64() * 1000.0;
     let client_left = left.load(Ordering::Acquire);
     let result = match result {
-        Err(_) => Err("timeout".to_owned()),
-        Ok(Err(e)) => Err(reason(&e)),
+        Err(_) => Err(("timeout".to_owned(), format!("no completion within {timeout:?}"))),
+        Ok(Err(e)) => {
+            tracing::warn!(client = plan.client, at_ms = plan.at_ms, error = %e, "request failed");
+            Err((reason(&e), e.to_string()))
+        }
         Ok(Ok(c)) => Ok(Done {
             worker: c.worker,
             ttft_ms: ttft.map_or(total_ms, |t| t.duration_since(sent).as_secs_f64() * 1000.0),
@@ -116,9 +120,11 @@ pub fn summarise(outcomes: &[Outcome], sybils: &HashSet<PeerId>, window_ms: f64)
     let counted: Vec<&Outcome> = outcomes.iter().filter(|o| !o.client_left).collect();
     let done: Vec<&Done> = counted.iter().filter_map(|o| o.result.as_ref().ok()).collect();
     let mut failures = BTreeMap::new();
+    let mut failure_examples = BTreeMap::new();
     for o in &counted {
-        if let Err(r) = &o.result {
-            *failures.entry(r.clone()).or_insert(0) += 1;
+        if let Err((reason, text)) = &o.result {
+            *failures.entry(reason.clone()).or_insert(0) += 1;
+            failure_examples.entry(reason.clone()).or_insert_with(|| text.clone());
         }
     }
     let mut histogram = Vec::new();
@@ -147,6 +153,7 @@ pub fn summarise(outcomes: &[Outcome], sybils: &HashSet<PeerId>, window_ms: f64)
         succeeded: done.len(),
         success_rate: if counted.is_empty() { 1.0 } else { done.len() as f64 / counted.len() as f64 },
         failures,
+        failure_examples,
         ttft_ms: Dist::of(&ttft),
         ttft_samples: thin(ttft, 20_000),
         total_ms: Dist::of(&done.iter().map(|d| d.total_ms).collect::<Vec<_>>()),

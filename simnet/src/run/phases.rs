@@ -13,7 +13,7 @@ use rand::seq::SliceRandom;
 use super::measure::{self, K};
 use super::{Fleet, RunError, adversity, nodes};
 use crate::plan::Kind;
-use crate::report::{AttackStats, Dist, GossipStats, JoinStats, Series};
+use crate::report::{AttackStats, Dist, GossipStats, JoinStats, Series, Unjoined};
 use crate::scenario::Scenario;
 
 /// How often unjoined nodes are polled.
@@ -36,10 +36,12 @@ pub(crate) async fn form(
     let (later, first): (Vec<usize>, Vec<usize>) =
         (0..fleet.plan.nodes.len()).partition(|i| defer && fleet.plan.nodes[*i].kind.attests());
     let mut join_ms = vec![None; fleet.plan.nodes.len()];
-    start_batch(env, fleet, &first, started, &mut join_ms, &series).await?;
+    let mut unjoined = start_batch(env, fleet, &first, started, &mut join_ms, &series).await?;
     if !later.is_empty() {
-        start_batch(env, fleet, &later, started, &mut join_ms, &series).await?;
+        unjoined.extend(start_batch(env, fleet, &later, started, &mut join_ms, &series).await?);
     }
+    // Nodes of the first batch may have joined while the second one started.
+    unjoined.retain(|u| join_ms[u.node].is_none());
     let times: Vec<f64> = join_ms.iter().flatten().copied().collect();
     let formation_ms = fleet
         .started_at
@@ -53,6 +55,7 @@ pub(crate) async fn form(
         time: Dist::of(&times),
         times_ms: times,
         formation_ms,
+        unjoined,
     })
 }
 
@@ -63,7 +66,7 @@ async fn start_batch(
     run_started: Instant,
     join_ms: &mut [Option<f64>],
     series: &Arc<Mutex<Series>>,
-) -> Result<(), RunError> {
+) -> Result<Vec<Unjoined>, RunError> {
     let s = &env.scenario;
     let interval = Duration::from_millis(s.join.interval_ms);
     let t0 = Instant::now();
@@ -115,13 +118,21 @@ async fn start_batch(
         if all_started
             && (pending.is_empty() || last_start.elapsed() >= Duration::from_secs(s.join.settle_secs))
         {
-            if !pending.is_empty() {
-                tracing::warn!(
-                    unjoined = pending.len(),
-                    "settle time over; some routing tables are not full"
-                );
+            let mut unjoined = Vec::with_capacity(pending.len());
+            for i in pending {
+                let Some(node) = &fleet.nodes[i] else { continue };
+                let status = node.network().status().await.ok();
+                let u = Unjoined {
+                    node: i,
+                    kind: fleet.plan.nodes[i].kind.name().to_owned(),
+                    routing_table: status.as_ref().map_or(0, |st| st.routing_table.len()),
+                    connected: status.as_ref().map_or(0, |st| st.connected.len()),
+                };
+                tracing::warn!(node = u.node, kind = %u.kind, routing_table = u.routing_table,
+                    connected = u.connected, "settle time over; routing table not full");
+                unjoined.push(u);
             }
-            return Ok(());
+            return Ok(unjoined);
         }
         let wait = if all_started { JOIN_POLL } else { interval.min(JOIN_POLL) };
         tokio::time::sleep(wait).await;
