@@ -147,8 +147,10 @@ pub fn metrics(r: &Report) -> Vec<Metric> {
     m.add("routing healthy share", Share, Some(r.routing.healthy_share));
     let looked = lookup.queries > 0;
     m.add("lookup recall mean", Share, looked.then_some(lookup.recall_mean));
-    m.add("lookup rounds p50", Ratio, dist(&lookup.rounds, p50, 1.0));
-    m.add("lookup rounds p99", Ratio, dist(&lookup.rounds, p99, 1.0));
+    m.add("lookup hops p50 (replayed)", Ratio, dist(&lookup.hops, p50, 1.0));
+    m.add("lookup hops p99 (replayed)", Ratio, dist(&lookup.hops, p99, 1.0));
+    m.add("lookups never reaching the key", Count, looked.then_some(lookup.hops_unreached as f64));
+    m.add("lookup rounds p50 (replayed)", Ratio, dist(&lookup.replay_rounds, p50, 1.0));
     m.add("lookup requests p50", Count, dist(&lookup.requests, p50, 1.0));
     m.add("lookup latency p50 (ms)", Ms, dist(&lookup.latency_ms, p50, 1.0));
     m.add("lookup latency p99 (ms)", Ms, dist(&lookup.latency_ms, p99, 1.0));

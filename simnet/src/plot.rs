@@ -223,11 +223,16 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<Vec<String>, PlotError> 
 
     let lookups = &report.lookup.samples;
     if !lookups.is_empty() {
-        let rounds: Vec<f64> = lookups.iter().map(|s| s.rounds).collect();
-        let hi = (rounds.iter().copied().filter(|r| r.is_finite()).fold(0.0, f64::max) + 0.5).ceil().max(1.0);
-        let title = format!("Lookup rounds ({} lookups, estimated)", lookups.len());
-        let panel = Panel::histogram(&title, "rounds", &rounds, 0.0, hi, (hi * 2.0) as usize);
-        plots.push(("lookup_rounds.svg", vec![panel]));
+        // Hops are small integers: one bin per value.
+        let hops: Vec<f64> = lookups.iter().filter_map(|s| s.hops).map(f64::from).collect();
+        let hi = hops.iter().copied().fold(0.0, f64::max) + 1.0;
+        let unreached = lookups.len() - hops.len();
+        let title = format!(
+            "Lookup hops to the key's closest peer ({} replayed, {unreached} never reached it)",
+            lookups.len()
+        );
+        let panel = Panel::histogram(&title, "hops", &hops, -0.5, hi - 0.5, hi as usize);
+        plots.push(("lookup_hops.svg", vec![panel]));
         // Recall is k/20: 21 bins centred on those values.
         let recall: Vec<f64> = lookups.iter().map(|s| s.recall).collect();
         let title = format!("Lookup recall of the true 20 closest ({} lookups)", lookups.len());
@@ -296,6 +301,8 @@ mod tests {
                 requests: 30 + i,
                 rounds: 2.0 + f64::from(i % 7) * 0.4,
                 latency_ms: 100.0 + f64::from(i),
+                hops: (i % 5 != 0).then_some(1 + i % 3),
+                replay_rounds: 6 + i % 4,
             })
             .collect();
         r.gossip.coverage_over_time = ramp(20, |t| 1.0 - (-5.0 * t).exp());
@@ -317,7 +324,7 @@ mod tests {
         let expected = [
             "join.svg",
             "routing.svg",
-            "lookup_rounds.svg",
+            "lookup_hops.svg",
             "lookup_recall.svg",
             "gossip_coverage.svg",
             "gossip_latency.svg",
@@ -336,7 +343,7 @@ mod tests {
             assert!(
                 text.contains("(s)")
                     || text.contains("(ms)")
-                    || text.contains("rounds")
+                    || text.contains("hops")
                     || text.contains("recall")
             );
         }

@@ -170,6 +170,13 @@ pub struct LookupSample {
     pub rounds: f64,
     /// Wall time of the lookup, ms.
     pub latency_ms: f64,
+    /// Replayed over the routing-table snapshot: the round in which the closest peer to the key
+    /// became known (`None`: never).
+    #[serde(default)]
+    pub hops: Option<u32>,
+    /// Replayed: rounds until the lookup stops.
+    #[serde(default)]
+    pub replay_rounds: u32,
 }
 
 /// Kademlia lookups for random keys from random live nodes.
@@ -185,12 +192,25 @@ pub struct LookupStats {
     pub recall: Dist,
     /// Requests per lookup.
     pub requests: Dist,
-    /// Estimated rounds (hops) per lookup.
+    /// Rounds per lookup, estimated from timing (duration / mean round trip; not hops).
     pub rounds: Dist,
     /// Lookup latency, ms.
     pub latency_ms: Dist,
     /// Every lookup.
     pub samples: Vec<LookupSample>,
+    /// How long the run waited for the connection managers to go quiet before the lookups, ms.
+    #[serde(default)]
+    pub quiet_wait_ms: f64,
+    /// Hops to the key's closest peer, replayed over the nodes' real routing tables (see
+    /// `run/replay.rs`; comparable with DHT hop counts).
+    #[serde(default)]
+    pub hops: Dist,
+    /// Replayed lookups that never learned of the key's closest peer.
+    #[serde(default)]
+    pub hops_unreached: usize,
+    /// Replayed rounds until the lookup stops (α = 3).
+    #[serde(default)]
+    pub replay_rounds: Dist,
 }
 
 /// Propagation of workers' attestation records to honest nodes.

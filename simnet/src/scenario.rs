@@ -185,6 +185,10 @@ pub struct Measure {
     /// Longest wait for every honest node to hold every worker record, s.
     #[serde(default = "defaults::gossip_wait")]
     pub gossip_wait_secs: u64,
+    /// Longest wait, before the lookups, for the connection managers to finish trimming the
+    /// formation's surplus connections (no connection trimmed anywhere for 5 s), s.
+    #[serde(default = "defaults::quiet_wait")]
+    pub quiet_wait_secs: u64,
     /// Sampling period of the time series, ms.
     #[serde(default = "defaults::sample")]
     pub sample_ms: u64,
@@ -321,6 +325,9 @@ mod defaults {
     }
     pub fn gossip_wait() -> u64 {
         60
+    }
+    pub fn quiet_wait() -> u64 {
+        30
     }
     pub fn sample() -> u64 {
         500

@@ -42,6 +42,10 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(15);
 pub const WORKERS_KEY: &[u8] = b"/cocoon/workers/1";
 /// How often a node looks for workers it has no record of (provider records + direct fetch).
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
+/// The first wait after joining; it doubles up to [`DISCOVERY_INTERVAL`]. A node's first look
+/// usually comes before its routing table has filled, and a record published just before the node
+/// joined reaches it only this way.
+const FIRST_DISCOVERY_WAIT: Duration = Duration::from_secs(5);
 /// Delay between attempts to publish while no peer listens.
 const PUBLISH_RETRY: Duration = Duration::from_millis(500);
 
@@ -449,9 +453,11 @@ async fn discover_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let me = network.peer_id();
+    let mut wait = FIRST_DISCOVERY_WAIT;
     loop {
         let connected = network.status().await.map(|s| !s.connected.is_empty()).unwrap_or(false);
         if !connected {
+            wait = FIRST_DISCOVERY_WAIT; // a node that rejoins catches up quickly again
             if sleep_or_stop(PUBLISH_RETRY, &mut shutdown).await {
                 return;
             }
@@ -478,9 +484,10 @@ async fn discover_loop(
                 }
             }
         }
-        if sleep_or_stop(DISCOVERY_INTERVAL, &mut shutdown).await {
+        if sleep_or_stop(wait, &mut shutdown).await {
             return;
         }
+        wait = (wait * 2).min(DISCOVERY_INTERVAL);
     }
 }
 

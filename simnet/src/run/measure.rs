@@ -2,7 +2,7 @@
 //! with recall, attestation record propagation, gossipsub transmission counts, and the process's
 //! memory and CPU.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use cocoon::network::NetworkHandle;
@@ -11,11 +11,14 @@ use futures::StreamExt;
 use libp2p::PeerId;
 use libp2p::kad::KBucketKey;
 
+use super::replay::replay;
 use crate::fabric::Fabric;
 use crate::report::{Dist, LookupSample, LookupStats, RoutingStats};
 
 /// Kademlia's K: the closest-set size lookups aim for.
 pub const K: usize = 20;
+/// How long no connection may have been trimmed for the network to count as quiet.
+const QUIET_FOR: Duration = Duration::from_secs(5);
 
 /// The `k` peers of `pool` closest to `target` (XOR metric), excluding `skip`.
 pub fn closest(
@@ -67,11 +70,23 @@ pub async fn routing(nodes: &[&Node], pool: &[PeerId]) -> RoutingStats {
     }
 }
 
+/// Every node's routing table now.
+pub async fn tables(nodes: &[&Node]) -> HashMap<PeerId, Vec<PeerId>> {
+    let mut tables = HashMap::with_capacity(nodes.len());
+    for node in nodes {
+        if let Ok(status) = node.network().status().await {
+            tables.insert(node.peer_id(), status.routing_table);
+        }
+    }
+    tables
+}
+
 /// Run `queries` lookups (`(querier, key)`), `parallel` at a time, scoring each against the `K`
-/// closest of `pool`.
+/// closest of `pool`, and replay each over `tables` for its hop count.
 pub async fn lookups(
     queries: Vec<(NetworkHandle, [u8; 32])>,
     pool: &[PeerId],
+    tables: &HashMap<PeerId, Vec<PeerId>>,
     fabric: &Fabric,
     parallel: usize,
 ) -> LookupStats {
@@ -80,6 +95,7 @@ pub async fn lookups(
             let me = handle.peer_id();
             let target = KBucketKey::new(key.to_vec());
             let truth = closest(pool, &target, Some(&me), K);
+            let replayed = replay(tables, pool, me, &key, K);
             let started = Instant::now();
             let found = handle.lookup(key.to_vec()).await.ok()?;
             let latency = started.elapsed();
@@ -92,6 +108,8 @@ pub async fn lookups(
                 requests: found.requests,
                 rounds: if mean_rtt > 0.0 { duration / mean_rtt } else { 0.0 },
                 latency_ms: latency.as_secs_f64() * 1000.0,
+                hops: replayed.hops,
+                replay_rounds: replayed.rounds,
             })
         })
         .buffer_unordered(parallel.max(1))
@@ -108,8 +126,32 @@ pub async fn lookups(
         requests: Dist::of(&samples.iter().map(|s| f64::from(s.requests)).collect::<Vec<_>>()),
         rounds: Dist::of(&samples.iter().map(|s| s.rounds).collect::<Vec<_>>()),
         latency_ms: Dist::of(&samples.iter().map(|s| s.latency_ms).collect::<Vec<_>>()),
+        hops: Dist::of(&samples.iter().filter_map(|s| s.hops).map(f64::from).collect::<Vec<_>>()),
+        hops_unreached: samples.iter().filter(|s| s.hops.is_none()).count(),
+        replay_rounds: Dist::of(&samples.iter().map(|s| f64::from(s.replay_rounds)).collect::<Vec<_>>()),
+        quiet_wait_ms: 0.0,
         samples,
     }
+}
+
+/// Wait until no connection manager has trimmed anything for [`QUIET_FOR`] (or `max` is over);
+/// returns how long that took.
+pub async fn quiet(nodes: &[&Node], max: Duration) -> Duration {
+    let started = Instant::now();
+    let mut last = (u64::MAX, Instant::now());
+    while started.elapsed() < max {
+        let mut trimmed = 0;
+        for node in nodes {
+            trimmed += node.network().status().await.map_or(0, |s| s.trimmed_connections);
+        }
+        if trimmed != last.0 {
+            last = (trimmed, Instant::now());
+        } else if last.1.elapsed() >= QUIET_FOR {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    started.elapsed()
 }
 
 /// Sum of an OpenMetrics counter over the lines whose name is `name` and that mention `label`.

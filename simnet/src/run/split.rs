@@ -148,7 +148,9 @@ async fn recall(fleet: &Fleet, fabric: &Fabric, offset: usize) -> f64 {
         .take(PARTITION_LOOKUPS)
         .filter_map(|(i, key)| fleet.nodes[*i].as_ref().map(|n| (n.network().clone(), *key)))
         .collect();
-    measure::lookups(queries, &fleet.live_peers(), fabric, 8).await.recall_mean
+    let live = fleet.live();
+    let tables = measure::tables(&live.iter().map(|(_, n)| *n).collect::<Vec<_>>()).await;
+    measure::lookups(queries, &fleet.live_peers(), &tables, fabric, 8).await.recall_mean
 }
 
 /// Split off the planned minority, measure, heal, and measure the recovery.
