@@ -300,7 +300,7 @@ mod defaults {
         1000
     }
     pub fn routing_refresh() -> u64 {
-        60
+        300
     }
     pub fn join_interval() -> u64 {
         100

@@ -52,15 +52,26 @@ fn simulate(text: &str) -> Report {
     serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
 }
 
-#[test]
-#[ignore = "bars not met reliably yet (issue 6): cargo test -p cocoon-simnet -- --ignored"]
-fn the_ci_scenario_meets_the_quality_bars() {
-    let (_, text) = scenario("ci.toml");
-    let r = simulate(&text);
-    println!("{}", cocoon_simnet::markdown::summary(&r, &[]));
+/// The CI scenario, run twice with its seed (once per test process).
+fn ci_runs() -> &'static [Report; 2] {
+    static RUNS: OnceLock<[Report; 2]> = OnceLock::new();
+    RUNS.get_or_init(|| {
+        let (_, text) = scenario("ci.toml");
+        [simulate(&text), simulate(&text)]
+    })
+}
 
+#[test]
+fn the_ci_scenario_meets_the_quality_bars() {
+    for r in ci_runs() {
+        println!("{}", cocoon_simnet::markdown::summary(r, &[]));
+        assert_bars(r);
+    }
+}
+
+fn assert_bars(r: &Report) {
     assert_eq!(r.join.started, 100);
-    assert_eq!(r.join.joined, 100, "every routing table filled: {:?}", r.join.time);
+    assert_eq!(r.join.joined, 100, "routing tables short of 20 peers: {:?}", r.join.unjoined);
     assert!(r.lookup.recall_mean >= 0.95, "lookup recall {}", r.lookup.recall_mean);
     assert_eq!(r.lookup.failed, 0);
 
@@ -73,7 +84,13 @@ fn the_ci_scenario_meets_the_quality_bars() {
     // Requests without attack on workers.
     let q = &r.requests;
     assert!(q.sent >= 60, "{} requests sent", q.sent);
-    assert!(q.success_rate >= 0.99, "success {} failures {:?}", q.success_rate, q.failures);
+    assert!(
+        q.success_rate >= 0.99,
+        "success {} failures {:?} {:?}",
+        q.success_rate,
+        q.failures,
+        q.failure_examples
+    );
 
     // Payments reconcile exactly: invoiced = vouchered = claimed, and something was paid.
     let p = r.payments.as_ref().unwrap();
@@ -104,41 +121,29 @@ fn the_same_seed_gives_the_same_plan() {
 }
 
 #[test]
-#[ignore = "two release-mode runs (issue 6): cargo test -p cocoon-simnet -- --ignored"]
 fn the_same_seed_gives_the_same_headline() {
-    // Two runs of a small scenario: identical plans, equal counts, shares within 0.05.
-    let text = r#"
-        name = "determinism"
-        seed = 5
-        [nodes]
-        bootstrap = 1
-        workers = 2
-        clients = 27
-        [join]
-        interval_ms = 20
-        [measure]
-        lookups = 30
-        [load]
-        requests_per_client = 2
-        mean_gap_ms = 300
-        max_tokens = 4
-    "#;
-    let a = simulate(text);
-    let b = simulate(text);
+    // The CI scenario twice: identical plans and counts; shares within 0.05 (real timers decide
+    // which peer answers first, so routing tables and lookups differ slightly between runs).
+    let [a, b] = ci_runs();
     assert_eq!(a.plan_digest, b.plan_digest);
     assert_eq!(a.nodes, b.nodes);
     assert_eq!(a.join.started, b.join.started);
     assert_eq!(a.requests.sent, b.requests.sent);
     assert_eq!(a.lookup.queries, b.lookup.queries);
-    for (x, y) in [
-        (a.lookup.recall_mean, b.lookup.recall_mean),
-        (a.routing.healthy_share, b.routing.healthy_share),
-        (a.gossip.coverage, b.gossip.coverage),
-        (a.requests.success_rate, b.requests.success_rate),
+    assert_eq!(a.gossip.records, b.gossip.records);
+    for (name, x, y) in [
+        ("lookup recall", a.lookup.recall_mean, b.lookup.recall_mean),
+        ("routing health", a.routing.healthy_share, b.routing.healthy_share),
+        ("record coverage", a.gossip.coverage, b.gossip.coverage),
+        ("request success", a.requests.success_rate, b.requests.success_rate),
     ] {
-        assert!((x - y).abs() <= 0.05, "{x} vs {y}");
+        assert!((x - y).abs() <= 0.05, "{name}: {x} vs {y}");
     }
+    // Payments are exact in both runs, for the same requests.
+    let (pa, pb) = (a.payments.as_ref().unwrap(), b.payments.as_ref().unwrap());
+    assert_eq!(pa.invoices, pb.invoices);
+    assert_eq!(pa.invoiced_nanotons, pb.invoiced_nanotons);
     // The comparison lists the same metrics for both, and says the plans are identical.
-    assert_eq!(headline(&a).len(), headline(&b).len());
-    assert!(cocoon_simnet::compare::compare(&a, &b).contains("identical"));
+    assert_eq!(headline(a).len(), headline(b).len());
+    assert!(cocoon_simnet::compare::compare(a, b).contains("identical"));
 }

@@ -9,6 +9,9 @@ mod conn;
 mod pipe;
 mod transport;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
