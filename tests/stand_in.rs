@@ -7,10 +7,11 @@
 
 mod common;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cocoon::config::Role;
+use cocoon::config::{Config, Role};
 use cocoon::inference::engine::{Engine, STAND_IN_ENGINE, StandInEngine};
 use cocoon::inference::worker::ServedModel;
 use cocoon::network::TransportKind;
@@ -20,8 +21,24 @@ use cocoon_protocol::inference::messages::{Prompt, Request, Sampling};
 use common::inference::{boot, client, post, wait_for_workers, worker};
 use common::inproc::{config, eventually};
 use common::payments::{TON, chain, paying, start_on};
+use libp2p::Multiaddr;
 use serde_json::json;
 use tokio::sync::mpsc;
+
+/// A worker configuration without any model file, and `engine` offered at `price` per 1,000
+/// tokens.
+fn stand_in_worker(dir: &Path, boot: &Multiaddr, engine: StandInEngine, price: u64) -> (Config, ServedModel) {
+    let offer = ModelOffer {
+        model_id: engine.model_id().to_owned(),
+        price_prompt_per_1k: price,
+        price_completion_per_1k: price,
+        context_length: 2048,
+        max_concurrent: 4,
+    };
+    let mut wc = worker(config(&dir.join("w"), Role::Worker, Some(boot)), Path::new("/nonexistent"), 0, 1);
+    wc.worker.models.clear();
+    (wc, ServedModel { engine: Arc::new(engine), offer })
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_injected_stand_in_engine_is_served_and_paid() {
@@ -29,22 +46,7 @@ async fn an_injected_stand_in_engine_is_served_and_paid() {
     let chain = chain();
     let (boot, boot_addr) = boot(dir.path()).await;
     let engine = StandInEngine::new("sim", 2048, Duration::from_millis(5), Duration::from_millis(1));
-    let offer = ModelOffer {
-        model_id: engine.model_id().to_owned(),
-        price_prompt_per_1k: 1_000_000,
-        price_completion_per_1k: 1_000_000,
-        context_length: 2048,
-        max_concurrent: 4,
-    };
-    let served = ServedModel { engine: Arc::new(engine), offer };
-    // A worker configuration without any model file.
-    let mut wc = worker(
-        config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)),
-        std::path::Path::new("/nonexistent"),
-        0,
-        1,
-    );
-    wc.worker.models.clear();
+    let (mut wc, served) = stand_in_worker(dir.path(), &boot_addr, engine, 1_000_000);
     paying(&mut wc, &chain, 10 * TON);
     let extras = Extras { chain: Some(chain.clone()), served: vec![served] };
     let worker_node = Node::start_with(wc, TransportKind::Memory, None, extras).await.unwrap();
@@ -73,21 +75,7 @@ async fn a_streaming_answer_keeps_its_connection_from_being_trimmed() {
     let (boot, boot_addr) = boot(dir.path()).await;
     // 30 tokens at 100 ms: the answer streams for about three seconds.
     let engine = StandInEngine::new("slow", 2048, Duration::from_millis(5), Duration::from_millis(100));
-    let offer = ModelOffer {
-        model_id: engine.model_id().to_owned(),
-        price_prompt_per_1k: 0,
-        price_completion_per_1k: 0,
-        context_length: 2048,
-        max_concurrent: 4,
-    };
-    let served = ServedModel { engine: Arc::new(engine), offer };
-    let mut wc = worker(
-        config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)),
-        std::path::Path::new("/nonexistent"),
-        0,
-        1,
-    );
-    wc.worker.models.clear();
+    let (wc, served) = stand_in_worker(dir.path(), &boot_addr, engine, 0);
     let extras = Extras { chain: None, served: vec![served] };
     let worker_node = Node::start_with(wc, TransportKind::Memory, None, extras).await.unwrap();
     let client_node =
