@@ -17,8 +17,8 @@ use libp2p::multiaddr::Protocol;
 use rand::Rng;
 use tokio::sync::watch;
 
-use super::NetworkHandle;
 use super::bootstrap::BootstrapPeer;
+use super::{NetworkError, NetworkHandle};
 use crate::store::KnownPeer;
 
 /// Inputs of the join task.
@@ -92,6 +92,7 @@ pub fn spawn_join_task(
                         unbootstrapped = false;
                         backoff.reset();
                     }
+                    Err(NetworkError::Stopped) => return,
                     Err(e) => {
                         // Connected, but nobody answered (a bootstrap node at its connection limit
                         // closes newcomers): the routing table stays empty until we ask again.
