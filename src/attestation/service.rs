@@ -42,10 +42,10 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(15);
 pub const WORKERS_KEY: &[u8] = b"/cocoon/workers/1";
 /// How often a node looks for workers it has no record of (provider records + direct fetch).
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
-/// The wait before the second look after joining (then [`DISCOVERY_INTERVAL`]). A node's first
-/// look comes before its routing table has filled, and a record published just before the node
-/// joined reaches it only this way. One early second look, not several: each look is a DHT
-/// lookup that dials peers, which is what formation pays for.
+/// The first wait after joining; it doubles up to [`DISCOVERY_INTERVAL`]. A node's first look
+/// comes before its routing table has filled, and a record published just before the node joined
+/// reaches it only this way. (A single early second look was tried: simnet's `ci` scenario then
+/// had a node still missing a record after 60 s.)
 const FIRST_DISCOVERY_WAIT: Duration = Duration::from_secs(5);
 /// Delay between attempts to publish while no peer listens.
 const PUBLISH_RETRY: Duration = Duration::from_millis(500);
@@ -488,7 +488,7 @@ async fn discover_loop(
         if sleep_or_stop(wait, &mut shutdown).await {
             return;
         }
-        wait = DISCOVERY_INTERVAL;
+        wait = (wait * 2).min(DISCOVERY_INTERVAL);
     }
 }
 
