@@ -69,6 +69,31 @@ impl Fleet {
         self.live().into_iter().filter(|(i, _)| kinds.contains(&self.plan.nodes[*i].kind)).collect()
     }
 
+    /// Live nodes of the given kinds, without their indices.
+    pub fn nodes_of(&self, kinds: &[Kind]) -> Vec<&Node> {
+        self.live_of(kinds).into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// Every live node, without its index.
+    pub fn live_nodes(&self) -> Vec<&Node> {
+        self.nodes.iter().flatten().collect()
+    }
+
+    /// Run the planned `lookups` from those queriers still live, `parallel` at a time, scored
+    /// against the live set and replayed over the routing tables as they are now.
+    pub async fn lookups<'a>(
+        &self,
+        lookups: impl Iterator<Item = &'a (usize, [u8; 32])>,
+        fabric: &Fabric,
+        parallel: usize,
+    ) -> crate::report::LookupStats {
+        let queries = lookups
+            .filter_map(|(i, key)| self.nodes[*i].as_ref().map(|n| (n.network().clone(), *key)))
+            .collect();
+        let tables = measure::tables(&self.live_nodes()).await;
+        measure::lookups(queries, &self.live_peers(), &tables, fabric, parallel).await
+    }
+
     /// Peer ids of every planned node of `kind`.
     pub fn peers_of(&self, kind: Kind) -> HashSet<PeerId> {
         self.plan.of(kind).into_iter().map(|i| self.peers[i]).collect()
@@ -169,29 +194,12 @@ pub async fn run(scenario: Scenario, text: String, data_dir: Option<PathBuf>) ->
     // Formation (workers possibly deferred), then record propagation.
     let routing_series = Arc::new(Mutex::new(Vec::new()));
     report.join = phases::form(&env, &mut fleet, started, routing_series.clone()).await?;
-    report.routing = {
-        let live = fleet.live();
-        let nodes: Vec<&Node> = live.iter().map(|(_, n)| *n).collect();
-        measure::routing(&nodes, &fleet.live_peers()).await
-    };
+    report.routing = measure::routing(&fleet.live_nodes(), &fleet.live_peers()).await;
     report.routing.healthy_over_time = routing_series.lock().map(|s| s.clone()).unwrap_or_default();
     report.gossip = phases::propagation(&s, &fleet).await;
-    let quiet_wait = {
-        let live = fleet.live();
-        let nodes: Vec<&Node> = live.iter().map(|(_, n)| *n).collect();
-        measure::quiet(&nodes, Duration::from_secs(s.measure.quiet_wait_secs)).await
-    };
-    report.lookup = {
-        let live = fleet.live();
-        let tables = measure::tables(&live.iter().map(|(_, n)| *n).collect::<Vec<_>>()).await;
-        let queries = fleet
-            .plan
-            .lookups
-            .iter()
-            .filter_map(|(i, key)| fleet.nodes[*i].as_ref().map(|n| (n.network().clone(), *key)))
-            .collect();
-        measure::lookups(queries, &fleet.live_peers(), &tables, &fabric, s.measure.lookup_parallel).await
-    };
+    let quiet_wait =
+        measure::quiet(&fleet.live_nodes(), Duration::from_secs(s.measure.quiet_wait_secs)).await;
+    report.lookup = fleet.lookups(fleet.plan.lookups.iter(), &fabric, s.measure.lookup_parallel).await;
     report.lookup.quiet_wait_ms = quiet_wait.as_secs_f64() * 1000.0;
     tracing::info!(recall = report.lookup.recall_mean, "lookups measured");
 
@@ -214,11 +222,8 @@ pub async fn run(scenario: Scenario, text: String, data_dir: Option<PathBuf>) ->
     }
     if let Some(chain) = &chain {
         let tx_during = chain.transaction_count() - tx_before;
-        let workers = fleet.live_of(&[Kind::Worker, Kind::Sybil]);
-        let workers: Vec<&Node> = workers.iter().map(|(_, n)| *n).collect();
-        let mut stats =
-            load::reconcile(chain, &workers, &outcomes, tx_during).await.map_err(RunError::Chain)?;
-        stats.transactions_per_request = tx_during as f64 / stats.invoices.max(1) as f64;
+        let workers = fleet.nodes_of(&[Kind::Worker, Kind::Sybil]);
+        let stats = load::reconcile(chain, &workers, &outcomes, tx_during).await.map_err(RunError::Chain)?;
         report.payments = Some(stats);
     }
     if s.partition.is_some() {

@@ -212,7 +212,6 @@ pub(crate) async fn forgery(s: &Scenario, fleet: &Fleet) -> AttackStats {
     let published: u64 = futures::future::join_all(floods).await.into_iter().sum();
     // Let the last floods be judged and (not) forwarded: a few heartbeats.
     tokio::time::sleep(Duration::from_millis(s.network.gossip_heartbeat_ms * 3 + 1000)).await;
-    let honest = fleet.live_of(&[Kind::Bootstrap, Kind::Worker, Kind::Client]);
-    let honest: Vec<&Node> = honest.iter().map(|(_, n)| *n).collect();
+    let honest = fleet.nodes_of(&[Kind::Bootstrap, Kind::Worker, Kind::Client]);
     adversity::assess(&honest, &fleet.peers_of(Kind::Forger), published).await
 }

@@ -11,7 +11,6 @@ use libp2p::PeerId;
 use tokio::task::JoinSet;
 
 use super::load::{self, Outcome};
-use super::measure;
 use super::{Fleet, RunError, nodes};
 use crate::fabric::Fabric;
 use crate::report::{ChurnStats, PartitionStats, Report};
@@ -139,21 +138,10 @@ async fn restart(env: &nodes::Env, fleet: &mut Fleet, clients: &Clients, i: usiz
 }
 
 async fn recall(fleet: &Fleet, fabric: &Fabric, offset: usize) -> f64 {
-    let queries = fleet
-        .plan
-        .lookups
-        .iter()
-        .cycle()
-        .skip(offset)
-        .take(PARTITION_LOOKUPS)
-        .filter_map(|(i, key)| fleet.nodes[*i].as_ref().map(|n| (n.network().clone(), *key)))
-        .collect();
-    let live = fleet.live();
-    let tables = measure::tables(&live.iter().map(|(_, n)| *n).collect::<Vec<_>>()).await;
-    measure::lookups(queries, &fleet.live_peers(), &tables, fabric, 8).await.recall_mean
+    let lookups = fleet.plan.lookups.iter().cycle().skip(offset).take(PARTITION_LOOKUPS);
+    fleet.lookups(lookups, fabric, 8).await.recall_mean
 }
 
-/// Split off the planned minority, measure, heal, and measure the recovery.
 pub(crate) async fn partition(
     s: &Scenario,
     fleet: &Fleet,
