@@ -81,16 +81,11 @@ async fn streamed_chat_completion_with_usage_and_a_verifiable_receipt() {
     assert!(last.1["choices"][0]["finish_reason"].is_string());
     let usage = &sse.events.last().unwrap().1["usage"];
     let completion_tokens = usage["completion_tokens"].as_u64().unwrap();
-    // The tiny model never picks a control token (see tiny_gguf.rs), so it generates exactly
-    // max_tokens, each one a chunk of visible text, except that mistral.rs trims leading
-    // whitespace off the first (which can leave it empty).
+    // The tiny model never picks a control or whitespace token (see tiny_gguf.rs), so it
+    // generates exactly max_tokens, each one a chunk of visible text.
     assert_eq!(completion_tokens, 200, "{usage}");
     assert_eq!(last.1["choices"][0]["finish_reason"], "length");
-    let chunks = content.len() as u64;
-    assert!(
-        chunks == completion_tokens || chunks + 1 == completion_tokens,
-        "{chunks} chunks, {completion_tokens} tokens"
-    );
+    assert_eq!(content.len() as u64, completion_tokens, "one chunk per token: {:?}", sse.events);
 
     // The receipt verifies against the worker's identity key (the one its attested record is
     // signed with), names the text received, and matches the usage and the attested price.
@@ -125,7 +120,10 @@ async fn models_non_streaming_chat_and_text_completions() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], net.model.as_str());
-    assert!(body["choices"][0]["message"]["content"].is_string());
+    assert!(
+        body["choices"][0]["message"]["content"].as_str().is_some_and(|c| !c.trim().is_empty()),
+        "{body}"
+    );
     assert!(body["usage"]["completion_tokens"].as_u64().unwrap() <= 8);
     assert_eq!(body["cocoon"]["worker"], net.workers[0].peer_id().to_string());
 
@@ -135,7 +133,7 @@ async fn models_non_streaming_chat_and_text_completions() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["object"], "text_completion");
     let text = body["choices"][0]["text"].as_str().unwrap();
-    assert!(!text.is_empty());
+    assert!(!text.trim().is_empty(), "{body}");
     assert!(body["usage"]["completion_tokens"].as_u64().unwrap() <= 6);
     net.stop().await;
 }
