@@ -1,7 +1,8 @@
 //! In-process overlays of real nodes (the full `Node`: store, join task, swarm event loop) on
 //! libp2p's memory transport: Kademlia lookup recall against the true XOR-closest set, gossip
 //! reaching every node, the connection manager holding nodes near their target, and a node whose
-//! first Kademlia bootstrap goes unanswered asking again until it is answered.
+//! first Kademlia join lookup goes unanswered asking again until it is answered, and a node
+//! without NAT traversal joining while refusing circuit dials.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -173,7 +174,7 @@ fn metric(node: &Node, name: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unanswered_kademlia_bootstrap_is_retried_until_a_peer_answers() {
+async fn an_unanswered_kademlia_join_lookup_is_retried_until_a_peer_answers() {
     let dir = tempfile::tempdir().unwrap();
     // A bootstrap node that does not serve Kademlia: it accepts connections and answers no query,
     // as a bootstrap node at its connection limit does.
@@ -181,22 +182,48 @@ async fn an_unanswered_kademlia_bootstrap_is_retried_until_a_peer_answers() {
     client_only(&mut bc);
     let boot = start(bc).await;
     let joiner = start(config(&dir.path().join("a"), Role::Client, Some(&dial_addr(&boot)))).await;
-    let unanswered = "cocoon_kad_bootstraps_unanswered_total ";
+    let unanswered = "cocoon_kad_join_lookups_unanswered_total ";
     let retried = eventually(Duration::from_secs(20), || async { metric(&joiner, unanswered) >= 2 }).await;
     assert!(retried, "the joiner asked {} times", metric(&joiner, unanswered));
     assert!(joiner.network().status().await.unwrap().routing_table.len() <= 1);
-    assert_eq!(metric(&joiner, "cocoon_kad_bootstraps_total "), 0);
+    assert_eq!(metric(&joiner, "cocoon_kad_join_lookups_total "), 0);
 
     // A Kademlia server connects to the joiner: the next retry is answered and the joiner stops.
     let server = start(config(&dir.path().join("s"), Role::Client, Some(&dial_addr(&joiner)))).await;
     let answered = eventually(Duration::from_secs(30), || async {
-        metric(&joiner, "cocoon_kad_bootstraps_total ") >= 1
+        metric(&joiner, "cocoon_kad_join_lookups_total ") >= 1
     })
     .await;
-    assert!(answered, "no bootstrap answered after a server connected");
+    assert!(answered, "no join lookup answered after a server connected");
     let status = joiner.network().status().await.unwrap();
     assert!(status.routing_table.contains(&server.peer_id()), "{:?}", status.routing_table);
     for node in [server, joiner, boot] {
         node.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nat_traversal_a_node_joins_and_a_circuit_dial_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start(config(&dir.path().join("r"), Role::Relay, None)).await;
+    let mut c = config(&dir.path().join("a"), Role::Client, Some(&dial_addr(&relay)));
+    c.network.nat_traversal = false;
+    let node = start(c).await;
+    let joined = eventually(Duration::from_secs(20), || async {
+        node.network().status().await.is_ok_and(|s| s.connected.contains(&relay.peer_id()))
+    })
+    .await;
+    assert!(joined, "the node did not connect to its bootstrap peer");
+
+    // No relay client: a circuit address is refused at once, saying why.
+    let target = PeerId::random();
+    let circuit = dial_addr(&relay)
+        .with(libp2p::multiaddr::Protocol::P2pCircuit)
+        .with(libp2p::multiaddr::Protocol::P2p(target));
+    let result = tokio::time::timeout(Duration::from_secs(10), node.network().dial(circuit)).await;
+    let Ok(Err(e)) = result else { panic!("{result:?}") };
+    assert!(e.to_string().contains("need NAT traversal"), "{e}");
+    for n in [node, relay] {
+        n.shutdown().await.unwrap();
     }
 }

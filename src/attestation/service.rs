@@ -40,13 +40,18 @@ const KNOWN_CAPACITY: usize = 10_000;
 const PRUNE_INTERVAL: Duration = Duration::from_secs(15);
 /// Provider key under which every worker announces itself in the DHT (besides its model ids).
 pub const WORKERS_KEY: &[u8] = b"/cocoon/workers/1";
-/// How often a node looks for workers it has no record of (provider records + direct fetch).
-const DISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
-/// The first wait after joining; it doubles up to [`DISCOVERY_INTERVAL`]. A node's first look
-/// comes before its routing table has filled, and a record published just before the node joined
-/// reaches it only this way. (A single early second look was tried: simnet's `ci` scenario then
-/// had a node still missing a record after 60 s.)
+/// How often a joined node looks for workers it has no record of (provider records + direct
+/// fetch). Gossip brings every record published while the node is online, and workers republish
+/// every half validity, so this only catches what gossip missed; every look is a DHT lookup toward
+/// the same key, which the nodes closest to it answer for the whole network.
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(600);
+/// The first wait after joining; it doubles while below [`DISCOVERY_RAMP_END`]. A node's first
+/// look comes before its routing table has filled, and a record published just before the node
+/// joined reaches it only this way. (A single early second look was tried: simnet's `ci` scenario
+/// then had a node still missing a record after 60 s.)
 const FIRST_DISCOVERY_WAIT: Duration = Duration::from_secs(5);
+/// The ramp's last wait (looks 5, 10, 20, 40 s after joining, then every [`DISCOVERY_INTERVAL`]).
+const DISCOVERY_RAMP_END: Duration = Duration::from_secs(40);
 /// Delay between attempts to publish while no peer listens.
 const PUBLISH_RETRY: Duration = Duration::from_millis(500);
 
@@ -488,7 +493,7 @@ async fn discover_loop(
         if sleep_or_stop(wait, &mut shutdown).await {
             return;
         }
-        wait = (wait * 2).min(DISCOVERY_INTERVAL);
+        wait = if wait < DISCOVERY_RAMP_END { wait * 2 } else { DISCOVERY_INTERVAL };
     }
 }
 

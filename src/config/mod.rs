@@ -132,6 +132,9 @@ pub struct NetworkSection {
     pub gossip_heartbeat_ms: u64,
     /// Gossipsub mesh size below which the node dials more peers. Default 4.
     pub gossip_mesh_low: usize,
+    /// NAT traversal: AutoNAT, the circuit-relay client and DCUtR hole punching. Default true; a
+    /// node with a public address may turn it off (simnet does: its network has no NATs).
+    pub nat_traversal: bool,
 }
 
 impl Default for NetworkSection {
@@ -150,6 +153,7 @@ impl Default for NetworkSection {
             routing_refresh_secs: 300,
             gossip_heartbeat_ms: 1000,
             gossip_mesh_low: 4,
+            nat_traversal: true,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! Field order is the order in which libp2p consults behaviours, and it matters: the gatekeepers
 //! (`blocked`, then `limits`) come first so a blocked peer or a connection over the caps is denied
 //! before any other behaviour allocates state for it; then identify and ping (liveness and addresses), Kademlia, gossipsub,
-//! and NAT traversal; cocoon's own protocols come last.
+//! and NAT traversal (off with `network.nat_traversal = false`); cocoon's own protocols come last.
 
 use std::time::Duration;
 
@@ -35,11 +35,11 @@ pub(crate) struct Behaviour {
     pub ping: ping::Behaviour,
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub gossipsub: gossipsub::Behaviour,
-    pub autonat: autonat::Behaviour,
-    pub relay_client: relay::client::Behaviour,
+    pub autonat: Toggle<autonat::Behaviour>,
+    pub relay_client: Toggle<relay::client::Behaviour>,
     /// Only on nodes with the `relay` role.
     pub relay_server: Toggle<relay::Behaviour>,
-    pub dcutr: dcutr::Behaviour,
+    pub dcutr: Toggle<dcutr::Behaviour>,
     /// `/cocoon/attestation/1`: direct fetch of a peer's attestation record.
     pub record_exchange: libp2p::request_response::Behaviour<super::record_exchange::RecordCodec>,
     /// Raw streams for protocols served outside the swarm task (`/cocoon/inference/1`), through
@@ -103,6 +103,9 @@ impl Behaviour {
 
         let relay_server =
             config.relay_server.then(|| relay::Behaviour::new(peer_id, relay::Config::default()));
+        // Without NAT traversal the relay transport stays in the stack but its behaviour is off,
+        // so `/p2p-circuit` dials fail at once.
+        let nat = config.nat_traversal;
 
         Ok(Self {
             blocked: allow_block_list::Behaviour::default(),
@@ -111,10 +114,10 @@ impl Behaviour {
             ping: ping::Behaviour::default(),
             kad,
             gossipsub,
-            autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
-            relay_client,
+            autonat: nat.then(|| autonat::Behaviour::new(peer_id, autonat::Config::default())).into(),
+            relay_client: nat.then_some(relay_client).into(),
             relay_server: relay_server.into(),
-            dcutr: dcutr::Behaviour::new(peer_id),
+            dcutr: nat.then(|| dcutr::Behaviour::new(peer_id)).into(),
             record_exchange: super::record_exchange::behaviour(),
             streams: libp2p_stream::Behaviour::new(),
         })

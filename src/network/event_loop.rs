@@ -45,8 +45,8 @@ pub(crate) struct EventLoop {
     libp2p_metrics: libp2p::metrics::Metrics,
     pending_dials: HashMap<ConnectionId, Reply<PeerId>>,
     pending_closest: HashMap<QueryId, Reply<super::Lookup>>,
-    /// Bootstrap queries in flight, with whether any peer answered a step so far.
-    pending_bootstrap: HashMap<QueryId, (Reply<()>, bool)>,
+    /// Join lookups (of the node's own id) in flight.
+    pending_join: HashMap<QueryId, Reply<()>>,
     pending_providing: HashMap<QueryId, Reply<()>>,
     pending_providers: HashMap<QueryId, (Reply<Vec<PeerId>>, HashSet<PeerId>)>,
     pending_fetches: HashMap<OutboundRequestId, Reply<Option<Vec<u8>>>>,
@@ -77,7 +77,7 @@ impl EventLoop {
             libp2p_metrics: libp2p::metrics::Metrics::new(registry),
             pending_dials: HashMap::new(),
             pending_closest: HashMap::new(),
-            pending_bootstrap: HashMap::new(),
+            pending_join: HashMap::new(),
             pending_providing: HashMap::new(),
             pending_providers: HashMap::new(),
             pending_fetches: HashMap::new(),
@@ -140,6 +140,13 @@ impl EventLoop {
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Command::Dial { addr, reply }
+                if !self.config.nat_traversal
+                    && addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit)) =>
+            {
+                let reason = "circuit relay addresses need NAT traversal (network.nat_traversal = true)";
+                let _ = reply.send(Err(NetworkError::Dial(format!("{addr}: {reason}"))));
+            }
             Command::Dial { addr, reply } => {
                 // With `/p2p/<id>` the swarm checks that the peer answering is the one named.
                 let named = super::bootstrap::peer_id_of(&addr);
@@ -170,14 +177,11 @@ impl EventLoop {
                 let id = self.swarm.behaviour_mut().kad.get_closest_peers(key);
                 self.pending_closest.insert(id, reply);
             }
-            Command::Bootstrap { reply } => match self.swarm.behaviour_mut().kad.bootstrap() {
-                Ok(id) => {
-                    self.pending_bootstrap.insert(id, (reply, false));
-                }
-                Err(_) => {
-                    let _ = reply.send(Err(NetworkError::Query("no known peers to bootstrap from".into())));
-                }
-            },
+            Command::JoinLookup { reply } => {
+                let me = *self.swarm.local_peer_id();
+                let id = self.swarm.behaviour_mut().kad.get_closest_peers(me);
+                self.pending_join.insert(id, reply);
+            }
             Command::Subscribe { topic, sink, reply } => {
                 let ident = IdentTopic::new(topic.clone());
                 let result = self
@@ -373,6 +377,22 @@ impl EventLoop {
     fn on_kad(&mut self, event: kad::Event) {
         match event {
             kad::Event::OutboundQueryProgressed { id, result, step, stats } => match result {
+                QueryResult::GetClosestPeers(_) if self.pending_join.contains_key(&id) => {
+                    // A join lookup nobody answered (every request refused or cut off, say by a
+                    // bootstrap node at its connection limit) filled nothing: the caller retries.
+                    let answer = if stats.num_successes() == 0 {
+                        Err(NetworkError::Query("no peer answered the Kademlia join lookup".into()))
+                    } else {
+                        Ok(())
+                    };
+                    match answer {
+                        Ok(()) => self.metrics.kad_join_lookups.inc(),
+                        Err(_) => self.metrics.kad_join_lookups_unanswered.inc(),
+                    };
+                    if let Some(reply) = self.pending_join.remove(&id) {
+                        let _ = reply.send(answer);
+                    }
+                }
                 QueryResult::GetClosestPeers(result) => {
                     if let Some(reply) = self.pending_closest.remove(&id) {
                         let peers = match result {
@@ -409,29 +429,6 @@ impl EventLoop {
                         let answer = match result {
                             Err(e) if found.is_empty() => Err(NetworkError::Query(e.to_string())),
                             _ => Ok(found.into_iter().collect()),
-                        };
-                        let _ = reply.send(answer);
-                    }
-                }
-                QueryResult::Bootstrap(result) => {
-                    if let Some((_, answered)) = self.pending_bootstrap.get_mut(&id) {
-                        *answered |= stats.num_successes() > 0;
-                    }
-                    if step.last
-                        && let Some((reply, answered)) = self.pending_bootstrap.remove(&id)
-                    {
-                        // A bootstrap nobody answered (every request refused or cut off, say by a
-                        // bootstrap node at its connection limit) filled nothing: the caller retries.
-                        let answer = match result {
-                            Err(e) => Err(NetworkError::Query(e.to_string())),
-                            Ok(_) if !answered => {
-                                Err(NetworkError::Query("no peer answered the Kademlia bootstrap".into()))
-                            }
-                            Ok(_) => Ok(()),
-                        };
-                        match answer {
-                            Ok(()) => self.metrics.kad_bootstraps.inc(),
-                            Err(_) => self.metrics.kad_bootstraps_unanswered.inc(),
                         };
                         let _ = reply.send(answer);
                     }

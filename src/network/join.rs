@@ -2,11 +2,12 @@
 //!
 //! While the node has no connection at all, it dials every bootstrap peer and every peer it
 //! remembers (peer book), at once. If none answers it says so plainly and tries again after an
-//! exponential backoff (`cocoon_protocol::backoff`). Once connected it runs a Kademlia bootstrap
-//! (self lookup) so the routing table fills, and repeats it with the same backoff until some peer
-//! answers (a bootstrap node at its connection limit accepts the dial and then closes it). Then it
-//! only watches: Kademlia refreshes the table periodically, and if the node ever loses every
-//! connection the cycle starts again.
+//! exponential backoff (`cocoon_protocol::backoff`). Once connected it looks up its own id
+//! (Kademlia's join step) so the routing table fills with its neighbourhood, and repeats that with
+//! the same backoff until some peer answers (a bootstrap node at its connection limit accepts the
+//! dial and then closes it). libp2p refreshes the farther buckets by itself once the table holds K
+//! peers (see [`NetworkHandle::join_lookup`]). Then the task only watches: Kademlia refreshes the
+//! table periodically, and if the node ever loses every connection the cycle starts again.
 
 use std::time::Duration;
 
@@ -62,8 +63,8 @@ pub fn spawn_join_task(
                  (pass --bootstrap to join an existing network)"
             );
         }
-        // Set once connected, until a Kademlia bootstrap got an answer.
-        let mut unbootstrapped = false;
+        // Set once connected, until a join lookup got an answer.
+        let mut unlooked = false;
         loop {
             let Ok(status) = handle.status().await else { return };
             let mut wait = config.check_interval;
@@ -80,16 +81,16 @@ pub fn spawn_join_task(
                 } else {
                     tracing::info!(reached, tried = targets.len(), "joined the network");
                     backoff.reset();
-                    unbootstrapped = true;
+                    unlooked = true;
                 }
                 reached > 0
             } else {
                 !status.connected.is_empty()
             };
-            if unbootstrapped && connected {
-                match handle.bootstrap().await {
+            if unlooked && connected {
+                match handle.join_lookup().await {
                     Ok(()) => {
-                        unbootstrapped = false;
+                        unlooked = false;
                         backoff.reset();
                     }
                     Err(NetworkError::Stopped) => return,
@@ -98,7 +99,7 @@ pub fn spawn_join_task(
                         // closes newcomers): the routing table stays empty until we ask again.
                         wait = backoff.next_delay(rand::thread_rng().r#gen());
                         tracing::warn!(error = %e, retry_in_secs = wait.as_secs_f32(),
-                            "kademlia bootstrap failed; retrying");
+                            "kademlia join lookup failed; retrying");
                     }
                 }
             }

@@ -19,8 +19,8 @@ pub(crate) struct NetMetrics {
     pub gossip_dropped_full: Counter,
     pub wrong_network_peers: Counter,
     pub blocked_peers: Counter,
-    pub kad_bootstraps: Counter,
-    pub kad_bootstraps_unanswered: Counter,
+    pub kad_join_lookups: Counter,
+    pub kad_join_lookups_unanswered: Counter,
 }
 
 impl NetMetrics {
@@ -64,11 +64,15 @@ impl NetMetrics {
             "Peers blocked for misbehaviour (e.g. invalid attestation records)",
             m.blocked_peers.clone(),
         );
-        r.register("kad_bootstraps", "Kademlia bootstraps that some peer answered", m.kad_bootstraps.clone());
         r.register(
-            "kad_bootstraps_unanswered",
-            "Kademlia bootstraps no peer answered (the node retries with backoff)",
-            m.kad_bootstraps_unanswered.clone(),
+            "kad_join_lookups",
+            "Join lookups (of the node's own id) that some peer answered",
+            m.kad_join_lookups.clone(),
+        );
+        r.register(
+            "kad_join_lookups_unanswered",
+            "Join lookups no peer answered (the node retries with backoff)",
+            m.kad_join_lookups_unanswered.clone(),
         );
         m
     }

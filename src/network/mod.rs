@@ -104,6 +104,8 @@ pub struct NetworkConfig {
     pub gossip_heartbeat: Duration,
     /// Mesh size below which the node dials more peers.
     pub gossip_mesh_low: usize,
+    /// Run AutoNAT, the circuit-relay client and DCUtR.
+    pub nat_traversal: bool,
 }
 
 impl NetworkConfig {
@@ -138,6 +140,7 @@ impl NetworkConfig {
             routing_refresh: Duration::from_secs(n.routing_refresh_secs),
             gossip_heartbeat: Duration::from_millis(n.gossip_heartbeat_ms),
             gossip_mesh_low: n.gossip_mesh_low,
+            nat_traversal: n.nat_traversal,
         }
     }
 }
@@ -286,7 +289,7 @@ pub(crate) enum Command {
     Dial { addr: Multiaddr, reply: Reply<PeerId> },
     AddAddress { peer: PeerId, addr: Multiaddr },
     ClosestPeers { key: Vec<u8>, reply: Reply<Lookup> },
-    Bootstrap { reply: Reply<()> },
+    JoinLookup { reply: Reply<()> },
     Subscribe { topic: String, sink: mpsc::Sender<GossipMessage>, reply: Reply<()> },
     Publish { topic: String, data: Vec<u8>, reply: Reply<MessageId> },
     Validate { id: MessageId, source: PeerId, verdict: Validation },
@@ -362,9 +365,13 @@ impl NetworkHandle {
         self.ask(|reply| Command::ClosestPeers { key, reply }).await
     }
 
-    /// Run a Kademlia bootstrap (self lookup plus bucket refresh); resolves when it finishes.
-    pub async fn bootstrap(&self) -> Result<(), NetworkError> {
-        self.ask(|reply| Command::Bootstrap { reply }).await
+    /// Kademlia's join step: a lookup of the node's own id, which fills the routing table with
+    /// its neighbourhood; resolves when it finishes, with an error if no peer answered. Once the
+    /// table holds K peers libp2p refreshes the farther buckets by itself (its automatic
+    /// bootstrap), once, rather than twice as an explicit bootstrap here would cause (libp2p
+    /// re-arms its automatic bootstrap for every peer added while the table is below K).
+    pub async fn join_lookup(&self) -> Result<(), NetworkError> {
+        self.ask(|reply| Command::JoinLookup { reply }).await
     }
 
     /// Subscribe to `topic`. Messages arrive on the returned channel (capacity `capacity`) and

@@ -101,6 +101,9 @@ pub fn config(env: &Env, n: &NodePlan) -> Config {
     c.network.max_connections = s.network.max_connections;
     c.network.gossip_heartbeat_ms = s.network.gossip_heartbeat_ms;
     c.network.routing_refresh_secs = s.network.routing_refresh_secs;
+    // The fabric has no NATs: AutoNAT, the relay client and hole punching would only add
+    // handlers to every connection.
+    c.network.nat_traversal = false;
     c.admin.enabled = false;
     c.api.enabled = false;
     let own = dial_addr(n);
