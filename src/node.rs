@@ -401,15 +401,19 @@ impl Node {
     pub async fn shutdown(self) -> Result<(), NodeError> {
         tracing::info!("shutting down");
         let _ = self.shutdown.send(true);
+        let network_task = self.network_task;
         if tokio::time::timeout(NETWORK_STOP_TIMEOUT, self.network.shutdown()).await.is_err() {
             tracing::warn!("network did not stop in time; aborting its task");
-            self.network_task.abort();
-        } else {
-            let _ = self.network_task.await;
+            network_task.abort();
         }
-        for task in self.tasks {
-            if tokio::time::timeout(Duration::from_secs(1), task).await.is_err() {
-                tracing::warn!("a background task did not stop in time");
+        let _ = network_task.await;
+        // A task that does not stop in time is aborted and awaited, not left running: it may
+        // hold the store, whose lock must be free once this returns (a restart reopens it).
+        for mut task in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(1), &mut task).await.is_err() {
+                tracing::warn!("a background task did not stop in time; aborting it");
+                task.abort();
+                let _ = task.await;
             }
         }
         let book = self.store.peer_book()?;
