@@ -5,9 +5,10 @@
 //! exponential backoff (`cocoon_protocol::backoff`). Once connected it looks up its own id
 //! (Kademlia's join step) so the routing table fills with its neighbourhood, and repeats that with
 //! the same backoff until some peer answers (a bootstrap node at its connection limit accepts the
-//! dial and then closes it). libp2p refreshes the farther buckets by itself once the table holds K
-//! peers (see [`NetworkHandle::join_lookup`]). Then the task only watches: Kademlia refreshes the
-//! table periodically, and if the node ever loses every connection the cycle starts again.
+//! dial and then closes it). libp2p refreshes the farther buckets by itself: peers added while the
+//! table holds fewer than K start its automatic bootstrap (see [`NetworkHandle::join_lookup`]).
+//! Then the task only watches: Kademlia refreshes the table periodically, and if the node ever
+//! loses every connection the cycle starts again.
 
 use std::time::Duration;
 

@@ -366,10 +366,11 @@ impl NetworkHandle {
     }
 
     /// Kademlia's join step: a lookup of the node's own id, which fills the routing table with
-    /// its neighbourhood; resolves when it finishes, with an error if no peer answered. Once the
-    /// table holds K peers libp2p refreshes the farther buckets by itself (its automatic
-    /// bootstrap), once, rather than twice as an explicit bootstrap here would cause (libp2p
-    /// re-arms its automatic bootstrap for every peer added while the table is below K).
+    /// its neighbourhood; resolves when it finishes, with an error if no peer answered. libp2p
+    /// refreshes the farther buckets by itself: every peer added while the table holds fewer
+    /// than K (re)arms its automatic bootstrap, which then runs once the additions pause. An
+    /// explicit bootstrap here would only be followed by that automatic one, refreshing every
+    /// bucket twice per join.
     pub async fn join_lookup(&self) -> Result<(), NetworkError> {
         self.ask(|reply| Command::JoinLookup { reply }).await
     }
