@@ -377,21 +377,17 @@ impl EventLoop {
     fn on_kad(&mut self, event: kad::Event) {
         match event {
             kad::Event::OutboundQueryProgressed { id, result, step, stats } => match result {
-                QueryResult::GetClosestPeers(_) if self.pending_join.contains_key(&id) => {
+                QueryResult::GetClosestPeers(_) if let Some(reply) = self.pending_join.remove(&id) => {
                     // A join lookup nobody answered (every request refused or cut off, say by a
                     // bootstrap node at its connection limit) filled nothing: the caller retries.
                     let answer = if stats.num_successes() == 0 {
+                        self.metrics.kad_join_lookups_unanswered.inc();
                         Err(NetworkError::Query("no peer answered the Kademlia join lookup".into()))
                     } else {
+                        self.metrics.kad_join_lookups.inc();
                         Ok(())
                     };
-                    match answer {
-                        Ok(()) => self.metrics.kad_join_lookups.inc(),
-                        Err(_) => self.metrics.kad_join_lookups_unanswered.inc(),
-                    };
-                    if let Some(reply) = self.pending_join.remove(&id) {
-                        let _ = reply.send(answer);
-                    }
+                    let _ = reply.send(answer);
                 }
                 QueryResult::GetClosestPeers(result) => {
                     if let Some(reply) = self.pending_closest.remove(&id) {
