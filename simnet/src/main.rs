@@ -10,6 +10,10 @@ use cocoon_simnet::report::Report;
 use cocoon_simnet::scenario::Scenario;
 use cocoon_simnet::{compare, markdown, plot, run};
 
+/// mimalloc rather than glibc's malloc: see this crate's manifest.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cocoon-simnet",
