@@ -152,6 +152,11 @@ pub struct Join {
     /// Longest wait, after the last start, for every routing table to fill, s.
     #[serde(default = "defaults::settle")]
     pub settle_secs: u64,
+    /// After formation, keep sampling routing health for this long before the headline routing
+    /// health is taken, s: a table holds K peers soon after its node's own lookup, but the closest
+    /// K arrive as later nodes look up and refresh. 0 measures right after formation.
+    #[serde(default)]
+    pub observe_secs: u64,
 }
 
 /// Workers' stand-in engine.

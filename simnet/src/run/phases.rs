@@ -40,6 +40,7 @@ pub(crate) async fn form(
     if !later.is_empty() {
         unjoined.extend(start_batch(env, fleet, &later, started, &mut join_ms, &series).await?);
     }
+    observe(fleet, started, s, &series).await;
     // Nodes of the first batch may have joined while the second one started.
     unjoined.retain(|u| join_ms[u.node].is_none());
     let times: Vec<f64> = join_ms.iter().flatten().copied().collect();
@@ -110,15 +111,7 @@ async fn start_batch(
         pending = still;
         if last_health.elapsed() >= HEALTH_EVERY {
             last_health = Instant::now();
-            let mut live = fleet.live();
-            live.shuffle(&mut rng);
-            live.truncate(HEALTH_SAMPLE);
-            let nodes: Vec<&Node> = live.iter().map(|(_, n)| *n).collect();
-            let health = measure::routing(&nodes, &fleet.live_peers()).await;
-            let t = run_started.elapsed().as_secs_f64() * 1000.0;
-            if let Ok(mut series) = series.lock() {
-                series.push((t, health.healthy_share));
-            }
+            sample_health(fleet, run_started, &mut rng, series).await;
         }
         let all_started = next == batch.len();
         if all_started
@@ -142,6 +135,29 @@ async fn start_batch(
         }
         let wait = if all_started { JOIN_POLL } else { interval.min(JOIN_POLL) };
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// Sample the routing health of up to [`HEALTH_SAMPLE`] random live nodes into `series`.
+async fn sample_health(fleet: &Fleet, run_started: Instant, rng: &mut StdRng, series: &Arc<Mutex<Series>>) {
+    let mut live = fleet.live();
+    live.shuffle(rng);
+    live.truncate(HEALTH_SAMPLE);
+    let nodes: Vec<&Node> = live.iter().map(|(_, n)| *n).collect();
+    let health = measure::routing(&nodes, &fleet.live_peers()).await;
+    let t = run_started.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(mut series) = series.lock() {
+        series.push((t, health.healthy_share));
+    }
+}
+
+/// The scenario's observation time after formation: routing health keeps being sampled.
+async fn observe(fleet: &Fleet, run_started: Instant, s: &Scenario, series: &Arc<Mutex<Series>>) {
+    let until = Instant::now() + Duration::from_secs(s.join.observe_secs);
+    let mut rng = StdRng::seed_from_u64(s.seed ^ 0x0b5e);
+    while Instant::now() < until {
+        tokio::time::sleep(HEALTH_EVERY.min(until.saturating_duration_since(Instant::now()))).await;
+        sample_health(fleet, run_started, &mut rng, series).await;
     }
 }
 
