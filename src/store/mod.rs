@@ -73,6 +73,11 @@ pub enum StoreError {
     Db(#[from] sled::Error),
 }
 
+/// Pause between attempts to open a locked database.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(25);
+/// Attempts after the first before a lock is reported (0.5 s in all).
+const LOCK_RETRIES: u32 = 20;
+
 /// Handle to the node's database. Cheap to clone; all clones share one database.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -82,15 +87,27 @@ pub struct Store {
 
 impl Store {
     /// Open (or create) the store in `data_dir`, creating the directory with owner-only access.
+    ///
+    /// sled's background writer threads hold the database's file lock for a moment after the last
+    /// handle is dropped, so reopening right after a close in the same process (a node restarted
+    /// in process, a test) can find it still held: a lock is retried for up to
+    /// [`LOCK_RETRY`] × [`LOCK_RETRIES`] before it is reported as [`StoreError::Locked`].
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         create_private_dir(data_dir)?;
         let db_path = data_dir.join("db");
-        let db = sled::Config::new()
-            .path(&db_path)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| classify_open_error(data_dir, e))?;
-        Ok(Self { db, dir: data_dir.to_owned() })
+        let mut tries = 0;
+        loop {
+            match sled::Config::new().path(&db_path).flush_every_ms(None).open() {
+                Ok(db) => return Ok(Self { db, dir: data_dir.to_owned() }),
+                Err(e) => match classify_open_error(data_dir, e) {
+                    StoreError::Locked(_) if tries < LOCK_RETRIES => {
+                        tries += 1;
+                        std::thread::sleep(LOCK_RETRY);
+                    }
+                    other => return Err(other),
+                },
+            }
+        }
     }
 
     /// The data directory this store lives in.
