@@ -24,9 +24,16 @@ pub struct Delay {
 impl Delay {
     /// A delay that completes `dur` from now.
     pub fn new(dur: Duration) -> Delay {
-        let handle = timer_handle();
-        let _entered = handle.enter();
-        Delay { sleep: Box::pin(tokio::time::sleep(dur)) }
+        // Inside a runtime (every libp2p timer in cocoon) `sleep` binds to its timer directly;
+        // only outside one is this crate's own runtime entered first.
+        let sleep = match Handle::try_current() {
+            Ok(_) => tokio::time::sleep(dur),
+            Err(_) => {
+                let _entered = fallback().enter();
+                tokio::time::sleep(dur)
+            }
+        };
+        Delay { sleep: Box::pin(sleep) }
     }
 
     /// Make the delay complete `dur` from now instead, whether or not it already completed.
@@ -55,13 +62,8 @@ fn deadline(dur: Duration) -> Instant {
     now.checked_add(dur).unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
 }
 
-/// The current runtime's handle, else this crate's own runtime's. A runtime built without time
-/// enabled makes Tokio panic here, saying so; every runtime in cocoon enables it.
-fn timer_handle() -> Handle {
-    Handle::try_current().unwrap_or_else(|_| fallback().handle().clone())
-}
-
-/// The runtime behind delays made outside any runtime.
+/// The runtime behind delays made outside any runtime. A runtime built without time enabled makes
+/// Tokio panic in `Delay::new`, saying so; every runtime in cocoon enables it.
 fn fallback() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
