@@ -124,6 +124,9 @@ pub struct Network {
     /// Kademlia periodic refresh, s.
     #[serde(default = "defaults::routing_refresh")]
     pub routing_refresh_secs: u64,
+    /// Ping period per connection, s (the node's round-trip-time metric).
+    #[serde(default = "defaults::ping_interval")]
+    pub ping_interval_secs: u64,
 }
 
 /// Which transport the nodes use.
@@ -307,6 +310,9 @@ mod defaults {
     pub fn routing_refresh() -> u64 {
         300
     }
+    pub fn ping_interval() -> u64 {
+        15
+    }
     pub fn join_interval() -> u64 {
         100
     }
@@ -456,6 +462,15 @@ impl Scenario {
                 "network: need 0 < target_connections ≤ max_connections and max_connections ≥ 4".into()
             );
         }
+        for (name, v) in [
+            ("gossip_heartbeat_ms", n.gossip_heartbeat_ms),
+            ("routing_refresh_secs", n.routing_refresh_secs),
+            ("ping_interval_secs", n.ping_interval_secs),
+        ] {
+            if v == 0 {
+                return bad(format!("network.{name} must be at least 1"));
+            }
+        }
         if self.load.is_some() && self.nodes.workers == 0 {
             return bad("[load] needs at least one honest worker".into());
         }
@@ -470,5 +485,22 @@ impl Scenario {
             return bad("partition.minority_share must be strictly between 0 and 1".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_intervals_are_refused_and_omitted_ones_take_the_node_defaults() {
+        let base = "name = \"t\"\n[nodes]\nbootstrap = 1\n";
+        let s = Scenario::parse(base).expect("minimal scenario");
+        assert_eq!((s.network.ping_interval_secs, s.network.gossip_heartbeat_ms), (15, 1000));
+        for key in ["ping_interval_secs", "gossip_heartbeat_ms", "routing_refresh_secs"] {
+            let text = format!("{base}[network]\n{key} = 0\n");
+            let err = Scenario::parse(&text).expect_err(key).to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 }

@@ -130,6 +130,9 @@ pub struct NetworkSection {
     pub routing_refresh_secs: u64,
     /// Gossipsub heartbeat in milliseconds. Default 1000.
     pub gossip_heartbeat_ms: u64,
+    /// Seconds between pings on each connection (round-trip-time metric only: a failed ping does
+    /// not close the connection). Default 15.
+    pub ping_interval_secs: u64,
     /// Gossipsub mesh size below which the node dials more peers. Default 4.
     pub gossip_mesh_low: usize,
     /// NAT traversal: AutoNAT, the circuit-relay client and DCUtR hole punching. Default true; a
@@ -152,6 +155,7 @@ impl Default for NetworkSection {
             idle_connection_timeout_secs: 60,
             routing_refresh_secs: 300,
             gossip_heartbeat_ms: 1000,
+            ping_interval_secs: 15,
             gossip_mesh_low: 4,
             nat_traversal: true,
         }
@@ -416,7 +420,11 @@ impl Config {
                 n.max_connections, n.target_connections
             )));
         }
-        if n.gossip_heartbeat_ms == 0 || n.conn_manager_interval_secs == 0 || n.routing_refresh_secs == 0 {
+        if n.gossip_heartbeat_ms == 0
+            || n.conn_manager_interval_secs == 0
+            || n.routing_refresh_secs == 0
+            || n.ping_interval_secs == 0
+        {
             return Err(ConfigError::Invalid("network intervals must be at least 1".into()));
         }
         if self.has_role(Role::Worker) && self.worker.payout_address.trim().is_empty() {
@@ -570,6 +578,9 @@ mod tests {
         let mut config = Config::default();
         config.node.roles.clear();
         assert!(config.validate().is_err());
+        let mut config = Config::default();
+        config.network.ping_interval_secs = 0;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid(m)) if m.contains("intervals")));
         assert!(Config::default().validate().is_ok());
     }
 }

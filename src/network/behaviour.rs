@@ -111,7 +111,7 @@ impl Behaviour {
             blocked: allow_block_list::Behaviour::default(),
             limits: connection_limits::Behaviour::new(limits),
             identify,
-            ping: ping::Behaviour::default(),
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(config.ping_interval)),
             kad,
             gossipsub,
             autonat: nat.then(|| autonat::Behaviour::new(peer_id, autonat::Config::default())).into(),

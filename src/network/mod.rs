@@ -102,6 +102,8 @@ pub struct NetworkConfig {
     pub routing_refresh: Duration,
     /// Gossipsub heartbeat.
     pub gossip_heartbeat: Duration,
+    /// Ping period per connection.
+    pub ping_interval: Duration,
     /// Mesh size below which the node dials more peers.
     pub gossip_mesh_low: usize,
     /// Run AutoNAT, the circuit-relay client and DCUtR.
@@ -139,6 +141,7 @@ impl NetworkConfig {
             idle_connection_timeout: Duration::from_secs(n.idle_connection_timeout_secs),
             routing_refresh: Duration::from_secs(n.routing_refresh_secs),
             gossip_heartbeat: Duration::from_millis(n.gossip_heartbeat_ms),
+            ping_interval: Duration::from_secs(n.ping_interval_secs),
             gossip_mesh_low: n.gossip_mesh_low,
             nat_traversal: n.nat_traversal,
         }

@@ -100,6 +100,7 @@ pub fn config(env: &Env, n: &NodePlan) -> Config {
     c.network.target_connections = s.network.target_connections;
     c.network.max_connections = s.network.max_connections;
     c.network.gossip_heartbeat_ms = s.network.gossip_heartbeat_ms;
+    c.network.ping_interval_secs = s.network.ping_interval_secs;
     c.network.routing_refresh_secs = s.network.routing_refresh_secs;
     // The fabric has no NATs: AutoNAT, the relay client and hole punching would only add
     // handlers to every connection.
