@@ -1,8 +1,9 @@
 //! In-process overlays of real nodes (the full `Node`: store, join task, swarm event loop) on
 //! libp2p's memory transport: Kademlia lookup recall against the true XOR-closest set, gossip
 //! reaching every node, the connection manager holding nodes near their target, and a node whose
-//! first Kademlia join lookup goes unanswered asking again until it is answered, and a node
-//! without NAT traversal joining while refusing circuit dials.
+//! first Kademlia join lookup goes unanswered asking again until it is answered, a node
+//! without NAT traversal joining while refusing circuit dials, and a peer with no known address
+//! located through the DHT.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -16,8 +17,8 @@ use cocoon::config::Role;
 use cocoon::network::{NetworkHandle, Validation};
 use cocoon::node::Node;
 use common::inproc::{client_only, config, dial_addr, eventually, start, start_network};
-use libp2p::PeerId;
 use libp2p::kad::KBucketKey;
+use libp2p::{PeerId, StreamProtocol};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -224,6 +225,42 @@ async fn without_nat_traversal_a_node_joins_and_a_circuit_dial_fails_at_once() {
     let Ok(Err(e)) = result else { panic!("{result:?}") };
     assert!(e.to_string().contains("need NAT traversal"), "{e}");
     for n in [node, relay] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_no_known_address_is_located_through_the_dht() {
+    let dir = tempfile::tempdir().unwrap();
+    let boot = start(config(&dir.path().join("boot"), Role::Bootstrap, None)).await;
+    let target = start(config(&dir.path().join("t"), Role::Client, Some(&dial_addr(&boot)))).await;
+    let indexed = eventually(Duration::from_secs(20), || async {
+        boot.network().status().await.is_ok_and(|s| s.routing_table.contains(&target.peer_id()))
+    })
+    .await;
+    assert!(indexed, "the bootstrap node never added the target to its routing table");
+
+    // A node that has dialled nobody (as after a restart: the worker's record is stored, its
+    // address is not): a stream to the target cannot even be attempted.
+    let seeker = start(config(&dir.path().join("s"), Role::Client, None)).await;
+    let protocol = StreamProtocol::new("/cocoon/test/1");
+    let mut control = seeker.network().streams();
+    assert!(control.open_stream(target.peer_id(), protocol.clone()).await.is_err());
+
+    // Told only where the bootstrap node is, it finds the target through it and connects.
+    seeker.network().add_address(boot.peer_id(), boot.listen_addrs()[0].clone()).await.unwrap();
+    seeker.network().locate(target.peer_id()).await.expect("the target is found");
+    let status = seeker.network().status().await.unwrap();
+    assert!(status.connected.contains(&target.peer_id()), "{:?}", status.connected);
+
+    // A peer nobody knows: a plain error, quickly (the lookup has nothing more to ask).
+    let nobody = PeerId::random();
+    let err = tokio::time::timeout(Duration::from_secs(20), seeker.network().locate(nobody))
+        .await
+        .expect("the lookup ends")
+        .expect_err("nobody knows that peer");
+    assert!(err.to_string().contains("not found"), "{err}");
+    for n in [seeker, target, boot] {
         n.shutdown().await.unwrap();
     }
 }

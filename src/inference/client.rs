@@ -1,6 +1,7 @@
 //! The client side of `/cocoon/inference/1`: choose a verified worker for the model
 //! (`cocoon_protocol::inference::selection`), re-check its record under this node's policy, open
-//! a stream (dialling directly or through a relay), run the Noise handshake against the worker's
+//! a stream (dialling directly or through a relay; a worker this node has no address for, say
+//! after a restart, is looked up on the DHT and the stream retried once), run the Noise handshake against the worker's
 //! *attested* static key with the request inside, and relay the streamed text to the caller.
 //!
 //! Failures before the first chunk (no stream, handshake failure, `Busy`, a timeout, a worker
@@ -400,14 +401,10 @@ impl InferenceClient {
             // The connection manager must not trim this connection while the answer streams.
             let _in_use =
                 self.network.in_use(worker).await.map_err(|e| Attempt::Fatal(failed(e.to_string())))?;
-            let mut control = self.network.streams();
-            let stream = tokio::time::timeout(
-                self.limits.open,
-                control.open_stream(worker, StreamProtocol::new(PROTOCOL)),
-            )
-            .await
-            .map_err(|_| Attempt::Retry(failed("opening a stream timed out".into())))?
-            .map_err(|e| Attempt::Retry(failed(e.to_string())))?;
+            let stream = tokio::time::timeout(self.limits.open, self.open_stream(worker))
+                .await
+                .map_err(|_| Attempt::Retry(failed("opening a stream timed out".into())))?
+                .map_err(|e| Attempt::Retry(failed(e)))?;
             let opened = tokio::time::timeout(self.limits.first_token, async {
                 let mut s = session::initiate(stream, &record.record().noise_static, request_bytes).await?;
                 let first = s.recv(MAX_SERVER_FRAME).await?;
@@ -454,6 +451,19 @@ impl InferenceClient {
             }
         });
         result
+    }
+
+    /// Open an inference stream to `worker`; when that fails (typically: no address known for
+    /// it), find the worker through the DHT and try once more.
+    async fn open_stream(&self, worker: PeerId) -> Result<libp2p::Stream, String> {
+        let mut control = self.network.streams();
+        let first = match control.open_stream(worker, StreamProtocol::new(PROTOCOL)).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => e.to_string(),
+        };
+        tracing::debug!(%worker, error = %first, "cannot open a stream; looking the worker up");
+        self.network.locate(worker).await.map_err(|e| format!("{first}; then {e}"))?;
+        control.open_stream(worker, StreamProtocol::new(PROTOCOL)).await.map_err(|e| e.to_string())
     }
 
     /// After the first frame: relay chunks, then check the receipt and close with the voucher.

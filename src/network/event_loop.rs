@@ -47,6 +47,8 @@ pub(crate) struct EventLoop {
     pending_closest: HashMap<QueryId, Reply<super::Lookup>>,
     /// Join lookups (of the node's own id) in flight.
     pending_join: HashMap<QueryId, Reply<()>>,
+    /// Lookups of a peer's own id by [`super::NetworkHandle::locate`].
+    pending_locate: HashMap<QueryId, (PeerId, Reply<PeerId>)>,
     pending_providing: HashMap<QueryId, Reply<()>>,
     pending_providers: HashMap<QueryId, (Reply<Vec<PeerId>>, HashSet<PeerId>)>,
     pending_fetches: HashMap<OutboundRequestId, Reply<Option<Vec<u8>>>>,
@@ -77,6 +79,7 @@ impl EventLoop {
             libp2p_metrics: libp2p::metrics::Metrics::new(registry),
             pending_dials: HashMap::new(),
             pending_closest: HashMap::new(),
+            pending_locate: HashMap::new(),
             pending_join: HashMap::new(),
             pending_providing: HashMap::new(),
             pending_providers: HashMap::new(),
@@ -176,6 +179,14 @@ impl EventLoop {
             Command::ClosestPeers { key, reply } => {
                 let id = self.swarm.behaviour_mut().kad.get_closest_peers(key);
                 self.pending_closest.insert(id, reply);
+            }
+            Command::Locate { peer, reply } => {
+                if self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Ok(peer));
+                } else {
+                    let id = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                    self.pending_locate.insert(id, (peer, reply));
+                }
             }
             Command::JoinLookup { reply } => {
                 let me = *self.swarm.local_peer_id();
@@ -389,6 +400,15 @@ impl EventLoop {
                     };
                     let _ = reply.send(answer);
                 }
+                QueryResult::GetClosestPeers(result)
+                    if let Some((peer, reply)) = self.pending_locate.remove(&id) =>
+                {
+                    let found = match result {
+                        Ok(ok) => ok.peers,
+                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                    };
+                    self.connect_located(peer, found, reply);
+                }
                 QueryResult::GetClosestPeers(result) => {
                     if let Some(reply) = self.pending_closest.remove(&id) {
                         let peers = match result {
@@ -494,6 +514,30 @@ impl EventLoop {
                     &source,
                     gossipsub::MessageAcceptance::Ignore,
                 );
+            }
+        }
+    }
+
+    /// The end of a [`Command::Locate`] lookup: connected already (the lookup itself asked the
+    /// peer), or dial it at the addresses the lookup found.
+    fn connect_located(&mut self, peer: PeerId, found: Vec<kad::PeerInfo>, reply: Reply<PeerId>) {
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(peer));
+            return;
+        }
+        let addrs = found.into_iter().find(|p| p.peer_id == peer).map(|p| p.addrs).unwrap_or_default();
+        if addrs.is_empty() {
+            let _ = reply.send(Err(NetworkError::Query(format!("{peer} not found on the DHT"))));
+            return;
+        }
+        let opts = DialOpts::peer_id(peer).addresses(addrs).condition(PeerCondition::Disconnected).build();
+        let connection = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.pending_dials.insert(connection, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NetworkError::Dial(format!("{peer}: {e}"))));
             }
         }
     }

@@ -293,6 +293,7 @@ pub(crate) enum Command {
     AddAddress { peer: PeerId, addr: Multiaddr },
     ClosestPeers { key: Vec<u8>, reply: Reply<Lookup> },
     JoinLookup { reply: Reply<()> },
+    Locate { peer: PeerId, reply: Reply<PeerId> },
     Subscribe { topic: String, sink: mpsc::Sender<GossipMessage>, reply: Reply<()> },
     Publish { topic: String, data: Vec<u8>, reply: Reply<MessageId> },
     Validate { id: MessageId, source: PeerId, verdict: Validation },
@@ -366,6 +367,15 @@ impl NetworkHandle {
     /// [`Self::get_closest_peers`], with what the lookup cost.
     pub async fn lookup(&self, key: Vec<u8>) -> Result<Lookup, NetworkError> {
         self.ask(|reply| Command::ClosestPeers { key, reply }).await
+    }
+
+    /// Make sure `peer` can be reached: if it is not connected, look its id up (a Kademlia
+    /// server answers for itself, so the lookup reaches it when it is online) and dial it at an
+    /// address found. Resolves once connected; an error if the lookup did not find it or the
+    /// dial failed. For a peer known from a stored record but not from this run, such as a
+    /// worker after the client restarted: without an address, opening a stream to it fails.
+    pub async fn locate(&self, peer: PeerId) -> Result<(), NetworkError> {
+        self.ask(|reply| Command::Locate { peer, reply }).await.map(|_| ())
     }
 
     /// Kademlia's join step: a lookup of the node's own id, which fills the routing table with
