@@ -52,6 +52,15 @@ fn worker_config(
     path
 }
 
+/// The restarted worker `peer` is connected to the client and its record is there. The record
+/// alone is not enough: the worker keeps its key across restarts, so the client may still hold
+/// the record of the process just killed, whose address is gone.
+async fn reachable(client: &Node, peer: &str) -> bool {
+    let has_record = client.attestation().records().iter().any(|r| r.record().peer_id.to_string() == peer);
+    has_record
+        && client.network().status().await.is_ok_and(|s| s.connected.iter().any(|p| p.to_string() == peer))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_worker_keeps_every_acknowledged_voucher_and_claims_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,11 +93,8 @@ async fn sigkilled_worker_keeps_every_acknowledged_voucher_and_claims_once() {
     for round in 0..ROUNDS {
         let mut proc = NodeProc::start(&data_dir, &["--config", config.to_str().unwrap()]);
         let peer = proc.peer_id();
-        let seen = eventually(Duration::from_secs(30), || async {
-            client_node.attestation().records().iter().any(|r| r.record().peer_id.to_string() == peer)
-        })
-        .await;
-        assert!(seen, "round {round}: the restarted worker's record never arrived");
+        let seen = eventually(Duration::from_secs(30), || reachable(&client_node, &peer)).await;
+        assert!(seen, "round {round}: the restarted worker never connected with its record");
         let model_id = client_node.attestation().models()[0].clone();
 
         // Paid requests in the background; the worker is killed after a random delay.
@@ -125,12 +131,7 @@ async fn sigkilled_worker_keeps_every_acknowledged_voucher_and_claims_once() {
     // worker settles what it holds once the client starts closing.
     let proc = NodeProc::start(&data_dir, &["--config", config.to_str().unwrap()]);
     let peer = proc.peer_id();
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            client_node.attestation().records().iter().any(|r| r.record().peer_id.to_string() == peer)
-        })
-        .await
-    );
+    assert!(eventually(Duration::from_secs(30), || reachable(&client_node, &peer)).await);
     let model_id = client_node.attestation().models()[0].clone();
     for i in 0..3 {
         let body = json!({"model": model_id, "messages": [{"role": "user", "content": format!("final {i}")}], "max_tokens": 6});
