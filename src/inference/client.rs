@@ -1,8 +1,9 @@
 //! The client side of `/cocoon/inference/1`: choose a verified worker for the model
 //! (`cocoon_protocol::inference::selection`), re-check its record under this node's policy, open
 //! a stream (dialling directly or through a relay; a worker this node has no address for, say
-//! after a restart, is looked up on the DHT and the stream retried once), run the Noise handshake against the worker's
-//! *attested* static key with the request inside, and relay the streamed text to the caller.
+//! after a restart, is looked up on the DHT and the stream retried once), run the Noise handshake
+//! against the worker's *attested* static key with the request inside, and relay the streamed
+//! text to the caller.
 //!
 //! Failures before the first chunk (no stream, handshake failure, `Busy`, a timeout, a worker
 //! that dies) move the request to another worker, at most `attempts` workers in all. After the
