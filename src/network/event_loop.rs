@@ -160,18 +160,7 @@ impl EventLoop {
                         .build(),
                     None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
                 };
-                let connection = opts.connection_id();
-                match self.swarm.dial(opts) {
-                    Ok(()) => {
-                        self.pending_dials.insert(connection, reply);
-                    }
-                    Err(DialError::DialPeerConditionFalse(_)) if named.is_some() => {
-                        let _ = reply.send(named.ok_or(NetworkError::Stopped));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(NetworkError::Dial(format!("{addr}: {e}"))));
-                    }
-                }
+                self.dial(opts, named, &addr, reply);
             }
             Command::AddAddress { peer, addr } => {
                 self.swarm.behaviour_mut().kad.add_address(&peer, addr);
@@ -531,13 +520,28 @@ impl EventLoop {
             return;
         }
         let opts = DialOpts::peer_id(peer).addresses(addrs).condition(PeerCondition::Disconnected).build();
+        self.dial(opts, Some(peer), &peer, reply);
+    }
+
+    /// Start a dial; `reply` gets the peer once connected. When the dial names `peer` and the
+    /// swarm declines it because that peer is connected already, that is the answer at once.
+    fn dial(
+        &mut self,
+        opts: DialOpts,
+        peer: Option<PeerId>,
+        what: &dyn std::fmt::Display,
+        reply: Reply<PeerId>,
+    ) {
         let connection = opts.connection_id();
         match self.swarm.dial(opts) {
             Ok(()) => {
                 self.pending_dials.insert(connection, reply);
             }
+            Err(DialError::DialPeerConditionFalse(_)) if let Some(peer) = peer => {
+                let _ = reply.send(Ok(peer));
+            }
             Err(e) => {
-                let _ = reply.send(Err(NetworkError::Dial(format!("{peer}: {e}"))));
+                let _ = reply.send(Err(NetworkError::Dial(format!("{what}: {e}"))));
             }
         }
     }
