@@ -1,0 +1,102 @@
+//! Kademlia query results: each finished query is matched to the `pending_*` entry its command
+//! left in [`EventLoop`] and answered through its `oneshot`; a located peer is dialled.
+
+use libp2p::PeerId;
+use libp2p::kad::{self, QueryResult};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+
+use super::{EventLoop, Reply};
+use crate::network::NetworkError;
+
+impl EventLoop {
+    pub(super) fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::OutboundQueryProgressed { id, result, step, stats } => match result {
+                QueryResult::GetClosestPeers(_) if let Some(reply) = self.pending_join.remove(&id) => {
+                    // A join lookup nobody answered (every request refused or cut off, say by a
+                    // bootstrap node at its connection limit) filled nothing: the caller retries.
+                    let answer = if stats.num_successes() == 0 {
+                        self.metrics.kad_join_lookups_unanswered.inc();
+                        Err(NetworkError::Query("no peer answered the Kademlia join lookup".into()))
+                    } else {
+                        self.metrics.kad_join_lookups.inc();
+                        Ok(())
+                    };
+                    let _ = reply.send(answer);
+                }
+                QueryResult::GetClosestPeers(result)
+                    if let Some((peer, reply)) = self.pending_locate.remove(&id) =>
+                {
+                    let found = match result {
+                        Ok(ok) => ok.peers,
+                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                    };
+                    self.connect_located(peer, found, reply);
+                }
+                QueryResult::GetClosestPeers(result) => {
+                    if let Some(reply) = self.pending_closest.remove(&id) {
+                        let peers = match result {
+                            Ok(ok) => Ok(ok.peers),
+                            Err(kad::GetClosestPeersError::Timeout { peers, .. }) if !peers.is_empty() => {
+                                Ok(peers)
+                            }
+                            Err(e) => Err(NetworkError::Query(e.to_string())),
+                        };
+                        let answer = peers.map(|peers| crate::network::Lookup {
+                            peers: peers.into_iter().map(|p| p.peer_id).collect(),
+                            requests: stats.num_requests(),
+                            successes: stats.num_successes(),
+                            duration: stats.duration().unwrap_or_default(),
+                        });
+                        let _ = reply.send(answer);
+                    }
+                }
+                QueryResult::StartProviding(result) => {
+                    if let Some(reply) = self.pending_providing.remove(&id) {
+                        let _ =
+                            reply.send(result.map(|_| ()).map_err(|e| NetworkError::Query(e.to_string())));
+                    }
+                }
+                QueryResult::GetProviders(result) => {
+                    if let Some((_, found)) = self.pending_providers.get_mut(&id)
+                        && let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = &result
+                    {
+                        found.extend(providers.iter().copied());
+                    }
+                    if step.last
+                        && let Some((reply, found)) = self.pending_providers.remove(&id)
+                    {
+                        let answer = match result {
+                            Err(e) if found.is_empty() => Err(NetworkError::Query(e.to_string())),
+                            _ => Ok(found.into_iter().collect()),
+                        };
+                        let _ = reply.send(answer);
+                    }
+                }
+                _ => {}
+            },
+            kad::Event::RoutingUpdated { .. } => {
+                let size: usize = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
+                self.metrics.routing_table_peers.set(size as i64);
+            }
+            kad::Event::ModeChanged { new_mode } => tracing::info!(mode = %new_mode, "kademlia mode changed"),
+            _ => {}
+        }
+    }
+
+    /// The end of a [`Command::Locate`] lookup: connected already (the lookup itself asked the
+    /// peer), or dial it at the addresses the lookup found.
+    fn connect_located(&mut self, peer: PeerId, found: Vec<kad::PeerInfo>, reply: Reply<PeerId>) {
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(peer));
+            return;
+        }
+        let addrs = found.into_iter().find(|p| p.peer_id == peer).map(|p| p.addrs).unwrap_or_default();
+        if addrs.is_empty() {
+            let _ = reply.send(Err(NetworkError::Query(format!("{peer} not found on the DHT"))));
+            return;
+        }
+        let opts = DialOpts::peer_id(peer).addresses(addrs).condition(PeerCondition::Disconnected).build();
+        self.dial(opts, Some(peer), &peer, reply);
+    }
+}
