@@ -162,7 +162,12 @@ impl Node {
         config.validate()?;
         let chain = payments::setup::open_chain(&config, extras.chain).map_err(NodeError::Payments)?;
         let bootstrap = bootstrap::collect(&config.bootstrap.peers, &config.bootstrap.files)?;
-        let store = Store::open(&config.node.data_dir)?;
+        // Opening sled is blocking file I/O and may wait out a lock held a moment longer by a
+        // closed store (see `Store::open`): it runs off the async workers.
+        let data_dir = config.node.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&data_dir)).await.map_err(|e| {
+            StoreError::Dir { path: config.node.data_dir.clone(), source: std::io::Error::other(e) }
+        })??;
         let keypair = match identity {
             Some(key) => key,
             None => store::load_or_create_identity(&config.node.data_dir)?,
