@@ -167,6 +167,8 @@ pub fn metrics(r: &Report) -> Vec<Metric> {
     m.add("TTFT p50 (ms)", Ms, dist(&req.ttft_ms, p50, 1.0));
     m.add("TTFT p99 (ms)", Ms, dist(&req.ttft_ms, p99, 1.0));
     m.add("failovers", Count, Some(req.failovers as f64));
+    m.add("worker DHT lookups (found)", Count, Some(req.worker_lookups.0 as f64));
+    m.add("worker DHT lookups (not found)", Count, Some(req.worker_lookups.1 as f64));
 
     let pay = r.payments.clone().unwrap_or_default();
     m.section(Section::Payments, r.payments.is_some());

@@ -266,6 +266,11 @@ pub struct RequestStats {
     pub failovers: u64,
     /// Requests by failover count: index = failovers.
     pub failover_histogram: Vec<usize>,
+    /// DHT lookups clients made of a worker they could not open a stream to (no address known,
+    /// typically after a restart): `(found, not found)`, summed over every client instance,
+    /// departed ones included.
+    #[serde(default)]
+    pub worker_lookups: (u64, u64),
     /// Requests that completed on a sybil worker (should be 0: sybils never finish).
     pub served_by_sybil: usize,
     /// Success rate per 10 s window: `(window end ms, rate)`.

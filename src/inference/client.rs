@@ -152,6 +152,7 @@ pub struct Completion {
 struct Metrics {
     requests: Family<Vec<(String, String)>, Counter>,
     failovers: Counter,
+    worker_lookups: Family<Vec<(String, String)>, Counter>,
 }
 
 /// Sends requests to workers. Cheap to clone.
@@ -191,6 +192,11 @@ impl InferenceClient {
             "failovers",
             "Requests moved to another worker before the first chunk",
             metrics.failovers.clone(),
+        );
+        r.register(
+            "worker_lookups",
+            "Workers looked up on the DHT because no stream could be opened to them, by outcome",
+            metrics.worker_lookups.clone(),
         );
         Self {
             network,
@@ -463,7 +469,10 @@ impl InferenceClient {
             Err(e) => e.to_string(),
         };
         tracing::debug!(%worker, error = %first, "cannot open a stream; looking the worker up");
-        self.network.locate(worker).await.map_err(|e| format!("{first}; then {e}"))?;
+        let located = self.network.locate(worker).await;
+        let outcome = if located.is_ok() { "found" } else { "not_found" };
+        self.metrics.worker_lookups.get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())]).inc();
+        located.map_err(|e| format!("{first}; then {e}"))?;
         control.open_stream(worker, StreamProtocol::new(PROTOCOL)).await.map_err(|e| e.to_string())
     }
 

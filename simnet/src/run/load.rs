@@ -19,10 +19,13 @@ use tokio::sync::mpsc;
 
 use crate::plan::RequestPlan;
 use crate::report::{Dist, PaymentStats, RequestStats};
-use crate::run::measure::thin;
+use crate::run::measure::{self, thin};
 
 /// Most a simulated client pays for one request, nanotons.
 const MAX_PRICE: u64 = 1_000_000_000_000;
+
+/// The inference client's counter of DHT lookups of workers (see `docs/operator.md`).
+const WORKER_LOOKUPS: &str = "cocoon_inference_client_worker_lookups_total";
 
 /// How one request ended.
 #[derive(Debug, Clone)]
@@ -116,7 +119,12 @@ pub async fn one(
 }
 
 /// Summarise the outcomes; `sybils` are the sybil workers' peer ids.
-pub fn summarise(outcomes: &[Outcome], sybils: &HashSet<PeerId>, window_ms: f64) -> RequestStats {
+pub fn summarise(
+    outcomes: &[Outcome],
+    sybils: &HashSet<PeerId>,
+    window_ms: f64,
+    worker_lookups: (u64, u64),
+) -> RequestStats {
     let counted: Vec<&Outcome> = outcomes.iter().filter(|o| !o.client_left).collect();
     let done: Vec<&Done> = counted.iter().filter_map(|o| o.result.as_ref().ok()).collect();
     let mut failures = BTreeMap::new();
@@ -159,9 +167,17 @@ pub fn summarise(outcomes: &[Outcome], sybils: &HashSet<PeerId>, window_ms: f64)
         total_ms: Dist::of(&done.iter().map(|d| d.total_ms).collect::<Vec<_>>()),
         failovers: done.iter().map(|d| u64::from(d.failovers)).sum(),
         failover_histogram: histogram,
+        worker_lookups,
         served_by_sybil: done.iter().filter(|d| sybils.contains(&d.worker)).count(),
         success_over_time,
     }
+}
+
+/// The DHT lookups of workers `node`'s inference client made: `(found, not found)`.
+pub fn worker_lookups(node: &Node) -> (u64, u64) {
+    let text = node.metrics_text();
+    let count = |outcome: &str| measure::counter(&text, WORKER_LOOKUPS, &format!("outcome=\"{outcome}\""));
+    (count("found"), count("not_found"))
 }
 
 /// Claim every worker's best voucher and compare invoiced (receipts), vouchered (what workers

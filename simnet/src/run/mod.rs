@@ -209,10 +209,16 @@ pub async fn run(scenario: Scenario, text: String, data_dir: Option<PathBuf>) ->
     report.attacks.sybils = s.attack.sybil_workers;
 
     let tx_before = chain.as_ref().map_or(0, |c| c.transaction_count());
-    let outcomes = split::load_and_churn(&env, &mut fleet, &mut report, started).await?;
+    let split::LoadRun { outcomes, departed_lookups } =
+        split::load_and_churn(&env, &mut fleet, &mut report, started).await?;
     if let Some(load) = &s.load {
         let sybils = fleet.peers_of(Kind::Sybil);
-        report.requests = load::summarise(&outcomes, &sybils, 10_000.0);
+        let lookups = fleet
+            .live_nodes()
+            .into_iter()
+            .map(load::worker_lookups)
+            .fold(departed_lookups, |a, b| (a.0 + b.0, a.1 + b.1));
+        report.requests = load::summarise(&outcomes, &sybils, 10_000.0, lookups);
         tracing::info!(
             success = report.requests.success_rate,
             sent = report.requests.sent,

@@ -32,16 +32,26 @@ fn client_of(fleet: &Fleet, i: usize) -> Option<(InferenceClient, Arc<AtomicBool
     Some((client, Arc::new(AtomicBool::new(false))))
 }
 
-/// Run the planned requests and churn together; returns every request's outcome.
+/// What the load phase leaves for the report.
+#[derive(Debug, Default)]
+pub(crate) struct LoadRun {
+    /// Every request's outcome.
+    pub outcomes: Vec<Outcome>,
+    /// Worker lookups (found, not found) counted by client instances that departed: their
+    /// counters end with them.
+    pub departed_lookups: (u64, u64),
+}
+
+/// Run the planned requests and churn together.
 pub(crate) async fn load_and_churn(
     env: &nodes::Env,
     fleet: &mut Fleet,
     report: &mut Report,
     run_started: Instant,
-) -> Result<Vec<Outcome>, RunError> {
+) -> Result<LoadRun, RunError> {
     let s = env.scenario.clone();
     if s.load.is_none() && s.churn.is_none() {
-        return Ok(Vec::new());
+        return Ok(LoadRun::default());
     }
     let t0 = tokio::time::Instant::now();
     let clients: Clients =
@@ -71,6 +81,7 @@ pub(crate) async fn load_and_churn(
     timeline.sort_by_key(|(t, n, e)| (*t, *n, *e == Event::Up));
     let mut churn = ChurnStats::default();
     let mut down: HashSet<usize> = HashSet::new();
+    let mut departed_lookups = (0, 0);
     let live_point =
         |fleet: &Fleet| (run_started.elapsed().as_secs_f64() * 1000.0, fleet.live().len() as f64);
     churn.live_over_time.push(live_point(fleet));
@@ -84,6 +95,8 @@ pub(crate) async fn load_and_churn(
                 {
                     left.store(true, Ordering::Release);
                 }
+                let (found, not_found) = load::worker_lookups(&node);
+                departed_lookups = (departed_lookups.0 + found, departed_lookups.1 + not_found);
                 let _ = tokio::time::timeout(Duration::from_secs(5), node.shutdown()).await;
                 down.insert(i);
                 churn.departures += 1;
@@ -113,7 +126,7 @@ pub(crate) async fn load_and_churn(
     if s.churn.is_some() {
         report.churn = Some(churn);
     }
-    Ok(outcomes)
+    Ok(LoadRun { outcomes, departed_lookups })
 }
 
 async fn restart(env: &nodes::Env, fleet: &mut Fleet, clients: &Clients, i: usize) -> bool {
