@@ -284,6 +284,11 @@ pub struct PaymentStats {
     pub invoices: u64,
     /// Sum of invoiced amounts, nanotons: the receipts of every completed request.
     pub invoiced_nanotons: u128,
+    /// Sum over the clients' channels of the cumulative amount they signed, nanotons. Equals
+    /// vouchered unless a signed voucher never reached its worker; exceeds invoiced by what clients
+    /// paid for requests simnet counts as failed (e.g. abandoned at its timeout after the voucher).
+    #[serde(default)]
+    pub signed_nanotons: u128,
     /// Sum over channels of the cumulative voucher the worker holds, nanotons.
     pub vouchered_nanotons: u128,
     /// Sum over channels of what the chain paid the workers after the final claims, nanotons.

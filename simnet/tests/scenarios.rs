@@ -96,6 +96,7 @@ fn assert_bars(r: &Report) {
     let p = r.payments.as_ref().unwrap();
     assert!(p.invoiced_nanotons > 0);
     assert_eq!(p.invoiced_nanotons, p.vouchered_nanotons);
+    assert_eq!(p.signed_nanotons, p.vouchered_nanotons, "clients signed what workers hold");
     assert_eq!(p.vouchered_nanotons, p.claimed_nanotons);
     assert!(p.reconciled);
 

@@ -180,11 +180,12 @@ pub fn worker_lookups(node: &Node) -> (u64, u64) {
     (count("found"), count("not_found"))
 }
 
-/// Claim every worker's best voucher and compare invoiced (receipts), vouchered (what workers
-/// hold) and claimed (what the chain paid) amounts.
+/// Claim every worker's best voucher and compare invoiced (receipts), signed (what `clients`
+/// signed), vouchered (what workers hold) and claimed (what the chain paid) amounts.
 pub async fn reconcile(
     chain: &Arc<LocalChain>,
     workers: &[&Node],
+    clients: &[&Node],
     outcomes: &[Outcome],
     tx_before_claims: u64,
 ) -> Result<PaymentStats, String> {
@@ -217,10 +218,21 @@ pub async fn reconcile(
             claimed += u128::from(state.claimed);
         }
     }
+    let mut signed = 0u128;
+    for node in clients {
+        let book = node.store().payments().map_err(|e| e.to_string())?;
+        signed += book
+            .client_channels()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|c| u128::from(c.cumulative))
+            .sum::<u128>();
+    }
     let total_tx = chain.transaction_count();
     Ok(PaymentStats {
         invoices,
         invoiced_nanotons: invoiced,
+        signed_nanotons: signed,
         vouchered_nanotons: vouchered,
         claimed_nanotons: claimed,
         channels,

@@ -229,7 +229,10 @@ pub async fn run(scenario: Scenario, text: String, data_dir: Option<PathBuf>) ->
     if let Some(chain) = &chain {
         let tx_during = chain.transaction_count() - tx_before;
         let workers = fleet.nodes_of(&[Kind::Worker, Kind::Sybil]);
-        let stats = load::reconcile(chain, &workers, &outcomes, tx_during).await.map_err(RunError::Chain)?;
+        let clients = fleet.nodes_of(&[Kind::Client]);
+        let stats = load::reconcile(chain, &workers, &clients, &outcomes, tx_during)
+            .await
+            .map_err(RunError::Chain)?;
         report.payments = Some(stats);
     }
     if s.partition.is_some() {
