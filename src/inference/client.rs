@@ -155,6 +155,11 @@ struct Metrics {
     worker_lookups: Family<Vec<(String, String)>, Counter>,
 }
 
+/// Count one event of `family` under its `outcome` label.
+fn count(family: &Family<Vec<(String, String)>, Counter>, outcome: &str) {
+    family.get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())]).inc();
+}
+
 /// Sends requests to workers. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct InferenceClient {
@@ -240,7 +245,7 @@ impl InferenceClient {
             Err(InferenceError::Timeout(_)) => "timeout",
             Err(_) => "failed",
         };
-        self.metrics.requests.get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())]).inc();
+        count(&self.metrics.requests, outcome);
         result
     }
 
@@ -471,7 +476,7 @@ impl InferenceClient {
         tracing::debug!(%worker, error = %first, "cannot open a stream; looking the worker up");
         let located = self.network.locate(worker).await;
         let outcome = if located.is_ok() { "found" } else { "not_found" };
-        self.metrics.worker_lookups.get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())]).inc();
+        count(&self.metrics.worker_lookups, outcome);
         located.map_err(|e| format!("{first}; then {e}"))?;
         control.open_stream(worker, StreamProtocol::new(PROTOCOL)).await.map_err(|e| e.to_string())
     }

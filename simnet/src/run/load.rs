@@ -173,11 +173,12 @@ pub fn summarise(
     }
 }
 
-/// The DHT lookups of workers `node`'s inference client made: `(found, not found)`.
-pub fn worker_lookups(node: &Node) -> (u64, u64) {
+/// Add the DHT lookups of workers `node`'s inference client made to `total` (found, not found).
+pub fn add_worker_lookups(total: &mut (u64, u64), node: &Node) {
     let text = node.metrics_text();
     let count = |outcome: &str| measure::counter(&text, WORKER_LOOKUPS, &format!("outcome=\"{outcome}\""));
-    (count("found"), count("not_found"))
+    total.0 += count("found");
+    total.1 += count("not_found");
 }
 
 /// Claim every worker's best voucher and compare invoiced (receipts), signed (what `clients`

@@ -211,13 +211,13 @@ pub async fn run(scenario: Scenario, text: String, data_dir: Option<PathBuf>) ->
     let tx_before = chain.as_ref().map_or(0, |c| c.transaction_count());
     let split::LoadRun { outcomes, departed_lookups } =
         split::load_and_churn(&env, &mut fleet, &mut report, started).await?;
+    let clients = fleet.nodes_of(&[Kind::Client]);
     if let Some(load) = &s.load {
         let sybils = fleet.peers_of(Kind::Sybil);
-        let lookups = fleet
-            .live_nodes()
-            .into_iter()
-            .map(load::worker_lookups)
-            .fold(departed_lookups, |a, b| (a.0 + b.0, a.1 + b.1));
+        let mut lookups = departed_lookups;
+        for node in &clients {
+            load::add_worker_lookups(&mut lookups, node);
+        }
         report.requests = load::summarise(&outcomes, &sybils, 10_000.0, lookups);
         tracing::info!(
             success = report.requests.success_rate,
@@ -229,7 +229,6 @@ pub async fn run(scenario: Scenario, text: String, data_dir: Option<PathBuf>) ->
     if let Some(chain) = &chain {
         let tx_during = chain.transaction_count() - tx_before;
         let workers = fleet.nodes_of(&[Kind::Worker, Kind::Sybil]);
-        let clients = fleet.nodes_of(&[Kind::Client]);
         let stats = load::reconcile(chain, &workers, &clients, &outcomes, tx_during)
             .await
             .map_err(RunError::Chain)?;

@@ -95,8 +95,7 @@ pub(crate) async fn load_and_churn(
                 {
                     left.store(true, Ordering::Release);
                 }
-                let (found, not_found) = load::worker_lookups(&node);
-                departed_lookups = (departed_lookups.0 + found, departed_lookups.1 + not_found);
+                load::add_worker_lookups(&mut departed_lookups, &node);
                 let _ = tokio::time::timeout(Duration::from_secs(5), node.shutdown()).await;
                 down.insert(i);
                 churn.departures += 1;
