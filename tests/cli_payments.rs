@@ -175,6 +175,11 @@ fn wallet_and_channel_commands_drive_a_served_chain() {
         .unwrap()
         .add_debt(&hex::decode(&client_key).unwrap().try_into().unwrap(), 77)
         .unwrap();
+    let out = ok(&["channel", "list", "--data-dir", wd]);
+    assert!(
+        out.contains(&format!("unpaid by client {client_key}")) && out.contains("0.000000077 TON"),
+        "{out}"
+    );
     let out = ok(&["channel", "forgive", &client_key, "--data-dir", wd]);
     assert!(out.contains("forgave 0.000000077 TON"), "{out}");
     assert_eq!(

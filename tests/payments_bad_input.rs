@@ -182,6 +182,15 @@ async fn bad_vouchers_and_a_failing_chain_lose_nothing() {
     })
     .await;
     assert!(refused, "a client that did not pay is served again");
+    // The operator sees who owes what on the admin endpoint (and can forgive it).
+    let admin = worker.admin_addr().unwrap();
+    let (status, body) =
+        tokio::task::spawn_blocking(move || common::http_get(admin, "/payments")).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["debts"][0]["client_key"], hex::encode(identity.public().to_bytes()), "{body}");
+    assert_eq!(report["debts"][0]["owed_nanotons"].as_u64(), Some(second), "{body}");
+    assert_eq!(report["totals"]["owed_nanotons"].as_u64(), Some(second), "{body}");
     assert_eq!(metric(&worker, "cocoon_payments_vouchers_total", "accepted").await, 1);
     assert_eq!(metric(&worker, "cocoon_payments_vouchers_total", "malformed").await, 1);
     assert!(metric(&worker, "cocoon_payments_vouchers_total", "rejected").await >= 2);

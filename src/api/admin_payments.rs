@@ -1,6 +1,7 @@
 //! `GET /payments` on the admin endpoint: the node's payment channels as its store records them
 //! (worker side: deposits, vouchers held, claimed, unclaimed, a claim in flight; client side:
-//! deposits, signed, remaining), so an operator sees earnings and exposure while the node runs.
+//! deposits, signed, remaining) and the clients that left requests unpaid (worker side), so an
+//! operator sees earnings, exposure and losses while the node runs.
 
 use axum::Json;
 use axum::extract::State;
@@ -66,9 +67,16 @@ pub fn report(book: &PaymentBook) -> Result<Value, StoreError> {
             })
         })
         .collect();
+    let debts = book.debts()?;
+    let owed: u64 = debts.iter().map(|(_, owed)| owed).sum();
+    let debts: Vec<Value> = debts
+        .into_iter()
+        .map(|(client, owed)| json!({"client_key": hex::encode(client), "owed_nanotons": owed}))
+        .collect();
     Ok(json!({
         "worker_channels": worker,
         "client_channels": client,
-        "totals": {"claimed_nanotons": claimed, "unclaimed_nanotons": unclaimed},
+        "debts": debts,
+        "totals": {"claimed_nanotons": claimed, "unclaimed_nanotons": unclaimed, "owed_nanotons": owed},
     }))
 }

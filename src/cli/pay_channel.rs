@@ -1,7 +1,7 @@
-//! `cocoon channel ...`: list the node's payment channels, show one's on-chain state, and open,
-//! top up, claim on and close channels from the node's wallet. Every operation waits (up to
-//! `payments.confirm_timeout_secs`) until the channel shows its effect, or reports the contract's
-//! refusal.
+//! `cocoon channel ...`: list the node's payment channels and the clients that owe it, show one's
+//! on-chain state, and open, top up, claim on and close channels from the node's wallet. Every
+//! operation waits (up to `payments.confirm_timeout_secs`) until the channel shows its effect, or
+//! reports the contract's refusal.
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
@@ -162,7 +162,8 @@ async fn list(node: &NodeArgs) -> anyhow::Result<()> {
     };
     let worker = book.channels().context("cannot read the worker-side channels")?;
     let client = book.client_channels().context("cannot read the client-side channels")?;
-    if worker.is_empty() && client.is_empty() {
+    let debts = book.debts().context("cannot read the debts")?;
+    if worker.is_empty() && client.is_empty() && debts.is_empty() {
         println!("no payment channels in {}", config.node.data_dir.display());
         return Ok(());
     }
@@ -189,6 +190,11 @@ async fn list(node: &NodeArgs) -> anyhow::Result<()> {
         row("  deposited", ton(c.deposited));
         row("  signed", format!("{} (seqno {})", ton(c.cumulative), c.seqno));
         row("  remaining", ton(c.remaining()));
+    }
+    for (client, owed) in &debts {
+        // The full key: it is what `cocoon channel forgive` takes.
+        println!("unpaid by client {}", hex::encode(client));
+        row("  owed", ton(*owed));
     }
     Ok(())
 }

@@ -184,6 +184,20 @@ impl PaymentBook {
         Ok(self.debts.get(client_key)?.and_then(|v| v.as_ref().try_into().ok()).map_or(0, u64::from_be_bytes))
     }
 
+    /// Every client that owes something, with what it owes, by client key.
+    pub fn debts(&self) -> Result<Vec<([u8; 32], u64)>, StoreError> {
+        let mut all = Vec::new();
+        for entry in self.debts.iter() {
+            let (k, v) = entry?;
+            let (Ok(client), Ok(owed)) = (<[u8; 32]>::try_from(k.as_ref()), <[u8; 8]>::try_from(v.as_ref()))
+            else {
+                return Err(StoreError::Encode(format!("malformed debt entry ({} key bytes)", k.len())));
+            };
+            all.push((client, u64::from_be_bytes(owed)));
+        }
+        Ok(all)
+    }
+
     /// Forgive a client's debt (operator action).
     pub fn clear_debt(&self, client_key: &[u8; 32]) -> Result<(), StoreError> {
         self.debts.remove(client_key)?;
@@ -295,6 +309,7 @@ mod tests {
         assert_eq!(book.channel(&stored.channel.address).unwrap(), Some(stored.clone()));
         assert_eq!(book.vouchers(&stored.channel.address).unwrap(), vec![v]);
         assert_eq!(book.debt(&[5; 32]).unwrap(), 12);
+        assert_eq!(book.debts().unwrap(), vec![([5; 32], 12)]);
         assert_eq!(book.claim(&stored.channel.address).unwrap().unwrap().wallet_seqno, 3);
         let client = book.client_channel(&[2; 32]).unwrap().unwrap();
         assert_eq!((client.cumulative, client.seqno, client.deposited), (40, 1, 1_000));
