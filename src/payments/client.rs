@@ -164,7 +164,7 @@ impl ClientPayments {
                 channel.deposited = deposited; // read (or confirmed) under the top-up lock
             }
         }
-        self.book.put_client_channel(&channel)?;
+        self.record(&channel).await?;
         Ok(ChannelGuard { _lock: lock, channel })
     }
 
@@ -186,7 +186,7 @@ impl ClientPayments {
         let deposited = self.confirm(&address, self.terms.deposit).await?;
         let channel =
             ClientChannel::new(params, deposited).map_err(|e| ClientPaymentError::Unusable(e.to_string()))?;
-        self.book.put_client_channel(&channel)?;
+        self.record(&channel).await?;
         tracing::info!(channel = %address, deposit = deposited, "opened payment channel");
         Ok(channel)
     }
@@ -226,11 +226,26 @@ impl ClientPayments {
         Ok(ChannelGuard { _lock: lock, channel })
     }
 
+    /// Record `channel` durably. The flush waits for the disk, so it runs on the blocking pool:
+    /// on a runtime thread it would stall every task scheduled there (a gateway's other requests,
+    /// simnet's other nodes).
+    async fn record(&self, channel: &ClientChannel) -> Result<(), ClientPaymentError> {
+        let (book, channel) = (self.book.clone(), channel.clone());
+        tokio::task::spawn_blocking(move || book.put_client_channel(&channel))
+            .await
+            .map_err(|e| ClientPaymentError::Unusable(format!("the store write did not finish: {e}")))??;
+        Ok(())
+    }
+
     /// Sign and record the voucher paying `amount` more on the guarded channel.
-    pub fn sign(&self, guard: &mut ChannelGuard, amount: u64) -> Result<SignedVoucher, ClientPaymentError> {
+    pub async fn sign(
+        &self,
+        guard: &mut ChannelGuard,
+        amount: u64,
+    ) -> Result<SignedVoucher, ClientPaymentError> {
         let voucher = guard.channel.next_voucher(amount);
         guard.channel.signed(&voucher);
-        self.book.put_client_channel(&guard.channel)?;
+        self.record(&guard.channel).await?;
         voucher.sign(&self.identity).map_err(|e| ClientPaymentError::Unusable(e.to_string()))
     }
 
@@ -238,7 +253,7 @@ impl ClientPayments {
     /// on that. After a resynchronisation this forgets the higher, lost voucher; it can cost the
     /// client at most that one request's amount more (the worker could only ever claim the
     /// highest voucher signed), and it keeps later vouchers from being refused again.
-    pub fn acknowledged(
+    pub async fn acknowledged(
         &self,
         guard: &mut ChannelGuard,
         cumulative: u64,
@@ -247,7 +262,7 @@ impl ClientPayments {
         if (guard.channel.cumulative, guard.channel.seqno) != (cumulative, seqno) {
             guard.channel.cumulative = cumulative;
             guard.channel.seqno = guard.channel.seqno.max(seqno);
-            self.book.put_client_channel(&guard.channel)?;
+            self.record(&guard.channel).await?;
         }
         Ok(())
     }
@@ -256,7 +271,7 @@ impl ClientPayments {
     /// than the client signed (the worker lost an unacknowledged voucher), sign `amount` on top of
     /// what the worker holds: the worker could only ever claim the higher of the two. Returns
     /// `None` when the worker asks for more than the client owes.
-    pub fn resync(
+    pub async fn resync(
         &self,
         guard: &mut ChannelGuard,
         amount: u64,
@@ -273,7 +288,7 @@ impl ClientPayments {
         let signed_cumulative = guard.channel.cumulative; // keep the highest ever signed
         guard.channel.signed(&voucher);
         guard.channel.cumulative = signed_cumulative.max(voucher.cumulative);
-        self.book.put_client_channel(&guard.channel)?;
+        self.record(&guard.channel).await?;
         voucher.sign(&self.identity).map(Some).map_err(|e| ClientPaymentError::Unusable(e.to_string()))
     }
 }

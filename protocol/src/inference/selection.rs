@@ -8,6 +8,8 @@
 //! better-scored one wins. That spreads load (the best worker is not picked by every client at
 //! once) while still steering away from slow, busy, failing or expensive workers.
 
+use std::collections::HashMap;
+
 use libp2p_identity::PeerId;
 use rand_core::RngCore;
 
@@ -109,6 +111,27 @@ pub fn select(
     }
 }
 
+/// Like [`select`], but the chosen peer's entry in `entries` must also pass `valid` (a check too
+/// costly to run on every candidate, such as re-verifying its record): a rejected peer is left
+/// out and the choice made again. `None` when no eligible candidate passes.
+pub fn select_valid<T>(
+    candidates: &[Candidate],
+    mut entries: HashMap<PeerId, T>,
+    need: &Need,
+    exclude: &[PeerId],
+    rng: &mut impl RngCore,
+    mut valid: impl FnMut(&T) -> bool,
+) -> Option<T> {
+    let mut rejected = exclude.to_vec();
+    loop {
+        let peer = select(candidates, need, &rejected, rng)?;
+        match entries.remove(&peer) {
+            Some(entry) if valid(&entry) => return Some(entry),
+            _ => rejected.push(peer),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rand::SeedableRng;
@@ -138,6 +161,28 @@ mod tests {
             }
         }
         counts
+    }
+
+    #[test]
+    fn select_valid_skips_rejected_entries_and_checks_only_what_it_picks() {
+        let cands: Vec<Candidate> = (0..5).map(|_| candidate(1000)).collect();
+        let entries = |n: usize| cands.iter().take(n).enumerate().map(|(i, c)| (c.peer, i)).collect();
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..200 {
+            let mut checked = 0;
+            let got = select_valid(&cands, entries(5), &NEED, &[cands[4].peer], &mut rng, |i: &usize| {
+                checked += 1;
+                *i % 2 == 1
+            });
+            // Only 1 and 3 pass; 4 is excluded; every check is of a distinct pick.
+            assert!(matches!(got, Some(1 | 3)), "{got:?}");
+            assert!(checked <= 3, "{checked} checks");
+        }
+        let none = select_valid(&cands, entries(5), &NEED, &[], &mut rng, |_: &usize| false);
+        assert_eq!(none, None);
+        // A candidate without an entry counts as rejected.
+        let got = select_valid(&cands, entries(1), &NEED, &[], &mut rng, |_: &usize| true);
+        assert_eq!(got, Some(0));
     }
 
     #[test]
