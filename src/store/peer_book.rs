@@ -12,6 +12,11 @@ use super::StoreError;
 /// Addresses remembered per peer (newest first); older ones are dropped.
 pub const MAX_ADDRS_PER_PEER: usize = 8;
 
+/// Seconds within which seeing a peer again at its newest address is not written: `last_seen`
+/// only orders peers for rejoining, and a write per connection and per identify is the node's
+/// busiest store path when many clients connect at once.
+pub const LAST_SEEN_RESOLUTION_SECS: u64 = 60;
+
 /// One remembered peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KnownPeer {
@@ -49,7 +54,9 @@ impl PeerBook {
             }
             None => Entry { addrs: Vec::new(), last_seen: 0 },
         };
-        if entry.addrs.first() == Some(addr) && entry.last_seen == now {
+        if entry.addrs.first() == Some(addr)
+            && now.saturating_sub(entry.last_seen) < LAST_SEEN_RESOLUTION_SECS
+        {
             return Ok(());
         }
         entry.addrs.retain(|a| a != addr);
@@ -136,6 +143,22 @@ mod tests {
         let recent = store.peer_book().unwrap().recent(10).unwrap();
         assert_eq!(recent.iter().map(|p| p.peer_id).collect::<Vec<_>>(), vec![b, a]);
         assert_eq!(recent[1].addrs, vec![addr(3), addr(1)]);
+    }
+
+    #[test]
+    fn seeing_a_peer_again_soon_at_the_same_address_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let book = store.peer_book().unwrap();
+        let p = PeerId::random();
+        let seen = |book: &PeerBook| book.recent(1).unwrap()[0].last_seen;
+        book.record(&p, &addr(1), 1_000).unwrap();
+        book.record(&p, &addr(1), 1_000 + LAST_SEEN_RESOLUTION_SECS - 1).unwrap();
+        assert_eq!(seen(&book), 1_000);
+        book.record(&p, &addr(2), 1_001).unwrap(); // a new address is always written
+        assert_eq!((seen(&book), book.recent(1).unwrap()[0].addrs[0].clone()), (1_001, addr(2)));
+        book.record(&p, &addr(2), 1_001 + LAST_SEEN_RESOLUTION_SECS).unwrap();
+        assert_eq!(seen(&book), 1_001 + LAST_SEEN_RESOLUTION_SECS);
     }
 
     #[test]
