@@ -175,6 +175,7 @@ pub fn metrics(r: &Report) -> Vec<Metric> {
     m.add("invoiced (nanotons)", Nanotons, Some(pay.invoiced_nanotons as f64));
     m.add("signed by clients (nanotons)", Nanotons, Some(pay.signed_nanotons as f64));
     m.add("vouchered (nanotons)", Nanotons, Some(pay.vouchered_nanotons as f64));
+    m.add("owed to workers (nanotons)", Nanotons, Some(pay.owed_nanotons as f64));
     m.add("claimed (nanotons)", Nanotons, Some(pay.claimed_nanotons as f64));
     m.add("payments reconciled", YesNo, Some(if pay.reconciled { 1.0 } else { 0.0 }));
     m.add("chain tx per request", Ratio, Some(pay.transactions_per_request));

@@ -280,17 +280,21 @@ pub struct RequestStats {
 /// Payments reconciliation: what was invoiced, signed, stored and claimed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PaymentStats {
-    /// Paid requests (a `Done` with a price).
+    /// Paid requests: every receipt a client verified, late completions included.
     pub invoices: u64,
-    /// Sum of invoiced amounts, nanotons: the receipts of every completed request.
+    /// Sum of invoiced amounts, nanotons: the receipts of every completed request, including
+    /// those that completed after the scenario's timeout (counted as failed requests).
     pub invoiced_nanotons: u128,
     /// Sum over the clients' channels of the cumulative amount they signed, nanotons. Equals
-    /// vouchered unless a signed voucher never reached its worker; exceeds invoiced by what clients
-    /// paid for requests simnet counts as failed (e.g. abandoned at its timeout after the voucher).
+    /// vouchered unless a signed voucher never reached its worker.
     #[serde(default)]
     pub signed_nanotons: u128,
     /// Sum over channels of the cumulative voucher the worker holds, nanotons.
     pub vouchered_nanotons: u128,
+    /// Sum over the workers of the debts they recorded (invoices no valid voucher paid, e.g. the
+    /// client left between the receipt and its voucher), nanotons.
+    #[serde(default)]
+    pub owed_nanotons: u128,
     /// Sum over channels of what the chain paid the workers after the final claims, nanotons.
     pub claimed_nanotons: u128,
     /// Channels opened.
@@ -303,7 +307,8 @@ pub struct PaymentStats {
     pub chain_transactions: u64,
     /// Chain transactions during the load (before the final claims) per paid request.
     pub transactions_per_request: f64,
-    /// invoiced = vouchered = claimed, exactly.
+    /// invoiced = vouchered + owed and vouchered = claimed, exactly: every invoice was either paid
+    /// by a voucher the chain honoured or recorded as a debt by its worker.
     pub reconciled: bool,
 }
 

@@ -92,9 +92,11 @@ fn assert_bars(r: &Report) {
         q.failure_examples
     );
 
-    // Payments reconcile exactly: invoiced = vouchered = claimed, and something was paid.
+    // Payments reconcile exactly: invoiced = vouchered = claimed with no debts, and something
+    // was paid.
     let p = r.payments.as_ref().unwrap();
     assert!(p.invoiced_nanotons > 0);
+    assert_eq!(p.owed_nanotons, 0, "no client left a request unpaid");
     assert_eq!(p.invoiced_nanotons, p.vouchered_nanotons);
     assert_eq!(p.signed_nanotons, p.vouchered_nanotons, "clients signed what workers hold");
     assert_eq!(p.vouchered_nanotons, p.claimed_nanotons);

@@ -1,6 +1,7 @@
 //! Request load through the clients' real inference path (worker selection, Noise sessions,
 //! failover, vouchers), and the payments reconciliation at the end: every worker claims its best
-//! voucher on the shared chain, and invoiced = vouchered = claimed must hold exactly.
+//! voucher on the shared chain, and invoiced = vouchered + owed (debts) with vouchered = claimed
+//! must hold exactly.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -24,6 +25,10 @@ use crate::run::measure::{self, thin};
 /// Most a simulated client pays for one request, nanotons.
 const MAX_PRICE: u64 = 1_000_000_000_000;
 
+/// How long past the scenario's timeout simnet still waits for a request before it drops it. The
+/// client's own limits (open, first token, idle, acknowledgement) end every request well before.
+const ABANDON_AFTER: Duration = Duration::from_secs(600);
+
 /// The inference client's counter of DHT lookups of workers (see `docs/operator.md`).
 const WORKER_LOOKUPS: &str = "cocoon_inference_client_worker_lookups_total";
 
@@ -33,6 +38,9 @@ pub struct Outcome {
     pub sent_ms: f64,
     /// The completion, or why it failed: `(reason, the error's text)`.
     pub result: Result<Done, (String, String)>,
+    /// A completion that came after the scenario's timeout (`result` is then the `late` failure):
+    /// the worker served it and the client paid for it, so its receipt is an invoice.
+    pub late: Option<Done>,
     /// The client left (churn) while it ran: not counted either way.
     pub client_left: bool,
 }
@@ -46,6 +54,13 @@ pub struct Done {
     pub failovers: u32,
     pub amount: u64,
     pub paid: Option<bool>,
+}
+
+impl Outcome {
+    /// The completion, in time or late.
+    pub fn served(&self) -> Option<&Done> {
+        self.result.as_ref().ok().or(self.late.as_ref())
+    }
 }
 
 fn reason(e: &InferenceError) -> String {
@@ -92,12 +107,15 @@ pub async fn one(
         while rx.recv().await.is_some() {}
         got
     });
-    let result = tokio::time::timeout(timeout, client.complete(request, tx)).await;
+    // Not cut off at `timeout`: a request dropped there may already have been served and paid
+    // for, and its voucher would then be missing from the invoices.
+    let result = tokio::time::timeout(timeout + ABANDON_AFTER, client.complete(request, tx)).await;
     let ttft = first.await.ok().flatten();
-    let total_ms = sent.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = sent.elapsed();
+    let total_ms = elapsed.as_secs_f64() * 1000.0;
     let client_left = left.load(Ordering::Acquire);
     let result = match result {
-        Err(_) => Err(("timeout".to_owned(), format!("no completion within {timeout:?}"))),
+        Err(_) => Err(("abandoned".to_owned(), format!("no outcome within {:?}", timeout + ABANDON_AFTER))),
         Ok(Err(e)) => {
             tracing::warn!(client = plan.client, at_ms = plan.at_ms, error = %e, "request failed");
             Err((reason(&e), e.to_string()))
@@ -115,7 +133,14 @@ pub async fn one(
             },
         }),
     };
-    Outcome { sent_ms, result, client_left }
+    let (result, late) = match result {
+        Ok(done) if elapsed > timeout => {
+            let text = format!("completed after {:.1} s, over the {timeout:?} limit", elapsed.as_secs_f64());
+            (Err(("late".to_owned(), text)), Some(done))
+        }
+        other => (other, None),
+    };
+    Outcome { sent_ms, result, late, client_left }
 }
 
 /// Summarise the outcomes; `sybils` are the sybil workers' peer ids.
@@ -182,7 +207,8 @@ pub fn add_worker_lookups(total: &mut (u64, u64), node: &Node) {
 }
 
 /// Claim every worker's best voucher and compare invoiced (receipts), signed (what `clients`
-/// signed), vouchered (what workers hold) and claimed (what the chain paid) amounts.
+/// signed), vouchered (what workers hold), owed (the workers' recorded debts) and claimed (what
+/// the chain paid) amounts.
 pub async fn reconcile(
     chain: &Arc<LocalChain>,
     workers: &[&Node],
@@ -190,14 +216,15 @@ pub async fn reconcile(
     outcomes: &[Outcome],
     tx_before_claims: u64,
 ) -> Result<PaymentStats, String> {
-    let done: Vec<&Done> = outcomes.iter().filter_map(|o| o.result.as_ref().ok()).collect();
-    // Every completed request's receipt is an invoice, acknowledged or not: a worker that stored
-    // the voucher holds it even when its acknowledgement did not reach the client.
+    let done: Vec<&Done> = outcomes.iter().filter_map(Outcome::served).collect();
+    // Every completed request's receipt is an invoice, acknowledged or not, late or not: a worker
+    // that stored the voucher holds it even when its acknowledgement did not reach the client.
     let invoiced: u128 = done.iter().map(|d| u128::from(d.amount)).sum();
     let invoices = done.iter().filter(|d| d.amount > 0).count() as u64;
-    let (mut vouchered, mut claimed, mut channels) = (0u128, 0u128, 0usize);
+    let (mut vouchered, mut claimed, mut owed, mut channels) = (0u128, 0u128, 0u128, 0usize);
     for node in workers {
         let book = node.store().payments().map_err(|e| e.to_string())?;
+        owed += book.debts().map_err(|e| e.to_string())?.iter().map(|(_, o)| u128::from(*o)).sum::<u128>();
         let seed = load_or_create_wallet_seed(node.store().dir()).map_err(|e| e.to_string())?;
         let wallet = Wallet::from_seed(&seed).map_err(|e| e.to_string())?;
         for stored in book.channels().map_err(|e| e.to_string())? {
@@ -235,12 +262,13 @@ pub async fn reconcile(
         invoiced_nanotons: invoiced,
         signed_nanotons: signed,
         vouchered_nanotons: vouchered,
+        owed_nanotons: owed,
         claimed_nanotons: claimed,
         channels,
         vouchers_accepted: done.iter().filter(|d| d.paid == Some(true)).count() as u64,
         unpaid: done.iter().filter(|d| d.paid == Some(false)).count() as u64,
         chain_transactions: total_tx,
         transactions_per_request: tx_before_claims as f64 / invoices.max(1) as f64,
-        reconciled: invoiced == vouchered && vouchered == claimed,
+        reconciled: invoiced == vouchered + owed && vouchered == claimed,
     })
 }
