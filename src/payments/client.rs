@@ -164,7 +164,11 @@ impl ClientPayments {
                 channel.deposited = deposited; // read (or confirmed) under the top-up lock
             }
         }
-        self.record(&channel).await?;
+        // Most requests change nothing here (the deposit read back is the one recorded): skip the
+        // flush then; the voucher's own write follows.
+        if self.book.client_channel(&worker_key)?.as_ref() != Some(&channel) {
+            self.record(&channel).await?;
+        }
         Ok(ChannelGuard { _lock: lock, channel })
     }
 

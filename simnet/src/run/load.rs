@@ -114,31 +114,36 @@ pub async fn one(
     let elapsed = sent.elapsed();
     let total_ms = elapsed.as_secs_f64() * 1000.0;
     let client_left = left.load(Ordering::Acquire);
-    let result = match result {
-        Err(_) => Err(("abandoned".to_owned(), format!("no outcome within {:?}", timeout + ABANDON_AFTER))),
+    let (result, late) = match result {
+        Err(_) => {
+            let text = format!("no outcome within {:?}", timeout + ABANDON_AFTER);
+            (Err(("abandoned".to_owned(), text)), None)
+        }
         Ok(Err(e)) => {
             tracing::warn!(client = plan.client, at_ms = plan.at_ms, error = %e, "request failed");
-            Err((reason(&e), e.to_string()))
+            (Err((reason(&e), e.to_string())), None)
         }
-        Ok(Ok(c)) => Ok(Done {
-            worker: c.worker,
-            ttft_ms: ttft.map_or(total_ms, |t| t.duration_since(sent).as_secs_f64() * 1000.0),
-            total_ms,
-            failovers: c.failovers,
-            amount: c.receipt.amount,
-            paid: match c.payment {
-                Payment::None => None,
-                Payment::Paid { .. } => Some(true),
-                Payment::Failed(_) => Some(false),
-            },
-        }),
-    };
-    let (result, late) = match result {
-        Ok(done) if elapsed > timeout => {
-            let text = format!("completed after {:.1} s, over the {timeout:?} limit", elapsed.as_secs_f64());
-            (Err(("late".to_owned(), text)), Some(done))
+        Ok(Ok(c)) => {
+            let done = Done {
+                worker: c.worker,
+                ttft_ms: ttft.map_or(total_ms, |t| t.duration_since(sent).as_secs_f64() * 1000.0),
+                total_ms,
+                failovers: c.failovers,
+                amount: c.receipt.amount,
+                paid: match c.payment {
+                    Payment::None => None,
+                    Payment::Paid { .. } => Some(true),
+                    Payment::Failed(_) => Some(false),
+                },
+            };
+            if elapsed > timeout {
+                let text =
+                    format!("completed after {:.1} s, over the {timeout:?} limit", elapsed.as_secs_f64());
+                (Err(("late".to_owned(), text)), Some(done))
+            } else {
+                (Ok(done), None)
+            }
         }
-        other => (other, None),
     };
     Outcome { sent_ms, result, late, client_left }
 }
