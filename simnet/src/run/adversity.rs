@@ -50,11 +50,11 @@ pub async fn flood(forger: &Node, count: usize, gap: Duration, seed: u64) -> u64
 pub async fn assess(honest: &[&Node], forgers: &HashSet<PeerId>, published: u64) -> AttackStats {
     let mut stats =
         AttackStats { forgers: forgers.len(), forged_published: published, ..AttackStats::default() };
-    for node in honest {
+    for (node, status) in honest.iter().zip(super::measure::statuses(honest).await) {
         let v = node.attestation().verdicts();
         stats.forged_rejected += v.rejected;
         stats.rejected_relayed += v.rejected_relayed;
-        if let Ok(status) = node.network().status().await {
+        if let Some(status) = status {
             if status.blocked_peers.iter().any(|p| forgers.contains(p)) {
                 stats.nodes_blocking_forgers += 1;
             }

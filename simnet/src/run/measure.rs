@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use cocoon::network::NetworkHandle;
+use cocoon::network::{NetworkHandle, NetworkStatus};
 use cocoon::node::Node;
 use futures::StreamExt;
 use libp2p::PeerId;
@@ -40,14 +40,28 @@ pub fn closest(
     by.into_iter().map(|(_, p)| p).collect()
 }
 
+/// Status queries in flight at once in [`statuses`].
+const STATUS_PARALLEL: usize = 64;
+
+/// Each node's network status (`None` where it has stopped), in `nodes`' order. The queries run
+/// concurrently: on a saturated machine each waits for its node's task to be scheduled, and
+/// asked one after another they held the driver for seconds per sweep (so starts fell behind).
+pub async fn statuses(nodes: &[&Node]) -> Vec<Option<NetworkStatus>> {
+    futures::stream::iter(nodes.iter().map(|n| n.network().clone()))
+        .map(|network| async move { network.status().await.ok() })
+        .buffered(STATUS_PARALLEL)
+        .collect()
+        .await
+}
+
 /// Routing health of `nodes` against the live set `pool`.
 pub async fn routing(nodes: &[&Node], pool: &[PeerId]) -> RoutingStats {
     let mut healthy = 0usize;
     let mut known_share = 0.0;
     let mut sizes = 0usize;
     let mut counted = 0usize;
-    for node in nodes {
-        let Ok(status) = node.network().status().await else { continue };
+    for (node, status) in nodes.iter().zip(statuses(nodes).await) {
+        let Some(status) = status else { continue };
         let me = node.peer_id();
         // The routing table is keyed by the peer id's multihash bytes, as `KBucketKey::from(PeerId)`.
         let target = KBucketKey::new(me.to_bytes());
@@ -73,8 +87,8 @@ pub async fn routing(nodes: &[&Node], pool: &[PeerId]) -> RoutingStats {
 /// Every node's routing table now.
 pub async fn tables(nodes: &[&Node]) -> HashMap<PeerId, Vec<PeerId>> {
     let mut tables = HashMap::with_capacity(nodes.len());
-    for node in nodes {
-        if let Ok(status) = node.network().status().await {
+    for (node, status) in nodes.iter().zip(statuses(nodes).await) {
+        if let Some(status) = status {
             tables.insert(node.peer_id(), status.routing_table);
         }
     }
@@ -140,10 +154,7 @@ pub async fn quiet(nodes: &[&Node], max: Duration) -> Duration {
     let started = Instant::now();
     let mut last = (u64::MAX, Instant::now());
     while started.elapsed() < max {
-        let mut trimmed = 0;
-        for node in nodes {
-            trimmed += node.network().status().await.map_or(0, |s| s.trimmed_connections);
-        }
+        let trimmed: u64 = statuses(nodes).await.iter().flatten().map(|s| s.trimmed_connections).sum();
         if trimmed != last.0 {
             last = (trimmed, Instant::now());
         } else if last.1.elapsed() >= QUIET_FOR {

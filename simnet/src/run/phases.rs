@@ -97,10 +97,12 @@ async fn start_batch(
         }
         let live = fleet.live().len();
         let need = K.min(live.saturating_sub(1));
+        pending.retain(|i| fleet.nodes[*i].is_some());
+        let asked: Vec<&Node> = pending.iter().filter_map(|i| fleet.nodes[*i].as_ref()).collect();
+        let sizes = measure::statuses(&asked).await;
         let mut still = Vec::with_capacity(pending.len());
-        for i in pending.drain(..) {
-            let Some(node) = &fleet.nodes[i] else { continue };
-            let size = node.network().status().await.map(|st| st.routing_table.len()).unwrap_or(0);
+        for (i, status) in pending.drain(..).zip(sizes) {
+            let size = status.map_or(0, |st| st.routing_table.len());
             if size >= need {
                 let since = fleet.started_at[i].map_or(Duration::ZERO, |t| t.elapsed());
                 join_ms[i] = Some(since.as_secs_f64() * 1000.0);
@@ -118,9 +120,8 @@ async fn start_batch(
             && (pending.is_empty() || last_start.elapsed() >= Duration::from_secs(s.join.settle_secs))
         {
             let mut unjoined = Vec::with_capacity(pending.len());
-            for i in pending {
-                let Some(node) = &fleet.nodes[i] else { continue };
-                let status = node.network().status().await.ok();
+            let asked: Vec<&Node> = pending.iter().filter_map(|i| fleet.nodes[*i].as_ref()).collect();
+            for (i, status) in pending.into_iter().zip(measure::statuses(&asked).await) {
                 let u = Unjoined {
                     node: i,
                     kind: fleet.plan.nodes[i].kind.name().to_owned(),

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cocoon::inference::client::InferenceClient;
+use cocoon::node::Node;
 use libp2p::PeerId;
 use tokio::task::JoinSet;
 
@@ -200,10 +201,12 @@ pub(crate) async fn partition(
     let recall_after = recall(fleet, fabric, PARTITION_LOOKUPS).await;
     let mut cross = 0usize;
     let mut counted = 0usize;
-    for (i, node) in fleet.live() {
-        let Ok(st) = node.network().status().await else { continue };
+    let live = fleet.live();
+    let asked: Vec<&Node> = live.iter().map(|(_, n)| *n).collect();
+    for ((i, _), st) in live.iter().zip(super::measure::statuses(&asked).await) {
+        let Some(st) = st else { continue };
         counted += 1;
-        let mine = minority.contains(&i);
+        let mine = minority.contains(i);
         if st.routing_table.iter().any(|p| majority.contains(p) == mine) {
             cross += 1;
         }
