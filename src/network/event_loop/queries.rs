@@ -1,12 +1,19 @@
 //! Kademlia query results: each finished query is matched to the `pending_*` entry its command
-//! left in [`EventLoop`] and answered through its `oneshot`; a located peer is dialled.
+//! left in [`EventLoop`] and answered through its `oneshot`; a located peer is dialled, and the
+//! addresses a provider lookup found are kept for later dials.
 
 use libp2p::PeerId;
+use libp2p::core::Endpoint;
 use libp2p::kad::{self, QueryResult};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour};
 
 use super::{EventLoop, Reply};
 use crate::network::NetworkError;
+
+/// Most addresses kept per provider found (a provider record carries the provider's listen and
+/// external addresses).
+const MAX_PROVIDER_ADDRS: usize = 8;
 
 impl EventLoop {
     pub(super) fn on_kad(&mut self, event: kad::Event) {
@@ -62,6 +69,9 @@ impl EventLoop {
                         && let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = &result
                     {
                         found.extend(providers.iter().copied());
+                        for provider in providers {
+                            self.keep_provider_addresses(*provider);
+                        }
                     }
                     if step.last
                         && let Some((reply, found)) = self.pending_providers.remove(&id)
@@ -81,6 +91,29 @@ impl EventLoop {
             }
             kad::Event::ModeChanged { new_mode } => tracing::info!(mode = %new_mode, "kademlia mode changed"),
             _ => {}
+        }
+    }
+
+    /// Hand the addresses a provider lookup found for `provider` to the swarm, so that a request
+    /// to it (a record fetch, an inference stream) can dial it. Kademlia keeps them only while
+    /// the query runs, and reaches them only through its dials; a provider outside the routing
+    /// table was otherwise undialable once the lookup ended ("no addresses for peer").
+    fn keep_provider_addresses(&mut self, provider: PeerId) {
+        if provider == *self.swarm.local_peer_id() || self.swarm.is_connected(&provider) {
+            return;
+        }
+        // Kademlia's answer for a dial to `provider`: its routing-table entry and the addresses
+        // the running queries learnt. Asking has no side effect.
+        let addrs = NetworkBehaviour::handle_pending_outbound_connection(
+            &mut self.swarm.behaviour_mut().kad,
+            ConnectionId::new_unchecked(0),
+            Some(provider),
+            &[],
+            Endpoint::Dialer,
+        )
+        .unwrap_or_default();
+        for addr in addrs.into_iter().take(MAX_PROVIDER_ADDRS) {
+            self.swarm.add_peer_address(provider, addr);
         }
     }
 
