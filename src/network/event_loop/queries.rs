@@ -97,7 +97,9 @@ impl EventLoop {
     /// Hand the addresses a provider lookup found for `provider` to the swarm, so that a request
     /// to it (a record fetch, an inference stream) can dial it. Kademlia keeps them only while
     /// the query runs, and reaches them only through its dials; a provider outside the routing
-    /// table was otherwise undialable once the lookup ended ("no addresses for peer").
+    /// table was otherwise undialable once the lookup ended ("no addresses for peer"). The
+    /// addresses are only hints (the transport authenticates the peer id on connecting), and the
+    /// swarm's behaviours keep them in bounded caches.
     fn keep_provider_addresses(&mut self, provider: PeerId) {
         if provider == *self.swarm.local_peer_id() || self.swarm.is_connected(&provider) {
             return;
