@@ -28,6 +28,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 const ROUNDS: usize = 20;
+/// Paid requests sent per round.
+const REQUESTS: usize = 6;
 
 fn worker_config(
     dir: &std::path::Path,
@@ -97,23 +99,33 @@ async fn sigkilled_worker_keeps_every_acknowledged_voucher_and_claims_once() {
         assert!(seen, "round {round}: the restarted worker never connected with its record");
         let model_id = client_node.attestation().models()[0].clone();
 
-        // Paid requests in the background; the worker is killed after a random delay.
+        // Paid requests in the background, each answer reported as it comes; the worker is
+        // killed after a random number of them (0–5) plus a random few milliseconds, so the kill
+        // lands among the requests however fast the machine serves them (a fixed delay once
+        // outlasted all six requests in every round).
+        let (answered, mut answers) = tokio::sync::mpsc::channel::<()>(REQUESTS);
         let requests = tokio::spawn(async move {
             let mut acks = Vec::new();
-            for i in 0..6 {
+            for i in 0..REQUESTS {
                 let body = json!({"model": model_id, "messages": [{"role": "user", "content": format!("r{round} q{i}")}], "max_tokens": 6});
                 let (status, answer) = post(api, "/v1/chat/completions", body.to_string()).await;
                 if status == 200 && answer["cocoon"]["payment"]["status"] == "paid" {
                     acks.push(answer["cocoon"]["payment"]["cumulative_nanotons"].as_u64().unwrap());
                 }
+                let _ = answered.send(()).await;
             }
             acks
         });
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(50..600))).await;
+        for _ in 0..rng.gen_range(0..REQUESTS) {
+            if answers.recv().await.is_none() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..20))).await;
         proc.child.kill().unwrap(); // SIGKILL
         proc.child.wait().unwrap();
         let acks = requests.await.unwrap();
-        resyncs_possible += usize::from(acks.len() < 6);
+        resyncs_possible += usize::from(acks.len() < REQUESTS);
         acknowledged = acks.into_iter().fold(acknowledged, u64::max);
 
         // The dead worker's store holds every voucher it acknowledged.
