@@ -140,7 +140,8 @@ fn the_same_seed_gives_the_same_headline() {
         ("record coverage", a.gossip.coverage, b.gossip.coverage),
         ("request success", a.requests.success_rate, b.requests.success_rate),
     ] {
-        assert!((x - y).abs() <= 0.05, "{name}: {x} vs {y}");
+        // 5 of 100 nodes is 0.05 exactly, which floating point puts a hair above 0.05.
+        assert!((x - y).abs() <= 0.05 + 1e-9, "{name}: {x} vs {y}");
     }
     // Payments are exact in both runs, for the same requests.
     let (pa, pb) = (a.payments.as_ref().unwrap(), b.payments.as_ref().unwrap());
