@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cocoon::chain::local::{Clock, LocalChain};
+use cocoon::network::NetworkStatus;
 use cocoon::node::Node;
 use futures::StreamExt;
 use libp2p::PeerId;
@@ -57,6 +58,14 @@ impl Fleet {
     /// Live nodes with their plan index.
     pub fn live(&self) -> Vec<(usize, &Node)> {
         self.nodes.iter().enumerate().filter_map(|(i, n)| n.as_ref().map(|n| (i, n))).collect()
+    }
+
+    /// Network status of the nodes at `indices`, in that order (`None` for a node not running or
+    /// not answering), asked concurrently ([`measure::statuses`]).
+    pub async fn statuses(&self, indices: &[usize]) -> Vec<Option<NetworkStatus>> {
+        let running: Vec<&Node> = indices.iter().filter_map(|i| self.nodes[*i].as_ref()).collect();
+        let mut answers = measure::statuses(&running).await.into_iter();
+        indices.iter().map(|i| self.nodes[*i].as_ref().and_then(|_| answers.next().flatten())).collect()
     }
 
     /// Peer ids of live nodes.

@@ -98,8 +98,7 @@ async fn start_batch(
         let live = fleet.live().len();
         let need = K.min(live.saturating_sub(1));
         pending.retain(|i| fleet.nodes[*i].is_some());
-        let asked: Vec<&Node> = pending.iter().filter_map(|i| fleet.nodes[*i].as_ref()).collect();
-        let sizes = measure::statuses(&asked).await;
+        let sizes = fleet.statuses(&pending).await;
         let mut still = Vec::with_capacity(pending.len());
         for (i, status) in pending.drain(..).zip(sizes) {
             let size = status.map_or(0, |st| st.routing_table.len());
@@ -120,8 +119,7 @@ async fn start_batch(
             && (pending.is_empty() || last_start.elapsed() >= Duration::from_secs(s.join.settle_secs))
         {
             let mut unjoined = Vec::with_capacity(pending.len());
-            let asked: Vec<&Node> = pending.iter().filter_map(|i| fleet.nodes[*i].as_ref()).collect();
-            for (i, status) in pending.into_iter().zip(measure::statuses(&asked).await) {
+            for (i, status) in pending.iter().copied().zip(fleet.statuses(&pending).await) {
                 let u = Unjoined {
                     node: i,
                     kind: fleet.plan.nodes[i].kind.name().to_owned(),

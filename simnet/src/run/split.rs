@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cocoon::inference::client::InferenceClient;
-use cocoon::node::Node;
 use libp2p::PeerId;
 use tokio::task::JoinSet;
 
@@ -201,9 +200,8 @@ pub(crate) async fn partition(
     let recall_after = recall(fleet, fabric, PARTITION_LOOKUPS).await;
     let mut cross = 0usize;
     let mut counted = 0usize;
-    let live = fleet.live();
-    let asked: Vec<&Node> = live.iter().map(|(_, n)| *n).collect();
-    for ((i, _), st) in live.iter().zip(super::measure::statuses(&asked).await) {
+    let live: Vec<usize> = fleet.live().into_iter().map(|(i, _)| i).collect();
+    for (i, st) in live.iter().zip(fleet.statuses(&live).await) {
         let Some(st) = st else { continue };
         counted += 1;
         let mine = minority.contains(i);
