@@ -18,6 +18,7 @@
 //! - [`api`]: HTTP endpoints (admin: `/health`, `/peers`, `/metrics`).
 //! - [`telemetry`]: logging set-up.
 //! - [`devnet`]: a local network in one process.
+//! - [`dirs`]: default data and cache directories; creating the directories files go into.
 
 pub mod api;
 pub mod attestation;
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod devnet;
+pub mod dirs;
 mod http;
 pub mod inference;
 pub mod network;

@@ -265,15 +265,19 @@ impl LocalChain {
         Ok(Self { inner: Mutex::new(inner), path: None })
     }
 
-    /// A chain kept in `path`: loaded if the file exists, created otherwise; every change is
-    /// written back (to a temporary file, synced, then renamed over the old one).
+    /// A chain kept in `path`: loaded if the file exists, created otherwise (with its directory);
+    /// every change is written back (to a temporary file, synced, then renamed over the old one).
     pub fn open(path: &Path, clock: Clock) -> Result<Self, ChainError> {
         let mut chain = Self::new(clock)?;
         chain.path = Some(path.to_owned());
+        let storage = |e: std::io::Error| ChainError::Storage(format!("{}: {e}", path.display()));
         match std::fs::read(path) {
             Ok(bytes) => chain.load(&bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => chain.persist()?,
-            Err(e) => return Err(ChainError::Storage(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                crate::dirs::create_parent(path).map_err(storage)?;
+                chain.persist()?
+            }
+            Err(e) => return Err(storage(e)),
         }
         Ok(chain)
     }
@@ -517,5 +521,16 @@ mod tests {
         assert_eq!(LocalChain::open(&path, Clock::Manual(1_900_000_000)).unwrap().now_secs(), 1_900_000_000);
         std::fs::write(&path, b"{not json").unwrap();
         assert!(matches!(LocalChain::open(&path, Clock::Wall { offset: 0 }), Err(ChainError::Storage(_))));
+    }
+
+    #[test]
+    fn a_chain_in_a_directory_that_does_not_exist_yet_creates_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new/devnet/chain.json");
+        let wallet = Wallet::from_seed(&[2; 32]).unwrap();
+        LocalChain::open(&path, Clock::Manual(1_800_000_000)).unwrap().fund(wallet.address(), TON).unwrap();
+        assert!(path.is_file());
+        let again = LocalChain::open(&path, Clock::Wall { offset: 0 }).unwrap();
+        assert_eq!(again.balance(wallet.address()).unwrap(), TON);
     }
 }

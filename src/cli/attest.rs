@@ -28,8 +28,9 @@ pub enum AttestCommand {
     Quote(QuoteArgs),
     /// Verify a TDX quote with DCAP and print its measurements; exits 1 if it is refused.
     Verify(VerifyArgs),
-    /// Build and print the attestation record this node publishes (worker role), with fresh
-    /// evidence from its TEE.
+    /// Print the attestation record this node publishes (worker role): the running node's, asked
+    /// of its admin endpoint (`GET /attestation/record` at `admin.listen`); if none answers with
+    /// one, a record built now with fresh evidence from this node's TEE.
     Show(super::NodeArgs),
 }
 
@@ -95,7 +96,7 @@ fn quote(args: QuoteArgs) -> anyhow::Result<()> {
     let TeeEvidence::Tdx { quote } = ConfigfsTsm::new(&args.configfs).evidence(&report_data)? else {
         bail!("configfs-tsm produced no TDX quote");
     };
-    std::fs::write(&args.out, &quote).with_context(|| format!("cannot write {}", args.out.display()))?;
+    write_output(&args.out, &quote)?;
     println!("wrote a {}-byte TDX quote to {}", quote.len(), args.out.display());
     Ok(())
 }
@@ -167,10 +168,15 @@ fn fetch_collateral(quote: &[u8], args: &VerifyArgs) -> anyhow::Result<Collatera
     println!("collateral:   {} from {}", platform.key(), client.base_url());
     if let Some(path) = &args.save_collateral {
         let json = serde_json::to_vec_pretty(&collateral)?;
-        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+        write_output(path, &json)?;
         println!("saved:        {}", path.display());
     }
     Ok(collateral)
+}
+
+/// Write a file the user named, creating its directory if it does not exist yet.
+fn write_output(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    crate::dirs::write_file(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn show(args: &super::NodeArgs) -> anyhow::Result<()> {
@@ -231,4 +237,19 @@ fn show(args: &super::NodeArgs) -> anyhow::Result<()> {
     );
     println!("record size:    {} bytes signed", signed.encode().len());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_and_collateral_files_go_into_directories_that_do_not_exist_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out/quotes/td.bin");
+        write_output(&path, b"quote").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"quote");
+        let err = write_output(&path.join("below-a-file"), b"x").unwrap_err();
+        assert!(format!("{err:#}").contains("cannot write"), "{err:#}");
+    }
 }

@@ -24,7 +24,8 @@ pub enum ChainCommand {
 /// `cocoon chain serve`
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The chain's state file (created if absent; every change is written back).
+    /// The chain's state file (created, with its directory, if absent; every change is written
+    /// back).
     #[arg(long, value_name = "FILE")]
     pub state: PathBuf,
     /// Address to listen on; port 0 lets the OS choose (the printed line tells which).

