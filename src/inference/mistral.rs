@@ -91,7 +91,9 @@ impl MistralEngine {
             .build()
             .await
             .map_err(|e| EngineError::Failed(format!("loading {}: {e:#}", path.display())))?;
-        tracing::info!(%model_id, context_length, "model loaded in mistral.rs");
+        let device =
+            model.config().map_or_else(|_| "unknown".into(), |c| format!("{:?}", c.device.location()));
+        tracing::info!(%model_id, context_length, %device, "model loaded in mistral.rs");
         Ok(Self { model: Arc::new(model), model_id, context_length })
     }
 }

@@ -11,3 +11,7 @@ pub mod model;
 pub mod session;
 pub mod setup;
 pub mod worker;
+
+/// Where the in-process engine runs: this build loads every model on the CPU (mistral.rs's
+/// `with_force_cpu`), whatever accelerators the machine has.
+pub const ENGINE_DEVICE: &str = "CPU";
