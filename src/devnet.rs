@@ -16,21 +16,27 @@
 //! their own keys in their own data directories under the devnet directory.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use libp2p::identity::Keypair;
+use tokio::sync::watch;
 
 use crate::chain::local::{Clock, LocalChain};
 use crate::chain::{SharedChain, friendly};
 use crate::config::{ChainKind, Config, KadMode, ModelEntry, Role, TeeKind};
 use crate::network::TransportKind;
-use crate::node::{self, Node};
+use crate::network::bootstrap::BootstrapPeer;
+use crate::node::{self, Endpoint, Node, NodeError};
 
 /// What a devnet wallet is topped up to when it has less than a tenth of it.
 const DEVNET_FUNDS: u64 = 1_000 * 1_000_000_000;
+
+/// The devnet chain's state file in the devnet directory.
+const CHAIN_FILE: &str = "chain.json";
 
 /// Devnet prices per 1,000 tokens, nanotons.
 const DEVNET_PRICE_PROMPT: u64 = 1_000;
@@ -83,6 +89,21 @@ pub fn bootstrap_keypair() -> Keypair {
     Keypair::ed25519_from_bytes(DEVNET_BOOTSTRAP_SEED).unwrap_or_else(|_| Keypair::generate_ed25519())
 }
 
+/// A node whose bootstrap list names the devnet's bootstrap node is joining a development network,
+/// whose workers attest with SIMULATED evidence: if it refuses such evidence it will never list a
+/// worker, so say so at start-up, with the flag that accepts them.
+pub fn hint_strict_joiner(bootstrap: &[BootstrapPeer], allow_simulated: bool) {
+    let devnet = bootstrap_keypair().public().to_peer_id();
+    if !allow_simulated && bootstrap.iter().any(|b| b.peer_id == devnet) {
+        tracing::warn!(
+            bootstrap = %devnet,
+            "this node joins `cocoon devnet` (its bootstrap list names the devnet's development key), \
+             whose workers attest with SIMULATED evidence, which this node refuses: it will list none \
+             of them; pass --allow-simulated (COCOON_ALLOW_SIMULATED=true) to use them"
+        );
+    }
+}
+
 fn node_config(dir: PathBuf, roles: Vec<Role>, port: u16, admin: u16) -> Config {
     let mut config = Config::default();
     config.node.roles = roles;
@@ -109,11 +130,56 @@ fn with_payments(config: &mut Config, chain: &LocalChain) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Create the devnet directory if this machine has none yet (owner-only: it holds the nodes'
+/// keys) and open the shared chain kept in it (none without payments).
+fn open_dir(base: &Path, payments: bool) -> anyhow::Result<Option<Arc<LocalChain>>> {
+    crate::dirs::create_dir(base)
+        .with_context(|| format!("creating the devnet directory {}", base.display()))?;
+    if !payments {
+        return Ok(None);
+    }
+    let chain = LocalChain::open(&base.join(CHAIN_FILE), Clock::Wall { offset: 0 })
+        .context("opening the devnet chain")?;
+    Ok(Some(Arc::new(chain)))
+}
+
+/// A node's start-up error in the devnet's words: a taken port is named with the devnet flag that
+/// moves it.
+fn explain_start(e: NodeError, what: &str) -> anyhow::Error {
+    let flag = match e.taken_endpoint() {
+        Some(Endpoint::Api) => "--api-port",
+        Some(Endpoint::Admin) => "--admin-port",
+        None => return anyhow::Error::from(e).context(what.to_owned()),
+    };
+    anyhow::anyhow!(
+        "{what}: {e} (is another devnet or cocoon node running? stop it, or pass {flag} PORT; 0 picks \
+         free ports)"
+    )
+}
+
+/// Ctrl-C or SIGTERM, watched from the devnet's first moment: a signal that arrives while nodes
+/// are still starting (a model loading, say) stops the devnet once the node in hand has started,
+/// rather than being taken by the chain API's listener and lost.
+fn watch_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        node::wait_for_signal().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Resolves once [`watch_signals`] has seen a signal.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
 /// Run the devnet until Ctrl-C.
 pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     let base = args.data_dir.unwrap_or_else(|| Config::default().node.data_dir.join("devnet"));
     let log = crate::config::LogSection { filter: "info,libp2p=warn".into(), ..Default::default() };
     crate::telemetry::init(&log);
+    let stop = watch_signals();
 
     let model = match (&args.model, args.workers) {
         (_, 0) => None,
@@ -127,20 +193,18 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         ),
     };
 
-    let chain = match args.no_payments {
-        true => None,
-        false => {
-            let chain = LocalChain::open(&base.join("chain.json"), Clock::Wall { offset: 0 })
-                .context("opening the devnet chain")?;
-            Some(std::sync::Arc::new(chain))
-        }
-    };
+    let chain = open_dir(&base, !args.no_payments)?;
     if let Some(chain) = &chain {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.chain_port)))
             .await
-            .with_context(|| format!("binding the devnet chain API on port {}", args.chain_port))?;
+            .with_context(|| {
+                format!(
+                    "binding the devnet chain API on port {} (--chain-port picks another)",
+                    args.chain_port
+                )
+            })?;
         let addr = listener.local_addr()?;
-        tokio::spawn(crate::chain::serve::serve(chain.clone(), listener, None, node::wait_for_signal()));
+        tokio::spawn(crate::chain::serve::serve(chain.clone(), listener, None, stopped(stop.clone())));
         println!("devnet chain (embedded LocalChain, TON Center API v2): http://{addr}/api/v2");
     }
 
@@ -148,7 +212,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     let boot_config = node_config(base.join("bootstrap"), vec![Role::Bootstrap], args.port, args.admin_port);
     let bootstrap = Node::start(boot_config, TransportKind::Tcp, Some(key))
         .await
-        .context("starting the devnet bootstrap node")?;
+        .map_err(|e| explain_start(e, "starting the devnet bootstrap node"))?;
     let boot_addr =
         bootstrap.listen_addrs().first().cloned().context("bootstrap node has no listen address")?;
     let boot_entry = boot_addr.with(libp2p::multiaddr::Protocol::P2p(bootstrap.peer_id()));
@@ -160,6 +224,9 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     let roles =
         std::iter::repeat_n(Role::Client, args.nodes).chain(std::iter::repeat_n(Role::Worker, args.workers));
     for (i, role) in (1..).zip(roles) {
+        if *stop.borrow() {
+            break;
+        }
         let admin = match args.admin_port {
             0 => 0,
             base => base.saturating_add(u16::try_from(i).unwrap_or(u16::MAX)),
@@ -188,20 +255,24 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         let extras = node::Extras { chain: shared, ..Default::default() };
         let node = Node::start_with(config, TransportKind::Tcp, None, extras)
             .await
-            .with_context(|| format!("starting devnet node {i}"))?;
+            .map_err(|e| explain_start(e, &format!("starting devnet node {i}")))?;
         let kind = if role == Role::Worker { "worker (SIMULATED TEE)" } else { "node" };
         println!(
             "devnet {kind} {i}: {} admin: http://{}/health",
             node.peer_id(),
             node.admin_addr().map(|a| a.to_string()).unwrap_or_default()
         );
+        if let (Role::Worker, Some(path)) = (role, &model) {
+            let device = crate::inference::ENGINE_DEVICE;
+            println!("  serving {} ({}) with mistral.rs on the {device}", args.model_name, path.display());
+        }
         if let Some(api) = node.api_addr() {
             api_addr = Some(api);
         }
         nodes.push(node);
     }
     println!(
-        "devnet running with {} nodes; join it with: cocoon node --bootstrap bootstrap/local.txt --listen /ip4/127.0.0.1/tcp/0 --admin-listen 127.0.0.1:0",
+        "devnet running with {} nodes; join it with: cocoon node --bootstrap bootstrap/local.txt --allow-simulated --listen /ip4/127.0.0.1/tcp/0 --admin-listen 127.0.0.1:0 --api-listen 127.0.0.1:0",
         nodes.len()
     );
     if let Some(api) = api_addr {
@@ -212,11 +283,37 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         );
     }
     println!("press Ctrl-C to stop");
-    node::wait_for_signal().await;
+    stopped(stop).await;
     for node in nodes.into_iter().rev() {
         if tokio::time::timeout(Duration::from_secs(5), node.shutdown()).await.is_err() {
             tracing::warn!("a devnet node did not shut down in time");
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_devnet_directory_that_does_not_exist_yet_is_created_with_its_chain() {
+        let home = tempfile::tempdir().unwrap();
+        let base = home.path().join(".local/share/cocoon/devnet");
+        assert!(open_dir(&base, false).unwrap().is_none());
+        assert!(base.is_dir() && !base.join(CHAIN_FILE).exists());
+        std::fs::remove_dir(&base).unwrap();
+
+        let chain = open_dir(&base, true).unwrap().unwrap();
+        let wallet = crate::chain::wallet::Wallet::from_seed(&[3; 32]).unwrap();
+        chain.fund(wallet.address(), DEVNET_FUNDS).unwrap();
+        drop(chain);
+        let again = open_dir(&base, true).unwrap().unwrap();
+        assert_eq!(again.balance(wallet.address()).unwrap(), DEVNET_FUNDS);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&base).unwrap().permissions().mode() & 0o777, 0o700);
+        }
+    }
 }

@@ -141,6 +141,28 @@ pub struct Node {
     network_task: JoinHandle<()>,
 }
 
+/// One of the node's HTTP endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The OpenAI-compatible API (client role).
+    Api,
+    /// The admin endpoint.
+    Admin,
+}
+
+impl NodeError {
+    /// The endpoint whose address another process already holds, if that is what went wrong
+    /// (the caller names the flag that moves it: `cocoon node` and `cocoon devnet` differ).
+    pub fn taken_endpoint(&self) -> Option<Endpoint> {
+        let in_use = |e: &std::io::Error| e.kind() == std::io::ErrorKind::AddrInUse;
+        match self {
+            Self::Api { source, .. } if in_use(source) => Some(Endpoint::Api),
+            Self::Admin { source, .. } if in_use(source) => Some(Endpoint::Admin),
+            _ => None,
+        }
+    }
+}
+
 impl Node {
     /// Start a node. `identity` overrides the key stored in the data directory (devnet's
     /// well-known bootstrap key); normally it is `None`.
@@ -174,7 +196,9 @@ impl Node {
         };
         let peer_id = keypair.public().to_peer_id();
         let keypair_for_payments = keypair.clone();
-        let verifier = Arc::new(Verifier::new(attestation_policy(&config)?, VERIFIER_CACHE));
+        let policy = attestation_policy(&config)?;
+        crate::devnet::hint_strict_joiner(&bootstrap, policy.allow_simulated);
+        let verifier = Arc::new(Verifier::new(policy, VERIFIER_CACHE));
         // Models are hashed and loaded before the node announces anything, so the record's offers
         // are exactly what this worker can serve.
         let mut offers = if config.has_role(Role::Worker) {

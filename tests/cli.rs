@@ -118,7 +118,23 @@ fn occupied_listen_port_is_reported() {
             "--admin-listen",
             &admin,
         ],
-        &[&format!("admin endpoint on {admin}"), "in use"],
+        &[&format!("admin endpoint on {admin}"), "in use", "--admin-listen 127.0.0.1:PORT"],
+    );
+    // A client node's OpenAI API on a taken port (a running devnet's 8080, say): the message names
+    // the flag that moves it.
+    assert_fails_with(
+        &[
+            "node",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            &admin,
+        ],
+        &[&format!("cannot listen for the API on {admin}"), "in use", "--api-listen 127.0.0.1:PORT"],
     );
 }
 

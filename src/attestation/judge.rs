@@ -31,6 +31,10 @@ pub enum Judgement {
     Accept(Box<SignedRecord>),
     /// Drop without penalty.
     Ignore(String),
+    /// Drop without penalty: SIMULATED evidence, which this node's policy refuses (a development
+    /// worker, e.g. one of `cocoon devnet`'s). Kept apart so the node can tell its operator why
+    /// such workers are never listed.
+    IgnoreSimulated,
     /// Invalid: drop and block the sender.
     Reject(String),
 }
@@ -69,6 +73,7 @@ pub fn assess(
             | VerifyError::Policy(Rejection::ReportDataMismatch | Rejection::SimulatedSignatureInvalid) => {
                 Judgement::Reject(e.to_string())
             }
+            VerifyError::Policy(Rejection::SimulatedNotAllowed) => Judgement::IgnoreSimulated,
             _ => Judgement::Ignore(e.to_string()),
         },
     }
@@ -175,7 +180,7 @@ mod tests {
         let key = Keypair::generate_ed25519();
         let bytes = OwnRecord::for_tests(&key).build(NOW).unwrap().encode();
         let author = Some(key.public().to_peer_id());
-        assert!(matches!(j(&bytes, author, &known(), &verifier(false), NOW), Judgement::Ignore(_)));
+        assert!(matches!(j(&bytes, author, &known(), &verifier(false), NOW), Judgement::IgnoreSimulated));
         assert!(matches!(j(&bytes, author, &known(), &verifier(true), NOW + 600), Judgement::Ignore(_)));
     }
 

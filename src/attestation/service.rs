@@ -7,6 +7,7 @@
 //! get their collateral from a [`CollateralSource`] (cache or PCCS) before they are verified.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -129,6 +130,9 @@ pub struct AttestationHandle {
     cache: Option<RecordCache>,
     own: Arc<Mutex<Option<SignedRecord>>>,
     metrics: Metrics,
+    /// Whether the operator has been told that SIMULATED workers are refused (said once: any peer
+    /// can send such records, and the log must not repeat itself for each).
+    told_simulated: Arc<AtomicBool>,
 }
 
 /// How many gossiped records this node accepted, ignored and rejected.
@@ -172,6 +176,21 @@ impl AttestationHandle {
     /// The verified record of `peer`, if any.
     pub fn record_of(&self, peer: &PeerId) -> Option<SignedRecord> {
         self.known.lock().ok()?.get(peer).cloned()
+    }
+
+    /// A record with SIMULATED evidence was refused by this node's policy: the first time, tell
+    /// the operator why such workers are never listed and how a development node accepts them.
+    fn refused_simulated(&self, worker: Option<PeerId>) {
+        if self.told_simulated.swap(true, Ordering::Relaxed) {
+            tracing::debug!(?worker, "attestation record with SIMULATED evidence ignored");
+            return;
+        }
+        tracing::warn!(
+            ?worker,
+            "a worker offers SIMULATED attestation evidence, which this node refuses, so its models are not \
+             listed; a node joining a development network such as `cocoon devnet` accepts it with \
+             --allow-simulated (COCOON_ALLOW_SIMULATED=true, or attestation.allow_simulated = true)"
+        );
     }
 
     /// Keep an accepted record (memory and, when persistent, the store).
@@ -228,6 +247,10 @@ impl AttestationHandle {
                         known.insert(*signed);
                         restored += 1;
                     }
+                }
+                Judgement::IgnoreSimulated => {
+                    tracing::debug!(%peer, "dropping persisted SIMULATED attestation record");
+                    let _ = cache.remove(&peer);
                 }
                 Judgement::Ignore(reason) | Judgement::Reject(reason) => {
                     tracing::debug!(%peer, %reason, "dropping persisted attestation record");
@@ -300,6 +323,7 @@ pub async fn start(
         cache,
         own: Arc::new(Mutex::new(None)),
         metrics,
+        told_simulated: Arc::default(),
     };
     handle.restore(&verifier, &collateral, unix_now());
     let first = match &own {
@@ -365,6 +389,10 @@ async fn validate_loop(
             }
             Judgement::Ignore(reason) => {
                 tracing::debug!(source = %message.propagation_source, %reason, "attestation record ignored");
+                (Validation::Ignore, "ignore")
+            }
+            Judgement::IgnoreSimulated => {
+                handle.refused_simulated(message.author);
                 (Validation::Ignore, "ignore")
             }
             Judgement::Reject(reason) => {
@@ -484,6 +512,7 @@ async fn discover_loop(
                 Judgement::Ignore(reason) => {
                     tracing::debug!(worker = %peer, %reason, "fetched record ignored")
                 }
+                Judgement::IgnoreSimulated => handle.refused_simulated(Some(peer)),
                 Judgement::Reject(reason) => {
                     tracing::warn!(worker = %peer, %reason, "fetched attestation record is invalid");
                     let _ = network.block(peer, format!("invalid attestation record: {reason}")).await;

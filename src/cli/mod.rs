@@ -68,7 +68,7 @@ pub enum Command {
         #[command(subcommand)]
         command: pay::WalletCommand,
     },
-    /// The node's payment channels: list, status, open, top up, claim, close.
+    /// The node's payment channels: list, status, open, top up, claim, close, forgive.
     Channel {
         /// What to do.
         #[command(subcommand)]
@@ -105,7 +105,8 @@ pub struct NodeArgs {
     /// Directory for the identity key and the store.
     #[arg(long, env = "COCOON_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address of the admin endpoint (/health, /metrics, /peers); keep it on loopback.
+    /// Address of the admin endpoint (/health, /peers, /metrics, /attestation/record, /payments);
+    /// keep it on loopback. `channel list` and `attest show` ask a running node there.
     #[arg(long, env = "COCOON_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
     /// Address of the OpenAI-compatible API (client role); keep it on loopback.
@@ -117,6 +118,11 @@ pub struct NodeArgs {
     /// Log format: text or json.
     #[arg(long, env = "COCOON_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Accept workers whose attestation evidence is SIMULATED (no TEE; such a worker proves
+    /// nothing): for development networks such as `cocoon devnet` only. Sets
+    /// attestation.allow_simulated.
+    #[arg(long, env = "COCOON_ALLOW_SIMULATED")]
+    pub allow_simulated: bool,
 }
 
 /// `cocoon id`
@@ -142,6 +148,7 @@ impl NodeArgs {
             api_listen: self.api_listen,
             kad_mode: self.kad_mode,
             log_format: self.log_format,
+            allow_simulated: self.allow_simulated,
             ..Overrides::default()
         };
         for entry in &self.bootstrap {
@@ -215,12 +222,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A start-up error, with the flag that moves an endpoint whose port is taken (a plain node is a
+/// client whose API wants the port a running devnet already serves on, 8080).
+fn explain_start(e: node::NodeError) -> anyhow::Error {
+    let flag = match e.taken_endpoint() {
+        Some(node::Endpoint::Api) => "--api-listen 127.0.0.1:PORT (or COCOON_API_LISTEN)",
+        Some(node::Endpoint::Admin) => "--admin-listen 127.0.0.1:PORT (or COCOON_ADMIN_LISTEN)",
+        None => return e.into(),
+    };
+    anyhow::anyhow!(
+        "{e} (another process, perhaps another cocoon node or a running `cocoon devnet`, has it: choose \
+         another address with {flag}; port 0 picks a free one)"
+    )
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the tokio runtime")
 }
 
 async fn run_node(config: Config) -> anyhow::Result<()> {
-    let node = Node::start(config, TransportKind::Tcp, None).await?;
+    let node = Node::start(config, TransportKind::Tcp, None).await.map_err(explain_start)?;
     println!("{}", serde_json::to_string(&node.ready())?);
     node::wait_for_signal().await;
     node.shutdown().await?;

@@ -4,10 +4,11 @@
 //! The chain is reached through `--chain-url` (a TON Center API v2 endpoint: toncenter.com, a
 //! devnet, or `cocoon chain serve`), which overrides the configuration, or else through the
 //! node's `[payments]` chain. Channel records come from the node's store, which a running node
-//! holds locked, so commands that need the store ask for the node to be stopped. Amounts are
-//! printed and parsed in TON with nanoton precision (`1.500000000 TON`). The channel commands
-//! live in `pay_channel.rs`; this file has the wallet commands and what both share: connecting,
-//! opening the store, sending from the wallet and waiting for the channel to show the result.
+//! holds locked, so commands that need the store ask for the node to be stopped (`channel list`
+//! asks the running node's admin endpoint instead). Amounts are printed and parsed in TON with
+//! nanoton precision (`1.500000000 TON`). The channel commands live in `pay_channel.rs`; this
+//! file has the wallet commands and what both share: connecting, opening the store, sending from
+//! the wallet and waiting for the channel to show the result.
 
 #[path = "pay_channel.rs"]
 mod channel;

@@ -20,8 +20,10 @@ use crate::store::{ClaimEntry, StoreError};
 /// `cocoon channel ...`
 #[derive(Debug, Subcommand)]
 pub enum ChannelCommand {
-    /// List every channel in the node's store (worker and client side); reads only the store,
-    /// which a running node holds locked.
+    /// List every channel in the node's store (worker and client side) and the clients that owe
+    /// it. While a running node holds the store locked, print that node's `GET /payments` report
+    /// (JSON, nanotons) from its admin endpoint at `admin.listen` instead; an error if that
+    /// endpoint is disabled, unreachable or answers with an error.
     List(NodeArgs),
     /// Show a channel's on-chain state and what the node's store knows about it.
     Status(AddressArgs),
@@ -139,6 +141,9 @@ pub async fn run_channel(cmd: ChannelCommand) -> anyhow::Result<()> {
     }
 }
 
+/// How long `channel list` waits for a running node's admin endpoint.
+const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn list(node: &NodeArgs) -> anyhow::Result<()> {
     let config = node.resolve()?;
     let Some(book) = try_open_book(&config)? else {
@@ -148,7 +153,10 @@ async fn list(node: &NodeArgs) -> anyhow::Result<()> {
         if !config.admin.enabled {
             return Err(locked());
         }
-        let response = reqwest::get(&url).await.map_err(|e| locked().context(format!("{url}: {e}")))?;
+        // The node is local and answers from memory: a few seconds is plenty, and a hung endpoint
+        // must not hang the command.
+        let client = reqwest::Client::builder().timeout(ADMIN_TIMEOUT).build()?;
+        let response = client.get(&url).send().await.map_err(|e| locked().context(format!("{url}: {e}")))?;
         let status = response.status();
         let bytes = response.bytes().await.with_context(|| format!("{url}: reading the answer"))?;
         let body: serde_json::Value =

@@ -89,17 +89,15 @@ pub struct Config {
 pub struct NodeSection {
     /// Roles this node takes. Default `["client"]`.
     pub roles: Vec<Role>,
-    /// Directory holding the identity key and the sled store. Default `$HOME/.local/share/cocoon`
-    /// (or `./cocoon-data` when `HOME` is unset).
+    /// Directory holding the identity key and the sled store, created (owner-only) if missing.
+    /// Default `$XDG_DATA_HOME/cocoon`, else `$HOME/.local/share/cocoon` (`./cocoon-data` when
+    /// neither is set).
     pub data_dir: PathBuf,
 }
 
 impl Default for NodeSection {
     fn default() -> Self {
-        let data_dir = std::env::var_os("HOME")
-            .map(|home| PathBuf::from(home).join(".local/share/cocoon"))
-            .unwrap_or_else(|| PathBuf::from("cocoon-data"));
-        Self { roles: vec![Role::Client], data_dir }
+        Self { roles: vec![Role::Client], data_dir: crate::dirs::data_dir() }
     }
 }
 
@@ -326,6 +324,8 @@ pub struct Overrides {
     pub kad_mode: Option<KadMode>,
     /// `--log-format`
     pub log_format: Option<LogFormat>,
+    /// `--allow-simulated` (only turns it on; off is the config file's or the default).
+    pub allow_simulated: bool,
 }
 
 /// Why a configuration could not be loaded.
@@ -398,6 +398,7 @@ impl Config {
         if let Some(format) = o.log_format {
             self.log.format = format;
         }
+        self.attestation.allow_simulated |= o.allow_simulated;
     }
 
     /// Check values that serde cannot: non-empty roles, sane limits.
@@ -536,7 +537,9 @@ mod tests {
             api_listen: Some("127.0.0.1:8181".parse().unwrap()),
             kad_mode: Some(KadMode::Server),
             log_format: Some(LogFormat::Json),
+            allow_simulated: true,
         });
+        assert!(config.attestation.allow_simulated);
         config.worker.models = vec![crate::config::ModelEntry {
             name: "m".into(),
             path: "/models/m.gguf".into(),
@@ -547,6 +550,16 @@ mod tests {
         }];
         let text = config.to_toml().unwrap();
         assert_eq!(Config::parse(&text).unwrap(), config);
+    }
+
+    #[test]
+    fn allow_simulated_unset_on_the_command_line_keeps_the_file_s_choice() {
+        let mut config = Config::parse("[attestation]\nallow_simulated = true\n").unwrap();
+        config.apply(Overrides::default());
+        assert!(config.attestation.allow_simulated);
+        let mut config = Config::default();
+        config.apply(Overrides::default());
+        assert!(!config.attestation.allow_simulated);
     }
 
     #[test]
