@@ -19,7 +19,8 @@ pub enum ModelCommand {
 /// `cocoon model fetch`
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// Directory to store it in (default `$HOME/.cache/cocoon/models`).
+    /// Directory to store it in, created if missing (default `$XDG_CACHE_HOME/cocoon/models`, else
+    /// `$HOME/.cache/cocoon/models`).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
