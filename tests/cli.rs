@@ -224,3 +224,18 @@ fn attest_show_asks_the_running_worker_for_its_record() {
     assert!(ok, "{err}");
     assert!(out.contains("source:         built now") && out.contains(&worker.peer_id()), "{out}");
 }
+
+#[test]
+fn a_node_pointed_at_the_devnet_without_allow_simulated_is_told_why_it_lists_no_worker() {
+    let list = concat!(env!("CARGO_MANIFEST_DIR"), "/bootstrap/local.txt");
+    let hint = "pass --allow-simulated";
+    let dir = tempfile::tempdir().unwrap();
+    let strict = NodeProc::start(&dir.path().join("strict"), &["--bootstrap", list]);
+    let log = strict.log();
+    assert!(log.contains("joins `cocoon devnet`") && log.contains(hint), "{log}");
+    // A log written to a file carries no colour codes.
+    assert!(!log.contains('\u{1b}'), "{log}");
+    let open = NodeProc::start(&dir.path().join("open"), &["--bootstrap", list, "--allow-simulated"]);
+    let log = open.log();
+    assert!(log.contains("accepts SIMULATED attestation evidence") && !log.contains(hint), "{log}");
+}
