@@ -19,9 +19,10 @@ pub fn init(log: &LogSection) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&log.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = use_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"));
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(stderr_colour());
     let quiet = filter_fn(|meta| !is_cpu_paged_attention_warning(meta));
     let _ = match log.format {
         LogFormat::Text => builder.finish().with(quiet).try_init(),
@@ -37,6 +38,12 @@ pub fn init(log: &LogSection) {
 /// cocoon does not load. The engine's device is logged with "model loaded in mistral.rs".
 fn is_cpu_paged_attention_warning(meta: &tracing::Metadata<'_>) -> bool {
     meta.target() == "mistralrs_core::pipeline::gguf" && *meta.level() == tracing::Level::WARN
+}
+
+/// Whether logs written to stderr may be coloured (for every binary of the workspace that logs
+/// there: the node and simnet).
+pub fn stderr_colour() -> bool {
+    use_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"))
 }
 
 /// Whether log lines carry ANSI colour codes: only on a terminal, and not when `NO_COLOR` is set to

@@ -90,6 +90,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("cocoon_simnet=info,warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(cocoon::telemetry::stderr_colour())
         .init();
     match cli.command {
         Command::Plan { scenario } => {
