@@ -31,12 +31,10 @@ use crate::config::{ChainKind, Config, KadMode, ModelEntry, Role, TeeKind};
 use crate::network::TransportKind;
 use crate::network::bootstrap::BootstrapPeer;
 use crate::node::{self, Endpoint, Node, NodeError};
+use crate::payments::setup::LOCAL_CHAIN_FILE;
 
 /// What a devnet wallet is topped up to when it has less than a tenth of it.
 const DEVNET_FUNDS: u64 = 1_000 * 1_000_000_000;
-
-/// The devnet chain's state file in the devnet directory.
-const CHAIN_FILE: &str = "chain.json";
 
 /// Devnet prices per 1,000 tokens, nanotons.
 const DEVNET_PRICE_PROMPT: u64 = 1_000;
@@ -138,7 +136,7 @@ fn open_dir(base: &Path, payments: bool) -> anyhow::Result<Option<Arc<LocalChain
     if !payments {
         return Ok(None);
     }
-    let chain = LocalChain::open(&base.join(CHAIN_FILE), Clock::Wall { offset: 0 })
+    let chain = LocalChain::open(&base.join(LOCAL_CHAIN_FILE), Clock::Wall { offset: 0 })
         .context("opening the devnet chain")?;
     Ok(Some(Arc::new(chain)))
 }
@@ -301,7 +299,7 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let base = home.path().join(".local/share/cocoon/devnet");
         assert!(open_dir(&base, false).unwrap().is_none());
-        assert!(base.is_dir() && !base.join(CHAIN_FILE).exists());
+        assert!(base.is_dir() && !base.join(LOCAL_CHAIN_FILE).exists());
         std::fs::remove_dir(&base).unwrap();
 
         let chain = open_dir(&base, true).unwrap().unwrap();
