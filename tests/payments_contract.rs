@@ -1,5 +1,6 @@
 //! The payment-channel contract executed by tycho-executor on `LocalChain`, driven through real
-//! wallet v5r1 transfers: every operation and every refusal, with exit codes and balances.
+//! wallet v5r1 transfers: every operation and every refusal, with exit codes and balances, and
+//! each entry point attacked by the party it could hurt the other (any sender, any order).
 
 #![allow(clippy::unwrap_used)]
 
@@ -75,7 +76,7 @@ async fn channel_lifecycle_with_claims_refusals_and_unilateral_close() {
     misaddressed.to = ch.clone();
     for (transfer, code, what) in [
         (contract::claim(&v2, 5).unwrap(), exit::NOTHING_TO_CLAIM, "replayed voucher"),
-        (contract::claim(&lower, 6).unwrap(), exit::STALE_SEQNO, "lower voucher"),
+        (contract::claim(&lower, 6).unwrap(), exit::NOTHING_TO_CLAIM, "lower voucher"),
         (misaddressed, exit::WRONG_CHANNEL, "voucher for another channel"),
         (contract::claim(&forged, 7).unwrap(), exit::BAD_SIGNATURE, "bad signature"),
     ] {
@@ -177,4 +178,85 @@ async fn cooperative_close_pays_both_at_once_and_needs_both_signatures() {
     assert_eq!(b.balance(&b.client.addr()) - client_before, to_client - fees_of(&b.client.addr()));
     assert!(txs.iter().all(|t| t.success || t.account != ch.address));
     assert_eq!(b.chain.account(&ch).await.unwrap().status, AccountStatus::Nonexistent);
+}
+
+/// Finding 1 of issue 19 against version 1: the client claims a 1-nanoton-higher voucher with a
+/// seqno near `u64::MAX` from its own wallet. In version 2 the worker's real voucher still pays
+/// everything it promised, and the client's close cannot take it back.
+#[tokio::test]
+async fn a_client_front_running_claim_cannot_cancel_the_workers_voucher() {
+    let b = Bench::new();
+    let params = b.params(3);
+    let ch = params.address().unwrap();
+    b.on_channel(&b.client.wallet, contract::deploy(&params, 10 * TON, 1).unwrap()).await;
+    let earned = Voucher { channel: ch.clone(), cumulative: 6 * TON, seqno: 40 }.sign(&b.client.key).unwrap();
+    let (tx, _) = b.on_channel(&b.worker.wallet, contract::claim(&earned, 2).unwrap()).await;
+    assert_eq!(tx.exit_code, Some(0));
+    // The worker holds a later voucher it has not claimed yet.
+    let held = Voucher { channel: ch.clone(), cumulative: 9 * TON, seqno: 41 }.sign(&b.client.key).unwrap();
+    let trick = Voucher { channel: ch.clone(), cumulative: 6 * TON + 1, seqno: u64::MAX - 1 };
+    let trick = trick.sign(&b.client.key).unwrap();
+    let (tx, txs) = b.on_channel(&b.client.wallet, contract::claim(&trick, 3).unwrap()).await;
+    assert_eq!(tx.exit_code, Some(0), "anyone may claim; it pays the worker");
+    assert_eq!(payout_to(&txs, &b.worker.addr()), 1);
+    b.on_channel(&b.client.wallet, contract::start_close(&ch, 4).unwrap()).await;
+    let (tx, txs) = b.on_channel(&b.worker.wallet, contract::claim(&held, 5).unwrap()).await;
+    assert_eq!(tx.exit_code, Some(0), "{tx:?}");
+    assert_eq!(payout_to(&txs, &b.worker.addr()), 3 * TON - 1, "the rest of what the voucher promised");
+    assert_eq!(b.state(&ch).await.unwrap().claimed, 9 * TON);
+    // The same trick after the fact changes nothing, and the stale trick voucher pays nothing.
+    let (tx, _) = b.on_channel(&b.client.wallet, contract::claim(&trick, 6).unwrap()).await;
+    assert_eq!(tx.exit_code, Some(exit::NOTHING_TO_CLAIM));
+    b.chain.advance(3600).unwrap();
+    let (tx, txs) = b.on_channel(&b.client.wallet, contract::finish_close(&ch, 7).unwrap()).await;
+    assert_eq!(tx.exit_code, Some(0));
+    let refund: u64 =
+        txs.iter().flat_map(|t| &t.out_msgs).filter(|m| m.op() == Some(op::REFUND)).map(|m| m.value).sum();
+    // 1 TON unpromised plus what is left of the fee buffer and the close messages' attached value.
+    assert!(refund > TON && refund < TON + TON / 10, "the client gets back only the unpromised {refund}");
+}
+
+/// Every other entry point, sent by the party that would gain from it: nobody but the client
+/// starts a close, a close cannot be started twice (restarting the window), top-ups by strangers
+/// only add money, nobody finishes early, a cooperative close with the other party's signature
+/// missing or for a lower amount than claimed pays no less than was claimed, and a message with
+/// no known op bounces its value back.
+#[tokio::test]
+async fn every_entry_point_refuses_what_would_hurt_the_other_party() {
+    let b = Bench::new();
+    let params = b.params(4);
+    let ch = params.address().unwrap();
+    b.on_channel(&b.client.wallet, contract::deploy(&params, 10 * TON, 1).unwrap()).await;
+    let v = Voucher { channel: ch.clone(), cumulative: 4 * TON, seqno: 1 }.sign(&b.client.key).unwrap();
+    b.on_channel(&b.worker.wallet, contract::claim(&v, 2).unwrap()).await;
+    for who in [&b.worker, &b.other] {
+        let (tx, _) = b.on_channel(&who.wallet, contract::start_close(&ch, 3).unwrap()).await;
+        assert_eq!(tx.exit_code, Some(exit::NOT_CLIENT));
+    }
+    let (tx, _) = b.on_channel(&b.other.wallet, contract::top_up(&ch, TON, 4).unwrap()).await;
+    assert_eq!(tx.exit_code, Some(0), "a stranger's top-up is a gift to the channel");
+    assert_eq!(b.state(&ch).await.unwrap().deposited, 11 * TON);
+    let (tx, _) = b.on_channel(&b.worker.wallet, contract::finish_close(&ch, 5).unwrap()).await;
+    assert_eq!(tx.exit_code, Some(exit::NOT_CLOSING));
+    b.on_channel(&b.client.wallet, contract::start_close(&ch, 6).unwrap()).await;
+    let started = b.state(&ch).await.unwrap().close_started_at;
+    b.chain.advance(1000).unwrap();
+    let (tx, _) = b.on_channel(&b.client.wallet, contract::start_close(&ch, 7).unwrap()).await;
+    assert_eq!(tx.exit_code, Some(exit::ALREADY_CLOSING), "the window cannot be restarted");
+    assert_eq!(b.state(&ch).await.unwrap().close_started_at, started);
+    let (tx, _) = b.on_channel(&b.client.wallet, contract::finish_close(&ch, 8).unwrap()).await;
+    assert_eq!(tx.exit_code, Some(exit::WINDOW_OPEN));
+    // A cooperative close the worker signed for less than it already claimed pays it nothing
+    // more and takes nothing back; the client alone cannot sign one.
+    let low = CloseRequest { channel: ch.clone(), cumulative: TON, seqno: 0 };
+    let (cs, ws) = (low.sign(&b.client.key).unwrap(), low.sign(&b.worker.key).unwrap());
+    let (tx, _) = b.on_channel(&b.client.wallet, contract::coop_close(&low, &cs, &cs, 9).unwrap()).await;
+    assert_eq!(tx.exit_code, Some(exit::BAD_SIGNATURE));
+    let (tx, txs) = b.on_channel(&b.client.wallet, contract::coop_close(&low, &cs, &ws, 10).unwrap()).await;
+    assert_eq!(tx.exit_code, Some(0));
+    assert_eq!(payout_to(&txs, &b.worker.addr()), 0, "the 4 TON claimed stay claimed");
+    assert_eq!(b.state(&ch).await, None);
+    // A claim on the destroyed channel bounces its value; nothing is paid.
+    let txs = b.send(&b.worker.wallet, contract::claim(&v, 11).unwrap()).await;
+    assert_eq!(payout_to(&txs, &b.worker.addr()), 0);
 }

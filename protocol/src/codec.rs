@@ -126,6 +126,11 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    /// Whether everything was read (for records that grew fields at their end).
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// One byte.
     pub fn u8(&mut self, field: &'static str) -> Result<u8, CodecError> {
         Ok(self.take(1, field)?[0])

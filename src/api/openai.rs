@@ -315,7 +315,9 @@ fn finish_name(r: FinishReason) -> &'static str {
 
 fn usage_json(c: &Completion) -> Value {
     let u = c.receipt.usage;
-    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.prompt_tokens + u.completion_tokens})
+    // Both counts come from the worker: add them in 64 bits, where two u32 cannot overflow.
+    let total = u64::from(u.prompt_tokens) + u64::from(u.completion_tokens);
+    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": total})
 }
 
 fn cocoon_json(c: &Completion) -> Value {

@@ -1,5 +1,6 @@
 //! `[payments]`: which TON chain pays workers, how clients fund channels and when workers settle.
 
+use cocoon_protocol::payments::exposure::ExposureLimits;
 use cocoon_protocol::payments::settlement::SettlementPolicy;
 use serde::{Deserialize, Serialize};
 
@@ -38,12 +39,19 @@ pub struct PaymentsSection {
     pub dispute_window_secs: u32,
     /// Client: seconds to wait for a deploy or top-up to show on chain. Default 120.
     pub confirm_timeout_secs: u64,
+    /// Client: most channels open or being closed at once (one per worker used). Default 16.
+    pub max_channels: usize,
+    /// Client: most nanotons deposited across those channels until the chain refunds them.
+    /// Default 20000000000 (20 TON).
+    pub max_total_deposit_nanotons: u64,
     /// Worker: shortest dispute window accepted, seconds. Default 3600.
     pub min_dispute_window_secs: u32,
     /// Worker: seconds between settlement passes. Default 60.
     pub settle_interval_secs: u64,
     /// When to claim and top up (`[payments.settlement]`).
     pub settlement: SettlementPolicy,
+    /// Worker: how much unpaid work it risks per client and in total (`[payments.exposure]`).
+    pub exposure: ExposureLimits,
 }
 
 impl Default for PaymentsSection {
@@ -56,9 +64,12 @@ impl Default for PaymentsSection {
             deposit_nanotons: 2_000_000_000,
             dispute_window_secs: 86_400,
             confirm_timeout_secs: 120,
+            max_channels: 16,
+            max_total_deposit_nanotons: 20_000_000_000,
             min_dispute_window_secs: 3_600,
             settle_interval_secs: 60,
             settlement: SettlementPolicy::default(),
+            exposure: ExposureLimits::default(),
         }
     }
 }

@@ -33,6 +33,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+use tycho_types::models::StdAddr;
 
 use super::session::{self, Session, SessionError};
 use crate::attestation::service::AttestationHandle;
@@ -540,8 +541,9 @@ impl InferenceClient {
                         worker: worker.to_string(),
                         reason,
                     })?;
-                    let payment = match request.channel {
-                        Some(_) => self.pay(&mut session, worker, parsed.amount).await,
+                    let payment = match request.channel.as_ref().map(|p| p.address()) {
+                        Some(Ok(channel)) => self.pay(&mut session, worker, &channel, parsed.amount).await,
+                        Some(Err(e)) => Payment::Failed(e.to_string()),
                         None => {
                             // No payments, or a free model: close with an empty voucher frame.
                             let _ = session.send(&ClientFrame::Voucher(Vec::new()).encode()).await;
@@ -571,13 +573,19 @@ impl InferenceClient {
 impl InferenceClient {
     /// Pay `amount` to `worker` on the open session: sign the voucher, send it, wait for the
     /// acknowledgement; once, follow the worker's statement of what it holds.
-    async fn pay(&self, session: &mut Session<libp2p::Stream>, worker: PeerId, amount: u64) -> Payment {
+    async fn pay(
+        &self,
+        session: &mut Session<libp2p::Stream>,
+        worker: PeerId,
+        channel: &StdAddr,
+        amount: u64,
+    ) -> Payment {
         let Some(payments) = &self.payments else {
             return Payment::Failed("payments are off on this client".into());
         };
         let result = async {
             let key = peer_key(&worker).ok_or("worker id has no ed25519 key")?;
-            let mut guard = payments.relock(key).await.map_err(|e| e.to_string())?;
+            let mut guard = payments.relock(key, channel).await.map_err(|e| e.to_string())?;
             let mut voucher = payments.sign(&mut guard, amount).await.map_err(|e| e.to_string())?;
             for _ in 0..2 {
                 session
@@ -590,10 +598,7 @@ impl InferenceClient {
                     .map_err(|e| e.to_string())?;
                 match ServerFrame::decode(&reply).map_err(|e| e.to_string())? {
                     ServerFrame::Paid { cumulative, seqno } => {
-                        payments
-                            .acknowledged(&mut guard, cumulative, seqno)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        payments.acknowledged(&guard, cumulative).map_err(|e| e.to_string())?;
                         return Ok(Payment::Paid {
                             channel: guard.channel.address.to_string(),
                             cumulative,
@@ -605,8 +610,7 @@ impl InferenceClient {
                         voucher = payments
                             .resync(&mut guard, amount, cumulative, seqno)
                             .await
-                            .map_err(|e| e.to_string())?
-                            .ok_or(format!("worker refused the voucher: {message}"))?;
+                            .map_err(|e| format!("worker refused the voucher ({message}) and {e}"))?;
                     }
                     other => return Err(format!("unexpected frame after the voucher: {other:?}")),
                 }

@@ -35,7 +35,7 @@ use super::engine::{Engine, EngineEvent, Generation};
 use super::session::{self, Session, SessionError, Writer};
 use crate::clock::unix_now;
 use crate::network::NetworkHandle;
-use crate::payments::worker::{Admission, Settled, WorkerPayments};
+use crate::payments::worker::{Admission, Refusal, Settled, WorkerPayments};
 
 /// Time limits of the worker.
 #[derive(Debug, Clone, Copy)]
@@ -292,7 +292,12 @@ async fn serve(inner: &Inner, peer: PeerId, stream: Stream) -> Outcome {
         }
         (Some(payments), Some(params)) => match payments.admit(&peer, params, worst).await {
             Ok(a) => Some((payments.clone(), a)),
-            Err(message) => return refuse(&mut session.writer, ErrorCode::PaymentRequired, message).await,
+            Err(Refusal::Busy(message)) => {
+                return refuse(&mut session.writer, ErrorCode::Busy, message).await;
+            }
+            Err(Refusal::Payment(message)) => {
+                return refuse(&mut session.writer, ErrorCode::PaymentRequired, message).await;
+            }
         },
     };
     inner.metrics.in_flight.inc();

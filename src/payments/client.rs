@@ -1,27 +1,34 @@
 //! The client's side of payments: one channel per worker, opened (deployed with a deposit) the
 //! first time the client uses that worker and reused afterwards; topped up when its unspent
 //! deposit runs low; and a voucher per request that raises the cumulative amount by exactly the
-//! invoiced amount. Vouchers on one channel are signed one at a time and recorded durably before
-//! they are sent, so the client never signs two different vouchers with the same seqno.
+//! amount of the receipt the client verified. Vouchers on one channel are signed one at a time
+//! and recorded durably before they are sent; what a worker says it holds can lower the next
+//! voucher, never raise it. The wallet has limits (`max_channels`, `max_total_deposit`); a
+//! channel's parameters are recorded before its deploy; a channel that can no longer be used
+//! (the worker's payout address changed, an old contract version, closed by hand) is retired and
+//! wound down (`wind_down`), never forgotten.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cocoon_protocol::payments::channel::ChannelParams;
-use cocoon_protocol::payments::ledger::ClientChannel;
+use cocoon_protocol::payments::channel::{ChannelParams, CodeVersion};
+use cocoon_protocol::payments::ledger::{ClientChannel, ClientRejection};
 use cocoon_protocol::payments::settlement::SettlementPolicy;
 use cocoon_protocol::payments::voucher::SignedVoucher;
 use libp2p::PeerId;
 use libp2p::identity::ed25519;
 use rand::RngCore;
 use tokio::sync::{Mutex, OwnedMutexGuard};
+use tycho_types::models::StdAddr;
 
 use super::contract;
 use super::peer_key;
 use crate::chain::wallet::Wallet;
 use crate::chain::{ChainError, SharedChain, parse_address};
 use crate::store::PaymentBook;
+
+mod wind_down;
 
 /// How a client funds its channels.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +39,10 @@ pub struct ClientTerms {
     pub dispute_window: u32,
     /// How long to wait for a deploy or top-up to show on chain.
     pub confirm_timeout: Duration,
+    /// Most channels open or being closed at once.
+    pub max_channels: usize,
+    /// Most nanotons deposited across those channels.
+    pub max_total_deposit: u64,
 }
 
 /// Why the client cannot pay.
@@ -46,6 +57,12 @@ pub enum ClientPaymentError {
     /// Something about the worker or channel is unusable.
     #[error("payment channel: {0}")]
     Unusable(String),
+    /// The worker asked for something the client never signs.
+    #[error("payment channel: {0}")]
+    Worker(#[from] ClientRejection),
+    /// A configured limit of the client's wallet.
+    #[error("payment channel: {0}")]
+    Limit(String),
 }
 
 /// Payments state of a client. Cheap to share behind an `Arc`.
@@ -117,53 +134,17 @@ impl ClientPayments {
         let worker_key = peer_key(worker)
             .ok_or_else(|| ClientPaymentError::Unusable("worker id has no ed25519 key".into()))?;
         let payout = parse_address(payout)?;
-        let mut lock = self.lock(worker_key).await;
-        let mut channel = match self.book.client_channel(&worker_key)? {
-            Some(c) if c.params.worker == payout => c,
-            _ => self.open(worker_key, payout).await?,
-        };
-        let chain_state = contract::state(self.chain.as_ref(), &channel.address).await?;
-        match chain_state {
-            Some(s) if s.close_started_at == 0 => channel.deposited = s.deposited,
-            // Closed or closing: open a fresh channel.
-            _ => channel = self.open(worker_key, channel.params.worker.clone()).await?,
-        }
-        // Keep a deposit of `deposit` (at least twice this request's worst case): top up to it
-        // when less than the policy's share of it is left, or when this request would not fit.
+        let lock = self.lock(worker_key).await;
+        let channel = self.usable(worker_key, payout).await?;
         let target = self.terms.deposit.max(needed.saturating_mul(2));
-        let due = |c: &ClientChannel| {
-            self.policy
-                .topup_due(target, c.remaining())
-                .or_else(|| (c.remaining() < needed).then(|| target.saturating_sub(c.remaining())))
-        };
-        if due(&channel).is_some() {
+        let (lock, channel) = if self.topup_due(&channel, target, needed).is_some() {
             // Top up without holding the channel: vouchers of requests in flight on it must not
             // wait for the chain (the worker waits only briefly for them). One top-up at a time.
             drop(lock);
-            let topping = self.topup_lock(worker_key).await;
-            let address = channel.address.clone();
-            let deposited = contract::state(self.chain.as_ref(), &address).await?.map_or(0, |s| s.deposited);
-            let signed = self.book.client_channel(&worker_key)?.map_or(channel.cumulative, |c| c.cumulative);
-            let unspent = deposited.saturating_sub(signed);
-            let again = ClientChannel { deposited, cumulative: signed, ..channel.clone() };
-            let mut deposited = deposited;
-            if let Some(amount) = due(&again) {
-                self.wallet
-                    .send(self.chain.as_ref(), &[contract::top_up(&address, amount, rand::random())?])
-                    .await?;
-                deposited = self.confirm(&address, deposited + amount).await?;
-                tracing::info!(channel = %address, amount, unspent, "topped up payment channel");
-            }
-            drop(topping);
-            lock = self.lock(worker_key).await;
-            channel = self
-                .book
-                .client_channel(&worker_key)?
-                .ok_or_else(|| ClientPaymentError::Unusable("channel record vanished".into()))?;
-            if channel.address == address {
-                channel.deposited = deposited; // read (or confirmed) under the top-up lock
-            }
-        }
+            self.top_up(worker_key, channel, target, needed).await?
+        } else {
+            (lock, channel)
+        };
         // Most requests change nothing here (the deposit read back is the one recorded): skip the
         // flush then; the voucher's own write follows.
         if self.book.client_channel(&worker_key)?.as_ref() != Some(&channel) {
@@ -172,11 +153,117 @@ impl ClientPayments {
         Ok(ChannelGuard { _lock: lock, channel })
     }
 
-    async fn open(
+    /// The open channel with the worker, as the chain shows it now: the recorded one when it
+    /// still pays `payout`, runs the current contract and is open; otherwise the recorded one is
+    /// retired (closed, never forgotten) and a new one opened. A deploy that may not have landed
+    /// is resumed with the same parameters.
+    async fn usable(
         &self,
         worker_key: [u8; 32],
-        payout: tycho_types::models::StdAddr,
+        payout: StdAddr,
     ) -> Result<ClientChannel, ClientPaymentError> {
+        let mut channel = match self.book.client_channel(&worker_key)? {
+            Some(c) if c.deposited == 0 => self.finish_open(c).await?,
+            Some(c) if c.code != CodeVersion::V2 || c.params.worker != payout => {
+                let why =
+                    if c.code != CodeVersion::V2 { "old contract version" } else { "payout address changed" };
+                self.retire(&c, why).await?;
+                self.open(worker_key, payout).await?
+            }
+            Some(c) => c,
+            None => self.open(worker_key, payout).await?,
+        };
+        match contract::state(self.chain.as_ref(), &channel.address).await? {
+            Some(s) if s.close_started_at == 0 => channel.deposited = s.deposited,
+            // Closing (someone ran `channel close`) or gone: wind it down and open a fresh one.
+            _ => {
+                self.retire(&channel, "closed").await?;
+                channel = self.open(worker_key, channel.params.worker.clone()).await?;
+            }
+        }
+        Ok(channel)
+    }
+
+    fn topup_due(&self, c: &ClientChannel, target: u64, needed: u64) -> Option<u64> {
+        // Keep a deposit of `deposit` (at least twice this request's worst case): top up to it
+        // when less than the policy's share of it is left, or when this request would not fit.
+        self.policy
+            .topup_due(target, c.remaining())
+            .or_else(|| (c.remaining() < needed).then(|| target.saturating_sub(c.remaining())))
+    }
+
+    async fn top_up(
+        &self,
+        worker_key: [u8; 32],
+        channel: ClientChannel,
+        target: u64,
+        needed: u64,
+    ) -> Result<(OwnedMutexGuard<()>, ClientChannel), ClientPaymentError> {
+        let topping = self.topup_lock(worker_key).await;
+        let address = channel.address.clone();
+        let mut deposited = contract::state(self.chain.as_ref(), &address).await?.map_or(0, |s| s.deposited);
+        let signed = self.book.client_channel(&worker_key)?.map_or(channel.cumulative, |c| c.cumulative);
+        let unspent = deposited.saturating_sub(signed);
+        let again = ClientChannel { deposited, cumulative: signed, ..channel.clone() };
+        if let Some(wanted) = self.topup_due(&again, target, needed) {
+            let amount = wanted.min(self.deposit_room()?);
+            if amount < needed.saturating_sub(unspent) {
+                return Err(self.over_limit(needed));
+            }
+            if amount > 0 {
+                self.wallet
+                    .send(self.chain.as_ref(), &[contract::top_up(&address, amount, rand::random())?])
+                    .await?;
+                deposited = self.confirm(&address, deposited.saturating_add(amount)).await?;
+                tracing::info!(channel = %address, amount, unspent, "topped up payment channel");
+            }
+        }
+        drop(topping);
+        let lock = self.lock(worker_key).await;
+        let mut channel = self
+            .book
+            .client_channel(&worker_key)?
+            .ok_or_else(|| ClientPaymentError::Unusable("channel record vanished".into()))?;
+        if channel.address == address {
+            channel.deposited = deposited; // read (or confirmed) under the top-up lock
+        }
+        Ok((lock, channel))
+    }
+
+    /// What `max_total_deposit` still allows to deposit: the deposits of every channel in use or
+    /// being wound down count until the chain refunds them.
+    fn deposit_room(&self) -> Result<u64, ClientPaymentError> {
+        let held: u64 =
+            self.all_channels()?.iter().map(|c| c.deposited.max(c.cumulative)).fold(0, u64::saturating_add);
+        Ok(self.terms.max_total_deposit.saturating_sub(held))
+    }
+
+    fn all_channels(&self) -> Result<Vec<ClientChannel>, ClientPaymentError> {
+        let mut all = self.book.client_channels()?;
+        all.extend(self.book.retired_channels()?);
+        Ok(all)
+    }
+
+    fn over_limit(&self, needed: u64) -> ClientPaymentError {
+        ClientPaymentError::Limit(format!(
+            "depositing for a request that may cost {needed} nanotons would pass payments.max_total_deposit_nanotons ({})",
+            self.terms.max_total_deposit
+        ))
+    }
+
+    async fn open(&self, worker_key: [u8; 32], payout: StdAddr) -> Result<ClientChannel, ClientPaymentError> {
+        self.wind_down().await;
+        let all = self.all_channels()?;
+        if all.len() >= self.terms.max_channels {
+            return Err(ClientPaymentError::Limit(format!(
+                "{} channels are open or closing; payments.max_channels is {}",
+                all.len(),
+                self.terms.max_channels
+            )));
+        }
+        if self.deposit_room()? < self.terms.deposit {
+            return Err(self.over_limit(self.terms.deposit));
+        }
         let params = ChannelParams {
             client_key: self.identity.public().to_bytes(),
             worker_key,
@@ -185,11 +272,27 @@ impl ClientPayments {
             dispute_window: self.terms.dispute_window,
             seed: rand::thread_rng().next_u64(),
         };
-        let address = params.address().map_err(|e| ClientPaymentError::Unusable(e.to_string()))?;
-        self.wallet.send(self.chain.as_ref(), &[contract::deploy(&params, self.terms.deposit, 0)?]).await?;
-        let deposited = self.confirm(&address, self.terms.deposit).await?;
-        let channel =
-            ClientChannel::new(params, deposited).map_err(|e| ClientPaymentError::Unusable(e.to_string()))?;
+        let pending =
+            ClientChannel::new(params, 0).map_err(|e| ClientPaymentError::Unusable(e.to_string()))?;
+        // Recorded before the deploy: if the confirmation times out or the node stops, the next
+        // request resumes this channel instead of deploying (and forgetting) another.
+        self.record(&pending).await?;
+        self.finish_open(pending).await
+    }
+
+    /// Deploy a recorded, pending channel (again: a deploy that already landed makes the second
+    /// one a top-up of the same channel, nothing is lost) unless the chain already shows it.
+    async fn finish_open(&self, mut channel: ClientChannel) -> Result<ClientChannel, ClientPaymentError> {
+        let address = channel.address.clone();
+        let deposited = match contract::state(self.chain.as_ref(), &address).await? {
+            Some(s) if s.deposited > 0 => s.deposited,
+            _ => {
+                let deploy = contract::deploy(&channel.params, self.terms.deposit, 0)?;
+                self.wallet.send(self.chain.as_ref(), &[deploy]).await?;
+                self.confirm(&address, self.terms.deposit).await?
+            }
+        };
+        channel.deposited = deposited;
         self.record(&channel).await?;
         tracing::info!(channel = %address, deposit = deposited, "opened payment channel");
         Ok(channel)
@@ -219,14 +322,18 @@ impl ClientPayments {
         }
     }
 
-    /// Lock the channel with the worker whose key is `worker_key` as currently recorded (to sign
-    /// the voucher for a request admitted on it).
-    pub async fn relock(&self, worker_key: [u8; 32]) -> Result<ChannelGuard, ClientPaymentError> {
+    /// Lock the channel at `address` with the worker whose key is `worker_key` (to sign the
+    /// voucher for a request admitted on it); an error if that is no longer the channel in use.
+    pub async fn relock(
+        &self,
+        worker_key: [u8; 32],
+        address: &StdAddr,
+    ) -> Result<ChannelGuard, ClientPaymentError> {
         let lock = self.lock(worker_key).await;
-        let channel = self
-            .book
-            .client_channel(&worker_key)?
-            .ok_or_else(|| ClientPaymentError::Unusable("no channel with this worker".into()))?;
+        let channel =
+            self.book.client_channel(&worker_key)?.filter(|c| &c.address == address).ok_or_else(|| {
+                ClientPaymentError::Unusable(format!("channel {address} is no longer in use"))
+            })?;
         Ok(ChannelGuard { _lock: lock, channel })
     }
 
@@ -241,58 +348,35 @@ impl ClientPayments {
         Ok(())
     }
 
-    /// Sign and record the voucher paying `amount` more on the guarded channel.
+    /// Sign and record the voucher paying a verified receipt of `amount` on the guarded channel.
     pub async fn sign(
         &self,
         guard: &mut ChannelGuard,
         amount: u64,
     ) -> Result<SignedVoucher, ClientPaymentError> {
-        let voucher = guard.channel.next_voucher(amount);
-        guard.channel.signed(&voucher);
+        let voucher = guard.channel.pay(amount).map_err(ClientPaymentError::Worker)?;
         self.record(&guard.channel).await?;
         voucher.sign(&self.identity).map_err(|e| ClientPaymentError::Unusable(e.to_string()))
     }
 
-    /// The worker acknowledged the channel at `cumulative` and `seqno`: from now on vouchers build
-    /// on that. After a resynchronisation this forgets the higher, lost voucher; it can cost the
-    /// client at most that one request's amount more (the worker could only ever claim the
-    /// highest voucher signed), and it keeps later vouchers from being refused again.
-    pub async fn acknowledged(
-        &self,
-        guard: &mut ChannelGuard,
-        cumulative: u64,
-        seqno: u64,
-    ) -> Result<(), ClientPaymentError> {
-        if (guard.channel.cumulative, guard.channel.seqno) != (cumulative, seqno) {
-            guard.channel.cumulative = cumulative;
-            guard.channel.seqno = guard.channel.seqno.max(seqno);
-            self.record(&guard.channel).await?;
-        }
-        Ok(())
+    /// The worker acknowledged the voucher: it must name what was signed. Nothing changes either
+    /// way (an acknowledgement can only confirm).
+    pub fn acknowledged(&self, guard: &ChannelGuard, cumulative: u64) -> Result<(), ClientPaymentError> {
+        guard.channel.acknowledge(cumulative).map_err(ClientPaymentError::Worker)
     }
 
-    /// The worker refused the voucher and says it holds `cumulative` at `seqno`. If that is less
-    /// than the client signed (the worker lost an unacknowledged voucher), sign `amount` on top of
-    /// what the worker holds: the worker could only ever claim the higher of the two. Returns
-    /// `None` when the worker asks for more than the client owes.
+    /// The worker refused the voucher for `amount` and says it holds `cumulative` at `seqno` (it
+    /// lost a voucher it never acknowledged): the voucher paying `amount` on top of that, when
+    /// that stays within what the verified receipts add up to; an error otherwise.
     pub async fn resync(
         &self,
         guard: &mut ChannelGuard,
         amount: u64,
         cumulative: u64,
         seqno: u64,
-    ) -> Result<Option<SignedVoucher>, ClientPaymentError> {
-        let before = guard.channel.cumulative.saturating_sub(amount);
-        if cumulative > before {
-            return Ok(None);
-        }
-        let mut voucher = guard.channel.next_voucher(0);
-        voucher.cumulative = cumulative.saturating_add(amount);
-        voucher.seqno = voucher.seqno.max(seqno + 1);
-        let signed_cumulative = guard.channel.cumulative; // keep the highest ever signed
-        guard.channel.signed(&voucher);
-        guard.channel.cumulative = signed_cumulative.max(voucher.cumulative);
+    ) -> Result<SignedVoucher, ClientPaymentError> {
+        let voucher = guard.channel.resync(amount, cumulative, seqno).map_err(ClientPaymentError::Worker)?;
         self.record(&guard.channel).await?;
-        voucher.sign(&self.identity).map(Some).map_err(|e| ClientPaymentError::Unusable(e.to_string()))
+        voucher.sign(&self.identity).map_err(|e| ClientPaymentError::Unusable(e.to_string()))
     }
 }

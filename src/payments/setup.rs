@@ -63,6 +63,7 @@ pub fn worker(
         worker_key: ed25519(identity)?.public().to_bytes(),
         payout: parse_address(&config.worker.payout_address).map_err(|e| e.to_string())?,
         min_dispute_window: config.payments.min_dispute_window_secs,
+        exposure: config.payments.exposure,
     };
     let metrics = PaymentMetrics::default();
     metrics.register(registry);
@@ -82,6 +83,8 @@ pub fn client(
         deposit: p.deposit_nanotons,
         dispute_window: p.dispute_window_secs,
         confirm_timeout: Duration::from_secs(p.confirm_timeout_secs),
+        max_channels: p.max_channels,
+        max_total_deposit: p.max_total_deposit_nanotons,
     };
     let book = store.payments().map_err(|e| e.to_string())?;
     Ok(Arc::new(ClientPayments::new(book, chain, wallet(config)?, ed25519(identity)?, terms, p.settlement)))

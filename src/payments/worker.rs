@@ -1,12 +1,15 @@
 //! The worker's side of payments: admit a request only on a channel that names this worker,
-//! belongs to the client on the stream and holds enough unspent deposit; accept the voucher that
-//! pays exactly the invoice, store it durably, and only then acknowledge it. A client that leaves a
-//! request unpaid is refused until an operator forgives the debt.
+//! belongs to the client on the stream and holds enough unspent deposit, and only while the
+//! client's unpaid worst cases stay within the exposure caps (`cocoon_protocol::payments::
+//! exposure`); accept the voucher that pays exactly the invoice, store it durably, and only then
+//! acknowledge it. A client that leaves a request unpaid is refused until an operator forgives the
+//! debt.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use cocoon_protocol::payments::channel::ChannelParams;
+use cocoon_protocol::payments::exposure::{Exposure, ExposureError, ExposureLimits};
 use cocoon_protocol::payments::ledger::{VoucherRejection, WorkerChannel};
 use cocoon_protocol::payments::voucher::SignedVoucher;
 use libp2p::PeerId;
@@ -33,6 +36,8 @@ pub struct PaymentMetrics {
     pub claims: Family<Vec<(String, String)>, Counter>,
     /// Chain operations that failed.
     pub chain_errors: Counter,
+    /// Worst-case prices of admitted requests not paid yet, all clients.
+    pub exposure: Gauge,
 }
 
 impl PaymentMetrics {
@@ -43,6 +48,11 @@ impl PaymentMetrics {
         r.register("unclaimed_nanotons", "Vouchered but not yet claimed on chain", self.unclaimed.clone());
         r.register("claims", "Claims sent on chain, by reason", self.claims.clone());
         r.register("chain_errors", "Chain operations that failed (retried later)", self.chain_errors.clone());
+        r.register(
+            "unpaid_in_flight_nanotons",
+            "Worst-case prices of admitted requests not paid yet (capped by payments.exposure.total)",
+            self.exposure.clone(),
+        );
     }
 
     pub(crate) fn voucher(&self, outcome: &str) {
@@ -59,6 +69,19 @@ pub struct WorkerTerms {
     pub payout: StdAddr,
     /// Shortest dispute window accepted, seconds.
     pub min_dispute_window: u32,
+    /// Unpaid work risked per client and in total.
+    pub exposure: ExposureLimits,
+}
+
+/// Why a request is not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The worker's total exposure cap is reached: try another worker.
+    #[error("{0}")]
+    Busy(String),
+    /// The channel or the client's standing does not allow it.
+    #[error("{0}")]
+    Payment(String),
 }
 
 /// A request admitted on a channel, with its reservation.
@@ -100,6 +123,7 @@ pub struct WorkerPayments {
     pub(crate) chain: SharedChain,
     terms: WorkerTerms,
     pub(crate) channels: Mutex<HashMap<StdAddr, StoredChannel>>,
+    exposure: std::sync::Mutex<Exposure>,
     pub(crate) metrics: PaymentMetrics,
 }
 
@@ -112,7 +136,8 @@ impl WorkerPayments {
         metrics: PaymentMetrics,
     ) -> Result<Self, crate::store::StoreError> {
         let channels = book.channels()?.into_iter().map(|c| (c.channel.address.clone(), c)).collect();
-        Ok(Self { book, chain, terms, channels: Mutex::new(channels), metrics })
+        let exposure = std::sync::Mutex::new(Exposure::new(terms.exposure));
+        Ok(Self { book, chain, terms, channels: Mutex::new(channels), exposure, metrics })
     }
 
     /// The durable book (tests and the CLI read it).
@@ -126,7 +151,30 @@ impl WorkerPayments {
         client: &PeerId,
         params: &ChannelParams,
         worst_case: u64,
-    ) -> Result<Admission, String> {
+    ) -> Result<Admission, Refusal> {
+        let client_key = self.check_terms(client, params).map_err(Refusal::Payment)?;
+        let owed = self.book.debt(&client_key).map_err(|e| Refusal::Payment(e.to_string()))?;
+        if owed > 0 {
+            return Err(Refusal::Payment(format!("an earlier request of {owed} nanotons is unpaid")));
+        }
+        self.reserve(client_key, owed, worst_case)?;
+        let admitted = async {
+            let channel = params.address().map_err(|e| e.to_string())?;
+            self.admit_on_channel(params, &channel, worst_case).await?;
+            Ok::<_, String>(channel)
+        }
+        .await;
+        match admitted {
+            Ok(channel) => Ok(Admission { channel, client_key, worst_case }),
+            Err(e) => {
+                self.unreserve(client_key, worst_case);
+                Err(Refusal::Payment(e))
+            }
+        }
+    }
+
+    /// The channel must be this client's, pay this worker's attested address and give it time.
+    fn check_terms(&self, client: &PeerId, params: &ChannelParams) -> Result<[u8; 32], String> {
         let client_key = peer_key(client).ok_or("the client's peer id carries no ed25519 key")?;
         if params.client_key != client_key {
             return Err("the channel belongs to another client".into());
@@ -140,20 +188,48 @@ impl WorkerPayments {
                 params.dispute_window, self.terms.min_dispute_window
             ));
         }
-        let owed = self.book.debt(&client_key).map_err(|e| e.to_string())?;
-        if owed > 0 {
-            return Err(format!("an earlier request of {owed} nanotons is unpaid"));
+        Ok(client_key)
+    }
+
+    fn reserve(&self, client_key: [u8; 32], owed: u64, worst_case: u64) -> Result<(), Refusal> {
+        let mut exposure =
+            self.exposure.lock().map_err(|_| Refusal::Busy("exposure book poisoned".into()))?;
+        let reserved = exposure.reserve(client_key, owed, worst_case);
+        self.metrics.exposure.set(i64::try_from(exposure.total()).unwrap_or(i64::MAX));
+        reserved.map_err(|e| match e {
+            ExposureError::Total { .. } => Refusal::Busy(e.to_string()),
+            ExposureError::PerClient { .. } => Refusal::Payment(e.to_string()),
+        })
+    }
+
+    fn unreserve(&self, client_key: [u8; 32], worst_case: u64) {
+        if let Ok(mut exposure) = self.exposure.lock() {
+            exposure.release(client_key, worst_case);
+            self.metrics.exposure.set(i64::try_from(exposure.total()).unwrap_or(i64::MAX));
         }
-        let address = params.address().map_err(|e| e.to_string())?;
+    }
+
+    /// Unpaid worst cases in flight: (this client's, all clients').
+    pub fn exposure(&self, client_key: &[u8; 32]) -> (u64, u64) {
+        self.exposure.lock().map_or((0, 0), |e| (e.of(client_key), e.total()))
+    }
+
+    /// Reserve `worst_case` of the channel's unspent deposit, reading the chain when the channel
+    /// is unknown or looks short (it may have been topped up).
+    async fn admit_on_channel(
+        &self,
+        params: &ChannelParams,
+        address: &StdAddr,
+        worst_case: u64,
+    ) -> Result<(), String> {
         let mut channels = self.channels.lock().await;
-        if !channels.contains_key(&address) || channels[&address].channel.unspent() < worst_case {
-            // Unknown, or maybe topped up since: read the chain.
-            let state = contract::state(self.chain.as_ref(), &address).await.map_err(|e| {
+        if !channels.contains_key(address) || channels[address].channel.unspent() < worst_case {
+            let state = contract::state(self.chain.as_ref(), address).await.map_err(|e| {
                 self.metrics.chain_errors.inc();
                 format!("cannot read the channel from the chain: {e}")
             })?;
             let Some(state) = state else { return Err(format!("channel {address} is not deployed")) };
-            let entry = match channels.remove(&address) {
+            let entry = match channels.remove(address) {
                 Some(mut c) => {
                     c.channel.chain = state;
                     c
@@ -166,9 +242,8 @@ impl WorkerPayments {
             self.book.put_channel(&entry).map_err(|e| e.to_string())?;
             channels.insert(address.clone(), entry);
         }
-        let entry = channels.get_mut(&address).ok_or("channel vanished")?;
-        entry.channel.admit(worst_case).map_err(|e| e.to_string())?;
-        Ok(Admission { channel: address, client_key, worst_case })
+        let entry = channels.get_mut(address).ok_or("channel vanished")?;
+        entry.channel.admit(worst_case).map_err(|e| e.to_string())
     }
 
     /// Settle an admitted request that was invoiced `invoiced` with the voucher bytes received.
@@ -222,11 +297,13 @@ impl WorkerPayments {
         }
     }
 
-    /// Release an admission's reservation (after settling or failing).
+    /// Release an admission's reservations (after settling or failing; an unpaid request was
+    /// recorded as debt first, so the client stays refused).
     pub async fn release(&self, admission: &Admission) {
         if let Some(entry) = self.channels.lock().await.get_mut(&admission.channel) {
             entry.channel.release(admission.worst_case);
         }
+        self.unreserve(admission.client_key, admission.worst_case);
     }
 
     /// Record that an invoiced request was not paid: the client is refused from now on.

@@ -3,11 +3,14 @@
 //! acknowledged (`pay-vouchers/v1`: address ‖ seqno → signed voucher), unpaid requests per client
 //! key (`pay-debts/v1`) and its settlement journal (`pay-journal/v1`: address → the claim in
 //! progress). A client keeps its channel per worker (`pay-client/v1`: worker key → parameters,
-//! deposit, last signed voucher). Vouchers are written in one transaction with their channel and
-//! flushed before anything is acknowledged.
+//! deposit, last signed voucher, what its verified receipts add up to, contract version; a deposit
+//! of 0 marks a channel whose deploy may not have landed yet) and the channels it retired and is
+//! winding down (`pay-client-retired/v1`: address → the same record). Vouchers are written in one
+//! transaction with their channel and flushed before anything is acknowledged. Records written
+//! before contract version 2 carry no version and are read as version 1.
 
 use cocoon_protocol::codec::{CodecError, Reader, Writer};
-use cocoon_protocol::payments::channel::{ChannelParams, ChannelState, write_addr};
+use cocoon_protocol::payments::channel::{ChannelParams, ChannelState, CodeVersion, write_addr};
 use cocoon_protocol::payments::ledger::{ClientChannel, WorkerChannel};
 use cocoon_protocol::payments::voucher::SignedVoucher;
 use sled::Transactional;
@@ -25,6 +28,8 @@ pub const DEBTS_TREE: &str = "pay-debts/v1";
 pub const JOURNAL_TREE: &str = "pay-journal/v1";
 /// Client-side channels.
 pub const CLIENT_TREE: &str = "pay-client/v1";
+/// Client-side channels being closed.
+pub const RETIRED_TREE: &str = "pay-client-retired/v1";
 
 /// A worker's channel as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +65,7 @@ fn codec(e: CodecError) -> StoreError {
 
 fn encode_channel(c: &StoredChannel) -> Vec<u8> {
     let mut w = Writer::new();
-    w.u8(1);
+    w.u8(c.channel.code.as_u8());
     c.channel.params.encode(&mut w);
     let s = &c.channel.chain;
     w.u64(s.deposited).u64(s.claimed).u64(s.last_seqno).u32(s.close_started_at).u32(s.dispute_window);
@@ -79,9 +84,9 @@ fn encode_channel(c: &StoredChannel) -> Vec<u8> {
 
 fn decode_channel(bytes: &[u8]) -> Result<StoredChannel, StoreError> {
     let mut r = Reader::new(bytes);
-    if r.u8("version").map_err(codec)? != 1 {
-        return Err(StoreError::Encode("unknown channel record version".into()));
-    }
+    // The record's version byte is the contract version (1 before version 2 existed).
+    let code = CodeVersion::from_u8(r.u8("version").map_err(codec)?)
+        .ok_or_else(|| StoreError::Encode("unknown channel record version".into()))?;
     let params = ChannelParams::decode(&mut r).map_err(codec)?;
     let chain = ChannelState {
         deposited: r.u64("deposited").map_err(codec)?,
@@ -96,7 +101,8 @@ fn decode_channel(bytes: &[u8]) -> Result<StoredChannel, StoreError> {
     };
     let last_voucher_at = r.u64("last voucher at").map_err(codec)?;
     r.finish().map_err(codec)?;
-    let mut channel = WorkerChannel::new(params, chain).map_err(|e| StoreError::Encode(e.to_string()))?;
+    let mut channel =
+        WorkerChannel::with_code(params, chain, code).map_err(|e| StoreError::Encode(e.to_string()))?;
     channel.best = best;
     Ok(StoredChannel { channel, last_voucher_at })
 }
@@ -110,6 +116,7 @@ pub struct PaymentBook {
     debts: sled::Tree,
     journal: sled::Tree,
     client: sled::Tree,
+    retired: sled::Tree,
 }
 
 impl PaymentBook {
@@ -120,6 +127,7 @@ impl PaymentBook {
             debts: db.open_tree(DEBTS_TREE)?,
             journal: db.open_tree(JOURNAL_TREE)?,
             client: db.open_tree(CLIENT_TREE)?,
+            retired: db.open_tree(RETIRED_TREE)?,
             db,
         })
     }
@@ -234,36 +242,70 @@ impl PaymentBook {
 
     /// The client's channel with the worker whose key is `worker_key`.
     pub fn client_channel(&self, worker_key: &[u8; 32]) -> Result<Option<ClientChannel>, StoreError> {
-        let Some(v) = self.client.get(worker_key)? else { return Ok(None) };
-        let mut r = Reader::new(&v);
-        let params = ChannelParams::decode(&mut r).map_err(codec)?;
-        let mut c = ClientChannel::new(params, 0).map_err(|e| StoreError::Encode(e.to_string()))?;
-        c.deposited = r.u64("deposited").map_err(codec)?;
-        c.cumulative = r.u64("cumulative").map_err(codec)?;
-        c.seqno = r.u64("seqno").map_err(codec)?;
-        r.finish().map_err(codec)?;
-        Ok(Some(c))
+        self.client.get(worker_key)?.map(|v| decode_client(&v)).transpose()
     }
 
-    /// Every client-side channel.
+    /// Every client-side channel in use.
     pub fn client_channels(&self) -> Result<Vec<ClientChannel>, StoreError> {
-        let mut out = Vec::new();
-        for k in self.client.iter().keys() {
-            let k = k?;
-            let Ok(worker_key) = <[u8; 32]>::try_from(k.as_ref()) else { continue };
-            out.extend(self.client_channel(&worker_key)?);
-        }
-        Ok(out)
+        self.client.iter().values().map(|v| decode_client(&v?)).collect()
     }
 
     /// Record the client's channel (flushed: a signed voucher must never be forgotten).
     pub fn put_client_channel(&self, c: &ClientChannel) -> Result<(), StoreError> {
-        let mut w = Writer::new();
-        c.params.encode(&mut w);
-        w.u64(c.deposited).u64(c.cumulative).u64(c.seqno);
-        self.client.insert(c.params.worker_key, w.finish())?;
+        self.client.insert(c.params.worker_key, encode_client(c))?;
         self.flush()
     }
+
+    /// Move the client's channel with a worker to the retired channels (one transaction, flushed).
+    pub fn retire_client_channel(&self, c: &ClientChannel) -> Result<(), StoreError> {
+        (&self.client, &self.retired)
+            .transaction(|(client, retired)| {
+                client.remove(&c.params.worker_key[..])?;
+                retired.insert(key(&c.address), encode_client(c))?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| StoreError::Encode(format!("retiring a channel: {e:?}")))?;
+        self.flush()
+    }
+
+    /// Channels the client retired and has not seen closed yet.
+    pub fn retired_channels(&self) -> Result<Vec<ClientChannel>, StoreError> {
+        self.retired.iter().values().map(|v| decode_client(&v?)).collect()
+    }
+
+    /// A retired channel is gone from the chain: forget it.
+    pub fn forget_retired(&self, addr: &StdAddr) -> Result<(), StoreError> {
+        self.retired.remove(key(addr))?;
+        self.flush()
+    }
+}
+
+fn encode_client(c: &ClientChannel) -> Vec<u8> {
+    let mut w = Writer::new();
+    c.params.encode(&mut w);
+    w.u64(c.deposited).u64(c.cumulative).u64(c.seqno).u8(c.code.as_u8()).u64(c.owed);
+    w.finish()
+}
+
+fn decode_client(bytes: &[u8]) -> Result<ClientChannel, StoreError> {
+    let mut r = Reader::new(bytes);
+    let params = ChannelParams::decode(&mut r).map_err(codec)?;
+    let deposited = r.u64("deposited").map_err(codec)?;
+    let cumulative = r.u64("cumulative").map_err(codec)?;
+    let seqno = r.u64("seqno").map_err(codec)?;
+    // Records from before contract version 2 end here: version 1, owing what was signed.
+    let (code, owed) = if r.is_empty() {
+        (CodeVersion::V1, cumulative)
+    } else {
+        let code = CodeVersion::from_u8(r.u8("code version").map_err(codec)?)
+            .ok_or_else(|| StoreError::Encode("unknown contract version".into()))?;
+        (code, r.u64("owed").map_err(codec)?)
+    };
+    r.finish().map_err(codec)?;
+    let mut c =
+        ClientChannel::with_code(params, deposited, code).map_err(|e| StoreError::Encode(e.to_string()))?;
+    (c.cumulative, c.seqno, c.owed) = (cumulative, seqno, owed);
+    Ok(c)
 }
 
 #[cfg(test)]
@@ -302,8 +344,13 @@ mod tests {
             )
             .unwrap();
             let mut client = ClientChannel::new(params.clone(), 1_000).unwrap();
-            client.signed(&Voucher { channel: client.address.clone(), cumulative: 40, seqno: 1 });
+            client.pay(40).unwrap();
             book.put_client_channel(&client).unwrap();
+            let mut gone =
+                ClientChannel::new(ChannelParams { worker_key: [6; 32], ..params.clone() }, 5).unwrap();
+            gone.pay(3).unwrap();
+            book.put_client_channel(&gone).unwrap();
+            book.retire_client_channel(&gone).unwrap();
         }
         let book = Store::open(dir.path()).unwrap().payments().unwrap();
         assert_eq!(book.channel(&stored.channel.address).unwrap(), Some(stored.clone()));
@@ -312,8 +359,43 @@ mod tests {
         assert_eq!(book.debts().unwrap(), vec![([5; 32], 12)]);
         assert_eq!(book.claim(&stored.channel.address).unwrap().unwrap().wallet_seqno, 3);
         let client = book.client_channel(&[2; 32]).unwrap().unwrap();
-        assert_eq!((client.cumulative, client.seqno, client.deposited), (40, 1, 1_000));
+        assert_eq!((client.cumulative, client.seqno, client.deposited, client.owed), (40, 1, 1_000, 40));
+        assert_eq!(client.code, CodeVersion::V2);
+        assert_eq!(book.client_channels().unwrap().len(), 1, "the retired channel left the active ones");
+        let retired = book.retired_channels().unwrap();
+        assert_eq!((retired.len(), retired[0].owed), (1, 3));
+        book.forget_retired(&retired[0].address).unwrap();
+        assert!(book.retired_channels().unwrap().is_empty());
         book.finish_claim(&stored.channel.address).unwrap();
         assert_eq!(book.claim(&stored.channel.address).unwrap(), None);
+    }
+
+    #[test]
+    fn records_written_before_contract_version_2_read_as_version_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = ChannelParams {
+            client_key: [1; 32],
+            worker_key: [2; 32],
+            client: StdAddr::new(0, HashBytes([3; 32])),
+            worker: StdAddr::new(0, HashBytes([4; 32])),
+            dispute_window: 60,
+            seed: 9,
+        };
+        let book = Store::open(dir.path()).unwrap().payments().unwrap();
+        let mut w = Writer::new();
+        params.encode(&mut w);
+        w.u64(1_000).u64(40).u64(2);
+        book.client.insert([2; 32], w.finish()).unwrap();
+        let old = book.client_channel(&[2; 32]).unwrap().unwrap();
+        assert_eq!((old.code, old.owed, old.cumulative), (CodeVersion::V1, 40, 40));
+        assert_eq!(old.address, params.address_of(CodeVersion::V1).unwrap());
+        assert_ne!(old.address, params.address().unwrap(), "the two versions live at different addresses");
+        let state = ChannelState { deposited: 1_000, ..Default::default() };
+        let worker = StoredChannel {
+            channel: WorkerChannel::with_code(params, state, CodeVersion::V1).unwrap(),
+            last_voucher_at: 1,
+        };
+        book.put_channel(&worker).unwrap();
+        assert_eq!(book.channel(&worker.channel.address).unwrap().unwrap().channel.code, CodeVersion::V1);
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod chain;
 pub mod dcap_samples;
+pub mod differential;
 pub mod inference;
 pub mod inproc;
 pub mod payments;

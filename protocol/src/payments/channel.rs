@@ -14,9 +14,43 @@ use super::PaymentError;
 use super::voucher::{CloseRequest, SignedVoucher};
 use crate::codec::{CodecError, Reader, Writer};
 
-/// The compiled contract, lowercase hex of its code BOC (rebuilt and checked by
+/// The compiled contract (version 2), lowercase hex of its code BOC (rebuilt and checked by
 /// `protocol/contracts/build.mjs`).
 pub const CODE_HEX: &str = include_str!("../../contracts/payment_channel.code.hex");
+
+/// Version 1 of the contract, frozen: its seqno rule let a client cancel the worker's vouchers,
+/// so no new channel uses it. Kept only to find (by address) and wind down channels opened
+/// with it before version 2.
+pub const CODE_V1_HEX: &str = include_str!("../../contracts/payment_channel.v1.code.hex");
+
+/// Which contract code a channel runs (its address depends on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CodeVersion {
+    /// Seqno-ordered claims; wound down, never opened any more.
+    V1,
+    /// Cumulative-ordered claims: what every new channel runs.
+    #[default]
+    V2,
+}
+
+impl CodeVersion {
+    /// The byte stored with channel records.
+    pub fn as_u8(self) -> u8 {
+        match self {
+            Self::V1 => 1,
+            Self::V2 => 2,
+        }
+    }
+
+    /// The version a stored byte names.
+    pub fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Self::V1),
+            2 => Some(Self::V2),
+            _ => None,
+        }
+    }
+}
 
 /// Operation codes of the messages the contract receives and sends.
 pub mod op {
@@ -52,7 +86,8 @@ pub mod exit {
     pub const WRONG_CHANNEL: i32 = 106;
     /// The signed cell has the wrong tag.
     pub const WRONG_TAG: i32 = 107;
-    /// The voucher's seqno is below the last claimed one.
+    /// Version 1 only: the voucher's seqno is below the last claimed one (version 2 orders
+    /// vouchers by their cumulative amount and never throws it).
     pub const STALE_SEQNO: i32 = 108;
     /// Nothing is left to pay for this voucher.
     pub const NOTHING_TO_CLAIM: i32 = 109;
@@ -89,15 +124,25 @@ pub const TOPUP_FEE: u64 = 10_000_000;
 /// Least value a claim must attach (pays its gas; the rest returns with the payout).
 pub const CLAIM_FEE: u64 = 10_000_000;
 
-/// The contract's code cell.
+fn decode_code(hex_text: &str) -> Result<Cell, String> {
+    let bytes = hex::decode(hex_text.trim()).map_err(|e| e.to_string())?;
+    Boc::decode(bytes).map_err(|e| e.to_string())
+}
+
+/// The contract's code cell (version 2, what new channels run).
 pub fn code() -> Result<Cell, PaymentError> {
-    static CODE: OnceLock<Result<Cell, String>> = OnceLock::new();
-    CODE.get_or_init(|| {
-        let bytes = hex::decode(CODE_HEX.trim()).map_err(|e| e.to_string())?;
-        Boc::decode(bytes).map_err(|e| e.to_string())
-    })
-    .clone()
-    .map_err(PaymentError::Code)
+    code_of(CodeVersion::V2)
+}
+
+/// The code cell of a contract version.
+pub fn code_of(version: CodeVersion) -> Result<Cell, PaymentError> {
+    static V1: OnceLock<Result<Cell, String>> = OnceLock::new();
+    static V2: OnceLock<Result<Cell, String>> = OnceLock::new();
+    let code = match version {
+        CodeVersion::V1 => V1.get_or_init(|| decode_code(CODE_V1_HEX)),
+        CodeVersion::V2 => V2.get_or_init(|| decode_code(CODE_HEX)),
+    };
+    code.clone().map_err(PaymentError::Code)
 }
 
 /// Everything fixed when a channel is created; its hash with the code is the channel's address.
@@ -138,20 +183,29 @@ impl ChannelParams {
         Ok(b.build()?)
     }
 
-    /// Code and initial data, as sent with the deploy message.
+    /// Code (version 2) and initial data, as sent with the deploy message.
     pub fn state_init(&self) -> Result<StateInit, PaymentError> {
+        self.state_init_of(CodeVersion::V2)
+    }
+
+    fn state_init_of(&self, version: CodeVersion) -> Result<StateInit, PaymentError> {
         Ok(StateInit {
             split_depth: None,
             special: None,
-            code: Some(code()?),
+            code: Some(code_of(version)?),
             data: Some(self.initial_data()?),
             libraries: Default::default(),
         })
     }
 
-    /// The channel's address (basechain): the hash of its state init.
+    /// The address of a new channel (version 2, basechain): the hash of its state init.
     pub fn address(&self) -> Result<StdAddr, PaymentError> {
-        let cell = CellBuilder::build_from(self.state_init()?)?;
+        self.address_of(CodeVersion::V2)
+    }
+
+    /// The address these parameters had (or have) under a contract version.
+    pub fn address_of(&self, version: CodeVersion) -> Result<StdAddr, PaymentError> {
+        let cell = CellBuilder::build_from(self.state_init_of(version)?)?;
         Ok(StdAddr::new(0, *cell.repr_hash()))
     }
 
@@ -197,7 +251,8 @@ pub struct ChannelState {
     pub deposited: u64,
     /// Total paid to the worker, nanotons.
     pub claimed: u64,
-    /// Seqno of the last claimed voucher.
+    /// Seqno of the voucher that last paid (diagnostic: version 2 orders by the cumulative
+    /// amount, never by this).
     pub last_seqno: u64,
     /// Unix time the client started closing; 0 while open.
     pub close_started_at: u32,

@@ -1,10 +1,12 @@
 //! The off-chain rules of a channel, one side each. The worker admits a request only while the
 //! channel's unspent deposit covers it (plus what is already in flight) and accepts a voucher only
-//! when it raises the cumulative amount by exactly the invoiced amount; the client signs exactly
-//! that. Both sides therefore risk at most one request's maximum price.
+//! when it raises the cumulative amount by exactly the invoiced amount. The client signs exactly
+//! that and never more than the receipts it verified add up to (`owed`): what the worker says it
+//! holds can lower the next voucher's base, never raise it. How much unpaid work a worker risks
+//! per client and in total is [`super::exposure`]'s business.
 
 use super::PaymentError;
-use super::channel::{ChannelParams, ChannelState};
+use super::channel::{ChannelParams, ChannelState, CodeVersion};
 use super::voucher::{SignedVoucher, Voucher};
 use tycho_types::models::StdAddr;
 
@@ -22,7 +24,8 @@ pub enum VoucherRejection {
     /// The client's signature does not verify.
     #[error("voucher signature does not verify against the channel's client key")]
     BadSignature,
-    /// The seqno does not increase.
+    /// The seqno does not increase (the worker keeps its voucher log ordered; the contract
+    /// itself orders vouchers by their cumulative amount).
     #[error("voucher seqno {got} is not above the last accepted {last}")]
     StaleSeqno {
         /// Last accepted.
@@ -69,7 +72,9 @@ pub enum AdmissionError {
 pub struct WorkerChannel {
     /// Fixed parameters.
     pub params: ChannelParams,
-    /// The channel's address (derived from `params`).
+    /// The contract version it runs.
+    pub code: CodeVersion,
+    /// The channel's address (derived from `params` and `code`).
     pub address: StdAddr,
     /// Last known on-chain state.
     pub chain: ChannelState,
@@ -80,10 +85,19 @@ pub struct WorkerChannel {
 }
 
 impl WorkerChannel {
-    /// A channel the worker has not accepted anything on yet.
+    /// A new (version 2) channel the worker has not accepted anything on yet.
     pub fn new(params: ChannelParams, chain: ChannelState) -> Result<Self, PaymentError> {
-        let address = params.address()?;
-        Ok(Self { params, address, chain, best: None, reserved: 0 })
+        Self::with_code(params, chain, CodeVersion::V2)
+    }
+
+    /// A channel running `code` (a stored version 1 channel is still claimed on).
+    pub fn with_code(
+        params: ChannelParams,
+        chain: ChannelState,
+        code: CodeVersion,
+    ) -> Result<Self, PaymentError> {
+        let address = params.address_of(code)?;
+        Ok(Self { params, code, address, chain, best: None, reserved: 0 })
     }
 
     /// Cumulative amount of the best voucher (0 before the first).
@@ -115,7 +129,7 @@ impl WorkerChannel {
         if available < worst_case {
             return Err(AdmissionError::InsufficientDeposit { available, needed: worst_case });
         }
-        self.reserved += worst_case;
+        self.reserved = self.reserved.saturating_add(worst_case);
         Ok(())
     }
 
@@ -156,26 +170,62 @@ impl WorkerChannel {
     }
 }
 
+/// Why the client will not sign what a worker asks for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientRejection {
+    /// The worker acknowledged another total than the voucher the client just signed.
+    #[error("the worker acknowledged {got} nanotons in total, the voucher signed says {signed}")]
+    WrongAcknowledgement {
+        /// What the client signed.
+        signed: u64,
+        /// What the worker said it stored.
+        got: u64,
+    },
+    /// The worker says it holds more than the receipts the client verified add up to.
+    #[error(
+        "the worker says it holds {held} nanotons; the verified receipts before this one add up to {owed}"
+    )]
+    HoldsMoreThanOwed {
+        /// The worker's claim.
+        held: u64,
+        /// Verified receipts before this request.
+        owed: u64,
+    },
+    /// The amounts no longer fit in 64 bits.
+    #[error("amount overflow")]
+    Overflow,
+}
+
 /// The client's view of one channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientChannel {
     /// Fixed parameters.
     pub params: ChannelParams,
+    /// The contract version it runs (version 1 channels are only wound down).
+    pub code: CodeVersion,
     /// The channel's address.
     pub address: StdAddr,
-    /// Deposited so far (what the client's top-ups credited).
+    /// Deposited so far (what the client's top-ups credited); 0 while the deploy is pending.
     pub deposited: u64,
-    /// Cumulative amount of the last voucher signed.
+    /// Cumulative amount of the last voucher signed (the base of the next one).
     pub cumulative: u64,
     /// Seqno of the last voucher signed.
     pub seqno: u64,
+    /// What the receipts the client verified on this channel add up to: no voucher signed
+    /// ever exceeds it.
+    pub owed: u64,
 }
 
 impl ClientChannel {
-    /// A channel with nothing signed yet.
+    /// A new (version 2) channel with nothing signed yet.
     pub fn new(params: ChannelParams, deposited: u64) -> Result<Self, PaymentError> {
-        let address = params.address()?;
-        Ok(Self { params, address, deposited, cumulative: 0, seqno: 0 })
+        Self::with_code(params, deposited, CodeVersion::V2)
+    }
+
+    /// A channel running `code`.
+    pub fn with_code(params: ChannelParams, deposited: u64, code: CodeVersion) -> Result<Self, PaymentError> {
+        let address = params.address_of(code)?;
+        Ok(Self { params, code, address, deposited, cumulative: 0, seqno: 0, owed: 0 })
     }
 
     /// Deposit not yet promised to the worker.
@@ -183,18 +233,49 @@ impl ClientChannel {
         self.deposited.saturating_sub(self.cumulative)
     }
 
-    /// The next voucher, paying exactly `amount` more. The caller records it with
-    /// [`Self::signed`] before sending it.
-    pub fn next_voucher(&self, amount: u64) -> Voucher {
-        Voucher {
+    /// A verified receipt charges `amount`: the voucher paying it (exactly `amount` more), already
+    /// recorded here. The caller stores the channel before sending the voucher.
+    pub fn pay(&mut self, amount: u64) -> Result<Voucher, ClientRejection> {
+        let owed = self.owed.checked_add(amount).ok_or(ClientRejection::Overflow)?;
+        let cumulative = self.cumulative.checked_add(amount).ok_or(ClientRejection::Overflow)?;
+        let voucher = Voucher {
             channel: self.address.clone(),
-            cumulative: self.cumulative.saturating_add(amount),
-            seqno: self.seqno + 1,
+            cumulative: cumulative.min(owed),
+            seqno: self.seqno.saturating_add(1),
+        };
+        self.owed = owed;
+        self.record(&voucher);
+        Ok(voucher)
+    }
+
+    /// The worker acknowledged the voucher it was just sent: it must name exactly what was signed.
+    pub fn acknowledge(&self, cumulative: u64) -> Result<(), ClientRejection> {
+        if cumulative == self.cumulative {
+            Ok(())
+        } else {
+            Err(ClientRejection::WrongAcknowledgement { signed: self.cumulative, got: cumulative })
         }
     }
 
-    /// Record that `v` was signed.
-    pub fn signed(&mut self, v: &Voucher) {
+    /// The worker refused the voucher for the last `amount` and says it holds `held` at `seqno`
+    /// (it lost a voucher it never acknowledged). The voucher paying `amount` on top of that, if
+    /// that stays within what the receipts before this one add up to; it becomes the new base
+    /// (lower, never higher, than the last signed).
+    pub fn resync(&mut self, amount: u64, held: u64, seqno: u64) -> Result<Voucher, ClientRejection> {
+        let before = self.owed.saturating_sub(amount);
+        if held > before {
+            return Err(ClientRejection::HoldsMoreThanOwed { held, owed: before });
+        }
+        let voucher = Voucher {
+            channel: self.address.clone(),
+            cumulative: held.checked_add(amount).ok_or(ClientRejection::Overflow)?,
+            seqno: self.seqno.max(seqno).saturating_add(1),
+        };
+        self.record(&voucher);
+        Ok(voucher)
+    }
+
+    fn record(&mut self, v: &Voucher) {
         self.cumulative = v.cumulative;
         self.seqno = v.seqno;
     }
@@ -228,9 +309,7 @@ mod tests {
         let (key, mut worker, mut client) = setup(1_000);
         for amount in [10, 0, 250] {
             worker.admit(300).unwrap();
-            let v = client.next_voucher(amount);
-            client.signed(&v);
-            let signed = v.sign(&key).unwrap();
+            let signed = client.pay(amount).unwrap().sign(&key).unwrap();
             worker.check(&signed, amount).unwrap();
             worker.accept(signed);
             worker.release(300);
@@ -243,8 +322,8 @@ mod tests {
 
     #[test]
     fn wrong_vouchers_are_rejected_with_their_reason() {
-        let (key, mut worker, client) = setup(1_000);
-        let first = client.next_voucher(100).sign(&key).unwrap();
+        let (key, mut worker, mut client) = setup(1_000);
+        let first = client.pay(100).unwrap().sign(&key).unwrap();
         worker.check(&first, 100).unwrap();
         worker.accept(first.clone());
         assert!(matches!(worker.check(&first, 100), Err(VoucherRejection::StaleSeqno { .. })));
@@ -281,5 +360,44 @@ mod tests {
         worker.admit(600).unwrap();
         worker.chain.close_started_at = 5;
         assert_eq!(worker.admit(1), Err(AdmissionError::Closing));
+    }
+
+    #[test]
+    fn the_client_never_signs_more_than_its_verified_receipts() {
+        let (_, _, mut client) = setup(1_000);
+        let v = client.pay(100).unwrap();
+        assert_eq!((v.cumulative, client.owed), (100, 100));
+        client.acknowledge(100).unwrap();
+        assert_eq!(
+            client.acknowledge(1_000_000),
+            Err(ClientRejection::WrongAcknowledgement { signed: 100, got: 1_000_000 }),
+            "an inflated acknowledgement is refused"
+        );
+        assert_eq!((client.cumulative, client.owed), (100, 100), "and changes nothing");
+        client.pay(50).unwrap();
+        // The worker lost the last voucher and holds 100: the corrected one pays 50 on top.
+        let fixed = client.resync(50, 100, 1).unwrap();
+        assert_eq!(fixed.cumulative, 150);
+        // It may say it holds less (the base drops, so later vouchers stay within what is owed)...
+        client.pay(10).unwrap();
+        let lower = client.resync(10, 20, 0).unwrap();
+        assert_eq!((lower.cumulative, client.owed), (30, 160));
+        // ...never more than the receipts before this request.
+        client.pay(5).unwrap();
+        assert_eq!(
+            client.resync(5, 161, 9),
+            Err(ClientRejection::HoldsMoreThanOwed { held: 161, owed: 160 })
+        );
+        assert!(client.cumulative <= client.owed);
+    }
+
+    #[test]
+    fn worker_supplied_extremes_saturate_or_fail_instead_of_wrapping() {
+        let (_, _, mut client) = setup(1_000);
+        client.pay(1).unwrap();
+        let v = client.resync(1, 0, u64::MAX).unwrap();
+        assert_eq!(v.seqno, u64::MAX, "seqno saturates");
+        assert_eq!(client.pay(u64::MAX), Err(ClientRejection::Overflow));
+        assert_eq!(client.pay(3).unwrap().seqno, u64::MAX);
     }
 }

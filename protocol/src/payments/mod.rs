@@ -1,10 +1,12 @@
 //! Payments: the one-way channel contract's interface (code, cells, messages, addresses), signed
-//! vouchers and close requests, the rules each side applies off chain, and the lazy settlement
-//! policy. Chain access lives in the node (`src/chain/`); everything here is pure.
+//! vouchers and close requests, the rules each side applies off chain, the contract's own rules as
+//! a pure model, the worker's exposure caps and the lazy settlement policy. Chain access lives in the node (`src/chain/`); everything here is pure.
 
 pub mod amount;
 pub mod channel;
+pub mod exposure;
 pub mod ledger;
+pub mod model;
 pub mod settlement;
 pub mod voucher;
 
