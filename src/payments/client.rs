@@ -108,6 +108,11 @@ impl ClientPayments {
         }
     }
 
+    /// The durable book of channels (tests and reports read it).
+    pub fn book(&self) -> &PaymentBook {
+        &self.book
+    }
+
     /// The wallet paying for channels.
     pub fn wallet(&self) -> &Wallet {
         &self.wallet

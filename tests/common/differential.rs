@@ -123,7 +123,7 @@ impl Run<'_> {
         let (wallet, from, call, transfer) = match kind % 13 {
             0 | 1 => {
                 let amount = (small + 1) * TON / 4;
-                let (wallet, from) = if kind % 13 == 0 {
+                let (wallet, from) = if kind.is_multiple_of(13) {
                     (self.b.client.wallet.clone(), Sender::Client)
                 } else {
                     self.sender(arg)
@@ -182,7 +182,7 @@ impl Run<'_> {
                     self.b.chain.advance(u32::from(arg % 4) * 1800).unwrap();
                 }
                 let (wallet, from) = self.sender(arg / 2);
-                let call = if arg % 5 == 0 { Call::FinishClose } else { Call::StartClose };
+                let call = if arg.is_multiple_of(5) { Call::FinishClose } else { Call::StartClose };
                 let t = match call {
                     Call::FinishClose => contract::finish_close(&self.ch(), 6).unwrap(),
                     _ => contract::start_close(&self.ch(), 6).unwrap(),

@@ -1,0 +1,241 @@
+//! Money among strangers, from each side. A malicious client against a real worker node over raw
+//! Noise sessions: many concurrent requests it never pays for, then a fresh identity; the
+//! worker's unpaid exposure stays within `payments.exposure` (asserted in nanotons). A malicious
+//! worker against the client's real payment state (sled store, `LocalChain`, wallet): inflated
+//! acknowledgements, refusals claiming more than owed, a `u64::MAX` seqno and a payout address
+//! changed on every request; the client signs exactly what its verified receipts add up to and
+//! stays within its channel and deposit limits.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon::chain::wallet::Wallet;
+use cocoon::chain::{SharedChain, friendly};
+use cocoon::config::Role;
+use cocoon::inference::session::{self, Session};
+use cocoon::node::Node;
+use cocoon::payments::client::{ClientPayments, ClientTerms};
+use cocoon::payments::contract;
+use cocoon::store::{Store, load_or_create_identity};
+use cocoon_protocol::inference::messages::{
+    ChatMessage, ErrorCode, MAX_SERVER_FRAME, PROTOCOL, Prompt, Request, Role as ChatRole, Sampling,
+    ServerFrame,
+};
+use cocoon_protocol::payments::channel::ChannelParams;
+use cocoon_protocol::payments::exposure::ExposureLimits;
+use cocoon_protocol::payments::settlement::SettlementPolicy;
+use common::chain::keypair;
+use common::inference::{boot, client, metric, tiny_model, wait_for_workers, with_admin, worker};
+use common::inproc::config;
+use common::payments::{TON, chain, paying, start_on};
+use libp2p::{PeerId, StreamProtocol};
+
+/// Completion price per 1k tokens; prompts are free, so a 3-token request's worst case is 3,000.
+const PRICE: u64 = 1_000_000;
+const WORST: u64 = 3_000;
+const PER_CLIENT: u64 = 10_000;
+const TOTAL: u64 = 15_000;
+
+fn request(model: &str, channel: &ChannelParams) -> Request {
+    Request {
+        request_id: rand::random(),
+        model_id: model.into(),
+        prompt: Prompt::Chat(vec![ChatMessage { role: ChatRole::User, content: "free lunch".into() }]),
+        max_tokens: 3,
+        sampling: Sampling::default(),
+        max_price: u64::MAX,
+        channel: Some(channel.clone()),
+    }
+}
+
+async fn open(client: &Node, worker: &Node, request: &Request) -> (Session<libp2p::Stream>, ServerFrame) {
+    let record = client.attestation().record_of(&worker.peer_id()).unwrap();
+    let stream = client
+        .network()
+        .streams()
+        .open_stream(worker.peer_id(), StreamProtocol::new(PROTOCOL))
+        .await
+        .unwrap();
+    let mut s = session::initiate(stream, &record.record().noise_static, &request.encode()).await.unwrap();
+    let first = ServerFrame::decode(&s.recv(MAX_SERVER_FRAME).await.unwrap()).unwrap();
+    (s, first)
+}
+
+/// A client node with a deployed channel to `worker`; the channel's parameters.
+async fn stranger(
+    dir: &std::path::Path,
+    boot: &libp2p::Multiaddr,
+    chain: &Arc<cocoon::chain::local::LocalChain>,
+    worker: &Node,
+) -> (Node, ChannelParams) {
+    let mut cc = client(config(dir, Role::Client, Some(boot)));
+    let wallet = paying(&mut cc, chain, 100 * TON);
+    let node = start_on(cc, chain).await;
+    wait_for_workers(&node, 1).await;
+    let identity = load_or_create_identity(dir).unwrap().try_into_ed25519().unwrap();
+    let record = node.attestation().record_of(&worker.peer_id()).unwrap();
+    let params = ChannelParams {
+        client_key: identity.public().to_bytes(),
+        worker_key: cocoon::payments::peer_key(&worker.peer_id()).unwrap(),
+        client: wallet.address().clone(),
+        worker: cocoon::chain::parse_address(&record.record().payout_address).unwrap(),
+        dispute_window: 86_400,
+        seed: rand::random(),
+    };
+    wallet.send(chain.as_ref(), &[contract::deploy(&params, TON, 0).unwrap()]).await.unwrap();
+    (node, params)
+}
+
+/// Open requests from `client` and hold them unpaid until one is refused; the sessions held and
+/// the refusal.
+async fn hold_until_refused(
+    client: &Node,
+    worker: &Node,
+    model: &str,
+    params: &ChannelParams,
+) -> (Vec<Session<libp2p::Stream>>, ErrorCode, String) {
+    let mut held = Vec::new();
+    loop {
+        let (s, first) = open(client, worker, &request(model, params)).await;
+        let in_flight = metric(worker, "cocoon_payments_unpaid_in_flight_nanotons", "").await;
+        assert!(in_flight <= TOTAL, "exposure {in_flight} passed the total cap");
+        match first {
+            ServerFrame::Chunk(_) => held.push(s),
+            ServerFrame::Error { code, message } => return (held, code, message),
+            other => panic!("unexpected first frame {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_pays_takes_at_most_the_configured_exposure() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let chain = chain();
+    let (boot, boot_addr) = boot(dir.path()).await;
+    let mut wc =
+        with_admin(worker(config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)), &model, PRICE, 32));
+    wc.worker.models[0].price_prompt_per_1k = 0;
+    wc.payments.exposure = ExposureLimits { per_client: PER_CLIENT, total: TOTAL };
+    paying(&mut wc, &chain, 10 * TON);
+    let worker = start_on(wc, &chain).await;
+    let (a, pa) = stranger(&dir.path().join("a"), &boot_addr, &chain, &worker).await;
+    let model_id = wait_for_workers(&a, 1).await;
+
+    // Client A opens request after request and pays none: three fit its cap, the fourth is refused.
+    let (held_a, code, message) = hold_until_refused(&a, &worker, &model_id, &pa).await;
+    assert_eq!(held_a.len() as u64, PER_CLIENT / WORST, "{message}");
+    assert_eq!(code, ErrorCode::PaymentRequired, "{message}");
+    assert!(message.contains("per client"), "{message}");
+    assert_eq!(metric(&worker, "cocoon_payments_unpaid_in_flight_nanotons", "").await, 3 * WORST);
+
+    // A fresh identity gets its own cap, but not past the worker's total: Busy, not served.
+    let (b, pb) = stranger(&dir.path().join("b"), &boot_addr, &chain, &worker).await;
+    let (held_b, code, message) = hold_until_refused(&b, &worker, &model_id, &pb).await;
+    assert_eq!(held_b.len() as u64, (TOTAL - 3 * WORST) / WORST, "{message}");
+    assert_eq!(code, ErrorCode::Busy, "{message}");
+    assert_eq!(metric(&worker, "cocoon_payments_unpaid_in_flight_nanotons", "").await, TOTAL);
+
+    // Both walk away: what they took is recorded as debt (within each cap), nothing stays
+    // reserved, and neither is served again.
+    drop((held_a, held_b));
+    let settled = common::inproc::eventually(Duration::from_secs(30), || async {
+        metric(&worker, "cocoon_payments_unpaid_in_flight_nanotons", "").await == 0
+    })
+    .await;
+    assert!(settled, "reservations were never released");
+    let admin = worker.admin_addr().unwrap();
+    let (_, body) = tokio::task::spawn_blocking(move || common::http_get(admin, "/payments")).await.unwrap();
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for debt in report["debts"].as_array().unwrap() {
+        assert!(debt["owed_nanotons"].as_u64().unwrap() <= PER_CLIENT, "{body}");
+    }
+    assert!(report["totals"]["owed_nanotons"].as_u64().unwrap() <= TOTAL, "{body}");
+    let (_, first) = open(&a, &worker, &request(&model_id, &pa)).await;
+    assert!(matches!(&first, ServerFrame::Error { message, .. } if message.contains("unpaid")), "{first:?}");
+    for node in [a, b, worker, boot] {
+        node.shutdown().await.unwrap();
+    }
+}
+
+fn payments(dir: &std::path::Path, chain: &Arc<cocoon::chain::local::LocalChain>) -> ClientPayments {
+    let wallet = Wallet::from_seed(&[9; 32]).unwrap();
+    chain.fund(wallet.address(), 100 * TON).unwrap();
+    let book = Store::open(dir).unwrap().payments().unwrap();
+    let terms = ClientTerms {
+        deposit: TON,
+        dispute_window: 3_600,
+        confirm_timeout: Duration::from_secs(5),
+        max_channels: 3,
+        max_total_deposit: 3 * TON,
+    };
+    let shared: SharedChain = chain.clone();
+    ClientPayments::new(book, shared, wallet, keypair(9), terms, SettlementPolicy::default())
+}
+
+#[tokio::test]
+async fn a_malicious_worker_cannot_make_the_client_sign_more_or_lock_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chain();
+    let p = payments(dir.path(), &chain);
+    let worker = PeerId::from_public_key(&libp2p::identity::PublicKey::from(keypair(8).public()));
+    let payouts = [
+        friendly(Wallet::from_seed(&[1; 32]).unwrap().address(), false),
+        friendly(Wallet::from_seed(&[2; 32]).unwrap().address(), false),
+    ];
+    let (mut receipts, mut limited) = (0u64, 0);
+    for i in 0..12u64 {
+        // The worker changes its payout address on every request.
+        let mut guard = match p.channel(&worker, &payouts[(i % 2) as usize], 1_000).await {
+            Ok(g) => g,
+            Err(e) => {
+                assert!(e.to_string().contains("max_channels"), "{e}");
+                limited += 1;
+                continue;
+            }
+        };
+        let amount = 700 + i;
+        let owed_before = guard.channel.owed;
+        let v = p.sign(&mut guard, amount).await.unwrap();
+        receipts += amount;
+        assert_eq!(v.voucher.cumulative, owed_before + amount);
+        match i % 4 {
+            0 => {
+                assert!(p.acknowledged(&guard, 1_000_000_000_000_000).is_err(), "an inflated Paid is refused")
+            }
+            1 => {
+                let e = p.resync(&mut guard, amount, 1_000_000_000_000_000, 5).await.unwrap_err();
+                assert!(e.to_string().contains("verified receipts"), "{e}");
+            }
+            2 => {
+                let fixed = p.resync(&mut guard, amount, 0, u64::MAX).await.unwrap();
+                assert_eq!((fixed.voucher.cumulative, fixed.voucher.seqno), (amount, u64::MAX));
+            }
+            _ => p.acknowledged(&guard, v.voucher.cumulative).unwrap(),
+        }
+        assert!(guard.channel.cumulative <= guard.channel.owed);
+        drop(guard);
+    }
+    assert!(limited > 0, "the channel limit was never reached");
+    let mut all = p.book().client_channels().unwrap();
+    all.extend(p.book().retired_channels().unwrap());
+    assert!(all.len() <= 3, "{} channels", all.len());
+    let owed: u64 = all.iter().map(|c| c.owed).sum();
+    assert_eq!(owed, receipts, "the client owes exactly its verified receipts");
+    assert!(all.iter().all(|c| c.cumulative <= c.owed));
+    let mut deposited = 0;
+    for c in &all {
+        deposited += contract::state(chain.as_ref(), &c.address).await.unwrap().map_or(0, |s| s.deposited);
+    }
+    assert!(deposited <= 3 * TON, "deposited {deposited}");
+
+    // After the dispute window the retired channels are finished and their deposits come back;
+    // new channels can be opened again.
+    chain.advance(3_601).unwrap();
+    p.channel(&worker, &payouts[0], 1_000).await.unwrap();
+    assert!(p.book().retired_channels().unwrap().len() < 2);
+}
