@@ -219,8 +219,8 @@ async fn a_client_front_running_claim_cannot_cancel_the_workers_voucher() {
 /// Every other entry point, sent by the party that would gain from it: nobody but the client
 /// starts a close, a close cannot be started twice (restarting the window), top-ups by strangers
 /// only add money, nobody finishes early, a cooperative close with the other party's signature
-/// missing or for a lower amount than claimed pays no less than was claimed, and a message with
-/// no known op bounces its value back.
+/// missing or for a lower amount than claimed pays no less than was claimed, and a claim on the
+/// destroyed channel pays nothing.
 #[tokio::test]
 async fn every_entry_point_refuses_what_would_hurt_the_other_party() {
     let b = Bench::new();

@@ -6,9 +6,9 @@
 //!   a defaulting identity ever takes is at most `per_client`);
 //! - per worker: `Σ in flight over all clients ≤ total`.
 //!
-//! A fresh identity buys another `per_client` only with a new channel (a deploy with its fees and
-//! a deposit locked for the dispute window), so the default keeps `per_client` below a deploy's
-//! fees. Pure bookkeeping: the node calls [`Exposure::reserve`] at admission and
+//! A fresh identity buys another `per_client` only with a new channel: a deploy and a close with
+//! their fees (about 0.026 TON together, measured) and a deposit locked for the dispute window;
+//! the default `per_client` is below those fees. Pure bookkeeping: the node calls [`Exposure::reserve`] at admission and
 //! [`Exposure::release`] when the request is paid or written off as debt.
 
 use std::collections::HashMap;
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct ExposureLimits {
     /// Unpaid worst cases plus debt allowed to one client key. Default 20,000,000 (0.02 TON: less
-    /// than the fees of deploying the channel a new identity needs).
+    /// than the fees of deploying and closing the channel a new identity needs).
     pub per_client: u64,
     /// Unpaid worst cases allowed across all clients at once. Default 500,000,000 (0.5 TON).
     pub total: u64,

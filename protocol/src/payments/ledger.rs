@@ -259,8 +259,8 @@ impl ClientChannel {
 
     /// The worker refused the voucher for the last `amount` and says it holds `held` at `seqno`
     /// (it lost a voucher it never acknowledged). The voucher paying `amount` on top of that, if
-    /// that stays within what the receipts before this one add up to; it becomes the new base
-    /// (lower, never higher, than the last signed).
+    /// that stays within what the receipts before this one add up to; it becomes the new base.
+    /// Whatever the worker says, no voucher ever exceeds `owed`.
     pub fn resync(&mut self, amount: u64, held: u64, seqno: u64) -> Result<Voucher, ClientRejection> {
         let before = self.owed.saturating_sub(amount);
         if held > before {
