@@ -4,7 +4,8 @@
 //! worker against the client's real payment state (sled store, `LocalChain`, wallet): inflated
 //! acknowledgements, refusals claiming more than owed, a `u64::MAX` seqno and a payout address
 //! changed on every request; the client signs exactly what its verified receipts add up to and
-//! stays within its channel and deposit limits.
+//! stays within its channel and deposit limits. And a cancelled answer is invoiced and paid, an
+//! abandoned one owed.
 
 #![allow(clippy::unwrap_used)]
 
@@ -22,12 +23,15 @@ use cocoon::payments::client::{ClientPayments, ClientTerms};
 use cocoon::payments::contract;
 use cocoon::store::{Store, load_or_create_identity};
 use cocoon_protocol::inference::messages::{
-    ChatMessage, ErrorCode, MAX_SERVER_FRAME, PROTOCOL, Prompt, Request, Role as ChatRole, Sampling,
-    ServerFrame,
+    ChatMessage, ClientFrame, ErrorCode, FinishReason, MAX_SERVER_FRAME, PROTOCOL, Prompt, Request,
+    Role as ChatRole, Sampling, ServerFrame,
 };
+use cocoon_protocol::inference::pricing::amount_due;
+use cocoon_protocol::inference::receipt::{Receipt, Usage};
 use cocoon_protocol::payments::channel::ChannelParams;
 use cocoon_protocol::payments::exposure::ExposureLimits;
 use cocoon_protocol::payments::settlement::SettlementPolicy;
+use cocoon_protocol::payments::voucher::Voucher;
 use common::chain::keypair;
 use common::inference::{boot, client, metric, tiny_model, wait_for_workers, with_admin, worker};
 use common::inproc::config;
@@ -158,6 +162,74 @@ async fn a_client_that_never_pays_takes_at_most_the_configured_exposure() {
     let (_, first) = open(&a, &worker, &request(&model_id, &pa)).await;
     assert!(matches!(&first, ServerFrame::Error { message, .. } if message.contains("unpaid")), "{first:?}");
     for node in [a, b, worker, boot] {
+        node.shutdown().await.unwrap();
+    }
+}
+
+/// A paying client that stops reading sends `Cancel` and pays the receipt for what it was sent; one
+/// that just goes away owes that as a debt and is refused: walking away is never free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_answer_is_invoiced_and_an_abandoned_one_is_owed() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let chain = chain();
+    let (boot, boot_addr) = boot(dir.path()).await;
+    let mut wc =
+        with_admin(worker(config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)), &model, PRICE, 4));
+    wc.worker.models[0].price_prompt_per_1k = 0;
+    paying(&mut wc, &chain, 10 * TON);
+    let worker = start_on(wc, &chain).await;
+    let cdir = dir.path().join("a");
+    let (a, pa) = stranger(&cdir, &boot_addr, &chain, &worker).await;
+    let model_id = wait_for_workers(&a, 1).await;
+    let identity = load_or_create_identity(&cdir).unwrap().try_into_ed25519().unwrap();
+    let long = |params: &ChannelParams| Request { max_tokens: 400, ..request(&model_id, params) };
+
+    // Cancel after the first chunk: the rest of the answer stops, and the receipt covers the
+    // chunks sent (at least the first), at the attested price.
+    let (mut s, first) = open(&a, &worker, &long(&pa)).await;
+    assert!(matches!(first, ServerFrame::Chunk(_)), "{first:?}");
+    s.send(&ClientFrame::Cancel.encode()).await.unwrap();
+    let mut chunks = 1u32;
+    let (finish_reason, receipt) = loop {
+        match ServerFrame::decode(&s.recv(MAX_SERVER_FRAME).await.unwrap()).unwrap() {
+            ServerFrame::Chunk(_) => chunks += 1,
+            ServerFrame::Done { finish_reason, receipt } => {
+                break (finish_reason, Receipt::open(&receipt).unwrap());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(finish_reason, FinishReason::Cancelled);
+    assert!(chunks < 400, "generation went on to the end");
+    assert_eq!(receipt.usage.completion_tokens, chunks, "one token per chunk sent");
+    assert_eq!(receipt.amount, amount_due(0, PRICE, receipt.usage));
+    let v = Voucher { channel: pa.address().unwrap(), cumulative: receipt.amount, seqno: 1 }
+        .sign(&identity)
+        .unwrap();
+    s.send(&ClientFrame::Voucher(v.to_bytes()).encode()).await.unwrap();
+    let paid = ServerFrame::decode(&s.recv(MAX_SERVER_FRAME).await.unwrap()).unwrap();
+    assert_eq!(paid, ServerFrame::Paid { cumulative: receipt.amount, seqno: 1 });
+    drop(s);
+
+    // Walk away after the first chunk instead: the worker records what was sent as a debt.
+    let (s, first) = open(&a, &worker, &long(&pa)).await;
+    assert!(matches!(first, ServerFrame::Chunk(_)), "{first:?}");
+    drop(s);
+    let admin = worker.admin_addr().unwrap();
+    let owed = common::inproc::eventually(Duration::from_secs(30), || async move {
+        let (_, body) =
+            tokio::task::spawn_blocking(move || common::http_get(admin, "/payments")).await.unwrap();
+        let report: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        report["totals"]["owed_nanotons"]
+            .as_u64()
+            .is_some_and(|o| o >= amount_due(0, PRICE, Usage { prompt_tokens: 0, completion_tokens: 1 }))
+    })
+    .await;
+    assert!(owed, "walking away left no debt");
+    let (_, first) = open(&a, &worker, &request(&model_id, &pa)).await;
+    assert!(matches!(&first, ServerFrame::Error { message, .. } if message.contains("unpaid")), "{first:?}");
+    for node in [a, worker, boot] {
         node.shutdown().await.unwrap();
     }
 }

@@ -310,6 +310,8 @@ fn finish_name(r: FinishReason) -> &'static str {
     match r {
         FinishReason::Stop => "stop",
         FinishReason::Length => "length",
+        // Only a client that stopped reading asks for it, and then nobody reads the answer.
+        FinishReason::Cancelled => "stop",
     }
 }
 

@@ -513,13 +513,23 @@ impl InferenceClient {
         let failed = |reason: String| InferenceError::WorkerFailed { worker: worker.to_string(), reason };
         let mut response = Sha256::new();
         let mut frame = first;
+        // The caller went away: the worker is asked to stop and to invoice what it sent, which is
+        // paid like any answer (a paying client that just vanished would owe it as a debt).
+        let mut cancelled = false;
         loop {
             match frame {
                 ServerFrame::Chunk(text) => {
                     response.update(text.as_bytes());
-                    if deltas.send(text).await.is_err() {
-                        let _ = session.close().await; // the worker stops generating
-                        return Err(InferenceError::Cancelled);
+                    if !cancelled && deltas.send(text).await.is_err() {
+                        cancelled = true;
+                        let stop = match request.channel {
+                            Some(_) => session.send(&ClientFrame::Cancel.encode()).await.is_err(),
+                            None => true,
+                        };
+                        if stop {
+                            let _ = session.close().await; // the worker stops generating
+                            return Err(InferenceError::Cancelled);
+                        }
                     }
                 }
                 ServerFrame::Error { code, message } => {
@@ -551,6 +561,10 @@ impl InferenceClient {
                         }
                     };
                     let _ = session.close().await;
+                    if cancelled {
+                        tracing::debug!(%worker, ?payment, "cancelled request invoiced");
+                        return Err(InferenceError::Cancelled);
+                    }
                     return Ok(Completion {
                         worker,
                         receipt: parsed,

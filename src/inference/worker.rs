@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use cocoon_protocol::attestation::record::ModelOffer;
 use cocoon_protocol::inference::messages::{
-    ClientFrame, ErrorCode, MAX_CLIENT_FRAME, MAX_REQUEST, PROTOCOL, Request, ServerFrame,
+    ClientFrame, ErrorCode, FinishReason, MAX_CLIENT_FRAME, MAX_REQUEST, PROTOCOL, Request, ServerFrame,
 };
 use cocoon_protocol::inference::pricing::{amount_due, worst_case};
-use cocoon_protocol::inference::receipt::{Receipt, sha256};
+use cocoon_protocol::inference::receipt::{Receipt, Usage, sha256};
 use futures::StreamExt;
 use futures::io::WriteHalf;
 use libp2p::identity::Keypair;
@@ -73,6 +73,7 @@ struct Metrics {
     tokens: Counter,
     in_flight: Gauge,
     vouchers: Family<Vec<(String, String)>, Counter>,
+    invoiced: Counter,
 }
 
 impl Metrics {
@@ -131,6 +132,7 @@ pub fn start(
     r.register("requests", "Inference streams served, by outcome", metrics.requests.clone());
     r.register("tokens", "Text chunks generated and sent", metrics.tokens.clone());
     r.register("in_flight", "Requests generating now", metrics.in_flight.clone());
+    r.register("invoiced_nanotons", "Amounts of the receipts sent to clients", metrics.invoiced.clone());
     r.register(
         "vouchers",
         "Closing frames after a receipt when payments are off (empty: no payment channel)",
@@ -311,6 +313,29 @@ async fn serve(inner: &Inner, peer: PeerId, stream: Stream) -> Outcome {
     outcome
 }
 
+/// How the generation ended for the client.
+enum Ended {
+    /// The engine finished, or the client asked to stop (`ClientFrame::Cancel`, then `cancelled`):
+    /// a receipt for what was generated and sent is due.
+    Receipt(Answer, bool),
+    /// The client went away mid-answer; it owes what it was sent (`usage`).
+    Vanished(Usage),
+    /// Nothing more to do (the client broke the protocol, or the worker refused).
+    Over(Outcome),
+}
+
+/// The answer a receipt covers.
+struct Answer {
+    usage: Usage,
+    finish_reason: FinishReason,
+    response_hash: [u8; 32],
+}
+
+/// The client's next frame, being read while the answer streams (the read is not cancel-safe, so
+/// the one future lives until it completes).
+type Watch<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, SessionError>> + Send + 'a>>;
+
 #[allow(clippy::too_many_arguments)]
 async fn generate(
     inner: &Inner,
@@ -322,92 +347,157 @@ async fn generate(
     prompt_tokens: u32,
     paying: Option<(&WorkerPayments, &Admission)>,
 ) -> Outcome {
-    let mut events = model.engine.generate(Generation {
+    let events = model.engine.generate(Generation {
         prompt: request.prompt.clone(),
         max_tokens: request.max_tokens,
         sampling: request.sampling.clone(),
         prompt_tokens: Some(prompt_tokens),
     });
-    let out = &mut session.writer;
-    // The client sends nothing more until the receipt: the end of its stream before then means
-    // it went away, and anything else is a protocol violation. After the receipt, the same read
-    // yields the closing frame (the voucher's place).
-    let mut watch = Box::pin(session.reader.recv(MAX_CLIENT_FRAME));
+    // The client sends nothing but a cancel until the receipt: the end of its stream before then
+    // means it went away, and anything else is a protocol violation. After the receipt, the same
+    // read yields the closing frame (the voucher's place).
+    let mut watch: Watch<'_> = Box::pin(session.reader.recv(MAX_CLIENT_FRAME));
+    let (answer, cancelled) = match relay(inner, &mut session.writer, &mut watch, events, prompt_tokens).await
+    {
+        Ended::Receipt(answer, cancelled) => (answer, cancelled),
+        Ended::Over(outcome) => return outcome,
+        Ended::Vanished(usage) => {
+            // A client that vanished mid-answer owes what it was sent (it could have cancelled
+            // and paid for it): otherwise walking away just before the receipt would be free.
+            if let Some((payments, admission)) = paying {
+                let offer = &model.offer;
+                payments
+                    .unpaid(
+                        admission,
+                        amount_due(offer.price_prompt_per_1k, offer.price_completion_per_1k, usage),
+                    )
+                    .await;
+            }
+            return Outcome::Canceled;
+        }
+    };
+    // With payments on, the voucher exchange does not need the engine: the slot is free before
+    // the client hears of the receipt, so its next request never finds its own slot still taken.
+    // Without payments the slot is held until the closing frame, as before.
+    let slot = if paying.is_some() {
+        drop(slot);
+        None
+    } else {
+        Some(slot)
+    };
+    let (amount, receipt) = match sign_receipt(inner, model, request, request_bytes, &answer) {
+        Ok(signed) => signed,
+        Err(e) => return refuse(&mut session.writer, ErrorCode::Engine, e).await,
+    };
+    let done = ServerFrame::Done { finish_reason: answer.finish_reason, receipt };
+    if session.writer.send(&done.encode()).await.is_err() {
+        if let Some((payments, admission)) = paying {
+            payments.unpaid(admission, amount).await;
+        }
+        return Outcome::Failed("client left before the receipt".into());
+    }
+    inner.metrics.invoiced.inc_by(amount);
+    let closing = if cancelled {
+        drop(watch); // it completed with the cancel: read the next frame afresh
+        tokio::time::timeout(inner.limits.voucher, session.reader.recv(MAX_CLIENT_FRAME)).await
+    } else {
+        let closing = tokio::time::timeout(inner.limits.voucher, &mut watch).await;
+        drop(watch);
+        closing
+    };
+    let Some((payments, admission)) = paying else {
+        let _ = session.writer.close().await;
+        drop(slot);
+        return voucher(inner, closing);
+    };
+    let outcome = collect(inner, session, payments, admission, amount, closing).await;
+    let _ = session.writer.close().await;
+    outcome
+}
+
+/// Relay the engine's text to the client until the engine finishes, the client cancels or goes
+/// away, or the request's time runs out.
+async fn relay(
+    inner: &Inner,
+    out: &mut Out,
+    watch: &mut Watch<'_>,
+    mut events: tokio::sync::mpsc::Receiver<EngineEvent>,
+    prompt_tokens: u32,
+) -> Ended {
     let deadline = tokio::time::sleep(inner.limits.request);
     tokio::pin!(deadline);
     let mut response = Sha256::new();
+    // Text chunks sent so far: each is one decoding step, so a cancelled answer is charged for at
+    // most the tokens generated.
+    let mut sent: u32 = 0;
     loop {
+        let usage = Usage { prompt_tokens, completion_tokens: sent };
         let event = tokio::select! {
             e = events.recv() => e,
-            early = &mut watch => return match early {
-                Err(SessionError::Closed | SessionError::Io(_)) => Outcome::Canceled,
-                Err(e) => Outcome::Malformed(e.to_string()),
-                Ok(_) => Outcome::Malformed("client frame before the receipt".into()),
+            early = &mut *watch => return match early {
+                Ok(bytes) if ClientFrame::decode(&bytes) == Ok(ClientFrame::Cancel) => {
+                    let response_hash = response.finalize().into();
+                    Ended::Receipt(Answer { usage, finish_reason: FinishReason::Cancelled, response_hash }, true)
+                }
+                Err(SessionError::Closed | SessionError::Io(_)) => Ended::Vanished(usage),
+                Err(e) => Ended::Over(Outcome::Malformed(e.to_string())),
+                Ok(_) => Ended::Over(Outcome::Malformed("client frame before the receipt".into())),
             },
             _ = &mut deadline => {
                 drop(events);
-                return refuse(out, ErrorCode::Timeout, "generation ran past the worker's time limit").await;
+                return Ended::Over(refuse(out, ErrorCode::Timeout, "generation ran past the worker's time limit").await);
             }
         };
         match event {
             Some(EngineEvent::Text(text)) => {
                 response.update(text.as_bytes());
                 if out.send(&ServerFrame::Chunk(text).encode()).await.is_err() {
-                    return Outcome::Canceled; // `events` dropped here: the engine stops
+                    return Ended::Vanished(usage); // `events` dropped here: the engine stops
                 }
+                sent = sent.saturating_add(1);
                 inner.metrics.tokens.inc();
             }
             Some(EngineEvent::Done { usage, finish_reason }) => {
-                // With payments on, the voucher exchange does not need the engine: the slot is
-                // free before the client hears of the receipt, so its next request never finds
-                // its own slot still taken. Without payments the slot is held until the
-                // closing frame, as before.
-                let slot = match paying {
-                    Some(_) => {
-                        drop(slot);
-                        None
-                    }
-                    None => Some(slot),
-                };
-                let offer = &model.offer;
-                let amount = amount_due(offer.price_prompt_per_1k, offer.price_completion_per_1k, usage);
-                let receipt = Receipt {
-                    worker: inner.identity.public().to_peer_id(),
-                    model_id: offer.model_id.clone(),
-                    engine: model.engine.engine_name().to_owned(),
-                    request_id: request.request_id,
-                    request_hash: sha256(request_bytes),
-                    response_hash: response.finalize().into(),
-                    usage,
-                    price_prompt_per_1k: offer.price_prompt_per_1k,
-                    price_completion_per_1k: offer.price_completion_per_1k,
-                    amount,
-                    issued_at: unix_now(),
-                };
-                let receipt = match receipt.sign(&inner.identity) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        return refuse(out, ErrorCode::Engine, format!("cannot sign the receipt: {e}")).await;
-                    }
-                };
-                if out.send(&ServerFrame::Done { finish_reason, receipt }.encode()).await.is_err() {
-                    return Outcome::Failed("client left before the receipt".into());
-                }
-                let closing = tokio::time::timeout(inner.limits.voucher, &mut watch).await;
-                drop(watch);
-                let Some((payments, admission)) = paying else {
-                    let _ = session.writer.close().await;
-                    drop(slot);
-                    return voucher(inner, closing);
-                };
-                let outcome = collect(inner, session, payments, admission, amount, closing).await;
-                let _ = session.writer.close().await;
-                return outcome;
+                return Ended::Receipt(
+                    Answer { usage, finish_reason, response_hash: response.finalize().into() },
+                    false,
+                );
             }
-            Some(EngineEvent::Failed(e)) => return refuse(out, ErrorCode::Engine, e).await,
-            None => return refuse(out, ErrorCode::Engine, "the engine stopped without finishing").await,
+            Some(EngineEvent::Failed(e)) => return Ended::Over(refuse(out, ErrorCode::Engine, e).await),
+            None => {
+                return Ended::Over(
+                    refuse(out, ErrorCode::Engine, "the engine stopped without finishing").await,
+                );
+            }
         }
     }
+}
+
+/// The signed receipt for `answer` and its amount.
+fn sign_receipt(
+    inner: &Inner,
+    model: &ServedModel,
+    request: &Request,
+    request_bytes: &[u8],
+    answer: &Answer,
+) -> Result<(u64, Vec<u8>), String> {
+    let offer = &model.offer;
+    let amount = amount_due(offer.price_prompt_per_1k, offer.price_completion_per_1k, answer.usage);
+    let receipt = Receipt {
+        worker: inner.identity.public().to_peer_id(),
+        model_id: offer.model_id.clone(),
+        engine: model.engine.engine_name().to_owned(),
+        request_id: request.request_id,
+        request_hash: sha256(request_bytes),
+        response_hash: answer.response_hash,
+        usage: answer.usage,
+        price_prompt_per_1k: offer.price_prompt_per_1k,
+        price_completion_per_1k: offer.price_completion_per_1k,
+        amount,
+        issued_at: unix_now(),
+    };
+    let signed = receipt.sign(&inner.identity).map_err(|e| format!("cannot sign the receipt: {e}"))?;
+    Ok((amount, signed))
 }
 
 type Closing = Result<Result<Vec<u8>, SessionError>, tokio::time::error::Elapsed>;
@@ -426,6 +516,10 @@ async fn collect(
         let voucher = match closing {
             Ok(Ok(bytes)) => match ClientFrame::decode(&bytes) {
                 Ok(ClientFrame::Voucher(v)) => v,
+                Ok(ClientFrame::Cancel) => {
+                    payments.unpaid(admission, amount).await;
+                    return Outcome::Malformed("a cancel after the receipt".into());
+                }
                 Err(e) => {
                     payments.unpaid(admission, amount).await;
                     return Outcome::Malformed(format!("voucher frame: {e}"));
@@ -462,6 +556,7 @@ fn voucher(inner: &Inner, closing: Closing) -> Outcome {
         Ok(Ok(bytes)) => match ClientFrame::decode(&bytes) {
             Ok(ClientFrame::Voucher(v)) if v.is_empty() => "empty",
             Ok(ClientFrame::Voucher(_)) => "present",
+            Ok(ClientFrame::Cancel) => return Outcome::Malformed("a cancel after the receipt".into()),
             Err(e) => return Outcome::Malformed(format!("closing frame: {e}")),
         },
         Ok(Err(e @ (SessionError::Noise(_) | SessionError::FrameTooLarge { .. }))) => {

@@ -143,6 +143,8 @@ pub enum FinishReason {
     Stop = 1,
     /// `max_tokens` or the context length reached.
     Length = 2,
+    /// The client asked to stop (`ClientFrame::Cancel`); the receipt covers what was sent.
+    Cancelled = 3,
 }
 
 /// Worker → client.
@@ -190,6 +192,10 @@ pub enum ClientFrame {
     /// The client's payment for the receipt just received: an encoded
     /// [`crate::payments::voucher::SignedVoucher`] (empty when the request named no channel).
     Voucher(Vec<u8>),
+    /// Before the receipt: stop generating and send the receipt for what was sent so far (the
+    /// client then pays it like any other). A client that just goes away instead owes that amount
+    /// as a debt.
+    Cancel,
 }
 
 fn role_byte(role: Role) -> u8 {
@@ -350,6 +356,7 @@ impl ServerFrame {
                 let finish_reason = match r.u8("finish reason")? {
                     1 => FinishReason::Stop,
                     2 => FinishReason::Length,
+                    3 => FinishReason::Cancelled,
                     other => return Err(CodecError::Unknown { field: "finish reason", value: other.into() }),
                 };
                 Self::Done { finish_reason, receipt: r.bytes("receipt", MAX_SERVER_FRAME)?.to_vec() }
@@ -377,6 +384,7 @@ impl ClientFrame {
         let mut w = Writer::new();
         match self {
             Self::Voucher(v) => w.u8(1).bytes(v),
+            Self::Cancel => w.u8(2),
         };
         w.finish()
     }
@@ -386,6 +394,7 @@ impl ClientFrame {
         let mut r = Reader::new(bytes);
         let frame = match r.u8("frame kind")? {
             1 => Self::Voucher(r.bytes("voucher", MAX_CLIENT_FRAME)?.to_vec()),
+            2 => Self::Cancel,
             other => return Err(CodecError::Unknown { field: "client frame kind", value: other.into() }),
         };
         r.finish()?;
@@ -440,8 +449,11 @@ mod tests {
         ] {
             assert_eq!(ServerFrame::decode(&f.encode()).unwrap(), f);
         }
-        let v = ClientFrame::Voucher(vec![7; 40]);
-        assert_eq!(ClientFrame::decode(&v.encode()).unwrap(), v);
+        for v in [ClientFrame::Voucher(vec![7; 40]), ClientFrame::Cancel] {
+            assert_eq!(ClientFrame::decode(&v.encode()).unwrap(), v);
+        }
+        let cancelled = ServerFrame::Done { finish_reason: FinishReason::Cancelled, receipt: vec![1] };
+        assert_eq!(ServerFrame::decode(&cancelled.encode()).unwrap(), cancelled);
     }
 
     #[test]

@@ -147,7 +147,9 @@ impl WorkerChannel {
             });
         }
         v.verify(&self.params.client_key).map_err(|_| VoucherRejection::BadSignature)?;
-        let last = self.seqno().max(self.chain.last_seqno);
+        // Only the worker's own log orders seqnos: the contract's `last_seqno` is whatever a
+        // claim last carried (a client's front-running claim may have set it near `u64::MAX`).
+        let last = self.seqno();
         if v.voucher.seqno <= last {
             return Err(VoucherRejection::StaleSeqno { last, got: v.voucher.seqno });
         }
