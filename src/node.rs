@@ -302,10 +302,13 @@ impl Node {
         }
         let client = if config.has_role(Role::Client) {
             let paying = match &chain {
-                Some(chain) => Some(
-                    payments::setup::client(&config, &store, chain.clone(), &keypair_for_payments)
-                        .map_err(NodeError::Payments)?,
-                ),
+                Some(chain) => {
+                    let p = payments::setup::client(&config, &store, chain.clone(), &keypair_for_payments)
+                        .map_err(NodeError::Payments)?;
+                    let every = Duration::from_secs(config.payments.settle_interval_secs.max(1));
+                    tasks.push(payments::client::start_wind_down(p.clone(), every, shutdown_rx.clone()));
+                    Some(p)
+                }
                 None => None,
             };
             Some(InferenceClient::new(

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use cocoon_protocol::payments::ledger::ClientChannel;
 use serde_json::{Value, json};
 
 use super::admin::AdminState;
@@ -52,21 +53,22 @@ pub fn report(book: &PaymentBook) -> Result<Value, StoreError> {
             "pending_claim": pending,
         }));
     }
-    let client: Vec<Value> = book
-        .client_channels()?
-        .into_iter()
-        .map(|c| {
-            json!({
-                "address": c.address.to_string(),
-                "worker_key": hex::encode(c.params.worker_key),
-                "worker_payout": c.params.worker.to_string(),
-                "deposited_nanotons": c.deposited,
-                "signed_cumulative_nanotons": c.cumulative,
-                "seqno": c.seqno,
-                "remaining_nanotons": c.remaining(),
-            })
+    let client_json = |c: ClientChannel, retired: bool| {
+        json!({
+            "address": c.address.to_string(),
+            "worker_key": hex::encode(c.params.worker_key),
+            "worker_payout": c.params.worker.to_string(),
+            "contract_version": c.code.as_u8(),
+            "retired": retired,
+            "deposited_nanotons": c.deposited,
+            "owed_nanotons": c.owed,
+            "signed_cumulative_nanotons": c.cumulative,
+            "seqno": c.seqno,
+            "remaining_nanotons": c.remaining(),
         })
-        .collect();
+    };
+    let mut client: Vec<Value> = book.client_channels()?.into_iter().map(|c| client_json(c, false)).collect();
+    client.extend(book.retired_channels()?.into_iter().map(|c| client_json(c, true)));
     let debts = book.debts()?;
     let owed: u64 = debts.iter().map(|(_, owed)| owed).sum();
     let debts: Vec<Value> = debts

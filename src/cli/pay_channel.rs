@@ -170,8 +170,9 @@ async fn list(node: &NodeArgs) -> anyhow::Result<()> {
     };
     let worker = book.channels().context("cannot read the worker-side channels")?;
     let client = book.client_channels().context("cannot read the client-side channels")?;
+    let retired = book.retired_channels().context("cannot read the retired channels")?;
     let debts = book.debts().context("cannot read the debts")?;
-    if worker.is_empty() && client.is_empty() && debts.is_empty() {
+    if worker.is_empty() && client.is_empty() && retired.is_empty() && debts.is_empty() {
         println!("no payment channels in {}", config.node.data_dir.display());
         return Ok(());
     }
@@ -192,10 +193,13 @@ async fn list(node: &NodeArgs) -> anyhow::Result<()> {
             row("  pending claim", format!("{} (voucher seqno {}, {sent})", ton(p.cumulative), p.seqno));
         }
     }
-    for c in &client {
-        println!("client channel {}", friendly(&c.address, true));
+    let tagged = client.iter().map(|c| (c, "")).chain(retired.iter().map(|c| (c, " (retired: closing)")));
+    for (c, tag) in tagged {
+        println!("client channel {}{tag}", friendly(&c.address, true));
         row("  worker", friendly(&c.params.worker, false));
+        row("  contract", format!("version {}", c.code.as_u8()));
         row("  deposited", ton(c.deposited));
+        row("  owed", ton(c.owed));
         row("  signed", format!("{} (seqno {})", ton(c.cumulative), c.seqno));
         row("  remaining", ton(c.remaining()));
     }

@@ -46,7 +46,8 @@ pub struct PaymentsSection {
     pub max_total_deposit_nanotons: u64,
     /// Worker: shortest dispute window accepted, seconds. Default 3600.
     pub min_dispute_window_secs: u32,
-    /// Worker: seconds between settlement passes. Default 60.
+    /// Seconds between settlement passes (worker) and passes over retired channels (client).
+    /// Default 60.
     pub settle_interval_secs: u64,
     /// When to claim and top up (`[payments.settlement]`).
     pub settlement: SettlementPolicy,

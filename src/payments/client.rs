@@ -30,6 +30,8 @@ use crate::store::PaymentBook;
 
 mod wind_down;
 
+pub use wind_down::start as start_wind_down;
+
 /// How a client funds its channels.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientTerms {
@@ -76,6 +78,9 @@ pub struct ClientPayments {
     policy: SettlementPolicy,
     locks: Mutex<HashMap<[u8; 32], Arc<Mutex<()>>>>,
     topups: Mutex<HashMap<[u8; 32], Arc<Mutex<()>>>>,
+    /// Held while the wallet limits are checked and a deposit is committed to (an open or a
+    /// top-up), so requests to different workers cannot pass the limits together.
+    funding: Mutex<()>,
 }
 
 /// A channel locked for one request's voucher.
@@ -105,6 +110,7 @@ impl ClientPayments {
             policy,
             locks: Mutex::default(),
             topups: Mutex::default(),
+            funding: Mutex::default(),
         }
     }
 
@@ -211,6 +217,7 @@ impl ClientPayments {
         let unspent = deposited.saturating_sub(signed);
         let again = ClientChannel { deposited, cumulative: signed, ..channel.clone() };
         if let Some(wanted) = self.topup_due(&again, target, needed) {
+            let funding = self.funding.lock().await;
             let amount = wanted.min(self.deposit_room()?);
             if amount < needed.saturating_sub(unspent) {
                 return Err(self.over_limit(needed));
@@ -222,6 +229,7 @@ impl ClientPayments {
                 deposited = self.confirm(&address, deposited.saturating_add(amount)).await?;
                 tracing::info!(channel = %address, amount, unspent, "topped up payment channel");
             }
+            drop(funding);
         }
         drop(topping);
         let lock = self.lock(worker_key).await;
@@ -258,6 +266,7 @@ impl ClientPayments {
 
     async fn open(&self, worker_key: [u8; 32], payout: StdAddr) -> Result<ClientChannel, ClientPaymentError> {
         self.wind_down().await;
+        let funding = self.funding.lock().await;
         let all = self.all_channels()?;
         if all.len() >= self.terms.max_channels {
             return Err(ClientPaymentError::Limit(format!(
@@ -280,8 +289,10 @@ impl ClientPayments {
         let pending =
             ClientChannel::new(params, 0).map_err(|e| ClientPaymentError::Unusable(e.to_string()))?;
         // Recorded before the deploy: if the confirmation times out or the node stops, the next
-        // request resumes this channel instead of deploying (and forgetting) another.
+        // request resumes this channel instead of deploying (and forgetting) another. Once it is
+        // recorded it counts against the limits, so the lock can go before the chain wait.
         self.record(&pending).await?;
+        drop(funding);
         self.finish_open(pending).await
     }
 

@@ -1,13 +1,37 @@
 //! Channels the client stopped using are closed, never forgotten: a retired channel gets the
 //! client's close request at once, stays in the store (counting against `max_channels` and
 //! `max_total_deposit`) and is finished after its dispute window, when its remainder returns to
-//! the wallet. `wind_down` runs before every new channel is opened; a chain error leaves the
-//! channel as it was for the next pass.
+//! the wallet. `wind_down` runs before every new channel is opened and on a timer
+//! ([`start`]); a chain error leaves the channel as it was for the next pass.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use cocoon_protocol::payments::ledger::ClientChannel;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use super::{ClientPaymentError, ClientPayments};
 use crate::payments::contract;
+
+/// Wind down retired channels every `interval` until `shutdown`.
+pub fn start(
+    payments: Arc<ClientPayments>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            payments.wind_down().await;
+        }
+    })
+}
 
 impl ClientPayments {
     /// Stop using `channel` (`why` is logged): ask the chain to start closing it and move its
