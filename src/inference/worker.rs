@@ -403,7 +403,13 @@ async fn generate(
     } else {
         let closing = tokio::time::timeout(inner.limits.voucher, &mut watch).await;
         drop(watch);
-        closing
+        match closing {
+            // The client cancelled as the engine finished: its voucher for this receipt follows.
+            Ok(Ok(bytes)) if ClientFrame::decode(&bytes) == Ok(ClientFrame::Cancel) => {
+                tokio::time::timeout(inner.limits.voucher, session.reader.recv(MAX_CLIENT_FRAME)).await
+            }
+            other => other,
+        }
     };
     let Some((payments, admission)) = paying else {
         let _ = session.writer.close().await;
