@@ -246,8 +246,12 @@ impl ClientPayments {
     /// What `max_total_deposit` still allows to deposit: the deposits of every channel in use or
     /// being wound down count until the chain refunds them.
     fn deposit_room(&self) -> Result<u64, ClientPaymentError> {
-        let held: u64 =
-            self.all_channels()?.iter().map(|c| c.deposited.max(c.cumulative)).fold(0, u64::saturating_add);
+        // A pending channel (deploy not seen yet) counts the deposit it is being deployed with.
+        let held = |c: &ClientChannel| match c.deposited {
+            0 => self.terms.deposit,
+            d => d.max(c.cumulative),
+        };
+        let held: u64 = self.all_channels()?.iter().map(held).fold(0, u64::saturating_add);
         Ok(self.terms.max_total_deposit.saturating_sub(held))
     }
 
