@@ -40,16 +40,11 @@ pub fn start(
     wallet: Wallet,
     policy: SettlementPolicy,
     interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = shutdown.changed() => return,
-            }
+    super::every(interval, shutdown, move || {
+        let (payments, wallet) = (payments.clone(), wallet.clone());
+        async move {
             let report = tick(&payments, &wallet, &policy).await;
             if report != TickReport::default() {
                 tracing::info!(?report, "settlement tick");

@@ -209,11 +209,6 @@ impl WorkerPayments {
         }
     }
 
-    /// Unpaid worst cases in flight: (this client's, all clients').
-    pub fn exposure(&self, client_key: &[u8; 32]) -> (u64, u64) {
-        self.exposure.lock().map_or((0, 0), |e| (e.of(client_key), e.total()))
-    }
-
     /// Reserve `worst_case` of the channel's unspent deposit, reading the chain when the channel
     /// is unknown or looks short (it may have been topped up).
     async fn admit_on_channel(

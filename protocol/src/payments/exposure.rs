@@ -74,11 +74,6 @@ impl Exposure {
         Self { limits, by_client: HashMap::new(), total: 0 }
     }
 
-    /// The caps.
-    pub fn limits(&self) -> ExposureLimits {
-        self.limits
-    }
-
     /// Reserve `worst_case` for a request of `client`, who owes `debt` already.
     pub fn reserve(&mut self, client: [u8; 32], debt: u64, worst_case: u64) -> Result<(), ExposureError> {
         let in_flight = self.of(&client);

@@ -18,18 +18,11 @@ use crate::payments::contract;
 pub fn start(
     payments: Arc<ClientPayments>,
     interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            payments.wind_down().await;
-        }
+    crate::payments::every(interval, shutdown, move || {
+        let payments = payments.clone();
+        async move { payments.wind_down().await }
     })
 }
 
