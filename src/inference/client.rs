@@ -514,16 +514,21 @@ impl InferenceClient {
         let mut response = Sha256::new();
         let mut frame = first;
         // The caller went away: the worker is asked to stop and to invoice what it sent, which is
-        // paid like any answer (a paying client that just vanished would owe it as a debt).
-        let mut cancelled = false;
+        // paid like any answer (a paying client that just vanished would owe it as a debt). From
+        // then on the worker has `idle` in all to finish, however it trickles frames.
+        let mut cancelled: Option<Instant> = None;
         loop {
             match frame {
                 ServerFrame::Chunk(text) => {
                     response.update(text.as_bytes());
-                    if !cancelled && deltas.send(text).await.is_err() {
-                        cancelled = true;
+                    if cancelled.is_none() && deltas.send(text).await.is_err() {
+                        cancelled = Some(Instant::now() + self.limits.idle);
+                        let cancel = ClientFrame::Cancel.encode();
                         let stop = match request.channel {
-                            Some(_) => session.send(&ClientFrame::Cancel.encode()).await.is_err(),
+                            Some(_) => !matches!(
+                                tokio::time::timeout(self.limits.idle, session.send(&cancel)).await,
+                                Ok(Ok(()))
+                            ),
                             None => true,
                         };
                         if stop {
@@ -561,7 +566,7 @@ impl InferenceClient {
                         }
                     };
                     let _ = session.close().await;
-                    if cancelled {
+                    if cancelled.is_some() {
                         tracing::debug!(%worker, ?payment, "cancelled request invoiced");
                         return Err(InferenceError::Cancelled);
                     }
@@ -575,7 +580,9 @@ impl InferenceClient {
                     });
                 }
             }
-            let next = tokio::time::timeout(self.limits.idle, session.recv(MAX_SERVER_FRAME))
+            let wait =
+                cancelled.map_or(self.limits.idle, |until| until.saturating_duration_since(Instant::now()));
+            let next = tokio::time::timeout(wait, session.recv(MAX_SERVER_FRAME))
                 .await
                 .map_err(|_| InferenceError::Timeout(worker.to_string()))?
                 .map_err(|e| failed(e.to_string()))?;
