@@ -11,13 +11,12 @@ use std::time::Duration;
 
 use cocoon::chain::local::LocalChain;
 use cocoon::config::{ChainKind, Role};
-use cocoon::inference::session::{self, Session};
-use cocoon::node::Node;
+use cocoon::inference::session::Session;
 use cocoon::payments::contract;
 use cocoon::store::load_or_create_identity;
 use cocoon_protocol::inference::messages::{
-    ChatMessage, ClientFrame, ErrorCode, MAX_SERVER_FRAME, PROTOCOL, Prompt, Request, Role as ChatRole,
-    Sampling, ServerFrame,
+    ChatMessage, ClientFrame, ErrorCode, MAX_SERVER_FRAME, Prompt, Request, Role as ChatRole, Sampling,
+    ServerFrame,
 };
 use cocoon_protocol::inference::receipt::Receipt;
 use cocoon_protocol::payments::channel::ChannelParams;
@@ -25,8 +24,7 @@ use cocoon_protocol::payments::settlement::SettlementPolicy;
 use cocoon_protocol::payments::voucher::Voucher;
 use common::inference::{boot, client, metric, tiny_model, wait_for_workers, with_admin, worker};
 use common::inproc::{config, eventually};
-use common::payments::{TON, chain, paying, start_on};
-use libp2p::StreamProtocol;
+use common::payments::{TON, chain, open, paying, start_on};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -58,20 +56,6 @@ async fn serve_chain(
         let _ = cocoon::chain::serve::serve(chain, listener, None, shutdown).await;
     });
     (stop, task)
-}
-
-/// Open a session carrying `request` to `worker`; the first frame.
-async fn open(client: &Node, worker: &Node, request: &Request) -> (Session<libp2p::Stream>, ServerFrame) {
-    let record = client.attestation().record_of(&worker.peer_id()).unwrap();
-    let stream = client
-        .network()
-        .streams()
-        .open_stream(worker.peer_id(), StreamProtocol::new(PROTOCOL))
-        .await
-        .unwrap();
-    let mut s = session::initiate(stream, &record.record().noise_static, &request.encode()).await.unwrap();
-    let first = ServerFrame::decode(&s.recv(MAX_SERVER_FRAME).await.unwrap()).unwrap();
-    (s, first)
 }
 
 /// Read to the receipt; the invoiced amount.

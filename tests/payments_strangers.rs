@@ -17,14 +17,14 @@ use std::time::Duration;
 use cocoon::chain::wallet::Wallet;
 use cocoon::chain::{SharedChain, friendly};
 use cocoon::config::Role;
-use cocoon::inference::session::{self, Session};
+use cocoon::inference::session::Session;
 use cocoon::node::Node;
 use cocoon::payments::client::{ClientPayments, ClientTerms};
 use cocoon::payments::contract;
 use cocoon::store::{Store, load_or_create_identity};
 use cocoon_protocol::inference::messages::{
-    ChatMessage, ClientFrame, ErrorCode, FinishReason, MAX_SERVER_FRAME, PROTOCOL, Prompt, Request,
-    Role as ChatRole, Sampling, ServerFrame,
+    ChatMessage, ClientFrame, ErrorCode, FinishReason, MAX_SERVER_FRAME, Prompt, Request, Role as ChatRole,
+    Sampling, ServerFrame,
 };
 use cocoon_protocol::inference::pricing::amount_due;
 use cocoon_protocol::inference::receipt::{Receipt, Usage};
@@ -35,8 +35,8 @@ use cocoon_protocol::payments::voucher::Voucher;
 use common::chain::keypair;
 use common::inference::{boot, client, metric, tiny_model, wait_for_workers, with_admin, worker};
 use common::inproc::config;
-use common::payments::{TON, chain, paying, start_on};
-use libp2p::{PeerId, StreamProtocol};
+use common::payments::{TON, chain, open, paying, start_on};
+use libp2p::PeerId;
 
 /// Completion price per 1k tokens; prompts are free, so a 3-token request's worst case is 3,000.
 const PRICE: u64 = 1_000_000;
@@ -54,19 +54,6 @@ fn request(model: &str, channel: &ChannelParams) -> Request {
         max_price: u64::MAX,
         channel: Some(channel.clone()),
     }
-}
-
-async fn open(client: &Node, worker: &Node, request: &Request) -> (Session<libp2p::Stream>, ServerFrame) {
-    let record = client.attestation().record_of(&worker.peer_id()).unwrap();
-    let stream = client
-        .network()
-        .streams()
-        .open_stream(worker.peer_id(), StreamProtocol::new(PROTOCOL))
-        .await
-        .unwrap();
-    let mut s = session::initiate(stream, &record.record().noise_static, &request.encode()).await.unwrap();
-    let first = ServerFrame::decode(&s.recv(MAX_SERVER_FRAME).await.unwrap()).unwrap();
-    (s, first)
 }
 
 /// A client node with a deployed channel to `worker`; the channel's parameters.

@@ -7,9 +7,12 @@ use cocoon::chain::SharedChain;
 use cocoon::chain::local::{Clock, LocalChain};
 use cocoon::chain::wallet::Wallet;
 use cocoon::config::{ChainKind, Config, Role};
+use cocoon::inference::session::{self, Session};
 use cocoon::network::TransportKind;
 use cocoon::node::{Extras, Node};
 use cocoon::store::load_or_create_wallet_seed;
+use cocoon_protocol::inference::messages::{MAX_SERVER_FRAME, PROTOCOL, Request, ServerFrame};
+use libp2p::StreamProtocol;
 
 pub const TON: u64 = 1_000_000_000;
 
@@ -37,4 +40,19 @@ pub async fn start_on(c: Config, chain: &Arc<LocalChain>) -> Node {
     let shared: SharedChain = chain.clone();
     let extras = Extras { chain: Some(shared), ..Extras::default() };
     Node::start_with(c, TransportKind::Memory, None, extras).await.expect("node starts")
+}
+
+/// Open an inference session from `client` to `worker` carrying `request`, as a raw client would
+/// (no payment logic); the session and the worker's first frame.
+pub async fn open(client: &Node, worker: &Node, request: &Request) -> (Session<libp2p::Stream>, ServerFrame) {
+    let record = client.attestation().record_of(&worker.peer_id()).unwrap();
+    let stream = client
+        .network()
+        .streams()
+        .open_stream(worker.peer_id(), StreamProtocol::new(PROTOCOL))
+        .await
+        .unwrap();
+    let mut s = session::initiate(stream, &record.record().noise_static, &request.encode()).await.unwrap();
+    let first = ServerFrame::decode(&s.recv(MAX_SERVER_FRAME).await.unwrap()).unwrap();
+    (s, first)
 }
