@@ -9,6 +9,7 @@
 //!
 //! - [`attestation`]: worker attestation records, their signatures, key binding and policy.
 //! - [`backoff`]: exponential retry backoff with injected jitter (joining, redials).
+//! - [`budget`]: per-peer token buckets in a capped table (stream, lookup and request budgets).
 //! - [`codec`]: the canonical binary encoding of signed records.
 //! - [`connmgr`]: which connections to close when a node holds more than its target.
 //! - [`envelope`]: a body signed by a libp2p identity key under a domain tag.
@@ -18,6 +19,7 @@
 
 pub mod attestation;
 pub mod backoff;
+pub mod budget;
 pub mod codec;
 pub mod connmgr;
 pub mod envelope;
