@@ -16,6 +16,7 @@
 //! - [`inference`]: inference messages, receipts, pricing and worker selection.
 //! - [`payments`]: the channel contract's cells and messages, vouchers, off-chain rules and the
 //!   lazy settlement policy.
+//! - [`reputation`]: graded penalties (tolerance levels), decaying peer scores and blocks.
 
 pub mod attestation;
 pub mod backoff;
@@ -25,3 +26,4 @@ pub mod connmgr;
 pub mod envelope;
 pub mod inference;
 pub mod payments;
+pub mod reputation;
