@@ -16,23 +16,22 @@
 
 use std::collections::BTreeMap;
 
-/// How many offences of one kind a peer is forgiven before it is blocked.
+/// How many offences of one kind block a peer ([`Tolerance::offences`]).
 ///
-/// The counts assume offences close together; spread out, the score decays between them
-/// (see [`HALF_LIFE_MS`]) and a peer can commit a `High` offence now and then forever.
+/// The counts hold for offences close together (`n` in quick succession block, `n - 1` do not);
+/// spread out, the score decays between them (see [`HALF_LIFE_MS`]) and a peer can commit a
+/// `High` offence now and then forever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Tolerance {
-    /// One offence blocks (100 points): something an honest peer never does, such as a record
-    /// it signed that fails verification.
+    /// One offence blocks: something an honest peer never does, such as a record it signed that
+    /// fails verification.
     Fatal,
-    /// About four offences block (25 points each): malformed bytes on a stream that do not
-    /// decode.
+    /// Four offences block: malformed bytes on a stream that do not decode.
     Low,
-    /// About ten offences block (10 points each): a gossip message our validator rejects, a
-    /// request beyond its budget.
+    /// Ten offences block: a gossip message our validator rejects, a request beyond its budget.
     Mid,
-    /// About fifty offences block (2 points each): faults an honest peer may commit now and then
-    /// under load (a stream cut short, a deadline missed on an answer it owed).
+    /// Fifty offences block: faults an honest peer may commit now and then under load (a stream
+    /// cut short, a deadline missed on an answer it owed).
     High,
 }
 
@@ -40,14 +39,22 @@ impl Tolerance {
     /// Every level, most severe first.
     pub const ALL: [Tolerance; 4] = [Tolerance::Fatal, Tolerance::Low, Tolerance::Mid, Tolerance::High];
 
-    /// Points one offence adds to the peer's score.
-    pub const fn points(self) -> f64 {
+    /// Offences in quick succession that block a peer.
+    pub const fn offences(self) -> u32 {
         match self {
-            Tolerance::Fatal => BLOCK_THRESHOLD,
-            Tolerance::Low => 25.0,
-            Tolerance::Mid => 10.0,
-            Tolerance::High => 2.0,
+            Tolerance::Fatal => 1,
+            Tolerance::Low => 4,
+            Tolerance::Mid => 10,
+            Tolerance::High => 50,
         }
+    }
+
+    /// Points one offence adds to the peer's score: `BLOCK_THRESHOLD / (offences - 0.5)`, so the
+    /// `offences`-th crosses the threshold with half an offence to spare (the little decay
+    /// between offences a few milliseconds apart cannot save the peer) and one fewer stays below
+    /// it by half an offence.
+    pub fn points(self) -> f64 {
+        BLOCK_THRESHOLD / (f64::from(self.offences()) - 0.5)
     }
 
     /// Lower-case name, for logs and metric labels.
@@ -285,6 +292,10 @@ mod tests {
         assert_eq!(offences_to_block(Tolerance::Low, 0), Some(4));
         assert_eq!(offences_to_block(Tolerance::Mid, 0), Some(10));
         assert_eq!(offences_to_block(Tolerance::High, 0), Some(50));
+        // A few milliseconds between offences (a real node) change nothing.
+        for level in Tolerance::ALL {
+            assert_eq!(offences_to_block(level, 5), Some(level.offences() as usize), "{level}");
+        }
         let mut ordered = Tolerance::ALL.map(Tolerance::points).to_vec();
         ordered.dedup();
         assert!(ordered.windows(2).all(|w| w[0] > w[1]), "levels must get milder in order");
@@ -292,7 +303,7 @@ mod tests {
 
     #[test]
     fn spread_out_offences_decay_and_never_block() {
-        // One `High` offence a minute settles near 30 points; one `Mid` every ten minutes near 20.
+        // One `High` offence a minute settles near 30 points; one `Mid` every ten minutes near 21.
         assert_eq!(offences_to_block(Tolerance::High, MINUTE), None);
         assert_eq!(offences_to_block(Tolerance::Mid, 10 * MINUTE), None);
         // But a `High` offence every five seconds is a burst.
@@ -303,8 +314,9 @@ mod tests {
     fn the_score_halves_every_half_life() {
         let mut table = Reputation::new(8);
         table.penalize("p", Tolerance::Low, 0);
-        assert!((table.score(&"p", HALF_LIFE_MS) - 12.5).abs() < 1e-9);
-        assert!((table.score(&"p", 2 * HALF_LIFE_MS) - 6.25).abs() < 1e-9);
+        let points = Tolerance::Low.points();
+        assert!((table.score(&"p", HALF_LIFE_MS) - points / 2.0).abs() < 1e-9);
+        assert!((table.score(&"p", 2 * HALF_LIFE_MS) - points / 4.0).abs() < 1e-9);
         assert_eq!(table.score(&"unknown", 0), 0.0);
     }
 
@@ -319,7 +331,8 @@ mod tests {
         );
         assert!(!table.is_blocked(&7, 1_000 + BLOCK_MS));
         assert_eq!(table.score(&7, 1_000 + BLOCK_MS), 0.0);
-        assert_eq!(table.penalize(7, Tolerance::Low, 1_000 + BLOCK_MS), Verdict::Counted { score: 25.0 });
+        let points = Tolerance::Low.points();
+        assert_eq!(table.penalize(7, Tolerance::Low, 1_000 + BLOCK_MS), Verdict::Counted { score: points });
         assert_eq!(table.prune(1_000 + BLOCK_MS), 0, "a live score stays");
     }
 
@@ -369,7 +382,7 @@ mod tests {
         for (i, key) in ["a", "b", "c", "d"].into_iter().enumerate() {
             table.block(key, i as u64);
         }
-        // 10 points fall below 1 after about 3.3 half-lives; the blocks are still in force.
+        // 10.5 points fall below 1 after about 3.4 half-lives; the blocks are still in force.
         assert_eq!(table.prune(4 * HALF_LIFE_MS), 1);
         assert_eq!(table.blocked_count(4 * HALF_LIFE_MS), 4);
         assert_eq!(table.blocked_sample(4 * HALF_LIFE_MS, 2), vec!["d", "c"]);
