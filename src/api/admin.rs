@@ -63,7 +63,7 @@ pub struct Health {
     pub kad_mode: String,
     /// Connections closed by the connection manager since start.
     pub trimmed_connections: u64,
-    /// Peers blocked for misbehaviour.
+    /// Peers blocked now for misbehaviour (blocks expire).
     pub blocked_peers: usize,
     /// Workers with a verified, unexpired attestation record.
     pub verified_workers: usize,
@@ -127,7 +127,7 @@ async fn health(State(state): State<AdminState>) -> Response {
             gossip_mesh_peers: s.mesh_peers,
             kad_mode: s.kad_mode,
             trimmed_connections: s.trimmed_connections,
-            blocked_peers: s.blocked_peers.len(),
+            blocked_peers: s.blocked_count,
             verified_workers: state.attestation.verified_workers(),
             models: state.attestation.models(),
             uptime_secs: state.started.elapsed().as_secs(),

@@ -14,8 +14,10 @@ use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
 mod inference;
+mod network;
 mod payments;
 pub use inference::{ApiSection, ModelEntry};
+pub use network::{HttpSection, NetworkSection};
 pub use payments::{ChainKind, PaymentsSection};
 
 /// What a node does in the network. A node may take several roles.
@@ -71,6 +73,8 @@ pub struct Config {
     pub bootstrap: BootstrapSection,
     /// Local admin endpoint (`/health`, `/metrics`, `/peers`).
     pub admin: AdminSection,
+    /// Connection limits and timeouts of the HTTP servers (admin endpoint and OpenAI API).
+    pub http: HttpSection,
     /// Which workers' attestation this node accepts.
     pub attestation: AttestationSection,
     /// What this node attests and serves when it has the `worker` role.
@@ -98,65 +102,6 @@ pub struct NodeSection {
 impl Default for NodeSection {
     fn default() -> Self {
         Self { roles: vec![Role::Client], data_dir: crate::dirs::data_dir() }
-    }
-}
-
-/// `[network]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NetworkSection {
-    /// Addresses to listen on. Default TCP and QUIC on port 4001, all interfaces.
-    pub listen: Vec<Multiaddr>,
-    /// Addresses other nodes can reach this node at (a public IP or DNS name). Default none:
-    /// AutoNAT discovers them.
-    pub external_addresses: Vec<Multiaddr>,
-    /// Kademlia mode. Default `auto`.
-    pub kad_mode: KadMode,
-    /// Connections the connection manager trims down to. Default 50.
-    pub target_connections: usize,
-    /// Hard limit on established connections; beyond it new ones are refused. Default 100.
-    pub max_connections: u32,
-    /// Most connections kept to one peer. Default 2.
-    pub max_connections_per_peer: u32,
-    /// Seconds a fresh connection is safe from trimming. Default 10.
-    pub trim_grace_secs: u64,
-    /// Seconds between connection-manager passes. Default 5.
-    pub conn_manager_interval_secs: u64,
-    /// Seconds a connection with no open streams stays open. Default 60.
-    pub idle_connection_timeout_secs: u64,
-    /// Seconds between Kademlia routing-table refreshes once joined. Default 300.
-    pub routing_refresh_secs: u64,
-    /// Gossipsub heartbeat in milliseconds. Default 1000.
-    pub gossip_heartbeat_ms: u64,
-    /// Seconds between pings on each connection (round-trip-time metric only: a failed ping does
-    /// not close the connection). Default 15.
-    pub ping_interval_secs: u64,
-    /// Gossipsub mesh size below which the node dials more peers. Default 4.
-    pub gossip_mesh_low: usize,
-    /// NAT traversal: AutoNAT, the circuit-relay client and DCUtR hole punching. Default true; a
-    /// node with a public address may turn it off (simnet does: its network has no NATs).
-    pub nat_traversal: bool,
-}
-
-impl Default for NetworkSection {
-    fn default() -> Self {
-        let parse = |s: &str| s.parse().unwrap_or_else(|_| Multiaddr::empty());
-        Self {
-            listen: vec![parse("/ip4/0.0.0.0/tcp/4001"), parse("/ip4/0.0.0.0/udp/4001/quic-v1")],
-            external_addresses: Vec::new(),
-            kad_mode: KadMode::Auto,
-            target_connections: 50,
-            max_connections: 100,
-            max_connections_per_peer: 2,
-            trim_grace_secs: 10,
-            conn_manager_interval_secs: 5,
-            idle_connection_timeout_secs: 60,
-            routing_refresh_secs: 300,
-            gossip_heartbeat_ms: 1000,
-            ping_interval_secs: 15,
-            gossip_mesh_low: 4,
-            nat_traversal: true,
-        }
     }
 }
 
@@ -224,6 +169,11 @@ pub struct AttestationSection {
     pub pccs_url: String,
     /// Timeout of each PCCS request in seconds. Default 10.
     pub pccs_timeout_secs: u64,
+    /// Accept a plain-HTTP `pccs_url` (`http://`). Collateral is signed by Intel and verified
+    /// before use, but over plain HTTP anyone on the path can withhold it or serve stale copies,
+    /// leaving this node unable to verify TDX workers. Default false: `http://` is refused at
+    /// start-up, loopback included (a local PCCS for tests or a devnet sets this explicitly).
+    pub allow_insecure_pccs: bool,
 }
 
 impl Default for AttestationSection {
@@ -234,6 +184,7 @@ impl Default for AttestationSection {
             allow_simulated: false,
             pccs_url: crate::attestation::pccs::INTEL_PCS_URL.to_owned(),
             pccs_timeout_secs: 10,
+            allow_insecure_pccs: false,
         }
     }
 }
@@ -260,6 +211,12 @@ pub struct WorkerSection {
     pub record_validity_secs: u64,
     /// Longest a request may generate, in seconds. Default 300.
     pub request_timeout_secs: u64,
+    /// Longest a client may take to complete the handshake and send its request, in seconds (a
+    /// stream left hanging holds a stream slot, and counts against the peer). Default 10.
+    pub handshake_timeout_secs: u64,
+    /// Longest one frame may take to leave for a client that stopped reading, in seconds; then
+    /// the request is dropped and the client owes what it was sent. Default 10.
+    pub send_timeout_secs: u64,
     /// Models served (`[[worker.models]]`; see `ModelEntry`). Default none.
     pub models: Vec<ModelEntry>,
 }
@@ -271,6 +228,8 @@ impl Default for WorkerSection {
             tee: TeeKind::Tdx,
             record_validity_secs: 3600,
             request_timeout_secs: 300,
+            handshake_timeout_secs: 10,
+            send_timeout_secs: 10,
             models: Vec::new(),
         }
     }
@@ -428,6 +387,10 @@ impl Config {
         {
             return Err(ConfigError::Invalid("network intervals must be at least 1".into()));
         }
+        let h = &self.http;
+        if h.max_connections == 0 || h.header_read_timeout_secs == 0 || h.body_read_timeout_secs == 0 {
+            return Err(ConfigError::Invalid("http limits and timeouts must be at least 1".into()));
+        }
         if self.has_role(Role::Worker) && self.worker.payout_address.trim().is_empty() {
             return Err(ConfigError::Invalid(
                 "the worker role needs worker.payout_address (a TON address)".into(),
@@ -468,7 +431,13 @@ impl Config {
         let pccs = &self.attestation.pccs_url;
         if !(pccs.is_empty() || pccs.starts_with("https://") || pccs.starts_with("http://")) {
             return Err(ConfigError::Invalid(format!(
-                "attestation.pccs_url {pccs:?} must be an http(s) URL, or empty to never fetch collateral"
+                "attestation.pccs_url {pccs:?} must be an https URL, or empty to never fetch collateral"
+            )));
+        }
+        if pccs.starts_with("http://") && !self.attestation.allow_insecure_pccs {
+            return Err(ConfigError::Invalid(format!(
+                "attestation.pccs_url {pccs:?} is plain HTTP: use https://, or set \
+                 attestation.allow_insecure_pccs = true to accept it (a local test PCCS only)"
             )));
         }
         let api = &self.api;
@@ -548,6 +517,9 @@ mod tests {
             max_concurrent: 3,
             context_length: Some(512),
         }];
+        config.network.max_inbound_per_ip = 3;
+        config.network.ip_limits_exempt_loopback = false;
+        config.http.body_read_timeout_secs = 7;
         let text = config.to_toml().unwrap();
         assert_eq!(Config::parse(&text).unwrap(), config);
     }

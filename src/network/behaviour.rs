@@ -1,39 +1,48 @@
 //! The composed `NetworkBehaviour` of a cocoon node.
 //!
 //! Field order is the order in which libp2p consults behaviours, and it matters: the gatekeepers
-//! (`blocked`, then `limits`) come first so a blocked peer or a connection over the caps is denied
-//! before any other behaviour allocates state for it; then identify and ping (liveness and addresses), Kademlia, gossipsub,
-//! and NAT traversal (off with `network.nat_traversal = false`); cocoon's own protocols come last.
+//! (`blocked`, `ip_limit`, then `limits`) come first so a blocked peer, a connection over its
+//! IP's share or over the caps is denied before any other behaviour allocates state for it; then
+//! identify and ping (liveness and addresses), Kademlia, gossipsub, and NAT traversal (off with
+//! `network.nat_traversal = false`); cocoon's own protocols come last.
 
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{
-    StreamProtocol, allow_block_list, autonat, connection_limits, dcutr, gossipsub, identify, kad, ping,
-    relay,
-};
+use libp2p::{StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify, kad, ping, relay};
 use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
 
-use super::{KAD_PROTOCOL, NetworkConfig, PROTOCOL_VERSION};
+use super::metrics::NetMetrics;
+use super::provider_store::ProviderStore;
+use super::{KAD_PROTOCOL, NetworkConfig, PROTOCOL_VERSION, blocklist, ip_limit, scoring};
 
 /// Largest gossip message accepted (64 KiB: an attestation record with a TDX quote is ~6 KiB).
 pub(crate) const MAX_GOSSIP_MESSAGE: usize = 64 * 1024;
 /// Kademlia queries give up after this long.
 const KAD_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Provider records we hold expire this long after their last announcement: three republish
+/// intervals, so a provider that misses two (a restart, a partition) keeps its place, and a
+/// worker that is gone leaves within hours rather than Kademlia's default two days.
+const PROVIDER_RECORD_TTL: Duration = Duration::from_secs(3 * 3600);
+/// Our own provider records are re-announced this often (workers also re-announce with every
+/// new attestation record).
+const PROVIDER_REPUBLISH: Duration = Duration::from_secs(3600);
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
-    /// Gatekeeper: peers found misbehaving (e.g. sending invalid attestation records) are
-    /// disconnected and refused for the rest of the run.
-    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    /// Gatekeeper: penalties per peer; a peer whose score crosses the threshold (e.g. one that
+    /// sent an invalid attestation record) is disconnected and refused for a bounded time.
+    pub blocked: blocklist::Behaviour,
+    /// Gatekeeper: inbound connections per remote IP, before the handshake is paid for.
+    pub ip_limit: ip_limit::Behaviour,
     /// Gatekeeper: caps on established and pending connections.
     pub limits: connection_limits::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
-    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub kad: kad::Behaviour<ProviderStore>,
     pub gossipsub: gossipsub::Behaviour,
     pub autonat: Toggle<autonat::Behaviour>,
     pub relay_client: Toggle<relay::client::Behaviour>,
@@ -53,6 +62,7 @@ impl Behaviour {
         relay_client: relay::client::Behaviour,
         config: &NetworkConfig,
         registry: &mut Registry,
+        metrics: &NetMetrics,
     ) -> Result<Self, String> {
         let peer_id = key.public().to_peer_id();
         let limits = connection_limits::ConnectionLimits::default()
@@ -69,8 +79,16 @@ impl Behaviour {
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         kad_config
             .set_query_timeout(KAD_QUERY_TIMEOUT)
-            .set_periodic_bootstrap_interval(Some(config.routing_refresh));
-        let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+            .set_periodic_bootstrap_interval(Some(config.routing_refresh))
+            // Inbound PUT_VALUE and ADD_PROVIDER come to the event loop, which drops the first and
+            // admits the second with the sender's address group (`provider_store.rs`).
+            .set_record_filtering(kad::StoreInserts::FilterBoth)
+            .set_provider_record_ttl(Some(PROVIDER_RECORD_TTL))
+            .set_provider_publication_interval(Some(PROVIDER_REPUBLISH))
+            .set_replication_interval(None)
+            .set_publication_interval(None);
+        let store = ProviderStore::new(peer_id, rand::random());
+        let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
         kad.set_mode(
             config.kad_server.map(|server| if server { kad::Mode::Server } else { kad::Mode::Client }),
         );
@@ -96,10 +114,8 @@ impl Behaviour {
         let mut gossipsub =
             gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)?
                 .with_metrics(registry.sub_registry_with_prefix("gossipsub"), Default::default());
-        gossipsub.with_peer_score(
-            gossipsub::PeerScoreParams::default(),
-            gossipsub::PeerScoreThresholds::default(),
-        )?;
+        let attestation_topic = gossipsub::IdentTopic::new(crate::attestation::service::ATTESTATION_TOPIC);
+        gossipsub.with_peer_score(scoring::params(attestation_topic.hash()), scoring::thresholds())?;
 
         let relay_server =
             config.relay_server.then(|| relay::Behaviour::new(peer_id, relay::Config::default()));
@@ -108,7 +124,12 @@ impl Behaviour {
         let nat = config.nat_traversal;
 
         Ok(Self {
-            blocked: allow_block_list::Behaviour::default(),
+            blocked: blocklist::Behaviour::new(blocklist::CAPACITY),
+            ip_limit: ip_limit::Behaviour::new(
+                config.max_inbound_per_ip,
+                config.ip_limits_exempt_loopback,
+                metrics.inbound_denied_per_ip.clone(),
+            ),
             limits: connection_limits::Behaviour::new(limits),
             identify,
             ping: ping::Behaviour::new(ping::Config::new().with_interval(config.ping_interval)),

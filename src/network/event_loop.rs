@@ -4,8 +4,10 @@
 //! connection-manager tick. Requests that complete later (dials, Kademlia queries) are kept in
 //! `pending_*` maps keyed by libp2p's own ids and answered through their `oneshot`. Nothing here
 //! panics on an unexpected event: it is logged and ignored. Kademlia query results are matched
-//! to their requests in `queries.rs`.
+//! to their requests in `queries.rs`; penalties, identify, the peer book and inbound provider
+//! records are handled in `peers.rs`.
 
+mod peers;
 mod queries;
 
 use std::collections::{HashMap, HashSet};
@@ -20,7 +22,7 @@ use libp2p::metrics::Recorder;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify};
+use libp2p::{Multiaddr, PeerId, Swarm, identify};
 use prometheus_client::registry::Registry;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -29,9 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::metrics::NetMetrics;
-use super::{
-    Command, GossipMessage, KAD_PROTOCOL, NetworkConfig, NetworkError, NetworkStatus, PROTOCOL_VERSION,
-};
+use super::{BLOCKED_SAMPLE, Command, GossipMessage, NetworkConfig, NetworkError, NetworkStatus, Validation};
 use crate::store::PeerBook;
 
 type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
@@ -59,6 +59,9 @@ pub(crate) struct EventLoop {
     served_record: Option<Vec<u8>>,
     topics: HashMap<TopicHash, (String, mpsc::Sender<GossipMessage>)>,
     connected_since: HashMap<PeerId, Instant>,
+    /// Remote address of each connected peer's first connection, and whether we dialed it (the
+    /// peer book takes a dialed address once identify shows the peer speaks cocoon).
+    first_addr: HashMap<PeerId, (Multiaddr, bool)>,
     protected: HashMap<PeerId, u32>,
     bootstrap_peers: HashSet<PeerId>,
     rng: StdRng,
@@ -70,6 +73,7 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         config: NetworkConfig,
         peer_book: Option<PeerBook>,
+        metrics: NetMetrics,
         registry: &mut Registry,
     ) -> Self {
         let bootstrap_peers = config.protected_peers.iter().copied().collect();
@@ -78,7 +82,7 @@ impl EventLoop {
             commands,
             config,
             peer_book,
-            metrics: NetMetrics::register(registry),
+            metrics,
             libp2p_metrics: libp2p::metrics::Metrics::new(registry),
             pending_dials: HashMap::new(),
             pending_closest: HashMap::new(),
@@ -90,6 +94,7 @@ impl EventLoop {
             served_record: None,
             topics: HashMap::new(),
             connected_since: HashMap::new(),
+            first_addr: HashMap::new(),
             protected: HashMap::new(),
             bootstrap_peers,
             rng: StdRng::from_entropy(),
@@ -209,6 +214,9 @@ impl EventLoop {
                 let _ = reply.send(result);
             }
             Command::Validate { id, source, verdict } => {
+                if verdict == Validation::Reject {
+                    self.penalize(source, super::Tolerance::Mid, "gossip message rejected by its validator");
+                }
                 self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
                     &id,
                     &source,
@@ -226,16 +234,9 @@ impl EventLoop {
                     }
                 }
             }
-            Command::Block { peer, reason } => {
-                tracing::warn!(%peer, %reason, "blocking peer");
-                self.metrics.blocked_peers.inc();
-                self.swarm.behaviour_mut().blocked.block_peer(peer);
-                self.swarm.behaviour_mut().kad.remove_peer(&peer);
-                if let Some(book) = &self.peer_book
-                    && let Err(e) = book.remove(&peer)
-                {
-                    tracing::warn!(%peer, error = %e, "cannot remove blocked peer from the peer book");
-                }
+            Command::Penalize { peer, level, reason } => self.penalize(peer, level, &reason),
+            Command::GossipScore { peer, reply } => {
+                let _ = reply.send(self.swarm.behaviour().gossipsub.peer_score(&peer));
             }
             Command::StartProviding { key, reply } => {
                 match self.swarm.behaviour_mut().kad.start_providing(RecordKey::new(&key)) {
@@ -272,7 +273,8 @@ impl EventLoop {
             mesh_peers: mesh.len(),
             kad_mode: self.swarm.behaviour().kad.mode().to_string(),
             trimmed_connections: self.metrics.trimmed_connections.get(),
-            blocked_peers: self.swarm.behaviour().blocked.blocked_peers().iter().copied().collect(),
+            blocked_count: self.swarm.behaviour().blocked.blocked_count(),
+            blocked_peers: self.swarm.behaviour().blocked.blocked_sample(BLOCKED_SAMPLE),
             in_use_peers: self.protected.keys().copied().collect(),
         }
     }
@@ -296,9 +298,8 @@ impl EventLoop {
             } => {
                 if num_established.get() == 1 {
                     self.connected_since.insert(peer_id, Instant::now());
-                }
-                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
-                    self.remember(&peer_id, address);
+                    let dialed = matches!(endpoint, ConnectedPoint::Dialer { .. });
+                    self.first_addr.insert(peer_id, (endpoint.get_remote_address().clone(), dialed));
                 }
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
@@ -309,6 +310,7 @@ impl EventLoop {
             SwarmEvent::ConnectionClosed { peer_id, num_established, cause, .. } => {
                 if num_established == 0 {
                     self.connected_since.remove(&peer_id);
+                    self.first_addr.remove(&peer_id);
                 }
                 tracing::debug!(peer = %peer_id, cause = ?cause, "connection closed");
                 self.metrics.connected_peers.set(self.connected_since.len() as i64);
@@ -353,27 +355,6 @@ impl EventLoop {
             BehaviourEvent::Autonat(event) => tracing::debug!(?event, "autonat"),
             BehaviourEvent::RelayClient(event) => tracing::debug!(?event, "relay client"),
             BehaviourEvent::Limits(never) | BehaviourEvent::Blocked(never) => match never {},
-        }
-    }
-
-    fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
-        if info.protocol_version != PROTOCOL_VERSION {
-            tracing::info!(%peer, version = %info.protocol_version, "disconnecting peer of another network");
-            self.metrics.wrong_network_peers.inc();
-            let _ = self.swarm.disconnect_peer_id(peer);
-            return;
-        }
-        if !info.protocols.contains(&StreamProtocol::new(KAD_PROTOCOL)) {
-            return;
-        }
-        // A Kademlia server: its listen addresses go into the routing table. Loopback addresses are
-        // only useful when we ourselves are on a loopback-only network.
-        for addr in info.listen_addrs {
-            if super::is_local_addr(&addr) && !self.config.local_only {
-                continue;
-            }
-            self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-            self.remember(&peer, &addr);
         }
     }
 
@@ -458,20 +439,9 @@ impl EventLoop {
         }
     }
 
-    fn remember(&self, peer: &PeerId, addr: &Multiaddr) {
-        let Some(book) = &self.peer_book else { return };
-        let mut addr = addr.clone();
-        if matches!(addr.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) {
-            addr.pop();
-        }
-        let addr = &addr;
-        if let Err(e) = book.record(peer, addr, crate::clock::unix_now()) {
-            tracing::warn!(%peer, error = %e, "cannot record peer in the peer book");
-        }
-    }
-
     /// Close surplus connections and refill thin gossipsub meshes (see `cocoon_protocol::connmgr`).
     fn manage_connections(&mut self) {
+        self.prune_state();
         let now = Instant::now();
         let mesh: HashSet<PeerId> = self.swarm.behaviour().gossipsub.all_mesh_peers().copied().collect();
         self.metrics.mesh_peers.set(mesh.len() as i64);

@@ -5,6 +5,7 @@
 //! under `gossipsub_`. The gauges and counters here describe cocoon's own decisions.
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -21,6 +22,12 @@ pub(crate) struct NetMetrics {
     pub blocked_peers: Counter,
     pub kad_join_lookups: Counter,
     pub kad_join_lookups_unanswered: Counter,
+    pub penalties: Family<Vec<(String, String)>, Counter>,
+    pub blocklist_size: Gauge,
+    pub inbound_denied_per_ip: Counter,
+    pub kad_records_refused: Counter,
+    pub provider_records: Gauge,
+    pub provider_records_refused: Counter,
 }
 
 impl NetMetrics {
@@ -61,8 +68,30 @@ impl NetMetrics {
         );
         r.register(
             "blocked_peers",
-            "Peers blocked for misbehaviour (e.g. invalid attestation records)",
+            "Blocks imposed: penalties that took a peer's score over the threshold",
             m.blocked_peers.clone(),
+        );
+        r.register("penalties", "Penalties counted against peers, by tolerance level", m.penalties.clone());
+        r.register("blocklist_size", "Peers blocked now (blocks expire)", m.blocklist_size.clone());
+        r.register(
+            "inbound_denied_per_ip",
+            "Inbound connections denied for exceeding network.max_inbound_per_ip",
+            m.inbound_denied_per_ip.clone(),
+        );
+        r.register(
+            "kad_records_refused",
+            "Inbound Kademlia PUT_VALUE records dropped (cocoon keeps no DHT values)",
+            m.kad_records_refused.clone(),
+        );
+        r.register(
+            "kad_provider_records",
+            "Provider records held for other peers",
+            m.provider_records.clone(),
+        );
+        r.register(
+            "kad_provider_records_refused",
+            "Inbound provider records refused (key full of established providers, address group share, store full)",
+            m.provider_records_refused.clone(),
         );
         r.register(
             "kad_join_lookups",

@@ -7,15 +7,25 @@
 //! channel and are forwarded by gossipsub only after the subscriber reports a verdict
 //! (validate-then-forward).
 //!
-//! Submodules: `behaviour` (the composed `NetworkBehaviour`), `swarm` (transports), `event_loop`
-//! (the task), `bootstrap` (list files), `join` (joining with backoff), `metrics`.
+//! Misbehaving peers are penalised with a [`Tolerance`] level ([`NetworkHandle::penalize`]); a
+//! peer whose decaying score crosses the threshold is disconnected and refused for a bounded time.
+//!
+//! Submodules: `behaviour` (the composed `NetworkBehaviour`), its gatekeepers `blocklist`
+//! (penalties and blocks) and `ip_limit` (inbound connections per IP), `scoring` (gossipsub peer
+//! scores), `provider_store` (Kademlia's store: provider records under caps, no PUT_VALUE
+//! records), `swarm` (transports), `event_loop` (the task), `bootstrap` (list files), `join`
+//! (joining with backoff), `metrics`.
 
 mod behaviour;
+mod blocklist;
 pub mod bootstrap;
 mod event_loop;
+mod ip_limit;
 mod join;
 mod metrics;
+mod provider_store;
 pub mod record_exchange;
+mod scoring;
 mod swarm;
 
 use std::time::Duration;
@@ -30,6 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{Config, KadMode, Role};
 use crate::store::PeerBook;
 
+pub use cocoon_protocol::reputation::Tolerance;
 pub use join::{JoinConfig, spawn_join_task};
 
 /// Kademlia protocol name: private to cocoon, never the public IPFS DHT.
@@ -38,6 +49,9 @@ pub const KAD_PROTOCOL: &str = "/cocoon/kad/1.0.0";
 pub const PROTOCOL_VERSION: &str = "/cocoon/1.0.0";
 /// Capacity of the command channel from handles to the event loop.
 const COMMAND_CAPACITY: usize = 256;
+/// Most blocked peers listed in [`NetworkStatus::blocked_peers`] (the count is exact): enough to
+/// see who was blocked last, never a copy of the whole blocklist per status call.
+pub const BLOCKED_SAMPLE: usize = 32;
 
 /// Which transport stack the swarm uses.
 #[derive(Debug, Clone)]
@@ -108,6 +122,10 @@ pub struct NetworkConfig {
     pub gossip_mesh_low: usize,
     /// Run AutoNAT, the circuit-relay client and DCUtR.
     pub nat_traversal: bool,
+    /// Most inbound connections per remote IP (IPv6: per /64); 0 for no limit.
+    pub max_inbound_per_ip: u32,
+    /// Loopback addresses are exempt from the per-IP limits.
+    pub ip_limits_exempt_loopback: bool,
 }
 
 impl NetworkConfig {
@@ -144,6 +162,8 @@ impl NetworkConfig {
             ping_interval: Duration::from_secs(n.ping_interval_secs),
             gossip_mesh_low: n.gossip_mesh_low,
             nat_traversal: n.nat_traversal,
+            max_inbound_per_ip: n.max_inbound_per_ip,
+            ip_limits_exempt_loopback: n.ip_limits_exempt_loopback,
         }
     }
 }
@@ -219,7 +239,9 @@ pub struct NetworkStatus {
     pub kad_mode: String,
     /// Connections the connection manager has closed since start.
     pub trimmed_connections: u64,
-    /// Peers blocked for misbehaviour.
+    /// Peers blocked now (blocks end after `cocoon_protocol::reputation::BLOCK_MS`).
+    pub blocked_count: usize,
+    /// At most [`BLOCKED_SAMPLE`] of the blocked peers, most recently blocked first.
     pub blocked_peers: Vec<PeerId>,
     /// Peers a subsystem is using (an inference stream in flight), kept from trimming.
     pub in_use_peers: Vec<PeerId>,
@@ -298,7 +320,8 @@ pub(crate) enum Command {
     Publish { topic: String, data: Vec<u8>, reply: Reply<MessageId> },
     Validate { id: MessageId, source: PeerId, verdict: Validation },
     Protect { peer: PeerId, protect: bool },
-    Block { peer: PeerId, reason: String },
+    Penalize { peer: PeerId, level: Tolerance, reason: String },
+    GossipScore { peer: PeerId, reply: oneshot::Sender<Option<f64>> },
     StartProviding { key: Vec<u8>, reply: Reply<()> },
     GetProviders { key: Vec<u8>, reply: Reply<Vec<PeerId>> },
     ServeRecord { record: Option<Vec<u8>> },
@@ -424,9 +447,31 @@ impl NetworkHandle {
         Ok(InUse { commands: self.commands.clone(), peer })
     }
 
-    /// Disconnect `peer` and refuse it for the rest of the run (fatal misbehaviour).
+    /// Count an offence by `peer` at tolerance `level` (see [`Tolerance`] for what each level is
+    /// for). Only for what is provably the peer's own fault: a verdict that depends on our
+    /// collateral, policy or version is no penalty. When the peer's decaying score crosses the
+    /// threshold it is disconnected and refused for a bounded time.
+    pub async fn penalize(
+        &self,
+        peer: PeerId,
+        level: Tolerance,
+        reason: impl Into<String>,
+    ) -> Result<(), NetworkError> {
+        self.send(Command::Penalize { peer, level, reason: reason.into() }).await
+    }
+
+    /// Disconnect `peer` and refuse it for a bounded time: [`Self::penalize`] at
+    /// [`Tolerance::Fatal`] (a record it signed is invalid, a stream it sent cannot be from an
+    /// honest peer).
     pub async fn block(&self, peer: PeerId, reason: impl Into<String>) -> Result<(), NetworkError> {
-        self.send(Command::Block { peer, reason: reason.into() }).await
+        self.penalize(peer, Tolerance::Fatal, reason).await
+    }
+
+    /// `peer`'s gossipsub score as this node sees it (`None` if gossipsub does not know it).
+    pub async fn gossip_score(&self, peer: PeerId) -> Result<Option<f64>, NetworkError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::GossipScore { peer, reply: tx }).await?;
+        rx.await.map_err(|_| NetworkError::Stopped)
     }
 
     /// Announce in the DHT that this node provides `key` (re-announced by Kademlia periodically).
@@ -467,7 +512,8 @@ pub async fn start(
     registry: &mut Registry,
 ) -> Result<(NetworkHandle, tokio::task::JoinHandle<()>), NetworkError> {
     let peer_id = keypair.public().to_peer_id();
-    let mut swarm = swarm::build(&config, keypair, registry)?;
+    let metrics = metrics::NetMetrics::register(registry);
+    let mut swarm = swarm::build(&config, keypair, registry, &metrics)?;
     swarm::listen_all(&mut swarm, &config.listen, config.local_only).await?;
     if config.relay_server && swarm.external_addresses().next().is_none() {
         tracing::warn!(
@@ -477,7 +523,7 @@ pub async fn start(
     }
     let streams = swarm.behaviour().streams.new_control();
     let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
-    let event_loop = event_loop::EventLoop::new(swarm, rx, config, peer_book, registry);
+    let event_loop = event_loop::EventLoop::new(swarm, rx, config, peer_book, metrics, registry);
     let task = tokio::spawn(event_loop.run());
     Ok((NetworkHandle { commands: tx, peer_id, streams }, task))
 }

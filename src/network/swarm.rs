@@ -16,6 +16,7 @@ use libp2p::{Multiaddr, Swarm, SwarmBuilder, noise, tcp, yamux};
 use prometheus_client::registry::Registry;
 
 use super::behaviour::Behaviour;
+use super::metrics::NetMetrics;
 use super::{BoxedTransport, NetworkConfig, NetworkError, TransportKind};
 
 /// How long binding the listeners may take before start-up fails.
@@ -25,10 +26,11 @@ pub(crate) fn build(
     config: &NetworkConfig,
     keypair: Keypair,
     registry: &mut Registry,
+    metrics: &NetMetrics,
 ) -> Result<Swarm<Behaviour>, NetworkError> {
     let terr = |e: &dyn std::fmt::Display| NetworkError::Transport(e.to_string());
     let make_behaviour = |key: &Keypair, relay_client| {
-        Behaviour::new(key, relay_client, config, registry)
+        Behaviour::new(key, relay_client, config, registry, metrics)
             .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })
     };
     let idle = config.idle_connection_timeout;

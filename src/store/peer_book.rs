@@ -2,7 +2,12 @@
 //!
 //! A restarted node dials the most recently seen entries, so it rejoins the network even when all
 //! of its bootstrap peers are gone. Entries are JSON values in the `peers/v1` tree keyed by the
-//! peer id's bytes; each keeps at most [`MAX_ADDRS_PER_PEER`] addresses, newest first.
+//! peer id's bytes; each keeps at most [`MAX_ADDRS_PER_PEER`] addresses, newest first, and the
+//! book keeps about [`MAX_PEERS`] peers (the least recently seen go first). The network layer
+//! records only peers that identify with cocoon's protocol version and Kademlia protocol.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
@@ -11,6 +16,14 @@ use super::StoreError;
 
 /// Addresses remembered per peer (newest first); older ones are dropped.
 pub const MAX_ADDRS_PER_PEER: usize = 8;
+
+/// Peers the book is pruned back to while running (and on shutdown): a restarting node dials
+/// only the 32 most recent, so a thousand is plenty of history, and the book stays a few hundred
+/// KiB however many peers come and go.
+pub const MAX_PEERS: usize = 1024;
+/// New peers allowed beyond [`MAX_PEERS`] before a prune (a full scan) runs, so that the scan
+/// happens once per 128 new peers rather than on every one.
+pub const PRUNE_SLACK: usize = MAX_PEERS / 8;
 
 /// Seconds within which seeing a peer again at its newest address is not written: `last_seen`
 /// only orders peers for rejoining, and a write per connection and per identify is the node's
@@ -38,11 +51,15 @@ struct Entry {
 #[derive(Debug, Clone)]
 pub struct PeerBook {
     tree: sled::Tree,
+    /// Entries, counted once at opening and kept up by this handle's inserts and removals
+    /// (sled's own `len` is a full scan).
+    count: Arc<AtomicUsize>,
 }
 
 impl PeerBook {
     pub(super) fn new(tree: sled::Tree) -> Self {
-        Self { tree }
+        let count = Arc::new(AtomicUsize::new(tree.len()));
+        Self { tree, count }
     }
 
     /// Remember that `peer` was reachable at `addr` at `now` (Unix seconds).
@@ -65,13 +82,17 @@ impl PeerBook {
         entry.last_seen = now;
         let bytes = serde_json::to_vec(&entry)
             .map_err(|e| StoreError::Corrupt { path: "peers/v1".into(), message: e.to_string() })?;
-        self.tree.insert(key, bytes)?;
+        if self.tree.insert(key, bytes)?.is_none() {
+            self.grew()?;
+        }
         Ok(())
     }
 
     /// Forget `peer` (e.g. it turned out to be malicious).
     pub fn remove(&self, peer: &PeerId) -> Result<(), StoreError> {
-        self.tree.remove(peer.to_bytes())?;
+        if self.tree.remove(peer.to_bytes())?.is_some() {
+            let _ = self.count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
         Ok(())
     }
 
@@ -104,12 +125,21 @@ impl PeerBook {
             self.remove(&peer.peer_id)?;
             removed += 1;
         }
+        self.count.store(self.tree.len(), Ordering::Relaxed);
         Ok(removed)
+    }
+
+    /// A new peer was added: prune back to [`MAX_PEERS`] once the slack is used up.
+    fn grew(&self) -> Result<(), StoreError> {
+        if self.count.fetch_add(1, Ordering::Relaxed) + 1 > MAX_PEERS + PRUNE_SLACK {
+            self.prune(MAX_PEERS)?;
+        }
+        Ok(())
     }
 
     /// Number of known peers.
     pub fn len(&self) -> usize {
-        self.tree.len()
+        self.count.load(Ordering::Relaxed)
     }
 
     /// Whether no peer is known.
@@ -177,5 +207,22 @@ mod tests {
         assert_eq!(book.prune(3).unwrap(), 3);
         assert_eq!(book.len(), 3);
         assert!(book.recent(10).unwrap().iter().all(|k| k.last_seen >= 1002));
+    }
+
+    #[test]
+    fn the_book_prunes_itself_while_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let book = store.peer_book().unwrap();
+        let first = PeerId::random();
+        book.record(&first, &addr(1), 0).unwrap();
+        for t in 1..=(MAX_PEERS + PRUNE_SLACK) as u64 {
+            book.record(&PeerId::random(), &addr(1), t).unwrap();
+            assert!(book.len() <= MAX_PEERS + PRUNE_SLACK);
+        }
+        assert!(book.len() <= MAX_PEERS, "{}", book.len());
+        let kept = book.recent(usize::MAX).unwrap();
+        assert!(!kept.iter().any(|k| k.peer_id == first), "the oldest went first");
+        assert_eq!(book.len(), book.recent(usize::MAX).unwrap().len());
     }
 }

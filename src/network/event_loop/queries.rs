@@ -14,6 +14,10 @@ use crate::network::NetworkError;
 /// Most addresses kept per provider found (a provider record carries the provider's listen and
 /// external addresses).
 const MAX_PROVIDER_ADDRS: usize = 8;
+/// Most providers one lookup collects: storers answer from lists capped at 32 per key, so an
+/// honest lookup finds far fewer; the cap stops a lying storer from handing the reader, who
+/// fetches and verifies each provider's record, an endless list.
+pub(crate) const MAX_PROVIDERS_FOUND: usize = 256;
 
 impl EventLoop {
     pub(super) fn on_kad(&mut self, event: kad::Event) {
@@ -68,9 +72,12 @@ impl EventLoop {
                     if let Some((_, found)) = self.pending_providers.get_mut(&id)
                         && let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = &result
                     {
-                        found.extend(providers.iter().copied());
-                        for provider in providers {
-                            self.keep_provider_addresses(*provider);
+                        let room = MAX_PROVIDERS_FOUND.saturating_sub(found.len());
+                        let fresh: Vec<PeerId> =
+                            providers.iter().filter(|p| !found.contains(p)).take(room).copied().collect();
+                        found.extend(fresh.iter().copied());
+                        for provider in fresh {
+                            self.keep_provider_addresses(provider);
                         }
                     }
                     if step.last
@@ -90,6 +97,7 @@ impl EventLoop {
                 self.metrics.routing_table_peers.set(size as i64);
             }
             kad::Event::ModeChanged { new_mode } => tracing::info!(mode = %new_mode, "kademlia mode changed"),
+            kad::Event::InboundRequest { request } => self.on_kad_inbound(request),
             _ => {}
         }
     }
