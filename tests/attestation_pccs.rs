@@ -16,7 +16,9 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use cocoon::attestation::collateral::{CollateralError, CollateralSource, REFRESH_BEFORE};
+use cocoon::attestation::collateral::{
+    CollateralError, CollateralSource, CollateralStats, MAX_COLLATERAL_AGE, REFRESH_BEFORE, REFRESH_INTERVAL,
+};
 use cocoon::attestation::judge::{Judgement, judge};
 use cocoon::attestation::known::KnownWorkers;
 use cocoon::attestation::pccs::{PccsClient, PccsError, Platform};
@@ -161,8 +163,10 @@ async fn collateral_from_a_pccs_is_byte_exact_and_verifies_the_sample_quote() {
 #[tokio::test]
 async fn collateral_is_cached_in_the_store_and_reused_offline() {
     let (quote, sample) = load("tdx_quote");
-    let (from, until) = window(&sample);
+    let (from, _) = window(&sample);
     let now = from + 3600;
+    // Used for at most MAX_COLLATERAL_AGE after it verified (the signed window is a month).
+    let until = now + MAX_COLLATERAL_AGE;
     let dir = tempfile::tempdir().unwrap();
     let (pccs, url, server) = serve(sample.clone()).await;
     {
@@ -237,6 +241,7 @@ async fn pccs_failures_have_clear_errors_and_back_off() {
     // Collateral that is already expired when served is not used.
     let source = CollateralSource::new(Some(client(&url)), None);
     assert!(matches!(source.for_quote(&quote, until + 1).await, Err(CollateralError::Stale(_))));
+    assert!(source.cached(&quote, until + 1).is_none());
 
     // Nobody listening: a connection error, quickly.
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -325,4 +330,68 @@ async fn attest_verify_cli_fetches_collateral_and_saves_it_for_offline_use() {
         common::run(&["attest", "verify", "--quote", &q, "--collateral", &s, "--at", &at], &[]);
     assert!(ok && out.contains("verdict:      ACCEPTED"), "{out}{err}");
     assert_eq!(pccs.hits.load(Ordering::SeqCst), 4);
+}
+
+/// Collateral is verified before it is used or kept: a PCCS serving collateral with a bad
+/// signature, or another platform's, gets nothing into memory or the store, and the quote is not
+/// judged with it. (It used to be cached on the strength of its unsigned `nextUpdate` alone.)
+#[tokio::test]
+async fn collateral_that_does_not_verify_is_neither_used_nor_kept() {
+    let (quote, sample) = load("tdx_quote");
+    let now = window(&sample).0 + 3600;
+    let key = Platform::of_quote(&quote).unwrap().key();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let cache = store.collateral_cache().unwrap();
+
+    let mut forged = sample.clone();
+    forged.tcb_info = forged.tcb_info.replacen("UpToDate", "Revoked", 1);
+    let (_pccs, url, _server) = serve(forged).await;
+    let source = CollateralSource::new(Some(client(&url)), Some(cache.clone()));
+    let err = source.for_quote(&quote, now).await.unwrap_err();
+    assert!(matches!(&err, CollateralError::Invalid { error, .. } if error.contains("TCB info")), "{err:?}");
+    assert!(source.cached(&quote, now).is_none());
+    assert_eq!(cache.get(&key).unwrap(), None, "unverified collateral reached the store");
+    assert_eq!(source.stats(), CollateralStats { fetched: 0, failed: 1 });
+
+    // Intel-signed, valid at the time, but for another FMSPC (the outdated sample's platform).
+    let (_, other) = load("tdx_quote_outdated");
+    let other_now = window(&other).0 + 3600;
+    let (_pccs, url, _server) = serve(other).await;
+    let source = CollateralSource::new(Some(client(&url)), Some(cache.clone()));
+    let err = source.for_quote(&quote, other_now).await.unwrap_err();
+    assert!(matches!(&err, CollateralError::Invalid { error, .. } if error.contains("FMSPC")), "{err:?}");
+    assert_eq!(cache.get(&key).unwrap(), None);
+
+    // Something put in the store behind the node's back is verified again when read.
+    let mut tampered = sample.clone();
+    tampered.qe_identity_signature[0] ^= 1;
+    cache.put(&key, &tampered, now + 3600).unwrap();
+    let source = CollateralSource::new(None, Some(cache.clone()));
+    assert!(source.cached(&quote, now).is_none(), "tampered collateral used from the store");
+    cache.put(&key, &sample, now + 3600).unwrap();
+    let source = CollateralSource::new(None, Some(cache));
+    assert!(source.cached(&quote, now).is_some(), "control: the genuine collateral is used");
+}
+
+/// How long fetched collateral is used comes from its verified, signed dates, capped by
+/// MAX_COLLATERAL_AGE; it is refreshed daily.
+#[tokio::test]
+async fn cached_collateral_is_refreshed_daily_and_dropped_after_a_week() {
+    let (quote, sample) = load("tdx_quote");
+    let now = window(&sample).0 + 3600;
+    let (pccs, url, server) = serve(sample).await;
+    let source = CollateralSource::new(Some(client(&url)), None);
+    source.for_quote(&quote, now).await.unwrap();
+    assert_eq!(pccs.hits.load(Ordering::SeqCst), 4);
+    source.for_quote(&quote, now + REFRESH_INTERVAL - 1).await.unwrap();
+    assert_eq!(pccs.hits.load(Ordering::SeqCst), 4, "fresh: not fetched again");
+    source.for_quote(&quote, now + REFRESH_INTERVAL).await.unwrap();
+    assert_eq!(pccs.hits.load(Ordering::SeqCst), 8, "a day old: refreshed");
+
+    // The PCCS goes away: the last copy serves for a week after it verified, not a month.
+    server.abort();
+    let fetched_at = now + REFRESH_INTERVAL;
+    assert!(source.cached(&quote, fetched_at + MAX_COLLATERAL_AGE - 1).is_some());
+    assert!(source.cached(&quote, fetched_at + MAX_COLLATERAL_AGE).is_none());
 }

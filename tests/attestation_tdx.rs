@@ -104,7 +104,8 @@ fn disallowed_mrtd_and_outdated_tcb_are_refused_by_policy() {
     let (old_quote, old_collateral) = load("tdx_quote_outdated");
     let (old_from, _) = window(&old_collateral);
     let err = verify_quote(&old_quote, &old_collateral, old_from + 3600).unwrap_err();
-    assert!(matches!(err, QuoteError::NoTcbLevel(_)), "{err}");
+    assert!(matches!(err, QuoteError::Tcb(_)), "{err}");
+    assert!(!err.is_senders_fault(), "a TCB rating is the collateral's verdict, not the sender's fault");
     println!("outdated sample: {err}");
 
     // A TCB status the policy does not accept (the sample is UpToDate; require something else).
@@ -145,7 +146,7 @@ fn verifier_caches_by_quote_hash_until_the_collateral_expires() {
     // At the collateral's end the cached result is no longer used.
     assert_eq!(verifier.claims(&evidence, None, until), Err(VerifyError::NoCollateral));
 
-    // A forged quote is remembered as forged.
+    // A forged quote is remembered as forged, for an hour.
     let mut forged = quote;
     forged[300] ^= 1;
     let forged = TeeEvidence::Tdx { quote: forged };

@@ -2,15 +2,20 @@
 //! store on restart).
 //!
 //! - **Accept** — a valid record, newer than the one held for its worker: kept and forwarded.
-//! - **Ignore** — not forwarded, no penalty: a replay or duplicate, a record this node's *policy*
-//!   refuses (simulated evidence, unknown image, TCB status: other nodes may accept it, so it is no
-//!   misbehaviour), an expired record, or evidence this node cannot check yet (no collateral).
-//! - **Reject** — objectively invalid (malformed, bad signature, published by someone other than
-//!   its worker, report data that does not bind its keys, forged or malformed quote, forged
-//!   simulator signature): not forwarded, and the peer that sent it is blocked (fatal).
+//! - **Ignore** — not forwarded, no penalty: a replay or duplicate; a record this node's *policy*
+//!   refuses (simulated evidence, unknown image, TCB status: other nodes may accept it); an
+//!   expired record; and every verdict that depends on this node's collateral or software rather
+//!   than on the record: no collateral yet, stale or invalid collateral, a platform or QE that the
+//!   collateral rates out of date or revoked, a quote format this build does not support.
+//! - **Reject** — provably the sender's fault, whatever the verifier's collateral, clock or
+//!   version: malformed, bad record signature, published by someone other than its worker,
+//!   report data that does not bind its keys, a quote that does not decode or whose own
+//!   signatures do not verify up to Intel's root, a forged simulator signature. Not forwarded,
+//!   and the peer that sent it is blocked (fatal).
 //!
-//! Judging is split so the cheap checks ([`admit`]) run before any collateral is fetched, and the
-//! evidence checks ([`assess`]) are synchronous and testable at any time.
+//! [`verdict`] is the one place verification errors become verdicts. Judging is split so the
+//! cheap checks ([`admit`], then the quote's own signatures) run before any collateral is
+//! fetched, and the evidence checks ([`assess`]) are synchronous and testable at any time.
 
 use std::sync::Mutex;
 
@@ -19,9 +24,9 @@ use cocoon_protocol::attestation::record::TeeEvidence;
 use cocoon_protocol::attestation::signed::SignedRecord;
 use libp2p::PeerId;
 
-use super::collateral::{CollateralError, CollateralSource};
+use super::collateral::CollateralSource;
 use super::known::KnownWorkers;
-use super::tdx::{Collateral, QuoteError};
+use super::tdx::Collateral;
 use super::verifier::{Verifier, VerifyError};
 
 /// A verdict on one record.
@@ -68,15 +73,30 @@ pub fn assess(
 ) -> Judgement {
     match verifier.verify_record(signed.record(), collateral, now) {
         Ok(_) => Judgement::Accept(Box::new(signed)),
-        Err(e) => match &e {
-            VerifyError::Quote(QuoteError::Signature(_) | QuoteError::NotTdx | QuoteError::Invalid(_))
-            | VerifyError::Policy(Rejection::ReportDataMismatch | Rejection::SimulatedSignatureInvalid) => {
-                Judgement::Reject(e.to_string())
-            }
-            VerifyError::Policy(Rejection::SimulatedNotAllowed) => Judgement::IgnoreSimulated,
-            _ => Judgement::Ignore(e.to_string()),
-        },
+        Err(e) => verdict(e),
     }
+}
+
+/// The verdict on evidence that did not pass: [`Judgement::Reject`] (a penalty for the sender)
+/// only for what is the record's own fault under any collateral and verifier version.
+pub fn verdict(error: VerifyError) -> Judgement {
+    let senders_fault = match &error {
+        VerifyError::Quote(quote) => quote.is_senders_fault(),
+        VerifyError::NoCollateral => false,
+        VerifyError::Policy(Rejection::ReportDataMismatch | Rejection::SimulatedSignatureInvalid) => true,
+        VerifyError::Policy(Rejection::SimulatedNotAllowed) => return Judgement::IgnoreSimulated,
+        VerifyError::Policy(
+            Rejection::TcbStatus(_)
+            | Rejection::MrtdNotAllowed(_)
+            | Rejection::ImageHashNotAllowed(_)
+            | Rejection::RtmrMismatch { .. }
+            | Rejection::NotYetValid
+            | Rejection::Expired
+            | Rejection::TooOld
+            | Rejection::ValidityTooLong,
+        ) => false,
+    };
+    if senders_fault { Judgement::Reject(error.to_string()) } else { Judgement::Ignore(error.to_string()) }
 }
 
 /// Judge `data` published by `author` at `now`, fetching collateral if a TDX quote needs it.
@@ -93,14 +113,21 @@ pub async fn judge(
         Err(judgement) => return judgement,
     };
     let fetched = match &signed.record().evidence {
-        TeeEvidence::Tdx { quote } if !verifier.has_result(quote, now) => {
-            match collateral.for_quote(quote, now).await {
-                Ok(c) => Some(c),
-                Err(e @ CollateralError::Quote(_)) => return Judgement::Reject(e.to_string()),
-                Err(e) => return Judgement::Ignore(format!("cannot verify the quote yet: {e}")),
+        TeeEvidence::Tdx { quote } => {
+            // The quote's own signatures first: a forged quote must not cost a collateral fetch.
+            if let Err(e) = verifier.precheck(quote, now) {
+                return verdict(e);
+            }
+            if verifier.has_result(quote, now) {
+                None
+            } else {
+                match collateral.for_quote(quote, now).await {
+                    Ok(c) => Some(c),
+                    Err(e) => return Judgement::Ignore(format!("cannot verify the quote yet: {e}")),
+                }
             }
         }
-        _ => None,
+        TeeEvidence::Simulated(_) => None,
     };
     assess(signed, verifier, fetched.as_deref(), now)
 }

@@ -3,17 +3,21 @@
 //!
 //! - [`collateral`]: collateral for TDX quotes from memory, the store or a PCCS ([`pccs`]).
 //! - [`judge`]: the verdict (accept, ignore, reject) on a record received from a peer.
+//! - [`intel_pki`]: Intel's certificates, CRLs and signatures checked up to its pinned root, with
+//!   no collateral or clock (what makes a quote or collateral forged rather than stale).
 //! - [`known`]: the verified records held, newest per worker.
 //! - [`service`]: gossip validation of records and publication of the worker's own.
 //! - [`policy_file`]: the policy TOML file and its optional governance signature.
 //! - [`provider`]: producing evidence: configfs-tsm TDX quotes, or labelled simulated evidence.
-//! - [`tdx`]: verification of Intel TDX quotes with `dcap-qvl` against collateral (Intel's signed
-//!   TCB info, QE identity and CRLs) at a given time, so verification is reproducible offline.
+//! - [`tdx`]: verification of Intel TDX quotes: first what the quote's bytes alone decide (the
+//!   sender's fault when it fails), then `dcap-qvl` against collateral (Intel's signed TCB info,
+//!   QE identity and CRLs) at a given time, so verification is reproducible offline.
 //! - [`verifier`]: evidence claims plus policy, with results cached by quote hash.
 //!
 //! [`EvidenceClaims`]: cocoon_protocol::attestation::policy::EvidenceClaims
 
 pub mod collateral;
+pub mod intel_pki;
 pub mod judge;
 pub mod known;
 pub mod pccs;
