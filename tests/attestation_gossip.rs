@@ -1,6 +1,7 @@
 //! Attestation records over gossip, with full in-process nodes: a simulated worker's record
 //! reaches every node whose policy allows simulated evidence; strict nodes refuse it at the first
-//! hop and do not forward it; a node publishing a forged record is blocked by its peers.
+//! hop and do not forward it; a node publishing a forged record is blocked by its peers, and one
+//! publishing a TDX quote its peers cannot check (an unknown quote version) is not.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -234,6 +235,89 @@ async fn a_node_publishing_a_forged_record_is_blocked_by_every_receiver() {
     );
 
     for n in honest.into_iter().chain([forger]) {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// Real TDX evidence over gossip. A quote of a version this build does not know is no proof of
+/// anything against its sender (a newer verifier may check it): ignored, and the publisher stays
+/// connected (it used to be rejected as malformed and blocked). The same quote with one bit of its
+/// TD report flipped fails its own signature under any collateral: rejected and blocked, with no
+/// collateral fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unverifiable_tdx_evidence_is_ignored_and_forged_tdx_evidence_blocks_its_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let offline = |mut c: Config| {
+        c.attestation.pccs_url = String::new(); // nothing to fetch from: the verdicts need no collateral
+        c
+    };
+    let boot = start(offline(config(&dir.path().join("boot"), Role::Bootstrap, None))).await;
+    let boot_addr = dial_addr(&boot);
+    let mut honest = vec![boot];
+    for i in 0..3 {
+        honest.push(
+            start(offline(config(&dir.path().join(format!("h{i}")), Role::Client, Some(&boot_addr)))).await,
+        );
+    }
+    let key = Keypair::generate_ed25519();
+    let sender = Node::start(
+        offline(config(&dir.path().join("sender"), Role::Client, Some(&boot_addr))),
+        TransportKind::Memory,
+        Some(key.clone()),
+    )
+    .await
+    .unwrap();
+    assert!(eventually(WAIT, || meshed(&sender)).await);
+    let (quote, _) = common::dcap_samples::load("tdx_quote");
+    let record = |quote: Vec<u8>, issued_at: u64| {
+        let record = AttestationRecord {
+            peer_id: key.public().to_peer_id(),
+            noise_static: [3; 32],
+            payout_address: "UQ-sender".into(),
+            offers: vec![],
+            evidence: TeeEvidence::Tdx { quote },
+            issued_at,
+            expires_at: issued_at + 600,
+        };
+        SignedRecord::sign(record, &key).unwrap().encode()
+    };
+    let now = cocoon::clock::unix_now();
+
+    let mut v6 = quote.clone();
+    v6[0] = 6;
+    sender.network().publish(ATTESTATION_TOPIC, record(v6, now)).await.unwrap();
+    let judged =
+        eventually(WAIT, || async { honest.iter().any(|h| h.attestation().verdicts().ignored > 0) }).await;
+    assert!(judged, "no honest node received the record");
+    for h in &honest {
+        let status = h.network().status().await.unwrap();
+        assert_eq!(
+            h.attestation().verdicts().rejected,
+            0,
+            "an unknown quote version was held against its sender"
+        );
+        assert!(!status.blocked_peers.contains(&sender.peer_id()));
+    }
+
+    let mut forged = quote;
+    forged[48 + 200] ^= 0x01; // inside the TD report
+    sender.network().publish(ATTESTATION_TOPIC, record(forged, now + 1)).await.unwrap();
+    let blocked = eventually(WAIT, || async {
+        for h in &honest {
+            if h.attestation().verdicts().rejected > 0
+                && h.network().status().await.unwrap().blocked_peers.contains(&sender.peer_id())
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    let verdicts: Vec<_> = honest.iter().map(|h| h.attestation().verdicts()).collect();
+    assert!(blocked, "no receiver blocked the sender of a forged quote; verdicts {verdicts:?}");
+    assert!(verdicts.iter().all(|v| v.accepted == 0), "{verdicts:?}");
+
+    for n in honest.into_iter().chain([sender]) {
         n.shutdown().await.unwrap();
     }
 }
