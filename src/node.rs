@@ -351,7 +351,8 @@ impl Node {
                     None => None,
                 },
             };
-            tasks.push(tokio::spawn(admin::serve(listener, state, shutdown_rx)));
+            let limits = crate::http::ServerLimits::from_config(&config.http);
+            tasks.push(tokio::spawn(admin::serve(listener, state, limits, shutdown_rx)));
             tracing::info!(addr = ?admin_addr, "admin endpoint listening");
         }
         Ok(Self {

@@ -3,7 +3,8 @@
 //! record) and `GET /payments` (payment channels, see `admin_payments.rs`).
 //!
 //! It binds to loopback by default because it is not authenticated. The registry is built once at
-//! start-up and passed in; metrics themselves are atomics, so serving them takes no lock.
+//! start-up and passed in; metrics themselves are atomics, so serving them takes no lock. It is
+//! served by [`crate::http::serve`] under the `[http]` limits (connection cap, read deadlines).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -89,8 +90,13 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serve until `shutdown` becomes true.
-pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) {
+/// Serve under `limits` until `shutdown` becomes true.
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    limits: crate::http::ServerLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let app = Router::new()
         .route("/health", get(health))
         .route("/peers", get(peers))
@@ -101,9 +107,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
-        tracing::error!(error = %e, "admin endpoint stopped");
-    }
+    crate::http::serve(listener, app, limits, stop).await;
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Response {

@@ -73,7 +73,7 @@ pub struct Config {
     pub bootstrap: BootstrapSection,
     /// Local admin endpoint (`/health`, `/metrics`, `/peers`).
     pub admin: AdminSection,
-    /// Connection limits and timeouts of the HTTP servers (admin endpoint and OpenAI API).
+    /// Connection limits and timeouts of the HTTP servers (`crate::http::serve`).
     pub http: HttpSection,
     /// Which workers' attestation this node accepts.
     pub attestation: AttestationSection,

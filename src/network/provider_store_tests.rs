@@ -117,7 +117,7 @@ fn refresh_keeps_tenure_and_expired_records_make_room() {
     assert_eq!(store.len(), 2, "the expired record was dropped");
     store.remove_provider(&RecordKey::new(&KEY), &worker);
     assert_eq!(store.len(), 1);
-    assert!(store.per_group.get(&group(1).unwrap()).is_none());
+    assert!(!store.per_group.contains_key(&group(1).unwrap()));
 }
 
 #[test]
