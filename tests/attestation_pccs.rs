@@ -395,3 +395,22 @@ async fn cached_collateral_is_refreshed_daily_and_dropped_after_a_week() {
     assert!(source.cached(&quote, fetched_at + MAX_COLLATERAL_AGE - 1).is_some());
     assert!(source.cached(&quote, fetched_at + MAX_COLLATERAL_AGE).is_none());
 }
+
+/// Plain-HTTP PCCS URLs are refused at configuration load unless allowed explicitly.
+#[test]
+fn a_plain_http_pccs_needs_allow_insecure_pccs() {
+    use cocoon::config::Config;
+    for url in ["http://127.0.0.1:8081", "http://pccs.example"] {
+        let config = Config::parse(&format!("[attestation]\npccs_url = \"{url}\"\n")).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("plain HTTP") && err.contains("allow_insecure_pccs"), "{err}");
+        let config =
+            Config::parse(&format!("[attestation]\npccs_url = \"{url}\"\nallow_insecure_pccs = true\n"))
+                .unwrap();
+        config.validate().unwrap();
+    }
+    let default = Config::default();
+    assert!(!default.attestation.allow_insecure_pccs);
+    assert!(default.validate().is_ok(), "the default (Intel's PCS over https) is accepted");
+    assert!(default.to_toml().unwrap().contains("allow_insecure_pccs = false"), "config dump shows it");
+}

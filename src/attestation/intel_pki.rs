@@ -239,15 +239,15 @@ pub fn verify_document(
     }
 }
 
+/// A CRL's `thisUpdate` and `nextUpdate` (Unix seconds), read without verifying it.
+pub fn crl_dates(der: &[u8]) -> Option<(u64, Option<u64>)> {
+    Signed::parse(der)?.crl_dates()
+}
+
 /// Check a CRL signed by Intel's root (`issuer_chain` `None`) or by the CA first in the PEM
-/// `issuer_chain`, itself issued by the root. Returns its `thisUpdate` and `nextUpdate`.
-pub fn verify_crl(
-    der: &[u8],
-    issuer_chain: Option<&str>,
-    what: &'static str,
-) -> Result<(u64, Option<u64>), PkiError> {
-    let crl = Signed::parse(der).ok_or(PkiError::Malformed(what))?;
-    let dates = crl.crl_dates().ok_or(PkiError::Malformed(what))?;
+/// `issuer_chain`, itself issued by the root.
+pub fn verify_crl(der: &[u8], issuer_chain: Option<&str>, what: &'static str) -> Result<(), PkiError> {
+    let crl = Signed::parse(der).filter(|c| c.crl_dates().is_some()).ok_or(PkiError::Malformed(what))?;
     let signed = match issuer_chain {
         None => crl.signed_by(&INTEL_ROOT_CA_KEY),
         Some(chain) => {
@@ -256,7 +256,7 @@ pub fn verify_crl(
             crl.signed_by(chain_to_root(&refs, what)?)
         }
     };
-    if signed { Ok(dates) } else { Err(PkiError::Signature(what)) }
+    if signed { Ok(()) } else { Err(PkiError::Signature(what)) }
 }
 
 /// Standard base64 with padding, whitespace ignored.

@@ -3,7 +3,8 @@
 //! re-publishes it at half-life.
 //!
 //! Records are judged by [`super::judge`]: accepted ones are kept (memory and store) and
-//! forwarded, ignored ones dropped, and the peer that sent a rejected one is blocked. TDX quotes
+//! forwarded, ignored ones dropped (no penalty), and the peer that sent a rejected one is
+//! penalised at [`Tolerance::Fatal`], which blocks it. TDX quotes
 //! get their collateral from a [`CollateralSource`] (cache or PCCS) before they are verified.
 
 use std::collections::HashMap;
@@ -28,7 +29,7 @@ use super::known::{Insertion, KnownWorkers};
 use super::provider::{ProviderError, TeeProvider};
 use super::verifier::Verifier;
 use crate::clock::unix_now;
-use crate::network::{GossipMessage, NetworkError, NetworkHandle, Validation};
+use crate::network::{GossipMessage, NetworkError, NetworkHandle, Tolerance, Validation};
 use crate::store::RecordCache;
 
 /// Gossip topic of attestation records.
@@ -55,6 +56,10 @@ const FIRST_DISCOVERY_WAIT: Duration = Duration::from_secs(5);
 const DISCOVERY_RAMP_END: Duration = Duration::from_secs(40);
 /// Delay between attempts to publish while no peer listens.
 const PUBLISH_RETRY: Duration = Duration::from_millis(500);
+/// How a peer that sent a rejected record is penalised: one offence blocks. A rejected record is
+/// provably its sender's fault under any collateral and verifier version (`judge::verdict`): an
+/// honest author never signs one, and an honest relay validates before forwarding.
+const REJECTED_RECORD: Tolerance = Tolerance::Fatal;
 
 /// What a worker attests about itself.
 #[derive(Debug, Clone)]
@@ -401,7 +406,11 @@ async fn validate_loop(
                     handle.metrics.rejected_relayed.inc();
                 }
                 let _ = network
-                    .block(message.propagation_source, format!("invalid attestation record: {reason}"))
+                    .penalize(
+                        message.propagation_source,
+                        REJECTED_RECORD,
+                        format!("invalid attestation record: {reason}"),
+                    )
                     .await;
                 (Validation::Reject, "reject")
             }
@@ -515,7 +524,8 @@ async fn discover_loop(
                 Judgement::IgnoreSimulated => handle.refused_simulated(Some(peer)),
                 Judgement::Reject(reason) => {
                     tracing::warn!(worker = %peer, %reason, "fetched attestation record is invalid");
-                    let _ = network.block(peer, format!("invalid attestation record: {reason}")).await;
+                    let reason = format!("invalid attestation record: {reason}");
+                    let _ = network.penalize(peer, REJECTED_RECORD, reason).await;
                 }
             }
         }

@@ -235,8 +235,7 @@ fn classify(err: anyhow::Error) -> QuoteError {
 
 /// Check `collateral` on its own at `now`: TCB info, QE identity and both CRLs signed up to
 /// Intel's root, TDX collateral (for `fmspc`, when given), inside its validity window. Returns the
-/// end of that window (Unix seconds), read from the signed documents: the earliest `nextUpdate`
-/// of the TCB info, the QE identity and the CRLs.
+/// end of that window (Unix seconds), now read from signed data ([`collateral_window`]).
 pub fn verify_collateral(
     collateral: &Collateral,
     fmspc: Option<[u8; 6]>,
@@ -253,9 +252,8 @@ pub fn verify_collateral(
         "QE identity",
     )
     .map_err(invalid)?;
-    let (_, root_crl_next) = intel_pki::verify_crl(&c.root_ca_crl, None, "root CA CRL").map_err(invalid)?;
-    let (_, pck_crl_next) =
-        intel_pki::verify_crl(&c.pck_crl, Some(&c.pck_crl_issuer_chain), "PCK CRL").map_err(invalid)?;
+    intel_pki::verify_crl(&c.root_ca_crl, None, "root CA CRL").map_err(invalid)?;
+    intel_pki::verify_crl(&c.pck_crl, Some(&c.pck_crl_issuer_chain), "PCK CRL").map_err(invalid)?;
     let tcb: TcbInfo = serde_json::from_str(&c.tcb_info)
         .map_err(|e| QuoteError::Collateral(format!("TCB info does not decode: {e}")))?;
     let qe: QeIdentity = serde_json::from_str(&c.qe_identity)
@@ -269,29 +267,22 @@ pub fn verify_collateral(
         return Err(QuoteError::Collateral(format!(
             "TCB info for FMSPC {}, not {}",
             tcb.fmspc,
-            hex::encode(fmspc)
+            hex::encode_upper(fmspc)
         )));
     }
-    let date = |text: &str, what: &str| {
-        rfc3339_unix(text)
-            .ok_or_else(|| QuoteError::Collateral(format!("{what} date {text:?} does not decode")))
-    };
-    let from = date(&tcb.issue_date, "TCB info")?.max(date(&qe.issue_date, "QE identity")?);
-    let until = [Some(date(&tcb.next_update, "TCB info")?), Some(date(&qe.next_update, "QE identity")?)]
-        .into_iter()
-        .chain([root_crl_next, pck_crl_next])
-        .flatten()
-        .min()
-        .unwrap_or(from);
+    let (from, until) =
+        collateral_window(c).ok_or_else(|| QuoteError::Collateral("its dates do not decode".into()))?;
     if now < from || now > until {
         return Err(QuoteError::CollateralTime(format!("valid from {from} until {until}, now {now}")));
     }
     Ok(until)
 }
 
-/// The time window in which `collateral` claims to be valid: the latest `issueDate` and the
-/// earliest `nextUpdate` of its TCB info and QE identity (Unix seconds), read *without*
-/// verifying anything, so only for display and tests; caches use [`verify_collateral`].
+/// The time window in which `collateral` claims to be valid (Unix seconds): the latest
+/// `issueDate` of its TCB info and QE identity, and the earliest `nextUpdate` of those and of
+/// its two CRLs. Read *without* verifying anything: it means something once the collateral
+/// verified ([`verify_collateral`], or a successful [`verify_quote`]); otherwise it is only good
+/// for display and tests.
 pub fn collateral_window(collateral: &Collateral) -> Option<(u64, u64)> {
     let mut from = 0;
     let mut until = u64::MAX;
@@ -299,6 +290,11 @@ pub fn collateral_window(collateral: &Collateral) -> Option<(u64, u64)> {
         let value: serde_json::Value = serde_json::from_str(json).ok()?;
         from = from.max(rfc3339_unix(value["issueDate"].as_str()?)?);
         until = until.min(rfc3339_unix(value["nextUpdate"].as_str()?)?);
+    }
+    for crl in [&collateral.root_ca_crl, &collateral.pck_crl] {
+        if let (_, Some(next_update)) = intel_pki::crl_dates(crl)? {
+            until = until.min(next_update);
+        }
     }
     Some((from, until))
 }

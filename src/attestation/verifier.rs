@@ -20,7 +20,7 @@ use cocoon_protocol::attestation::policy::{self, AttestationPolicy, EvidenceClai
 use cocoon_protocol::attestation::record::{AttestationRecord, TeeEvidence};
 use sha2::{Digest, Sha256};
 
-use super::tdx::{Collateral, QuoteError, check_quote, verify_collateral, verify_quote};
+use super::tdx::{Collateral, QuoteError, check_quote, collateral_window, verify_quote};
 
 /// Longest a verified quote's claims are reused (seconds). The collateral's own window is a
 /// month; re-verifying daily lets a revocation in fresher collateral reach cached results
@@ -127,9 +127,8 @@ impl Verifier {
         };
         match verify_quote(quote, collateral, now) {
             Ok(claims) => {
-                // The end of the collateral's signed window (`now` if this build's own check of the
-                // collateral disagrees with dcap-qvl: then the result is simply not reused).
-                let end = verify_collateral(collateral, None, now).unwrap_or(now);
+                // dcap-qvl has just verified the collateral, so its window is signed data.
+                let end = collateral_window(collateral).map_or(now, |(_, until)| until);
                 let until = end.min(now.saturating_add(VALID_RESULT_TTL));
                 self.insert(key, Cached::Valid { claims: Box::new(claims.clone()), until });
                 Ok(claims)
