@@ -107,6 +107,9 @@ pub struct Extras {
     /// Models served by engines the process built itself (simnet's labelled stand-in engine), in
     /// addition to `worker.models`; ignored unless the node has the worker role.
     pub served: Vec<worker::ServedModel>,
+    /// The process accepts `/cocoon/inference/1` streams itself (the adversarial workers of tests
+    /// and simnet): the node publishes its record and offers, but runs no inference server.
+    pub streams_served_by_process: bool,
 }
 
 /// Printed once on stdout when the node is up (one JSON line), for scripts and tests.
@@ -270,7 +273,7 @@ impl Node {
         };
         tasks.push(network::spawn_join_task(network.clone(), join, shutdown_rx.clone()));
         tasks.push(spawn_flusher(store.clone(), shutdown_rx.clone()));
-        if let Some(identity) = worker_keys {
+        if let Some(identity) = worker_keys.filter(|_| !extras.streams_served_by_process) {
             let noise = store::load_or_create_noise_key(&config.node.data_dir)?;
             let limits = setup::worker_limits(&config);
             let paying = match &chain {

@@ -3,6 +3,9 @@
 //!
 //! An engine streams text for one request through a bounded channel and ends with exact usage
 //! counts; dropping the receiver cancels the generation (the engine notices at its next token).
+//! An engine never waits on that channel ([`emit`]): a reader that falls [`EVENTS`] events behind
+//! gets [`EngineEvent::Stalled`] and its generation is stopped, so one slow client can never hold
+//! the engine loop that every other sequence of the model runs on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +15,22 @@ use cocoon_protocol::inference::receipt::Usage;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
-/// Capacity of a generation's event channel.
-pub const EVENTS: usize = 64;
+/// Capacity of a generation's event channel: the answer one request may buffer between the
+/// engine and its client. 256 tokens is several seconds of generation, far more than a reader on
+/// any working link falls behind, and a few KiB of memory per request.
+pub const EVENTS: usize = 256;
+
+/// Hand `event` to the generation's reader without waiting. `false` means stop generating: the
+/// reader went away, or it fell so far behind that the channel is full (then the last free slot
+/// carries [`EngineEvent::Stalled`]).
+pub fn emit(tx: &mpsc::Sender<EngineEvent>, event: EngineEvent) -> bool {
+    // One producer per channel: the free capacity only grows between this check and the send.
+    if tx.capacity() <= 1 {
+        let _ = tx.try_send(EngineEvent::Stalled);
+        return false;
+    }
+    tx.try_send(event).is_ok()
+}
 
 /// One generation.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +60,8 @@ pub enum EngineEvent {
     },
     /// The engine failed.
     Failed(String),
+    /// The reader fell [`EVENTS`] events behind; the engine stopped this generation.
+    Stalled,
 }
 
 /// Why an engine refused or could not start.
@@ -64,6 +83,10 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     fn engine_name(&self) -> &str;
     /// Tokens of prompt plus completion the model handles.
     fn context_length(&self) -> u32;
+    /// The most bytes of text one token can stand for, when known (the longest entry of the
+    /// vocabulary): a prompt of `n` bytes then takes at least `n / max_token_bytes` tokens, which
+    /// lets a worker refuse a prompt that cannot fit before tokenising it.
+    fn max_token_bytes(&self) -> Option<u32>;
     /// Tokens `prompt` takes once templated (what admission and pricing check before running).
     fn prompt_tokens<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<u32, EngineError>>;
     /// Start generating; events arrive on the returned receiver, and dropping it cancels.
@@ -117,6 +140,10 @@ impl Engine for StandInEngine {
         self.context_length
     }
 
+    fn max_token_bytes(&self) -> Option<u32> {
+        None // a "token" is a whitespace-separated word of any length
+    }
+
     fn prompt_tokens<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<u32, EngineError>> {
         Box::pin(std::future::ready(Ok(Self::words(prompt))))
     }
@@ -131,12 +158,12 @@ impl Engine for StandInEngine {
                 if i > 0 {
                     tokio::time::sleep(me.per_token).await;
                 }
-                if tx.send(EngineEvent::Text(format!("tok{i} "))).await.is_err() {
-                    return; // cancelled
+                if !emit(&tx, EngineEvent::Text(format!("tok{i} "))) {
+                    return; // cancelled, or the reader fell behind
                 }
             }
             let usage = Usage { prompt_tokens, completion_tokens: generation.max_tokens };
-            let _ = tx.send(EngineEvent::Done { usage, finish_reason: FinishReason::Length }).await;
+            emit(&tx, EngineEvent::Done { usage, finish_reason: FinishReason::Length });
         });
         rx
     }

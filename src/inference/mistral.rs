@@ -26,7 +26,7 @@ use mistralrs::{
 };
 use tokio::sync::mpsc;
 
-use super::engine::{EVENTS, Engine, EngineError, EngineEvent, Generation};
+use super::engine::{EVENTS, Engine, EngineError, EngineEvent, Generation, emit};
 
 /// Engine name in receipts.
 pub const ENGINE_NAME: &str = "mistral.rs 0.8.1 (CPU)";
@@ -36,6 +36,7 @@ pub struct MistralEngine {
     model: Arc<Model>,
     model_id: String,
     context_length: u32,
+    max_token_bytes: Option<u32>,
 }
 
 impl std::fmt::Debug for MistralEngine {
@@ -44,12 +45,32 @@ impl std::fmt::Debug for MistralEngine {
     }
 }
 
+fn gguf_header(path: &Path) -> Result<candle_core::quantized::gguf_file::Content, EngineError> {
+    let mut file =
+        std::fs::File::open(path).map_err(|e| EngineError::Failed(format!("{}: {e}", path.display())))?;
+    candle_core::quantized::gguf_file::Content::read(&mut file)
+        .map_err(|e| EngineError::Failed(format!("{}: not a GGUF file: {e}", path.display())))
+}
+
+/// The longest token of a GGUF file's vocabulary (`tokenizer.ggml.tokens`), in UTF-8 bytes. Every
+/// vocabulary encoding in use spells a token with at least as many bytes as the text it stands
+/// for (byte-level BPE maps each byte to a character of 1–2 bytes; SentencePiece writes the space
+/// as the 3-byte `▁` and a fallback byte as `<0xNN>`), so this bounds the text per token.
+pub fn gguf_max_token_bytes(path: &Path) -> Result<Option<u32>, EngineError> {
+    let content = gguf_header(path)?;
+    let Some(candle_core::quantized::gguf_file::Value::Array(tokens)) =
+        content.metadata.get("tokenizer.ggml.tokens")
+    else {
+        return Ok(None);
+    };
+    let longest = tokens.iter().filter_map(|t| t.to_string().ok()).map(String::len).max();
+    Ok(longest.map(|n| u32::try_from(n).unwrap_or(u32::MAX).max(1)))
+}
+
 /// The context length a GGUF file declares (`<architecture>.context_length`).
 pub fn gguf_context_length(path: &Path) -> Result<u32, EngineError> {
-    use candle_core::quantized::gguf_file::Content;
     let failed = |e: String| EngineError::Failed(format!("{}: {e}", path.display()));
-    let mut file = std::fs::File::open(path).map_err(|e| failed(e.to_string()))?;
-    let content = Content::read(&mut file).map_err(|e| failed(format!("not a GGUF file: {e}")))?;
+    let content = gguf_header(path)?;
     let arch = content
         .metadata
         .get("general.architecture")
@@ -79,6 +100,7 @@ impl MistralEngine {
             return Err(EngineError::Failed(format!("model file {} is not a file", path.display())));
         }
         let declared = gguf_context_length(&path)?;
+        let max_token_bytes = gguf_max_token_bytes(&path)?;
         let context_length = context_length.map_or(declared, |c| c.min(declared));
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
         let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
@@ -93,8 +115,8 @@ impl MistralEngine {
             .map_err(|e| EngineError::Failed(format!("loading {}: {e:#}", path.display())))?;
         let device =
             model.config().map_or_else(|_| "unknown".into(), |c| format!("{:?}", c.device.location()));
-        tracing::info!(%model_id, context_length, %device, "model loaded in mistral.rs");
-        Ok(Self { model: Arc::new(model), model_id, context_length })
+        tracing::info!(%model_id, context_length, ?max_token_bytes, %device, "model loaded in mistral.rs");
+        Ok(Self { model: Arc::new(model), model_id, context_length, max_token_bytes })
     }
 }
 
@@ -150,6 +172,10 @@ impl Engine for MistralEngine {
         self.context_length
     }
 
+    fn max_token_bytes(&self) -> Option<u32> {
+        self.max_token_bytes
+    }
+
     fn prompt_tokens<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<u32, EngineError>> {
         Box::pin(count_prompt(&self.model, prompt))
     }
@@ -159,7 +185,7 @@ impl Engine for MistralEngine {
         let model = self.model.clone();
         tokio::spawn(async move {
             if let Err(e) = run(&model, generation, &tx).await {
-                let _ = tx.send(EngineEvent::Failed(e)).await;
+                emit(&tx, EngineEvent::Failed(e));
             }
         });
         rx
@@ -249,14 +275,16 @@ async fn run(model: &Model, g: Generation, tx: &mpsc::Sender<EngineEvent>) -> Re
             // multi-byte character: finished by length, counted as described above.
             None => (Vec::new(), Some((FinishReason::Length, None))),
         };
+        // Never wait on the worker here: this loop must keep draining mistral.rs's channel, or
+        // mistral.rs's engine loop (every sequence of the model) blocks on it.
         for text in texts.into_iter().filter(|t| !t.is_empty()) {
-            if tx.send(EngineEvent::Text(text)).await.is_err() {
-                return Ok(());
+            if !emit(tx, EngineEvent::Text(text)) {
+                return Ok(()); // dropping `responses` cancels the sequence
             }
         }
         if let Some((finish_reason, usage)) = done {
             let usage = usage.unwrap_or(Usage { prompt_tokens, completion_tokens: steps });
-            let _ = tx.send(EngineEvent::Done { usage, finish_reason }).await;
+            emit(tx, EngineEvent::Done { usage, finish_reason });
             return Ok(());
         }
     }

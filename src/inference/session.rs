@@ -25,6 +25,10 @@ pub const MAX_NOISE_MESSAGE: usize = 65_535;
 const MAX_TRANSPORT_PAYLOAD: usize = MAX_NOISE_MESSAGE - 16;
 /// Largest payload of the first handshake message (minus e, encrypted s and the tag).
 const MAX_FIRST_PAYLOAD: usize = MAX_NOISE_MESSAGE - 32 - 48 - 16;
+/// Default time one frame may take to leave: a peer that stops reading (withholds its transport's
+/// flow-control window) blocks a send for ever otherwise. Ten seconds is far beyond what a frame
+/// takes on any working link, and short enough that a stalled peer releases what it holds.
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why a session failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +50,9 @@ pub enum SessionError {
     /// The stream ended between frames.
     #[error("stream closed")]
     Closed,
+    /// A send did not complete in time (the peer stopped reading); the writer is unusable now.
+    #[error("the peer stopped reading: a send took longer than {0:?}")]
+    SendTimedOut(std::time::Duration),
 }
 
 fn noise(e: snow::Error) -> SessionError {
@@ -75,12 +82,16 @@ pub struct Reader<R> {
     wire_bytes: u64,
 }
 
-/// The sending half of a session.
+/// The sending half of a session. Every send and close has a deadline ([`SEND_TIMEOUT`] unless
+/// set with [`Writer::set_send_timeout`]); after one is missed the writer refuses further sends
+/// (a frame may have been cut in half).
 pub struct Writer<W> {
     stream: W,
     transport: Arc<snow::StatelessTransportState>,
     nonce: u64,
     wire_bytes: u64,
+    send_timeout: std::time::Duration,
+    stalled: bool,
 }
 
 /// An established session over `S`, as two halves that can be used at the same time (a worker
@@ -155,7 +166,14 @@ fn established<S: AsyncRead + AsyncWrite>(
             inbound,
             wire_bytes: handshake_bytes,
         },
-        writer: Writer { stream: write, transport, nonce: 0, wire_bytes: 0 },
+        writer: Writer {
+            stream: write,
+            transport,
+            nonce: 0,
+            wire_bytes: 0,
+            send_timeout: SEND_TIMEOUT,
+            stalled: false,
+        },
     })
 }
 
@@ -209,11 +227,37 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
-    /// Send one frame.
+    /// How long each later send or close may take.
+    pub fn set_send_timeout(&mut self, limit: std::time::Duration) {
+        self.send_timeout = limit;
+    }
+
+    /// Send one frame, within the send deadline.
     pub async fn send(&mut self, frame: &[u8]) -> Result<(), SessionError> {
-        self.send_bytes(&framed(frame)).await?;
-        self.stream.flush().await?;
-        Ok(())
+        self.usable()?;
+        let bytes = framed(frame);
+        let sent = tokio::time::timeout(self.send_timeout, async {
+            self.send_bytes(&bytes).await?;
+            self.stream.flush().await?;
+            Ok(())
+        })
+        .await;
+        self.settle(sent)
+    }
+
+    fn usable(&self) -> Result<(), SessionError> {
+        if self.stalled { Err(SessionError::SendTimedOut(self.send_timeout)) } else { Ok(()) }
+    }
+
+    /// The result of a send or close; a missed deadline stalls the writer for good.
+    fn settle(
+        &mut self,
+        result: Result<Result<(), SessionError>, tokio::time::error::Elapsed>,
+    ) -> Result<(), SessionError> {
+        result.unwrap_or_else(|_| {
+            self.stalled = true;
+            Err(SessionError::SendTimedOut(self.send_timeout))
+        })
     }
 
     async fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
@@ -227,10 +271,16 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         Ok(())
     }
 
-    /// Close the sending direction (the peer's reader sees the end of the stream).
+    /// Close the sending direction (the peer's reader sees the end of the stream), within the
+    /// send deadline.
     pub async fn close(&mut self) -> Result<(), SessionError> {
-        self.stream.close().await?;
-        Ok(())
+        self.usable()?;
+        let closed = tokio::time::timeout(self.send_timeout, async {
+            self.stream.close().await?;
+            Ok(())
+        })
+        .await;
+        self.settle(closed)
     }
 }
 
@@ -315,6 +365,27 @@ mod tests {
         assert!(matches!(client.recv(16).await, Err(SessionError::FrameTooLarge { len: 100_000, max: 16 })));
         client.send(b"bye").await.unwrap();
         assert_eq!(worker.await.unwrap().unwrap(), b"bye");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_cannot_hold_a_send() {
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+        let (worker_private, worker_public) = generate_keypair().unwrap();
+        // A 4 KiB pipe the client never drains past the handshake.
+        let (client_io, worker_io) = tokio::io::duplex(4096);
+        let (client_io, worker_io) = (client_io.compat(), worker_io.compat());
+        let worker = tokio::spawn(async move {
+            let mut s = respond(worker_io, &worker_private).await.unwrap();
+            s.recv(1024).await.unwrap();
+            s.writer.set_send_timeout(std::time::Duration::from_millis(300));
+            let stuck = s.send(&vec![0u8; 64 * 1024]).await;
+            let after = s.send(b"x").await;
+            (stuck, after)
+        });
+        let _client = initiate(client_io, &worker_public, b"request").await.unwrap();
+        let (stuck, after) = worker.await.unwrap();
+        assert!(matches!(stuck, Err(SessionError::SendTimedOut(_))), "{stuck:?}");
+        assert!(matches!(after, Err(SessionError::SendTimedOut(_))), "a stalled writer stays stalled");
     }
 
     #[tokio::test]

@@ -92,6 +92,8 @@ pub async fn load(config: &Config, _offers: &[ModelOffer]) -> Result<Vec<ServedM
 pub fn worker_limits(config: &Config) -> WorkerLimits {
     WorkerLimits {
         request: Duration::from_secs(config.worker.request_timeout_secs),
+        handshake: Duration::from_secs(config.worker.handshake_timeout_secs.max(1)),
+        send: Duration::from_secs(config.worker.send_timeout_secs.max(1)),
         ..WorkerLimits::default()
     }
 }

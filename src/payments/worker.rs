@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use cocoon_protocol::budget::{Budgets, Quota};
 use cocoon_protocol::payments::channel::ChannelParams;
 use cocoon_protocol::payments::exposure::{Exposure, ExposureError, ExposureLimits};
 use cocoon_protocol::payments::ledger::{VoucherRejection, WorkerChannel};
@@ -116,14 +117,34 @@ pub enum Settled {
     },
 }
 
+/// Chain reads a request may trigger (a channel this worker does not know yet, or one that looks
+/// short): they cost the worker its chain API quota and time, and a stranger can name any channel,
+/// so each client key gets a few (burst 4, then one every 10 s: a client opens few channels) and
+/// all clients together 2 a second (burst 16). Beyond that the request is answered `Busy`.
+const CHAIN_READS_PER_CLIENT: Quota = Quota::new(4, 0.1);
+/// See [`CHAIN_READS_PER_CLIENT`].
+const CHAIN_READS_SHARED: Quota = Quota::new(16, 2.0);
+/// Client keys whose chain-read budget is remembered: beyond it, keys whose bucket has refilled
+/// are forgotten, and if none has, lookups are refused until one has (32 bytes plus a bucket
+/// each: a few hundred KiB at most).
+const CHAIN_READ_KEYS: usize = 4096;
+
+/// What a peer is told when this worker's chain or store fails (the details, which may name the
+/// operator's API endpoint or paths, stay in the worker's log).
+const CHAIN_UNAVAILABLE: &str = "the worker cannot read the chain now; try again later";
+/// See [`CHAIN_UNAVAILABLE`].
+const STORE_FAILED: &str = "the worker cannot store payments now; try again later";
+
 /// Payments state of a worker. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct WorkerPayments {
     pub(crate) book: PaymentBook,
     pub(crate) chain: SharedChain,
     terms: WorkerTerms,
+    /// Never held across a chain read or any other await on something outside this process.
     pub(crate) channels: Mutex<HashMap<StdAddr, StoredChannel>>,
     exposure: std::sync::Mutex<Exposure>,
+    chain_reads: std::sync::Mutex<Budgets<[u8; 32]>>,
     pub(crate) metrics: PaymentMetrics,
 }
 
@@ -137,7 +158,27 @@ impl WorkerPayments {
     ) -> Result<Self, crate::store::StoreError> {
         let channels = book.channels()?.into_iter().map(|c| (c.channel.address.clone(), c)).collect();
         let exposure = std::sync::Mutex::new(Exposure::new(terms.exposure));
-        Ok(Self { book, chain, terms, channels: Mutex::new(channels), exposure, metrics })
+        let chain_reads = std::sync::Mutex::new(Budgets::new(
+            CHAIN_READS_PER_CLIENT,
+            CHAIN_READS_SHARED,
+            CHAIN_READ_KEYS,
+            crate::clock::monotonic_ms(),
+        ));
+        Ok(Self { book, chain, terms, channels: Mutex::new(channels), exposure, chain_reads, metrics })
+    }
+
+    /// The checks that cost nothing but a lookup: the channel is this client's and pays this
+    /// worker, and the client owes nothing. Run before anything that costs CPU or a chain read.
+    pub fn precheck(&self, client: &PeerId, params: &ChannelParams) -> Result<[u8; 32], Refusal> {
+        let client_key = self.check_terms(client, params).map_err(Refusal::Payment)?;
+        let owed = self.book.debt(&client_key).map_err(|e| {
+            tracing::error!(error = %e, "cannot read a client's debt");
+            Refusal::Busy(STORE_FAILED.into())
+        })?;
+        if owed > 0 {
+            return Err(Refusal::Payment(format!("an earlier request of {owed} nanotons is unpaid")));
+        }
+        Ok(client_key)
     }
 
     /// The durable book (tests and the CLI read it).
@@ -152,23 +193,19 @@ impl WorkerPayments {
         params: &ChannelParams,
         worst_case: u64,
     ) -> Result<Admission, Refusal> {
-        let client_key = self.check_terms(client, params).map_err(Refusal::Payment)?;
-        let owed = self.book.debt(&client_key).map_err(|e| Refusal::Payment(e.to_string()))?;
-        if owed > 0 {
-            return Err(Refusal::Payment(format!("an earlier request of {owed} nanotons is unpaid")));
-        }
-        self.reserve(client_key, owed, worst_case)?;
+        let client_key = self.precheck(client, params)?;
+        self.reserve(client_key, 0, worst_case)?;
         let admitted = async {
-            let channel = params.address().map_err(|e| e.to_string())?;
-            self.admit_on_channel(params, &channel, worst_case).await?;
-            Ok::<_, String>(channel)
+            let channel = params.address().map_err(|e| Refusal::Payment(e.to_string()))?;
+            self.admit_on_channel(client_key, params, &channel, worst_case).await?;
+            Ok::<_, Refusal>(channel)
         }
         .await;
         match admitted {
             Ok(channel) => Ok(Admission { channel, client_key, worst_case }),
             Err(e) => {
                 self.unreserve(client_key, worst_case);
-                Err(Refusal::Payment(e))
+                Err(e)
             }
         }
     }
@@ -209,67 +246,130 @@ impl WorkerPayments {
         }
     }
 
-    /// Reserve `worst_case` of the channel's unspent deposit, reading the chain when the channel
-    /// is unknown or looks short (it may have been topped up).
+    /// Reserve `worst_case` of the channel's unspent deposit, reading the chain (outside the
+    /// lock, within the client's chain-read budget) when the channel is unknown or looks short
+    /// (it may have been topped up).
     async fn admit_on_channel(
         &self,
+        client_key: [u8; 32],
         params: &ChannelParams,
         address: &StdAddr,
         worst_case: u64,
-    ) -> Result<(), String> {
-        let mut channels = self.channels.lock().await;
-        if !channels.contains_key(address) || channels[address].channel.unspent() < worst_case {
-            let state = contract::state(self.chain.as_ref(), address).await.map_err(|e| {
-                self.metrics.chain_errors.inc();
-                format!("cannot read the channel from the chain: {e}")
-            })?;
-            let Some(state) = state else { return Err(format!("channel {address} is not deployed")) };
-            let entry = match channels.remove(address) {
-                Some(mut c) => {
-                    c.channel.chain = state;
-                    c
-                }
-                None => StoredChannel {
-                    channel: WorkerChannel::new(params.clone(), state).map_err(|e| e.to_string())?,
-                    last_voucher_at: unix_now(),
-                },
-            };
-            self.book.put_channel(&entry).map_err(|e| e.to_string())?;
-            channels.insert(address.clone(), entry);
+    ) -> Result<(), Refusal> {
+        let refused = |e: cocoon_protocol::payments::ledger::AdmissionError| Refusal::Payment(e.to_string());
+        if let Some(entry) = self.channels.lock().await.get_mut(address)
+            && entry.channel.unspent() >= worst_case
+        {
+            return entry.channel.admit(worst_case).map_err(refused);
         }
-        let entry = channels.get_mut(address).ok_or("channel vanished")?;
-        entry.channel.admit(worst_case).map_err(|e| e.to_string())
+        self.spend_chain_read(client_key)?;
+        let state = self.read_channel(address).await?;
+        let Some(state) = state else {
+            return Err(Refusal::Payment(format!("channel {address} is not deployed")));
+        };
+        let mut channels = self.channels.lock().await;
+        let entry = match channels.remove(address) {
+            // Known (perhaps added meanwhile by another request): keep its reservations.
+            Some(mut c) => {
+                c.channel.chain = state;
+                c
+            }
+            None => StoredChannel {
+                channel: WorkerChannel::new(params.clone(), state)
+                    .map_err(|e| Refusal::Payment(e.to_string()))?,
+                last_voucher_at: unix_now(),
+            },
+        };
+        let stored = self.book.put_channel(&entry);
+        let admitted = channels.entry(address.clone()).or_insert(entry).channel.admit(worst_case);
+        stored.map_err(|e| {
+            tracing::error!(error = %e, "cannot store a channel");
+            Refusal::Busy(STORE_FAILED.into())
+        })?;
+        admitted.map_err(refused)
+    }
+
+    /// Spend one chain read of `client_key`'s budget.
+    fn spend_chain_read(&self, client_key: [u8; 32]) -> Result<(), Refusal> {
+        let mut budgets =
+            self.chain_reads.lock().map_err(|_| Refusal::Busy("chain-read budget poisoned".into()))?;
+        budgets.take(&client_key, crate::clock::monotonic_ms()).map_err(|e| {
+            self.metrics.voucher("lookup_refused");
+            Refusal::Busy(format!("too many channel lookups: {e}"))
+        })
+    }
+
+    /// The channel's state on chain; a failure is logged here and told to the peer plainly.
+    async fn read_channel(
+        &self,
+        address: &StdAddr,
+    ) -> Result<Option<cocoon_protocol::payments::channel::ChannelState>, Refusal> {
+        contract::state(self.chain.as_ref(), address).await.map_err(|e| {
+            self.metrics.chain_errors.inc();
+            tracing::warn!(channel = %address, error = %e, "cannot read a channel from the chain");
+            Refusal::Busy(CHAIN_UNAVAILABLE.into())
+        })
     }
 
     /// Settle an admitted request that was invoiced `invoiced` with the voucher bytes received.
     pub async fn settle(&self, admission: &Admission, voucher: &[u8], invoiced: u64) -> Settled {
-        let mut channels = self.channels.lock().await;
-        let Some(entry) = channels.get_mut(&admission.channel) else {
-            return Settled::Refused { cumulative: 0, seqno: 0, reason: "unknown channel".into() };
-        };
-        let refused = |c: &WorkerChannel, reason: String| Settled::Refused {
-            cumulative: c.cumulative(),
-            seqno: c.seqno(),
-            reason,
-        };
         let v = match SignedVoucher::from_bytes(voucher) {
             Ok(v) => v,
             Err(e) => {
                 self.metrics.voucher("malformed");
-                return refused(&entry.channel, format!("malformed voucher: {e}"));
+                return self.holding(&admission.channel, format!("malformed voucher: {e}")).await;
             }
         };
-        let mut check = entry.channel.check(&v, invoiced);
-        if matches!(check, Err(VoucherRejection::OverDeposit { .. })) {
-            // The client may have topped up since the request was admitted.
-            if let Ok(Some(state)) = contract::state(self.chain.as_ref(), &admission.channel).await {
-                entry.channel.chain = state;
-                check = entry.channel.check(&v, invoiced);
+        let mut check = self.check(admission, &v, invoiced).await;
+        if matches!(check, Some(Err(VoucherRejection::OverDeposit { .. }))) {
+            // The client may have topped up since the request was admitted: read the chain with
+            // the lock released (other clients' vouchers go on meanwhile), then check again.
+            if let Ok(Some(state)) = self.read_channel(&admission.channel).await {
+                if let Some(entry) = self.channels.lock().await.get_mut(&admission.channel) {
+                    entry.channel.chain = state;
+                }
+                check = self.check(admission, &v, invoiced).await;
             }
         }
-        if let Err(rejection) = check {
+        match check {
+            None => Settled::Refused { cumulative: 0, seqno: 0, reason: "unknown channel".into() },
+            Some(Err(rejection)) => {
+                self.metrics.voucher("rejected");
+                self.holding(&admission.channel, rejection.to_string()).await
+            }
+            Some(Ok(())) => self.store(admission, v, invoiced).await,
+        }
+    }
+
+    /// Check `v` against the channel as held now (`None`: the channel is unknown).
+    async fn check(
+        &self,
+        admission: &Admission,
+        v: &SignedVoucher,
+        invoiced: u64,
+    ) -> Option<Result<(), VoucherRejection>> {
+        self.channels.lock().await.get(&admission.channel).map(|e| e.channel.check(v, invoiced))
+    }
+
+    /// A refusal that tells the client what the worker holds on `channel`.
+    async fn holding(&self, channel: &StdAddr, reason: String) -> Settled {
+        let channels = self.channels.lock().await;
+        let (cumulative, seqno) =
+            channels.get(channel).map_or((0, 0), |e| (e.channel.cumulative(), e.channel.seqno()));
+        Settled::Refused { cumulative, seqno, reason }
+    }
+
+    /// Store a checked voucher durably, then take it as the channel's latest.
+    async fn store(&self, admission: &Admission, v: SignedVoucher, invoiced: u64) -> Settled {
+        let mut channels = self.channels.lock().await;
+        let Some(entry) = channels.get_mut(&admission.channel) else {
+            return Settled::Refused { cumulative: 0, seqno: 0, reason: "unknown channel".into() };
+        };
+        // Checked again under the lock: another voucher on the channel may have landed meanwhile.
+        if let Err(rejection) = entry.channel.check(&v, invoiced) {
             self.metrics.voucher("rejected");
-            return refused(&entry.channel, rejection.to_string());
+            let (cumulative, seqno) = (entry.channel.cumulative(), entry.channel.seqno());
+            return Settled::Refused { cumulative, seqno, reason: rejection.to_string() };
         }
         let mut next = entry.clone();
         next.channel.accept(v.clone());
@@ -279,17 +379,16 @@ impl WorkerPayments {
             let next = next.clone();
             tokio::task::spawn_blocking(move || book.accept_voucher(&next, &v)).await
         };
-        match stored {
-            Ok(Ok(())) => {
-                let (cumulative, seqno) = (next.channel.cumulative(), next.channel.seqno());
-                *entry = next;
-                self.metrics.voucher("accepted");
-                self.metrics.unclaimed.inc_by(i64::try_from(invoiced).unwrap_or(i64::MAX));
-                Settled::Paid { cumulative, seqno }
-            }
-            Ok(Err(e)) => refused(&entry.channel, format!("cannot store the voucher: {e}")),
-            Err(e) => refused(&entry.channel, format!("cannot store the voucher: {e}")),
+        if !matches!(stored, Ok(Ok(()))) {
+            tracing::error!(outcome = ?stored, "cannot store a voucher");
+            let (cumulative, seqno) = (entry.channel.cumulative(), entry.channel.seqno());
+            return Settled::Refused { cumulative, seqno, reason: STORE_FAILED.into() };
         }
+        let (cumulative, seqno) = (next.channel.cumulative(), next.channel.seqno());
+        *entry = next;
+        self.metrics.voucher("accepted");
+        self.metrics.unclaimed.inc_by(i64::try_from(invoiced).unwrap_or(i64::MAX));
+        Settled::Paid { cumulative, seqno }
     }
 
     /// Release an admission's reservations (after settling or failing; an unpaid request was

@@ -2,6 +2,7 @@
 //! its admin endpoint, signal it, and wait for conditions against a deadline (never a fixed sleep).
 #![allow(dead_code)]
 
+pub mod adversary;
 pub mod chain;
 pub mod dcap_samples;
 pub mod differential;

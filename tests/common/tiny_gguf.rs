@@ -64,6 +64,11 @@ fn ones(n: usize) -> QTensor {
 
 /// Write the model to `path`.
 pub fn write(path: &Path, seed: u64) {
+    write_with_context(path, seed, CONTEXT);
+}
+
+/// Write the model to `path`, declaring a context of `context` tokens.
+pub fn write_with_context(path: &Path, seed: u64, context: u32) {
     let mut rng = StdRng::seed_from_u64(seed);
     let (tokens, merges) = tokens();
     let head_dim = (EMBD / HEADS) as u32;
@@ -75,7 +80,7 @@ pub fn write(path: &Path, seed: u64) {
     let metadata: Vec<(&str, Value)> = vec![
         ("general.architecture", Value::String("llama".into())),
         ("general.name", Value::String("tiny-random-llama".into())),
-        ("llama.context_length", u32v(CONTEXT)),
+        ("llama.context_length", u32v(context)),
         ("llama.embedding_length", u32v(EMBD as u32)),
         ("llama.block_count", u32v(LAYERS as u32)),
         ("llama.feed_forward_length", u32v(FF as u32)),

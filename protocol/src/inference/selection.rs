@@ -72,6 +72,11 @@ pub fn eligible(c: &Candidate, need: &Need) -> bool {
     fits_context(c, need) && within_price(c, need)
 }
 
+/// The most concurrent requests an offer is believed to serve when weighing load: the figure is
+/// the worker's own claim, and a stranger claiming thousands would otherwise look idle however
+/// many requests it already holds.
+pub const MAX_CREDIBLE_CONCURRENCY: u32 = 64;
+
 /// Higher is better: fast, reliable, idle and cheap.
 pub fn score(c: &Candidate, need: &Need) -> f64 {
     let o = &c.observed;
@@ -79,7 +84,7 @@ pub fn score(c: &Candidate, need: &Need) -> f64 {
     let latency = 1.0 + o.latency_ms.unwrap_or(200.0).max(0.0) / 100.0;
     let failures = 2f64.powi(o.failures.min(30) as i32);
     let busy = 1.5f64.powi(o.busy.min(30) as i32);
-    let load = 1.0 + f64::from(o.in_flight) / f64::from(c.max_concurrent.max(1));
+    let load = 1.0 + f64::from(o.in_flight) / f64::from(c.max_concurrent.clamp(1, MAX_CREDIBLE_CONCURRENCY));
     let price = 1.0
         + worst_case(c.price_prompt_per_1k, c.price_completion_per_1k, need.prompt_tokens, need.max_tokens)
             as f64

@@ -71,6 +71,9 @@ impl Engine for NeverServes {
     fn context_length(&self) -> u32 {
         self.0.context_length()
     }
+    fn max_token_bytes(&self) -> Option<u32> {
+        self.0.max_token_bytes()
+    }
     fn prompt_tokens<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<u32, EngineError>> {
         self.0.prompt_tokens(prompt)
     }

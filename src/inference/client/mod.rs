@@ -6,12 +6,21 @@
 //! text to the caller.
 //!
 //! Failures before the first chunk (no stream, handshake failure, `Busy`, a timeout, a worker
-//! that dies) move the request to another worker, at most `attempts` workers in all. After the
+//! that dies, and any refusal: a worker that refuses what its attested offer promised is a
+//! failure like any other) move the request to another worker, at most `attempts` workers in
+//! all; every failure and refusal counts against that worker in later selections. After the
 //! first chunk a failure is reported to the caller and never silently resent: the caller has
 //! already seen part of an answer. The final receipt is checked against the request, the text
 //! received and the worker's attested prices before the request counts as done; then, with
 //! payments on, the client pays it with a voucher on its channel with that worker
-//! (`crate::payments::client`) and waits for the worker's acknowledgement.
+//! (`crate::payments::client`) and waits for the worker's acknowledgement. A request too large
+//! for the wire is refused here, before anything is sent.
+//!
+//! Submodule `answer`: the answer after its first frame, its caps, the receipt and the payment.
+
+mod answer;
+
+pub use answer::{MAX_ANSWER_BYTES, MAX_CHUNK_BYTES, max_prompt_tokens};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,10 +29,10 @@ use std::time::{Duration, Instant};
 use cocoon_protocol::attestation::record::ModelOffer;
 use cocoon_protocol::attestation::signed::SignedRecord;
 use cocoon_protocol::inference::messages::{
-    ClientFrame, ErrorCode, FinishReason, MAX_SERVER_FRAME, PROTOCOL, Prompt, Request, ServerFrame,
+    ErrorCode, FinishReason, MAX_REQUEST, MAX_SERVER_FRAME, PROTOCOL, Prompt, Request, ServerFrame,
 };
-use cocoon_protocol::inference::pricing::{amount_due, worst_case};
-use cocoon_protocol::inference::receipt::{Receipt, sha256};
+use cocoon_protocol::inference::pricing::worst_case;
+use cocoon_protocol::inference::receipt::Receipt;
 use cocoon_protocol::inference::selection::{self, Candidate, Need, Observed};
 use libp2p::{PeerId, StreamProtocol};
 use prometheus_client::metrics::counter::Counter;
@@ -31,17 +40,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use tycho_types::models::StdAddr;
 
-use super::session::{self, Session, SessionError};
+use super::session::{self, SessionError};
 use crate::attestation::service::AttestationHandle;
 use crate::attestation::verifier::Verifier;
 use crate::clock::unix_now;
 use crate::network::NetworkHandle;
 use crate::payments::client::ClientPayments;
-use crate::payments::peer_key;
 
 /// Client limits.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +60,10 @@ pub struct ClientLimits {
     pub first_token: Duration,
     /// Between later frames.
     pub idle: Duration,
+    /// The whole answer, from the first frame to the receipt.
+    pub total: Duration,
+    /// Waiting for the worker's acknowledgement of a voucher (the channel is locked meanwhile).
+    pub voucher: Duration,
 }
 
 impl Default for ClientLimits {
@@ -63,6 +73,9 @@ impl Default for ClientLimits {
             open: Duration::from_secs(10),
             first_token: Duration::from_secs(120),
             idle: Duration::from_secs(60),
+            // Beyond the worker's own 300 s limit on a generation, with room for the receipt.
+            total: Duration::from_secs(360),
+            voucher: Duration::from_secs(10),
         }
     }
 }
@@ -423,6 +436,16 @@ impl InferenceClient {
         }
         let request = &request;
         let request_bytes = &request.encode()[..];
+        if request_bytes.len() > MAX_REQUEST {
+            // Refused here: a worker would refuse it too, and count it against this node.
+            return Err(Attempt::Fatal(InferenceError::Refused {
+                code: ErrorCode::TooLarge,
+                message: format!(
+                    "the request takes {} bytes on the wire, more than the {MAX_REQUEST} a worker accepts",
+                    request_bytes.len()
+                ),
+            }));
+        }
         self.observe(worker, |o| o.in_flight += 1);
         let started = Instant::now();
         let result = async {
@@ -447,13 +470,14 @@ impl InferenceClient {
             let first =
                 ServerFrame::decode(&first).map_err(|e| Attempt::Retry(failed(format!("bad frame: {e}"))))?;
             if let ServerFrame::Error { code, message } = &first {
-                return Err(if *code == ErrorCode::Busy {
-                    Attempt::Retry(InferenceError::Busy(1))
-                } else if code.retryable() {
-                    Attempt::Retry(failed(format!("{code:?}: {message}")))
-                } else {
-                    Attempt::Fatal(InferenceError::Refused { code: *code, message: message.clone() })
-                });
+                // Every refusal moves on to another worker: one that refuses what its attested
+                // offer promised (or everything) must not end the request. If every worker
+                // refuses, the last refusal is what the caller gets.
+                return Err(Attempt::Retry(match code {
+                    ErrorCode::Busy => InferenceError::Busy(1),
+                    _ if code.retryable() => failed(format!("{code:?}: {message}")),
+                    _ => InferenceError::Refused { code: *code, message: message.clone() },
+                }));
             }
             let ttft = started.elapsed();
             self.observe(worker, |o| {
@@ -473,9 +497,10 @@ impl InferenceClient {
                     o.busy /= 2;
                 }
                 Err(Attempt::Retry(InferenceError::Busy(_))) => o.busy += 1,
-                // The caller leaving, or a request no worker would take, says nothing about it.
+                // The caller leaving, or a request refused here before anything was sent, says
+                // nothing about the worker; a refusal from the worker counts as its failure.
                 Err(Attempt::Fatal(InferenceError::Cancelled | InferenceError::Refused { .. })) => {}
-                Err(_) => o.failures += 1,
+                Err(_) => o.failures = o.failures.saturating_add(1),
             }
         });
         result
@@ -495,189 +520,6 @@ impl InferenceClient {
         count(&self.metrics.worker_lookups, outcome);
         located.map_err(|e| format!("{first}; then {e}"))?;
         control.open_stream(worker, StreamProtocol::new(PROTOCOL)).await.map_err(|e| e.to_string())
-    }
-
-    /// After the first frame: relay chunks, then check the receipt and close with the voucher.
-    #[allow(clippy::too_many_arguments)]
-    async fn stream_rest(
-        &self,
-        mut session: Session<libp2p::Stream>,
-        first: ServerFrame,
-        record: &SignedRecord,
-        offer: &ModelOffer,
-        request: &Request,
-        request_bytes: &[u8],
-        deltas: &mpsc::Sender<String>,
-    ) -> Result<Completion, InferenceError> {
-        let worker = record.record().peer_id;
-        let failed = |reason: String| InferenceError::WorkerFailed { worker: worker.to_string(), reason };
-        let mut response = Sha256::new();
-        let mut frame = first;
-        // The caller went away: the worker is asked to stop and to invoice what it sent, which is
-        // paid like any answer (a paying client that just vanished would owe it as a debt). From
-        // then on the worker has `idle` in all to finish, however it trickles frames.
-        let mut cancelled: Option<Instant> = None;
-        loop {
-            match frame {
-                ServerFrame::Chunk(text) => {
-                    response.update(text.as_bytes());
-                    if cancelled.is_none() && deltas.send(text).await.is_err() {
-                        cancelled = Some(Instant::now() + self.limits.idle);
-                        let cancel = ClientFrame::Cancel.encode();
-                        let stop = match request.channel {
-                            Some(_) => !matches!(
-                                tokio::time::timeout(self.limits.idle, session.send(&cancel)).await,
-                                Ok(Ok(()))
-                            ),
-                            None => true,
-                        };
-                        if stop {
-                            let _ = session.close().await; // the worker stops generating
-                            return Err(InferenceError::Cancelled);
-                        }
-                    }
-                }
-                ServerFrame::Error { code, message } => {
-                    return Err(failed(format!("{code:?} after the first chunk: {message}")));
-                }
-                ServerFrame::Paid { .. } | ServerFrame::Unpaid { .. } => {
-                    return Err(failed("payment frame before the receipt".into()));
-                }
-                ServerFrame::Done { finish_reason, receipt } => {
-                    let checked = check_receipt(
-                        &receipt,
-                        worker,
-                        offer,
-                        request,
-                        request_bytes,
-                        response.finalize().into(),
-                    );
-                    let parsed = checked.map_err(|reason| InferenceError::BadReceipt {
-                        worker: worker.to_string(),
-                        reason,
-                    })?;
-                    let payment = match request.channel.as_ref().map(|p| p.address()) {
-                        Some(Ok(channel)) => self.pay(&mut session, worker, &channel, parsed.amount).await,
-                        Some(Err(e)) => Payment::Failed(e.to_string()),
-                        None => {
-                            // No payments, or a free model: close with an empty voucher frame.
-                            let _ = session.send(&ClientFrame::Voucher(Vec::new()).encode()).await;
-                            Payment::None
-                        }
-                    };
-                    let _ = session.close().await;
-                    if cancelled.is_some() {
-                        tracing::debug!(%worker, ?payment, "cancelled request invoiced");
-                        return Err(InferenceError::Cancelled);
-                    }
-                    return Ok(Completion {
-                        worker,
-                        receipt: parsed,
-                        receipt_bytes: receipt,
-                        finish_reason,
-                        failovers: 0,
-                        payment,
-                    });
-                }
-            }
-            let wait =
-                cancelled.map_or(self.limits.idle, |until| until.saturating_duration_since(Instant::now()));
-            let next = tokio::time::timeout(wait, session.recv(MAX_SERVER_FRAME))
-                .await
-                .map_err(|_| InferenceError::Timeout(worker.to_string()))?
-                .map_err(|e| failed(e.to_string()))?;
-            frame = ServerFrame::decode(&next).map_err(|e| failed(format!("bad frame: {e}")))?;
-        }
-    }
-}
-
-impl InferenceClient {
-    /// Pay `amount` to `worker` on the open session: sign the voucher, send it, wait for the
-    /// acknowledgement; once, follow the worker's statement of what it holds.
-    async fn pay(
-        &self,
-        session: &mut Session<libp2p::Stream>,
-        worker: PeerId,
-        channel: &StdAddr,
-        amount: u64,
-    ) -> Payment {
-        let Some(payments) = &self.payments else {
-            return Payment::Failed("payments are off on this client".into());
-        };
-        let result = async {
-            let key = peer_key(&worker).ok_or("worker id has no ed25519 key")?;
-            let mut guard = payments.relock(key, channel).await.map_err(|e| e.to_string())?;
-            let mut voucher = payments.sign(&mut guard, amount).await.map_err(|e| e.to_string())?;
-            for _ in 0..2 {
-                session
-                    .send(&ClientFrame::Voucher(voucher.to_bytes()).encode())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let reply = tokio::time::timeout(self.limits.idle, session.recv(MAX_SERVER_FRAME))
-                    .await
-                    .map_err(|_| "no acknowledgement".to_owned())?
-                    .map_err(|e| e.to_string())?;
-                match ServerFrame::decode(&reply).map_err(|e| e.to_string())? {
-                    ServerFrame::Paid { cumulative, seqno } => {
-                        payments.acknowledged(&guard, cumulative).map_err(|e| e.to_string())?;
-                        return Ok(Payment::Paid {
-                            channel: guard.channel.address.to_string(),
-                            cumulative,
-                            seqno,
-                        });
-                    }
-                    ServerFrame::Unpaid { cumulative, seqno, message } => {
-                        tracing::warn!(%worker, %message, "voucher refused; resynchronising");
-                        voucher = payments
-                            .resync(&mut guard, amount, cumulative, seqno)
-                            .await
-                            .map_err(|e| format!("worker refused the voucher ({message}) and {e}"))?;
-                    }
-                    other => return Err(format!("unexpected frame after the voucher: {other:?}")),
-                }
-            }
-            Err("worker refused the corrected voucher".to_owned())
-        }
-        .await;
-        result.unwrap_or_else(|e| {
-            tracing::warn!(%worker, error = %e, "request not paid");
-            Payment::Failed(e)
-        })
-    }
-}
-
-/// A receipt must be signed by the worker, name this request and the text received, charge the
-/// attested prices correctly and stay within the price cap.
-fn check_receipt(
-    bytes: &[u8],
-    worker: PeerId,
-    offer: &ModelOffer,
-    request: &Request,
-    request_bytes: &[u8],
-    response_hash: [u8; 32],
-) -> Result<Receipt, String> {
-    let r = Receipt::open(bytes).map_err(|e| e.to_string())?;
-    let expected = amount_due(offer.price_prompt_per_1k, offer.price_completion_per_1k, r.usage);
-    let problems = [
-        (r.worker != worker, "signed by another worker"),
-        (
-            r.request_id != request.request_id || r.request_hash != sha256(request_bytes),
-            "names another request",
-        ),
-        (r.response_hash != response_hash, "does not match the text received"),
-        (r.model_id != offer.model_id, "names another model"),
-        (
-            r.price_prompt_per_1k != offer.price_prompt_per_1k
-                || r.price_completion_per_1k != offer.price_completion_per_1k,
-            "charges other prices than attested",
-        ),
-        (r.amount != expected, "amount does not match usage and prices"),
-        (r.amount > request.max_price, "amount exceeds the price cap"),
-        (r.usage.completion_tokens > request.max_tokens, "more tokens than max_tokens"),
-    ];
-    match problems.iter().find(|(bad, _)| *bad) {
-        Some((_, why)) => Err((*why).to_owned()),
-        None => Ok(r),
     }
 }
 

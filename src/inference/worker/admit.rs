@@ -1,0 +1,127 @@
+//! The checks a request passes before the worker generates for it, cheapest first: the model is
+//! served here, `max_tokens` is sane, the channel's terms and the client's debt (lookups only),
+//! a byte bound that proves a prompt cannot fit the context, then a slot, then the exact token
+//! count (on the model's engine loop, within a deadline), the context and price cap, and last the
+//! payment admission (which may read the chain, within the client's budget).
+
+use std::sync::Arc;
+
+use cocoon_protocol::inference::messages::{ErrorCode, Prompt, Request};
+use cocoon_protocol::inference::pricing::worst_case;
+use libp2p::PeerId;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::{Inner, ServedModel};
+use crate::payments::worker::{Admission, Refusal, WorkerPayments};
+
+/// A request that passed every check.
+pub(super) struct Admitted<'a> {
+    /// The model and its engine.
+    pub model: &'a ServedModel,
+    /// The model slot (taken back once generation no longer needs it).
+    pub slot: Option<OwnedSemaphorePermit>,
+    /// The prompt's exact token count.
+    pub prompt_tokens: u32,
+    /// The payment admission, with payments on and a price to pay.
+    pub payment: Option<(Arc<WorkerPayments>, Admission)>,
+}
+
+/// Why a request is refused: the code and the message the client gets.
+pub(super) type Refused = (ErrorCode, String);
+
+fn payment_refused(refusal: Refusal) -> Refused {
+    match refusal {
+        Refusal::Busy(m) => (ErrorCode::Busy, m),
+        Refusal::Payment(m) => (ErrorCode::PaymentRequired, m),
+    }
+}
+
+/// Bytes of text a prompt carries.
+fn prompt_bytes(prompt: &Prompt) -> u64 {
+    match prompt {
+        Prompt::Text(t) => t.len() as u64,
+        Prompt::Chat(messages) => messages.iter().map(|m| m.content.len() as u64).sum(),
+    }
+}
+
+/// Check `request` from `peer`, cheapest first.
+pub(super) async fn check<'a>(
+    inner: &'a Inner,
+    peer: &PeerId,
+    request: &Request,
+) -> Result<Admitted<'a>, Refused> {
+    let Some((model, slots)) = inner.models.get(&request.model_id) else {
+        return Err((ErrorCode::UnknownModel, format!("model {} is not served here", request.model_id)));
+    };
+    if request.max_tokens == 0 {
+        return Err((ErrorCode::InvalidRequest, "max_tokens must be at least 1".into()));
+    }
+    if let (Some(payments), Some(params)) = (&inner.payments, &request.channel) {
+        payments.precheck(peer, params).map_err(payment_refused)?;
+    }
+    cannot_fit(model, request)?;
+    let Ok(slot) = slots.clone().try_acquire_owned() else {
+        return Err((ErrorCode::Busy, "all slots for this model are taken".into()));
+    };
+    let counted = tokio::time::timeout(inner.limits.tokenize, model.engine.prompt_tokens(&request.prompt));
+    let prompt_tokens = match counted.await {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => return Err((ErrorCode::InvalidRequest, e.to_string())),
+        Err(_) => return Err((ErrorCode::Busy, "the engine is too busy to count the prompt".into())),
+    };
+    let worst = within_offer(model, request, prompt_tokens)?;
+    let payment = match (&inner.payments, &request.channel) {
+        // Nothing to pay for (free model): no channel needed.
+        (None, _) | (Some(_), None) if worst == 0 => None,
+        (None, _) => None,
+        (Some(_), None) => {
+            let message = "this worker is paid through a payment channel; the request named none";
+            return Err((ErrorCode::PaymentRequired, message.into()));
+        }
+        (Some(payments), Some(params)) => {
+            let admission = payments.admit(peer, params, worst).await.map_err(payment_refused)?;
+            Some((payments.clone(), admission))
+        }
+    };
+    Ok(Admitted { model, slot: Some(slot), prompt_tokens, payment })
+}
+
+/// Refuse, before tokenising, a prompt whose bytes alone prove it cannot fit: it takes at least
+/// `bytes / max_token_bytes` tokens (the template only adds to that).
+fn cannot_fit(model: &ServedModel, request: &Request) -> Result<(), Refused> {
+    let Some(per_token) = model.engine.max_token_bytes() else { return Ok(()) };
+    let at_least = prompt_bytes(&request.prompt).div_ceil(u64::from(per_token.max(1)));
+    let context = u64::from(model.offer.context_length);
+    if at_least.saturating_add(u64::from(request.max_tokens)) > context {
+        let message = format!(
+            "the prompt (at least {at_least} tokens) plus max_tokens ({}) exceeds the context length {context}",
+            request.max_tokens
+        );
+        return Err((ErrorCode::TooLarge, message));
+    }
+    Ok(())
+}
+
+/// The exact prompt must fit the context and the worst case stay within the price cap; returns
+/// the worst case.
+fn within_offer(model: &ServedModel, request: &Request, prompt_tokens: u32) -> Result<u64, Refused> {
+    let offer = &model.offer;
+    if u64::from(prompt_tokens) + u64::from(request.max_tokens) > u64::from(offer.context_length) {
+        let message = format!(
+            "prompt ({prompt_tokens} tokens) plus max_tokens ({}) exceeds the context length {}",
+            request.max_tokens, offer.context_length
+        );
+        return Err((ErrorCode::TooLarge, message));
+    }
+    let worst = worst_case(
+        offer.price_prompt_per_1k,
+        offer.price_completion_per_1k,
+        prompt_tokens,
+        request.max_tokens,
+    );
+    if worst > request.max_price {
+        let message = format!("worst-case price {worst} nanotons exceeds max_price {}", request.max_price);
+        return Err((ErrorCode::PriceTooHigh, message));
+    }
+    Ok(worst)
+}

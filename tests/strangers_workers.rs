@@ -1,0 +1,212 @@
+//! Malicious workers against a real client node (API, selection, session, payments), built with
+//! the adversary kit: each is a real worker node whose published record is genuine but whose
+//! streams are served by a misbehaviour. The client keeps its deadlines and caps, refuses
+//! receipts a prompt cannot have produced, never hangs on a stalled voucher exchange, fails over
+//! from a worker that refuses everything, and refuses an oversized request itself.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cocoon::config::{Config, Role};
+use cocoon::inference::client::InferenceError;
+use cocoon::inference::engine::{Engine, StandInEngine};
+use cocoon::inference::worker::ServedModel;
+use cocoon::network::TransportKind;
+use cocoon::node::{Extras, Node};
+use cocoon_protocol::attestation::record::ModelOffer;
+use cocoon_protocol::inference::messages::{Prompt, Request, Sampling};
+use common::adversary::{Mischief, misbehave};
+use common::inference::{boot, client, post, wait_for_workers, worker};
+use common::inproc::config;
+use common::payments::{TON, chain, paying};
+use libp2p::Multiaddr;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+/// A worker node serving the stand-in `name` at `price`; with `mischief`, its streams are served
+/// by that misbehaviour instead of the worker code.
+async fn start_worker(
+    dir: &Path,
+    boot: &Multiaddr,
+    price: u64,
+    mischief: Option<Mischief>,
+    chain: Option<&std::sync::Arc<cocoon::chain::local::LocalChain>>,
+) -> Node {
+    let engine = StandInEngine::new("same", 4096, Duration::from_millis(2), Duration::from_millis(1));
+    let offer = ModelOffer {
+        model_id: engine.model_id().to_owned(),
+        price_prompt_per_1k: price,
+        price_completion_per_1k: price,
+        context_length: 4096,
+        // A refuser advertises a huge capacity so that selection likes it.
+        max_concurrent: if mischief == Some(Mischief::RefuseEverything) { 100_000 } else { 4 },
+    };
+    let mut wc: Config = worker(config(dir, Role::Worker, Some(boot)), Path::new("/nonexistent"), 0, 1);
+    wc.worker.models.clear();
+    if let Some(chain) = chain {
+        paying(&mut wc, chain, 10 * TON);
+    }
+    let extras = Extras {
+        chain: chain.map(|c| c.clone() as cocoon::chain::SharedChain),
+        served: vec![ServedModel { engine: std::sync::Arc::new(engine), offer }],
+        streams_served_by_process: mischief.is_some(),
+    };
+    let node = Node::start_with(wc, TransportKind::Memory, None, extras).await.unwrap();
+    if let Some(m) = mischief {
+        misbehave(&node, dir, m, price);
+    }
+    node
+}
+
+async fn client_node(
+    dir: &Path,
+    boot: &Multiaddr,
+    chain: Option<&std::sync::Arc<cocoon::chain::local::LocalChain>>,
+) -> Node {
+    let mut cc = client(config(dir, Role::Client, Some(boot)));
+    cc.api.attempts = 3;
+    match chain {
+        Some(chain) => {
+            paying(&mut cc, chain, 100 * TON);
+            common::payments::start_on(cc, chain).await
+        }
+        None => common::inproc::start(cc).await,
+    }
+}
+
+fn request(model: &str, max_tokens: u32) -> Request {
+    Request {
+        request_id: rand::random(),
+        model_id: model.into(),
+        prompt: Prompt::Text("short prompt".into()),
+        max_tokens,
+        sampling: Sampling::default(),
+        max_price: u64::MAX,
+        channel: None,
+    }
+}
+
+/// Run `request` on `node`'s inference client, draining the text; the result and its duration.
+async fn complete(
+    node: &Node,
+    request: Request,
+) -> (Result<cocoon::inference::client::Completion, InferenceError>, Duration) {
+    let (tx, mut rx) = mpsc::channel(16);
+    let inference = node.inference_client().unwrap().clone();
+    let started = Instant::now();
+    let task = tokio::spawn(async move { inference.complete(request, tx).await });
+    while rx.recv().await.is_some() {}
+    (task.await.unwrap(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_streams_for_ever_is_cut_off_at_max_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (boot, boot_addr) = boot(dir.path()).await;
+    let bad = start_worker(&dir.path().join("w"), &boot_addr, 0, Some(Mischief::StreamForever), None).await;
+    let node = client_node(&dir.path().join("c"), &boot_addr, None).await;
+    let model = wait_for_workers(&node, 1).await;
+    let (result, _) = complete(&node, request(&model, 20)).await;
+    match result {
+        Err(InferenceError::WorkerFailed { reason, .. }) => {
+            assert!(reason.contains("max_tokens"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    for n in [node, bad, boot] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_for_more_prompt_than_was_sent_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (boot, boot_addr) = boot(dir.path()).await;
+    let bad = start_worker(&dir.path().join("w"), &boot_addr, 1, Some(Mischief::InflateReceipt), None).await;
+    let node = client_node(&dir.path().join("c"), &boot_addr, None).await;
+    let model = wait_for_workers(&node, 1).await;
+    let (result, _) = complete(&node, request(&model, 3)).await;
+    match result {
+        Err(InferenceError::BadReceipt { reason, .. }) => {
+            assert!(reason.contains("prompt tokens"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    for n in [node, bad, boot] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_refuses_everything_loses_its_requests_to_an_honest_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (boot, boot_addr) = boot(dir.path()).await;
+    let bad =
+        start_worker(&dir.path().join("bad"), &boot_addr, 0, Some(Mischief::RefuseEverything), None).await;
+    let good = start_worker(&dir.path().join("good"), &boot_addr, 0, None, None).await;
+    let node = client_node(&dir.path().join("c"), &boot_addr, None).await;
+    let model = wait_for_workers(&node, 2).await;
+    let mut failovers = 0;
+    for _ in 0..20 {
+        let (result, _) = complete(&node, request(&model, 2)).await;
+        let done = result.expect("every request is served (by the honest worker)");
+        assert_eq!(done.worker, good.peer_id());
+        failovers += done.failovers;
+    }
+    // Refusals count as failures: the refuser is tried rarely once it has failed a few times.
+    assert!(failovers <= 6, "the refuser kept winning selections: {failovers} failovers in 20 requests");
+    for n in [node, bad, good, boot] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_voucher_exchange_does_not_hold_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chain();
+    let (boot, boot_addr) = boot(dir.path()).await;
+    let bad =
+        start_worker(&dir.path().join("w"), &boot_addr, 1_000, Some(Mischief::StallVoucher), Some(&chain))
+            .await;
+    let node = client_node(&dir.path().join("c"), &boot_addr, Some(&chain)).await;
+    let model = wait_for_workers(&node, 1).await;
+    // Twice: the second request to the same worker must not wait behind the first's channel lock.
+    for _ in 0..2 {
+        let (result, took) = complete(&node, request(&model, 3)).await;
+        let done = result.expect("the answer is delivered");
+        assert!(matches!(done.payment, cocoon::inference::client::Payment::Failed(_)), "{:?}", done.payment);
+        assert!(took < Duration::from_secs(40), "a stalled acknowledgement held the client {took:?}");
+    }
+    for n in [node, bad, boot] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_is_refused_by_the_client_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (boot, boot_addr) = boot(dir.path()).await;
+    let model_file = common::inference::tiny_model(dir.path());
+    let wc = worker(config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)), &model_file, 0, 1);
+    let good = common::inproc::start(wc).await;
+    let mut cc = client(config(&dir.path().join("c"), Role::Client, Some(&boot_addr)));
+    cc.api.max_body_bytes = 4 << 20;
+    let node = common::inproc::start(cc).await;
+    let model = wait_for_workers(&node, 1).await;
+    // Within the API's body limit, but beyond what a worker accepts once encoded.
+    let prompt = "x".repeat((1 << 20) + 10);
+    let body = json!({"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 4});
+    let (status, answer) = post(node.api_addr().unwrap(), "/v1/chat/completions", body.to_string()).await;
+    assert_eq!(status, 400, "{answer}");
+    // The worker never saw it, so it has nothing against this client: the next request is served.
+    let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+    let (status, answer) = post(node.api_addr().unwrap(), "/v1/chat/completions", body.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    for n in [node, good, boot] {
+        n.shutdown().await.unwrap();
+    }
+}
