@@ -74,6 +74,8 @@ pub enum Section {
     Partition,
     /// Only when nodes leave and return.
     Churn,
+    /// Only when malicious clients and workers ran (or the attack-free twin).
+    Strangers,
 }
 
 /// One headline number.
@@ -133,7 +135,7 @@ fn p99(d: &Dist) -> f64 {
 /// Every headline number of `report`, in display order.
 pub fn metrics(r: &Report) -> Vec<Metric> {
     use Unit::*;
-    let mut m = Rows { rows: Vec::with_capacity(48), section: Section::Core, present: true };
+    let mut m = Rows { rows: Vec::with_capacity(56), section: Section::Core, present: true };
     let (join, lookup, gossip, req) = (&r.join, &r.lookup, &r.gossip, &r.requests);
 
     m.add("nodes", Count, Some(r.nodes.values().sum::<usize>() as f64));
@@ -203,6 +205,17 @@ pub fn metrics(r: &Report) -> Vec<Metric> {
     m.add("returns", Count, Some(churn.returns as f64));
     let live_min = churn.live_over_time.iter().map(|&(_, v)| v).reduce(f64::min);
     m.add("live nodes (min)", Count, live_min);
+
+    let st = r.strangers.clone().unwrap_or_default();
+    m.section(Section::Strangers, r.strangers.is_some());
+    m.add("honest success (honest worker known)", Share, Some(st.honest_success_rate));
+    m.add("honest TTFT p50 / attack-free twin", Ratio, st.ttft_p50_ratio);
+    m.add("honest peers blocked", Count, Some(st.honest_blocked.len() as f64));
+    m.add(
+        "strangers blocked (node, peer pairs)",
+        Count,
+        Some(st.strangers_blocked.values().sum::<usize>() as f64),
+    );
     m.rows
 }
 

@@ -7,6 +7,7 @@
 pub mod compare;
 pub mod fabric;
 pub mod markdown;
+pub mod markdown_strangers;
 pub mod plan;
 pub mod plot;
 pub mod report;

@@ -119,13 +119,23 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let report = runtime.block_on(run::run(s, text, data_dir))?;
             runtime.shutdown_timeout(std::time::Duration::from_secs(5));
-            let json = serde_json::to_string_pretty(&report)?;
-            std::fs::write(out.join("report.json"), json)?;
-            let plots = plot::write_all(&report, &out)?;
-            std::fs::write(out.join("report.md"), markdown::summary(&report, &plots))?;
-            print!("{}", markdown::summary(&report, &plots));
+            if let Some(twin) = &report.twin {
+                write_report(twin, &out.join("twin"))?;
+                std::fs::write(out.join("compare-twin.md"), compare::compare(twin, &report))?;
+            }
+            print!("{}", write_report(&report, &out)?);
             eprintln!("report written to {}", out.display());
             Ok(())
         }
     }
+}
+
+/// Write `report.json`, the plots and `report.md` into `out`; the summary.
+fn write_report(report: &Report, out: &Path) -> anyhow::Result<String> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(report)?)?;
+    let plots = plot::write_all(report, out)?;
+    let summary = markdown::summary(report, &plots);
+    std::fs::write(out.join("report.md"), &summary)?;
+    Ok(summary)
 }

@@ -49,6 +49,10 @@ pub fn summary(report: &Report, plots: &[String]) -> String {
         let _ = writeln!(out, "\nNot joined within the settle time: {}.", nodes.join(", "));
     }
 
+    if let Some(strangers) = &report.strangers {
+        crate::markdown_strangers::section(&mut out, strangers);
+    }
+
     out.push_str("\n## Notes\n\n");
     if report.notes.is_empty() {
         out.push_str("No notes.\n");

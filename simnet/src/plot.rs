@@ -277,6 +277,13 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<Vec<String>, PlotError> 
         plots.push(("churn.svg", vec![panel]));
     }
 
+    if let Some(twin) = report.strangers.as_ref().and_then(|s| s.twin.as_ref()) {
+        let attacked =
+            Panel::cdf("Honest TTFT CDF, with the attackers", "TTFT (ms)", &requests.ttft_samples, 1.0);
+        let calm = Panel::cdf("Honest TTFT CDF, attack-free twin", "TTFT (ms)", &twin.ttft_samples, 1.0);
+        plots.push(("strangers_ttft.svg", vec![attacked, calm]));
+    }
+
     plots.iter().map(|(file, panels)| write(dir, file, panels)).collect()
 }
 

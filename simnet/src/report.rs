@@ -89,6 +89,12 @@ pub struct Report {
     pub partition: Option<PartitionStats>,
     /// Churn, when nodes leave and come back.
     pub churn: Option<ChurnStats>,
+    /// Malicious clients and workers, when the scenario has them.
+    #[serde(default)]
+    pub strangers: Option<StrangerStats>,
+    /// The attack-free twin's own report (written beside this one, not inside it).
+    #[serde(skip)]
+    pub twin: Option<Box<Report>>,
     /// What the simulated network carried.
     pub fabric: FabricStats,
     /// Things the reader must know to interpret the numbers (residual nondeterminism, caveats).
@@ -292,9 +298,14 @@ pub struct PaymentStats {
     /// Sum over channels of the cumulative voucher the worker holds, nanotons.
     pub vouchered_nanotons: u128,
     /// Sum over the workers of the debts they recorded (invoices no valid voucher paid, e.g. the
-    /// client left between the receipt and its voucher), nanotons.
+    /// client left between the receipt and its voucher), nanotons; malicious clients' debts are
+    /// in `owed_by_strangers_nanotons` instead.
     #[serde(default)]
     pub owed_nanotons: u128,
+    /// Debts honest workers recorded against malicious clients (answers they never paid), nanotons:
+    /// not invoiced by any honest request, so outside the reconciliation.
+    #[serde(default)]
+    pub owed_by_strangers_nanotons: u128,
     /// Sum over channels of what the chain paid the workers after the final claims, nanotons.
     pub claimed_nanotons: u128,
     /// Channels opened.
@@ -378,4 +389,131 @@ pub struct FabricStats {
     pub bytes: u64,
     /// Writes delayed by the loss model (a retransmission).
     pub retransmissions: u64,
+}
+
+/// Malicious clients and workers mixed into the honest network, and what the honest side kept.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StrangerStats {
+    /// Malicious nodes by kind.
+    pub strangers: BTreeMap<String, usize>,
+    /// Honest requests counted: those whose client knew a verified honest worker for the model
+    /// when it sent them.
+    pub honest_requests: usize,
+    /// Of those, completed within the scenario's timeout.
+    pub honest_succeeded: usize,
+    /// `honest_succeeded / honest_requests` (1.0 when none).
+    pub honest_success_rate: f64,
+    /// Honest requests left out: their client knew no honest worker for the model.
+    pub honest_without_worker: usize,
+    /// Failed honest requests by the kind of the last worker tried (`none`: the error names none).
+    pub failures_by_worker: BTreeMap<String, usize>,
+    /// Honest requests completed by a malicious worker (must be 0: none of them finishes well).
+    pub served_by_strangers: usize,
+    /// Honest time to first token in this run, ms.
+    pub ttft_ms: Dist,
+    /// Of honest requests served by the first worker they tried (no failover), ms: the time to
+    /// first token without the detours a malicious worker causes.
+    #[serde(default)]
+    pub ttft_first_try_ms: Dist,
+    /// Honest requests that completed after at least one failover.
+    #[serde(default)]
+    pub failed_over: usize,
+    /// The attack-free twin (same plan without attackers), when it ran.
+    pub twin: Option<TwinStats>,
+    /// Honest TTFT p50 here over the twin's.
+    pub ttft_p50_ratio: Option<f64>,
+    /// Honest peers blocked by honest nodes, seen during and after the load (must be empty).
+    pub honest_blocked: Vec<BlockedPair>,
+    /// (honest node, malicious peer) blocks seen, by the malicious peer's kind.
+    pub strangers_blocked: BTreeMap<String, usize>,
+    /// Blocks no status sample named (a node blocking more peers than its status lists): 0 means
+    /// `honest_blocked` is exact.
+    pub blocks_unseen: usize,
+    /// Each malicious client kind: what it tried and how it was answered (answer → count).
+    pub clients: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Each malicious worker kind: what it got and did (event → count).
+    pub workers: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Money per party, when the scenario pays.
+    pub money: Option<MoneyStats>,
+    /// The targets and whether this run met them.
+    pub checks: Vec<Check>,
+}
+
+/// The honest requests of the attack-free twin.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TwinStats {
+    /// Honest requests sent.
+    pub requests: usize,
+    /// Completed in time.
+    pub succeeded: usize,
+    /// `succeeded / requests`.
+    pub success_rate: f64,
+    /// Time to first token, ms.
+    pub ttft_ms: Dist,
+    /// Of requests served by the first worker they tried, ms.
+    #[serde(default)]
+    pub ttft_first_try_ms: Dist,
+    /// Requests that completed after at least one failover.
+    #[serde(default)]
+    pub failed_over: usize,
+    /// TTFT samples (capped at 20,000).
+    pub ttft_samples: Vec<f64>,
+    /// Honest peers blocked by honest nodes at its end.
+    pub honest_blocked: usize,
+    /// Its wall time, s.
+    pub wall_secs: f64,
+}
+
+/// An honest node that blocked an honest peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BlockedPair {
+    /// The blocking node (plan index) and its kind.
+    pub node: usize,
+    /// Its kind.
+    pub node_kind: String,
+    /// The blocked peer (plan index).
+    pub peer: usize,
+    /// Its kind.
+    pub peer_kind: String,
+}
+
+/// Money per party, nanotons, after the final claims.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MoneyStats {
+    /// Honest clients: signed to honest workers.
+    pub honest_clients_to_honest: u128,
+    /// Honest clients: signed to malicious workers (must be 0: no malicious receipt verifies).
+    pub honest_clients_to_strangers: u128,
+    /// Channels honest clients opened with malicious workers (a refusal comes after the channel).
+    pub honest_channels_with_strangers: usize,
+    /// Their deposits: locked, not lost (the client winds such a channel down and gets it back).
+    pub honest_deposits_with_strangers: u128,
+    /// Honest workers: best vouchers of honest clients (claimed on chain at the end).
+    pub honest_workers_vouchered: u128,
+    /// Honest workers: what the chain paid them after the final claims.
+    pub honest_workers_claimed: u128,
+    /// Honest workers: debts of honest clients.
+    pub honest_workers_owed_by_honest: u128,
+    /// Honest workers: debts of malicious clients (answers never paid; such a client is refused
+    /// from then on).
+    pub honest_workers_owed_by_strangers: u128,
+    /// Honest workers: vouchers of malicious clients.
+    pub honest_workers_vouchered_by_strangers: u128,
+    /// Malicious clients: channel deposits they made (stop-readers need a channel to be served).
+    pub strangers_deposited: u128,
+    /// Malicious workers: voucher frames honest clients sent them.
+    pub strangers_vouchers: u64,
+}
+
+/// One target of a scenario and whether the run met it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Check {
+    /// What is checked.
+    pub name: String,
+    /// The target.
+    pub target: String,
+    /// What was measured.
+    pub value: String,
+    /// Met.
+    pub pass: bool,
 }

@@ -241,8 +241,10 @@ pub struct Churn {
     pub duration_secs: u64,
 }
 
-/// Adversaries.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Adversaries. The malicious clients and workers ("strangers") are planned after every honest
+/// node with a seed of their own, so the same scenario without them has the same honest nodes,
+/// keys and requests (the attack-free twin, see `twin`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Attack {
     /// Workers that attest validly and advertise offers, but drop every stream they accept.
@@ -254,6 +256,68 @@ pub struct Attack {
     /// Forged records each forger publishes.
     #[serde(default = "defaults::forged")]
     pub forged_per_forger: usize,
+    /// Clients that ask for a long (paid) answer, read its first frame and never read again.
+    #[serde(default)]
+    pub stop_reading_clients: usize,
+    /// Clients that open `silent_streams` inference streams at a time and never start a handshake.
+    #[serde(default)]
+    pub silent_clients: usize,
+    /// Clients whose request frame, inside a valid Noise session, does not decode.
+    #[serde(default)]
+    pub malformed_clients: usize,
+    /// Clients whose requests name payment channels that were never deployed (needs payments).
+    #[serde(default)]
+    pub fake_channel_clients: usize,
+    /// Workers that attest validly, advertise a huge `max_concurrent` at half the price, and
+    /// refuse every request.
+    #[serde(default)]
+    pub refusing_workers: usize,
+    /// Workers that answer with text for ever (until the client stops reading).
+    #[serde(default)]
+    pub endless_workers: usize,
+    /// Workers that answer, then invoice a prompt far larger than the one sent.
+    #[serde(default)]
+    pub inflating_workers: usize,
+    /// Mean gap between one malicious client's attempts while the load runs, ms (exponential).
+    #[serde(default = "defaults::stranger_gap")]
+    pub mean_gap_ms: u64,
+    /// Streams a silent client opens per attempt (and holds, without a handshake).
+    #[serde(default = "defaults::silent_streams")]
+    pub silent_streams: usize,
+    /// Run the attack-free twin first (the same plan without any attacker: sybils, forgers and
+    /// strangers) and compare the honest requests of both runs.
+    #[serde(default)]
+    pub twin: bool,
+}
+
+impl Attack {
+    /// Malicious clients and workers (sybils and forgers not included).
+    pub fn strangers(&self) -> usize {
+        self.stop_reading_clients
+            + self.silent_clients
+            + self.malformed_clients
+            + self.fake_channel_clients
+            + self.refusing_workers
+            + self.endless_workers
+            + self.inflating_workers
+    }
+
+    /// The same settings with no attacker at all.
+    pub fn without_attackers(&self) -> Self {
+        Self {
+            sybil_workers: 0,
+            forgers: 0,
+            stop_reading_clients: 0,
+            silent_clients: 0,
+            malformed_clients: 0,
+            fake_channel_clients: 0,
+            refusing_workers: 0,
+            endless_workers: 0,
+            inflating_workers: 0,
+            twin: false,
+            ..self.clone()
+        }
+    }
 }
 
 /// A split of the network and its healing.
@@ -373,6 +437,13 @@ mod defaults {
     pub fn forged() -> usize {
         20
     }
+    pub fn stranger_gap() -> u64 {
+        2000
+    }
+    // Beyond one worker's share of streams per peer (its slots + 4) at the simnet default of 8.
+    pub fn silent_streams() -> usize {
+        16
+    }
     pub fn minority() -> f64 {
         0.3
     }
@@ -394,7 +465,7 @@ macro_rules! default_from_serde {
         }
     )*};
 }
-default_from_serde!(Nodes, Network, Join, Workers, Measure);
+default_from_serde!(Nodes, Network, Join, Workers, Measure, Attack);
 
 impl Scenario {
     /// Read and check a scenario file.
@@ -424,6 +495,7 @@ impl Scenario {
             + self.nodes.clients
             + self.attack.sybil_workers
             + self.attack.forgers
+            + self.attack.strangers()
     }
 
     fn check(&self) -> Result<(), ScenarioError> {
@@ -474,6 +546,7 @@ impl Scenario {
         if self.load.is_some() && self.nodes.workers == 0 {
             return bad("[load] needs at least one honest worker".into());
         }
+        self.check_attack()?;
         if let Some(c) = &self.churn
             && (!(0.0..=1.0).contains(&c.share) || c.mean_session_secs <= 0.0 || c.mean_downtime_secs <= 0.0)
         {
@@ -483,6 +556,21 @@ impl Scenario {
             && !(0.0 < p.minority_share && p.minority_share < 1.0)
         {
             return bad("partition.minority_share must be strictly between 0 and 1".into());
+        }
+        Ok(())
+    }
+
+    fn check_attack(&self) -> Result<(), ScenarioError> {
+        let a = &self.attack;
+        let bad = |m: &str| Err(ScenarioError::Invalid(m.to_owned()));
+        if a.strangers() > 0 && self.load.is_none() {
+            return bad("malicious clients and workers act while the load runs: add [load]");
+        }
+        if a.fake_channel_clients > 0 && self.workers.price_per_1k == 0 {
+            return bad("attack.fake_channel_clients needs payments (workers.price_per_1k > 0)");
+        }
+        if a.strangers() > 0 && a.mean_gap_ms == 0 {
+            return bad("attack.mean_gap_ms must be at least 1");
         }
         Ok(())
     }

@@ -112,7 +112,7 @@ fn assert_bars(r: &Report) {
 
 #[test]
 fn the_same_seed_gives_the_same_plan() {
-    for file in ["ci.toml", "churn.toml", "partition.toml", "load.toml"] {
+    for file in ["ci.toml", "churn.toml", "partition.toml", "load.toml", "strangers.toml"] {
         let (s, _) = scenario(file);
         let (a, b) = (Plan::new(&s), Plan::new(&s));
         assert_eq!(a.digest(), b.digest(), "{file}");
@@ -150,4 +150,24 @@ fn the_same_seed_gives_the_same_headline() {
     // The comparison lists the same metrics for both, and says the plans are identical.
     assert_eq!(headline(a).len(), headline(b).len());
     assert!(cocoon_simnet::compare::compare(a, b).contains("identical"));
+}
+
+#[test]
+fn the_strangers_scenario_plans_its_attackers_apart_from_the_honest_network() {
+    // Its runs take minutes (two of 300 nodes), so CI checks the plan only; docs/simnet.md has
+    // the measured run.
+    let (s, text) = scenario("strangers.toml");
+    assert!(s.total_nodes() >= 300, "{} nodes", s.total_nodes());
+    assert!(s.attack.twin && s.attack.strangers() > 0);
+    let plan = Plan::new(&s);
+    assert!(!plan.attacks.is_empty());
+    let mut calm = s.clone();
+    calm.attack = calm.attack.without_attackers();
+    let honest = Plan::new(&calm);
+    assert_eq!(honest.nodes.len() + s.attack.strangers(), plan.nodes.len());
+    assert!(honest.nodes.iter().zip(&plan.nodes).all(|(a, b)| a.peer_id == b.peer_id));
+    // Made-up channels mean nothing without payments: refused.
+    let free = text.replace("price_per_1k = 1000000", "price_per_1k = 0");
+    let err = Scenario::parse(&free).unwrap_err().to_string();
+    assert!(err.contains("fake_channel_clients"), "{err}");
 }

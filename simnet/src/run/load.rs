@@ -43,6 +43,11 @@ pub struct Outcome {
     pub late: Option<Done>,
     /// The client left (churn) while it ran: not counted either way.
     pub client_left: bool,
+    /// The worker that served it, or the last one its error names.
+    pub last_worker: Option<PeerId>,
+    /// Whether its client knew a verified honest worker for the model when it sent it (set by
+    /// the caller; `true` unless told otherwise).
+    pub honest_worker_known: bool,
 }
 
 /// A completed request.
@@ -60,6 +65,16 @@ impl Outcome {
     /// The completion, in time or late.
     pub fn served(&self) -> Option<&Done> {
         self.result.as_ref().ok().or(self.late.as_ref())
+    }
+}
+
+/// The worker an error names, if any.
+fn named_worker(e: &InferenceError) -> Option<PeerId> {
+    match e {
+        InferenceError::WorkerFailed { worker, .. }
+        | InferenceError::BadReceipt { worker, .. }
+        | InferenceError::Timeout(worker) => worker.parse().ok(),
+        _ => None,
     }
 }
 
@@ -114,6 +129,7 @@ pub async fn one(
     let elapsed = sent.elapsed();
     let total_ms = elapsed.as_secs_f64() * 1000.0;
     let client_left = left.load(Ordering::Acquire);
+    let mut last_worker = None;
     let (result, late) = match result {
         Err(_) => {
             let text = format!("no outcome within {:?}", timeout + ABANDON_AFTER);
@@ -121,9 +137,11 @@ pub async fn one(
         }
         Ok(Err(e)) => {
             tracing::warn!(client = plan.client, at_ms = plan.at_ms, error = %e, "request failed");
+            last_worker = named_worker(&e);
             (Err((reason(&e), e.to_string())), None)
         }
         Ok(Ok(c)) => {
+            last_worker = Some(c.worker);
             let done = Done {
                 worker: c.worker,
                 ttft_ms: ttft.map_or(total_ms, |t| t.duration_since(sent).as_secs_f64() * 1000.0),
@@ -145,7 +163,7 @@ pub async fn one(
             }
         }
     };
-    Outcome { sent_ms, result, late, client_left }
+    Outcome { sent_ms, result, late, client_left, last_worker, honest_worker_known: true }
 }
 
 /// Summarise the outcomes; `sybils` are the sybil workers' peer ids.
@@ -212,12 +230,13 @@ pub fn add_worker_lookups(total: &mut (u64, u64), node: &Node) {
 }
 
 /// Claim every worker's best voucher and compare invoiced (receipts), signed (what `clients`
-/// signed), vouchered (what workers hold), owed (the workers' recorded debts) and claimed (what
-/// the chain paid) amounts.
+/// signed), vouchered (what workers hold), owed (the workers' recorded debts; those of the
+/// `strangers`' client keys apart) and claimed (what the chain paid) amounts.
 pub async fn reconcile(
     chain: &Arc<LocalChain>,
     workers: &[&Node],
     clients: &[&Node],
+    strangers: &HashSet<[u8; 32]>,
     outcomes: &[Outcome],
     tx_before_claims: u64,
 ) -> Result<PaymentStats, String> {
@@ -227,9 +246,15 @@ pub async fn reconcile(
     let invoiced: u128 = done.iter().map(|d| u128::from(d.amount)).sum();
     let invoices = done.iter().filter(|d| d.amount > 0).count() as u64;
     let (mut vouchered, mut claimed, mut owed, mut channels) = (0u128, 0u128, 0u128, 0usize);
+    let mut owed_by_strangers = 0u128;
     for node in workers {
         let book = node.store().payments().map_err(|e| e.to_string())?;
-        owed += book.debts().map_err(|e| e.to_string())?.iter().map(|(_, o)| u128::from(*o)).sum::<u128>();
+        for (client, amount) in book.debts().map_err(|e| e.to_string())? {
+            match strangers.contains(&client) {
+                true => owed_by_strangers += u128::from(amount),
+                false => owed += u128::from(amount),
+            }
+        }
         let seed = load_or_create_wallet_seed(node.store().dir()).map_err(|e| e.to_string())?;
         let wallet = Wallet::from_seed(&seed).map_err(|e| e.to_string())?;
         for stored in book.channels().map_err(|e| e.to_string())? {
@@ -268,6 +293,7 @@ pub async fn reconcile(
         signed_nanotons: signed,
         vouchered_nanotons: vouchered,
         owed_nanotons: owed,
+        owed_by_strangers_nanotons: owed_by_strangers,
         claimed_nanotons: claimed,
         channels,
         vouchers_accepted: done.iter().filter(|d| d.paid == Some(true)).count() as u64,

@@ -4,7 +4,8 @@
 //!
 //! Submodules: `nodes` (configuring and starting a node), `measure` (routing, lookups, series,
 //! process resources), `load` (requests and payments), `adversity` (forgers), `phases` (join and
-//! propagation watchers), `split` (partition and churn).
+//! propagation watchers), `split` (partition and churn), `strangers` (malicious clients and
+//! workers, and the attack-free twin's comparison).
 
 mod adversity;
 mod load;
@@ -13,6 +14,7 @@ mod nodes;
 mod phases;
 mod replay;
 mod split;
+mod strangers;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -148,8 +150,40 @@ fn spawn_sampler(
 }
 
 /// Run `scenario` (whose file text is `text`); node data lives under `data_dir` (a temporary
-/// directory when `None`). Progress goes to the log.
+/// directory when `None`). Progress goes to the log. With `attack.twin`, the attack-free twin
+/// (the same plan without any attacker) runs first, and the report carries it and the checks.
 pub async fn run(scenario: Scenario, text: String, data_dir: Option<PathBuf>) -> Result<Report, RunError> {
+    let a = &scenario.attack;
+    let attacked = a.strangers() + a.sybil_workers + a.forgers > 0;
+    let twin = if a.twin && attacked {
+        let mut calm = scenario.clone();
+        calm.attack = calm.attack.without_attackers();
+        tracing::info!("running the attack-free twin first");
+        let dir = data_dir.as_ref().map(|d| d.join("twin"));
+        let mut twin = run_once(calm, text.clone(), dir, true).await?;
+        twin.notes.push(
+            "This is the attack-free twin: the same scenario, seed and honest plan with every attacker removed."
+                .into(),
+        );
+        Some(Box::new(twin))
+    } else {
+        None
+    };
+    let watch = a.strangers() > 0 || twin.is_some();
+    let mut report = run_once(scenario, text, data_dir, watch).await?;
+    report.twin = twin;
+    strangers::judge(&mut report);
+    Ok(report)
+}
+
+/// One run; `watch` adds the strangers' part (malicious clients' attempts, blocklist sweeps, the
+/// strangers section of the report).
+async fn run_once(
+    scenario: Scenario,
+    text: String,
+    data_dir: Option<PathBuf>,
+    watch: bool,
+) -> Result<Report, RunError> {
     let started = Instant::now();
     let cpu_start = measure::cpu_secs();
     let s = Arc::new(scenario);
@@ -175,7 +209,9 @@ pub async fn run(scenario: Scenario, text: String, data_dir: Option<PathBuf>) ->
     };
     let fabric = Fabric::new(link_model(&s), s.seed ^ 0x5eed_f00d);
     let bootstrap = plan.of(Kind::Bootstrap).iter().map(|i| nodes::dial_addr(&plan.nodes[*i])).collect();
-    let env = Env { fabric: fabric.clone(), chain: chain.clone(), dir, scenario: s.clone(), bootstrap };
+    let tally = Arc::new(strangers::Tally::default());
+    let env =
+        Env { fabric: fabric.clone(), chain: chain.clone(), dir, scenario: s.clone(), bootstrap, tally };
     let (stop_tx, stop_rx) = watch::channel(false);
     let sampler = spawn_sampler(Duration::from_millis(s.measure.sample_ms.max(100)), started, stop_rx);
 
@@ -217,32 +253,7 @@ pub async fn run(scenario: Scenario, text: String, data_dir: Option<PathBuf>) ->
     }
     report.attacks.sybils = s.attack.sybil_workers;
 
-    let tx_before = chain.as_ref().map_or(0, |c| c.transaction_count());
-    let split::LoadRun { outcomes, departed_lookups } =
-        split::load_and_churn(&env, &mut fleet, &mut report, started).await?;
-    let clients = fleet.nodes_of(&[Kind::Client]);
-    if let Some(load) = &s.load {
-        let sybils = fleet.peers_of(Kind::Sybil);
-        let mut lookups = departed_lookups;
-        for node in &clients {
-            load::add_worker_lookups(&mut lookups, node);
-        }
-        report.requests = load::summarise(&outcomes, &sybils, 10_000.0, lookups);
-        tracing::info!(
-            success = report.requests.success_rate,
-            sent = report.requests.sent,
-            max_tokens = load.max_tokens,
-            "load finished"
-        );
-    }
-    if let Some(chain) = &chain {
-        let tx_during = chain.transaction_count() - tx_before;
-        let workers = fleet.nodes_of(&[Kind::Worker, Kind::Sybil]);
-        let stats = load::reconcile(chain, &workers, &clients, &outcomes, tx_during)
-            .await
-            .map_err(RunError::Chain)?;
-        report.payments = Some(stats);
-    }
+    load_phase(&env, &mut fleet, &mut report, started, watch).await?;
     if s.partition.is_some() {
         report.partition = Some(split::partition(&s, &fleet, &fabric, started).await);
     }
@@ -261,6 +272,64 @@ pub async fn run(scenario: Scenario, text: String, data_dir: Option<PathBuf>) ->
     Ok(report)
 }
 
+/// Requests (with churn and, when `watch`, the strangers), then the payments reconciliation.
+async fn load_phase(
+    env: &Env,
+    fleet: &mut Fleet,
+    report: &mut Report,
+    started: Instant,
+    watch: bool,
+) -> Result<(), RunError> {
+    let (s, chain) = (&env.scenario, &env.chain);
+    let tx_before = chain.as_ref().map_or(0, |c| c.transaction_count());
+    let rogues = watch.then(|| strangers::begin(env, fleet));
+    let split::LoadRun { outcomes, departed_lookups } =
+        split::load_and_churn(env, fleet, report, started).await?;
+    let blocks = match rogues {
+        Some(rogues) => Some(rogues.end().await),
+        None => None,
+    };
+    let clients = fleet.nodes_of(&[Kind::Client]);
+    if let Some(load) = &s.load {
+        let sybils = fleet.peers_of(Kind::Sybil);
+        let mut lookups = departed_lookups;
+        for node in &clients {
+            load::add_worker_lookups(&mut lookups, node);
+        }
+        report.requests = load::summarise(&outcomes, &sybils, 10_000.0, lookups);
+        if let Some(blocks) = &blocks {
+            let mut stats = strangers::summarise(fleet, &outcomes, &env.tally, blocks);
+            stats.ttft_ms = report.requests.ttft_ms.clone();
+            report.strangers = Some(stats);
+        }
+        tracing::info!(
+            success = report.requests.success_rate,
+            sent = report.requests.sent,
+            max_tokens = load.max_tokens,
+            "load finished"
+        );
+    }
+    if let Some(chain) = &chain {
+        let tx_during = chain.transaction_count() - tx_before;
+        let workers = fleet.nodes_of(&[Kind::Worker, Kind::Sybil]);
+        let bad_clients = fleet
+            .plan
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.kind, Kind::BadClient(_)))
+            .filter_map(|n| cocoon::payments::peer_key(&fleet.peers[n.index]))
+            .collect();
+        let stats = load::reconcile(chain, &workers, &clients, &bad_clients, &outcomes, tx_during)
+            .await
+            .map_err(RunError::Chain)?;
+        if let Some(st) = report.strangers.as_mut() {
+            st.money = Some(strangers::money(fleet, &stats, &env.tally).map_err(RunError::Chain)?);
+        }
+        report.payments = Some(stats);
+    }
+    Ok(())
+}
+
 fn notes(s: &Scenario) -> Vec<String> {
     let mut notes = vec![
         "Nodes run the real cocoon node code (swarm, Kademlia, gossipsub, attestation, inference client and worker, payments) on a simulated transport: connections are in-process pipes with the scenario's latency, jitter, loss and bandwidth, without Noise encryption or Yamux framing; the fabric vouches for peer ids.".to_owned(),
@@ -269,6 +338,9 @@ fn notes(s: &Scenario) -> Vec<String> {
     ];
     if s.attack.sybil_workers > 0 || s.nodes.workers > 0 {
         notes.push("Workers run the labelled STAND-IN engine (fixed first-token delay and per-token pace, no model) and simulated TEE evidence, which every node is configured to accept.".to_owned());
+    }
+    if s.attack.strangers() > 0 {
+        notes.push("Malicious clients and workers are real nodes (joined, attested, holding verified records) whose inference streams are driven by simnet (`run/strangers/`): they start after the honest nodes and act on a seeded schedule while the load runs. Honest success counts only requests whose client knew a verified honest worker for the model when it sent them.".to_owned());
     }
     if s.workers.price_per_1k > 0 {
         notes.push("Payments run the real payment-channel contract on one shared LocalChain (tycho-executor); at the end every worker claims its best voucher.".to_owned());

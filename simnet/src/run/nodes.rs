@@ -1,6 +1,7 @@
 //! Starting and stopping the run's nodes: each is a full `cocoon::node::Node` (store, swarm,
 //! attestation, worker or client, payments) on the simulated transport, configured from the
-//! scenario; workers serve the labelled stand-in engine, sybils an engine that never serves.
+//! scenario; workers serve the labelled stand-in engine, sybils an engine that never serves, and
+//! malicious workers publish their genuine record while `strangers::workers` serves their streams.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use cocoon::inference::engine::{Engine, EngineError, EngineEvent, Generation, St
 use cocoon::inference::worker::ServedModel;
 use cocoon::network::TransportKind;
 use cocoon::node::{Extras, Node};
-use cocoon::store::load_or_create_wallet_seed;
+use cocoon::store::{load_or_create_noise_key, load_or_create_wallet_seed};
 use cocoon_protocol::attestation::record::ModelOffer;
 use cocoon_protocol::inference::messages::Prompt;
 use futures::future::BoxFuture;
@@ -22,8 +23,10 @@ use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use tokio::sync::mpsc;
 
+use super::strangers::Tally;
+use super::strangers::workers::{self, BadWorker};
 use crate::fabric::Fabric;
-use crate::plan::{Kind, NodePlan};
+use crate::plan::{Kind, NodePlan, WorkerMischief};
 use crate::scenario::{Scenario, TransportChoice};
 
 /// Funds each node's wallet gets on the shared chain.
@@ -39,6 +42,8 @@ pub struct Env {
     pub dir: PathBuf,
     pub scenario: Arc<Scenario>,
     pub bootstrap: Vec<Multiaddr>,
+    /// What the malicious nodes did.
+    pub tally: Arc<Tally>,
 }
 
 /// The model every worker offers (sybils too: that is their lure).
@@ -95,8 +100,8 @@ pub fn config(env: &Env, n: &NodePlan) -> Config {
     let mut c = Config::default();
     c.node.roles = vec![match n.kind {
         Kind::Bootstrap => Role::Bootstrap,
-        Kind::Worker | Kind::Sybil => Role::Worker,
-        Kind::Client | Kind::Forger => Role::Client,
+        Kind::Worker | Kind::Sybil | Kind::BadWorker(_) => Role::Worker,
+        Kind::Client | Kind::Forger | Kind::BadClient(_) => Role::Client,
     }];
     c.node.data_dir = env.dir.join(format!("n{}", n.index));
     c.network.listen = vec![Multiaddr::empty().with(Protocol::Memory(n.port))];
@@ -144,7 +149,7 @@ fn pay(c: &mut Config, chain: &LocalChain, wallet: &Wallet) -> Result<(), String
 pub async fn start(env: &Env, n: &NodePlan) -> Result<Node, String> {
     let s = &env.scenario;
     let mut c = config(env, n);
-    let paying = s.workers.price_per_1k > 0 && matches!(n.kind, Kind::Worker | Kind::Sybil | Kind::Client);
+    let paying = s.workers.price_per_1k > 0 && n.kind != Kind::Bootstrap && n.kind != Kind::Forger;
     let mut extras = Extras::default();
     // Workers need a payout address even when nothing is paid; other nodes only when paying.
     let wallet = if n.kind.attests() || paying { Some(wallet(&mut c)?) } else { None };
@@ -154,24 +159,57 @@ pub async fn start(env: &Env, n: &NodePlan) -> Result<Node, String> {
         extras.chain = Some(shared);
     }
     if n.kind.attests() {
-        let engine = stand_in(&s.workers);
-        let offer = ModelOffer {
-            model_id: engine.model_id().to_owned(),
-            price_prompt_per_1k: s.workers.price_per_1k,
-            price_completion_per_1k: s.workers.price_per_1k,
-            context_length: CONTEXT,
-            max_concurrent: s.workers.max_concurrent,
-        };
-        let engine: Arc<dyn Engine> =
-            if n.kind == Kind::Sybil { Arc::new(NeverServes(engine)) } else { Arc::new(engine) };
-        extras.served.push(ServedModel { engine, offer });
+        extras.served.push(served(s, n.kind));
+        extras.streams_served_by_process = matches!(n.kind, Kind::BadWorker(_));
     }
     env.fabric.place(n.peer(), n.region);
     let transport = match s.network.transport {
         TransportChoice::Simulated => env.fabric.transport(),
         TransportChoice::Memory => TransportKind::Memory,
     };
-    Node::start_with(c, transport, Some(n.keypair()), extras)
+    let node = Node::start_with(c, transport, Some(n.keypair()), extras)
         .await
-        .map_err(|e| format!("node {} ({}): {e}", n.index, n.kind.name()))
+        .map_err(|e| format!("node {} ({}): {e}", n.index, n.kind.name()))?;
+    if let Kind::BadWorker(mischief) = n.kind {
+        let noise = load_or_create_noise_key(node.store().dir()).map_err(|e| e.to_string())?;
+        let bad = BadWorker {
+            mischief,
+            identity: n.keypair(),
+            noise: noise.private,
+            price: offer_price(s, n.kind),
+            pace: Duration::from_millis(s.workers.per_token_ms),
+            tally: env.tally.clone(),
+        };
+        workers::serve(&node, bad)?;
+    }
+    Ok(node)
+}
+
+/// A refusing worker's lure: half the honest price (at least 1 when paying).
+fn offer_price(s: &Scenario, kind: Kind) -> u64 {
+    match kind {
+        Kind::BadWorker(WorkerMischief::Refuse) if s.workers.price_per_1k > 0 => {
+            (s.workers.price_per_1k / 2).max(1)
+        }
+        _ => s.workers.price_per_1k,
+    }
+}
+
+/// The model and offer an attesting node of `kind` publishes. A refusing worker claims a huge
+/// capacity at half the price, so that selection likes it.
+fn served(s: &Scenario, kind: Kind) -> ServedModel {
+    let engine = stand_in(&s.workers);
+    let offer = ModelOffer {
+        model_id: engine.model_id().to_owned(),
+        price_prompt_per_1k: offer_price(s, kind),
+        price_completion_per_1k: offer_price(s, kind),
+        context_length: CONTEXT,
+        max_concurrent: match kind {
+            Kind::BadWorker(WorkerMischief::Refuse) => 100_000,
+            _ => s.workers.max_concurrent,
+        },
+    };
+    let engine: Arc<dyn Engine> =
+        if kind == Kind::Sybil { Arc::new(NeverServes(engine)) } else { Arc::new(engine) };
+    ServedModel { engine, offer }
 }

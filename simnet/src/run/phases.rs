@@ -163,7 +163,8 @@ async fn observe(fleet: &Fleet, run_started: Instant, s: &Scenario, series: &Arc
 /// Wait until every honest node holds every attesting worker's record (or the wait is over),
 /// then measure when each arrived.
 pub(crate) async fn propagation(s: &Scenario, fleet: &Fleet) -> GossipStats {
-    let workers = fleet.live_of(&[Kind::Worker, Kind::Sybil]);
+    let workers: Vec<(usize, &Node)> =
+        fleet.live().into_iter().filter(|(i, _)| fleet.plan.nodes[*i].kind.attests()).collect();
     let receivers = fleet.live_of(&[Kind::Bootstrap, Kind::Worker, Kind::Client]);
     let pairs = |r: usize| workers.iter().filter(move |(w, _)| *w != r);
     let deadline = Instant::now() + Duration::from_secs(s.measure.gossip_wait_secs);

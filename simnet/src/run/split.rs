@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use super::load::{self, Outcome};
 use super::{Fleet, RunError, nodes};
 use crate::fabric::Fabric;
+use crate::plan::Kind;
 use crate::report::{ChurnStats, PartitionStats, Report};
 use crate::scenario::Scenario;
 
@@ -59,15 +60,20 @@ pub(crate) async fn load_and_churn(
     let mut tasks = JoinSet::new();
     if let Some(l) = &s.load {
         let model = nodes::model_id(&s);
+        let honest = Arc::new(fleet.peers_of(Kind::Worker));
         for plan in fleet.plan.requests.clone() {
-            let clients = clients.clone();
+            let (clients, honest) = (clients.clone(), honest.clone());
             let (model, max_tokens, timeout) =
                 (model.clone(), l.max_tokens, Duration::from_secs(l.timeout_secs));
             tasks.spawn(async move {
                 tokio::time::sleep_until(t0 + Duration::from_millis(plan.at_ms)).await;
                 let current = clients.lock().ok().and_then(|c| c.get(plan.client).cloned().flatten());
                 let (client, left) = current?;
-                Some(load::one(client, plan, model, max_tokens, timeout, run_started, left).await)
+                let known = knows_honest_worker(&client, &model, &honest);
+                let mut outcome =
+                    load::one(client, plan, model, max_tokens, timeout, run_started, left).await;
+                outcome.honest_worker_known = known;
+                Some(outcome)
             });
         }
     }
@@ -126,6 +132,11 @@ pub(crate) async fn load_and_churn(
         report.churn = Some(churn);
     }
     Ok(LoadRun { outcomes, departed_lookups })
+}
+
+/// Whether `client` holds a verified record of an honest worker offering `model`.
+fn knows_honest_worker(client: &InferenceClient, model: &str, honest: &HashSet<PeerId>) -> bool {
+    client.models().iter().any(|(m, offers)| m == model && offers.iter().any(|(p, _)| honest.contains(p)))
 }
 
 async fn restart(env: &nodes::Env, fleet: &mut Fleet, clients: &Clients, i: usize) -> bool {
