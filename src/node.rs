@@ -336,7 +336,8 @@ impl Node {
                 max_price: config.api.max_price_nanotons,
                 max_body: config.api.max_body_bytes,
             };
-            tasks.push(tokio::spawn(openai::serve(listener, state, shutdown_rx.clone())));
+            let limits = crate::http::ServerLimits::from_config(&config.http);
+            tasks.push(tokio::spawn(openai::serve(listener, state, limits, shutdown_rx.clone())));
             tracing::info!(addr = ?api_addr, "OpenAI-compatible API listening");
         }
 

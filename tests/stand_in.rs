@@ -48,7 +48,7 @@ async fn an_injected_stand_in_engine_is_served_and_paid() {
     let engine = StandInEngine::new("sim", 2048, Duration::from_millis(5), Duration::from_millis(1));
     let (mut wc, served) = stand_in_worker(dir.path(), &boot_addr, engine, 1_000_000);
     paying(&mut wc, &chain, 10 * TON);
-    let extras = Extras { chain: Some(chain.clone()), served: vec![served] };
+    let extras = Extras { chain: Some(chain.clone()), served: vec![served], ..Extras::default() };
     let worker_node = Node::start_with(wc, TransportKind::Memory, None, extras).await.unwrap();
     let mut cc = client(config(&dir.path().join("c"), Role::Client, Some(&boot_addr)));
     paying(&mut cc, &chain, 100 * TON);
@@ -76,7 +76,7 @@ async fn a_streaming_answer_keeps_its_connection_from_being_trimmed() {
     // 30 tokens at 100 ms: the answer streams for about three seconds.
     let engine = StandInEngine::new("slow", 2048, Duration::from_millis(5), Duration::from_millis(100));
     let (wc, served) = stand_in_worker(dir.path(), &boot_addr, engine, 0);
-    let extras = Extras { chain: None, served: vec![served] };
+    let extras = Extras { chain: None, served: vec![served], ..Extras::default() };
     let worker_node = Node::start_with(wc, TransportKind::Memory, None, extras).await.unwrap();
     let client_node =
         common::inproc::start(client(config(&dir.path().join("c"), Role::Client, Some(&boot_addr)))).await;

@@ -9,7 +9,15 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use cocoon::chain::{AccountInfo, AccountStatus, Chain, ChainError, GetMethodResult, SharedChain, TxSummary};
+use cocoon::network::TransportKind;
+use cocoon::node::Extras;
+use futures::future::BoxFuture;
+use tycho_types::cell::Cell;
+use tycho_types::models::StdAddr;
 
 use cocoon::config::Role;
 use cocoon::inference::engine::{EVENTS, Engine, EngineEvent, Generation};
@@ -259,6 +267,112 @@ async fn requests_naming_made_up_channels_spend_only_their_own_budget() {
     // An honest client opening its channel now is not affected by the attacker's spending.
     let (status, _) = honest(&bystander, &model_id).await;
     assert_eq!(status, 200);
+    for node in [attacker, bystander, worker_node, boot] {
+        node.shutdown().await.unwrap();
+    }
+}
+
+/// The worker's chain, slow to answer for accounts that are not deployed (what a stranger's
+/// made-up channel costs on a real chain API under load).
+#[derive(Debug)]
+struct SlowForStrangers(Arc<cocoon::chain::local::LocalChain>);
+
+impl Chain for SlowForStrangers {
+    fn name(&self) -> &'static str {
+        "slow-for-strangers"
+    }
+    fn account(&self, address: &StdAddr) -> BoxFuture<'_, Result<AccountInfo, ChainError>> {
+        let address = address.clone();
+        Box::pin(async move {
+            let info = self.0.account(&address).await?;
+            if info.status != AccountStatus::Active {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Ok(info)
+        })
+    }
+    fn run_get_method<'a>(
+        &'a self,
+        address: &'a StdAddr,
+        method: &'a str,
+    ) -> BoxFuture<'a, Result<GetMethodResult, ChainError>> {
+        self.0.run_get_method(address, method)
+    }
+    fn send_external(&self, message: Cell) -> BoxFuture<'_, Result<(), ChainError>> {
+        self.0.send_external(message)
+    }
+    fn transactions<'a>(
+        &'a self,
+        address: &'a StdAddr,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<TxSummary>, ChainError>> {
+        self.0.transactions(address, limit)
+    }
+    fn now(&self) -> BoxFuture<'_, Result<u64, ChainError>> {
+        self.0.now()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_lookups_for_made_up_channels_never_hold_honest_payments() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chain();
+    let model = common::inference::tiny_model(dir.path());
+    let (boot, boot_addr) = boot(dir.path()).await;
+    let mut wc =
+        with_admin(worker(config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)), &model, 1_000, 2));
+    paying(&mut wc, &chain, 10 * TON);
+    let slow: SharedChain = Arc::new(SlowForStrangers(chain.clone()));
+    let extras = Extras { chain: Some(slow), ..Extras::default() };
+    let worker_node = Node::start_with(wc, TransportKind::Memory, None, extras).await.unwrap();
+    let mut ac = client(config(&dir.path().join("a"), Role::Client, Some(&boot_addr)));
+    let wallet = paying(&mut ac, &chain, 10 * TON);
+    let attacker = start_on(ac, &chain).await;
+    let mut cc = client(config(&dir.path().join("c"), Role::Client, Some(&boot_addr)));
+    paying(&mut cc, &chain, 100 * TON);
+    let bystander = start_on(cc, &chain).await;
+    let model_id = wait_for_workers(&attacker, 1).await;
+    wait_for_workers(&bystander, 1).await;
+    // The honest client's channel exists before the attack.
+    assert_eq!(honest(&bystander, &model_id).await.0, 200);
+
+    // Four made-up channels (the attacker's whole burst), each a 5 s chain read at the worker.
+    let identity = cocoon::store::load_or_create_identity(&dir.path().join("a")).unwrap();
+    let record = attacker.attestation().record_of(&worker_node.peer_id()).unwrap();
+    let mut lookups = Vec::new();
+    for _ in 0..4 {
+        let params = ChannelParams {
+            client_key: identity.clone().try_into_ed25519().unwrap().public().to_bytes(),
+            worker_key: cocoon::payments::peer_key(&worker_node.peer_id()).unwrap(),
+            client: wallet.address().clone(),
+            worker: cocoon::chain::parse_address(&record.record().payout_address).unwrap(),
+            dispute_window: 86_400,
+            seed: rand::random(),
+        };
+        let mut request = chat(&model_id, "hi", 4);
+        request.channel = Some(params);
+        let mut s = session_with(&attacker, &worker_node, &request.encode()).await;
+        lookups.push(tokio::spawn(async move { s.recv(MAX_SERVER_FRAME).await.map(|_| ()) }));
+    }
+    // While they are pending, honest requests are admitted and paid at their normal pace (on
+    // `d0e002d` each waited behind the lookups, holding the channel book's lock, 5 s apiece).
+    for _ in 0..3 {
+        let body =
+            json!({"model": model_id, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4});
+        let started = Instant::now();
+        let (status, answer) =
+            post(bystander.api_addr().unwrap(), "/v1/chat/completions", body.to_string()).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["cocoon"]["payment"]["status"], "paid", "{answer}");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "an honest request waited {:?}",
+            started.elapsed()
+        );
+    }
+    for lookup in lookups {
+        lookup.await.unwrap().unwrap();
+    }
     for node in [attacker, bystander, worker_node, boot] {
         node.shutdown().await.unwrap();
     }

@@ -107,8 +107,14 @@ impl From<InferenceError> for ApiError {
     }
 }
 
-/// Serve the API on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, state: ApiState, mut shutdown: watch::Receiver<bool>) {
+/// Serve the API on `listener` under `limits` (connections, header and body deadlines; never a
+/// deadline on a streamed answer) until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    limits: crate::http::ServerLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let max_body = state.max_body;
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
@@ -122,9 +128,7 @@ pub async fn serve(listener: TcpListener, state: ApiState, mut shutdown: watch::
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
-        tracing::error!(error = %e, "API endpoint stopped");
-    }
+    crate::http::serve(listener, app, limits, stop).await;
 }
 
 /// Bind the API's listener.

@@ -76,9 +76,9 @@ impl Default for NetworkSection {
     }
 }
 
-/// `[http]`: limits of the node's HTTP servers run by `crate::http::serve` (the admin endpoint;
-/// each server has its own connection cap). None of them bounds how long a response may take, so
-/// a long streamed (SSE) answer is never cut off.
+/// `[http]`: limits of the node's HTTP servers run by `crate::http::serve` (the OpenAI API and the
+/// admin endpoint; each server has its own connection cap). None of them bounds how long a
+/// response may take, so a long streamed (SSE) answer is never cut off.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSection {

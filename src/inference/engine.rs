@@ -16,9 +16,11 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 /// Capacity of a generation's event channel: the answer one request may buffer between the
-/// engine and its client. 256 tokens is several seconds of generation, far more than a reader on
-/// any working link falls behind, and a few KiB of memory per request.
-pub const EVENTS: usize = 256;
+/// engine and its client. The engine never waits on it, so its size is only a memory bound
+/// (4,096 tokens: a few hundred KiB per request) and the slack a slow but live reader gets:
+/// minutes of generation for a CPU model, and enough for a fast small model whose worker sends
+/// more slowly than it generates (a stuck reader is dropped by the send deadline long before).
+pub const EVENTS: usize = 4096;
 
 /// Hand `event` to the generation's reader without waiting. `false` means stop generating: the
 /// reader went away, or it fell so far behind that the channel is full (then the last free slot

@@ -246,9 +246,20 @@ impl WorkerPayments {
         }
     }
 
-    /// Reserve `worst_case` of the channel's unspent deposit, reading the chain (outside the
-    /// lock, within the client's chain-read budget) when the channel is unknown or looks short
-    /// (it may have been topped up).
+    /// The cheap checks, then make sure this worker knows the channel `params` names: one it
+    /// does not know is read from the chain (outside every lock, within the client's chain-read
+    /// budget). Run before the request takes a model slot, so a lookup holds nothing.
+    pub async fn learn(&self, client: &PeerId, params: &ChannelParams) -> Result<(), Refusal> {
+        let client_key = self.precheck(client, params)?;
+        let address = params.address().map_err(|e| Refusal::Payment(e.to_string()))?;
+        if self.channels.lock().await.contains_key(&address) {
+            return Ok(());
+        }
+        self.refresh(client_key, params, &address).await
+    }
+
+    /// Reserve `worst_case` of the channel's unspent deposit, reading the chain again when the
+    /// channel is unknown or looks short (it may have been topped up).
     async fn admit_on_channel(
         &self,
         client_key: [u8; 32],
@@ -262,6 +273,20 @@ impl WorkerPayments {
         {
             return entry.channel.admit(worst_case).map_err(refused);
         }
+        self.refresh(client_key, params, address).await?;
+        let mut channels = self.channels.lock().await;
+        let entry = channels.get_mut(address).ok_or_else(|| Refusal::Payment("unknown channel".into()))?;
+        entry.channel.admit(worst_case).map_err(refused)
+    }
+
+    /// Read the channel from the chain (outside the lock, within `client_key`'s budget) and
+    /// record its state, keeping the reservations of a channel already known.
+    async fn refresh(
+        &self,
+        client_key: [u8; 32],
+        params: &ChannelParams,
+        address: &StdAddr,
+    ) -> Result<(), Refusal> {
         self.spend_chain_read(client_key)?;
         let state = self.read_channel(address).await?;
         let Some(state) = state else {
@@ -281,12 +306,11 @@ impl WorkerPayments {
             },
         };
         let stored = self.book.put_channel(&entry);
-        let admitted = channels.entry(address.clone()).or_insert(entry).channel.admit(worst_case);
+        channels.insert(address.clone(), entry);
         stored.map_err(|e| {
             tracing::error!(error = %e, "cannot store a channel");
             Refusal::Busy(STORE_FAILED.into())
-        })?;
-        admitted.map_err(refused)
+        })
     }
 
     /// Spend one chain read of `client_key`'s budget.

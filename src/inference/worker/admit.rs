@@ -1,6 +1,7 @@
 //! The checks a request passes before the worker generates for it, cheapest first: the model is
-//! served here, `max_tokens` is sane, the channel's terms and the client's debt (lookups only),
-//! a byte bound that proves a prompt cannot fit the context, then a slot, then the exact token
+//! served here, `max_tokens` is sane, the channel's terms and the client's debt (lookups), the
+//! channel itself (a chain read within the client's budget when unknown, holding no slot), a
+//! byte bound that proves a prompt cannot fit the context, then a slot, then the exact token
 //! count (on the model's engine loop, within a deadline), the context and price cap, and last the
 //! payment admission (which may read the chain, within the client's budget).
 
@@ -57,7 +58,9 @@ pub(super) async fn check<'a>(
         return Err((ErrorCode::InvalidRequest, "max_tokens must be at least 1".into()));
     }
     if let (Some(payments), Some(params)) = (&inner.payments, &request.channel) {
-        payments.precheck(peer, params).map_err(payment_refused)?;
+        // The channel's terms and the client's debt (lookups), and the channel itself: read from
+        // the chain within the client's budget if unknown, before a slot is taken.
+        payments.learn(peer, params).await.map_err(payment_refused)?;
     }
     cannot_fit(model, request)?;
     let Ok(slot) = slots.clone().try_acquire_owned() else {
