@@ -127,7 +127,7 @@ async fn a_client_that_stops_reading_does_not_freeze_the_model_for_others() {
     let model = dir.path().join("tiny-long.gguf");
     common::tiny_gguf::write_with_context(&model, 7, 65_536);
     let (boot, boot_addr) = boot(dir.path()).await;
-    let mut wc = worker(config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)), &model, 0, 2);
+    let wc = worker(config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)), &model, 0, 2);
     let worker_node = start(with_admin(wc)).await;
     let attacker = start(client(config(&dir.path().join("a"), Role::Client, Some(&boot_addr)))).await;
     let bystander = start(client(config(&dir.path().join("c"), Role::Client, Some(&boot_addr)))).await;

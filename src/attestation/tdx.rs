@@ -324,9 +324,12 @@ mod tests {
 
     /// Every class of dcap-qvl 0.7.1 text (verbatim from its source) lands where it belongs,
     /// and none of them is the sender's fault.
+    /// A dcap-qvl message and the class it must land in.
+    type Case = (&'static str, fn(&QuoteError) -> bool);
+
     #[test]
     fn dcap_qvl_failures_are_classified_and_never_the_senders() {
-        let cases: &[(&str, fn(&QuoteError) -> bool)] = &[
+        let cases: &[Case] = &[
             ("TCBInfo expired", |e| matches!(e, QuoteError::CollateralTime(_))),
             ("QE Identity issue date is in the future", |e| matches!(e, QuoteError::CollateralTime(_))),
             ("Failed to verify certificate chain: CertExpired { .. }", |e| {

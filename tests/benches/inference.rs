@@ -109,6 +109,7 @@ async fn direct(engine: &MistralEngine) -> Run {
             EngineEvent::Text(_) => {}
             EngineEvent::Done { usage, .. } => run.tokens = usage.completion_tokens,
             EngineEvent::Failed(e) => panic!("{e}"),
+            EngineEvent::Stalled => panic!("the benchmark fell behind its own engine"),
         }
     }
     run.total = start.elapsed();

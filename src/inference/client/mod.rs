@@ -49,6 +49,10 @@ use crate::clock::unix_now;
 use crate::network::NetworkHandle;
 use crate::payments::client::ClientPayments;
 
+/// Failures one broken answer counts for in selection (each halves a worker's score): a worker
+/// that starts an answer and then breaks it costs the caller the whole request.
+const BROKEN_ANSWER_FAILURES: u32 = 4;
+
 /// Client limits.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientLimits {
@@ -480,13 +484,17 @@ impl InferenceClient {
                 }));
             }
             let ttft = started.elapsed();
+            let done = self
+                .stream_rest(session, first, record, offer, request, request_bytes, deltas)
+                .await
+                .map_err(Attempt::Fatal)?;
+            // Speed counts only for answers that completed: a worker that answers at once and
+            // then breaks its answer must not look fast.
             self.observe(worker, |o| {
                 let ms = ttft.as_secs_f64() * 1000.0;
                 o.latency_ms = Some(o.latency_ms.map_or(ms, |old| 0.8 * old + 0.2 * ms));
             });
-            self.stream_rest(session, first, record, offer, request, request_bytes, deltas)
-                .await
-                .map_err(Attempt::Fatal)
+            Ok(done)
         }
         .await;
         self.observe(worker, |o| {
@@ -500,6 +508,13 @@ impl InferenceClient {
                 // The caller leaving, or a request refused here before anything was sent, says
                 // nothing about the worker; a refusal from the worker counts as its failure.
                 Err(Attempt::Fatal(InferenceError::Cancelled | InferenceError::Refused { .. })) => {}
+                // An answer broken after it started (caps, receipt, stall) cost the caller the
+                // request, which cannot be resent: it weighs as much as several failures.
+                Err(Attempt::Fatal(
+                    InferenceError::WorkerFailed { .. }
+                    | InferenceError::BadReceipt { .. }
+                    | InferenceError::Timeout(_),
+                )) => o.failures = o.failures.saturating_add(BROKEN_ANSWER_FAILURES),
                 Err(_) => o.failures = o.failures.saturating_add(1),
             }
         });
