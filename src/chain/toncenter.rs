@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use num_bigint::BigInt;
+use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -52,7 +53,7 @@ struct Envelope {
 }
 
 /// What one attempt came to.
-enum Attempt {
+pub(crate) enum Attempt {
     Done(Result<Value, ChainError>),
     Retry { reason: String, after: Option<Duration> },
 }
@@ -154,63 +155,23 @@ impl Toncenter {
                 Err(e) => return retry(describe(&e)),
             }
         }
-        let envelope: Option<Envelope> = serde_json::from_slice(&body).ok();
-        let error = match &envelope {
-            Some(Envelope { error: Some(e), .. }) => e.clone(),
-            Some(Envelope { ok: false, result: Value::String(e), .. }) => e.clone(),
-            _ => String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
-        };
-        if status.as_u16() == 429 || status.is_server_error() {
-            if !FINAL_ERRORS.iter().any(|f| error.contains(f)) {
-                return Attempt::Retry { reason: format!("HTTP {}: {error}", status.as_u16()), after };
-            }
-            return Attempt::Done(Err(ChainError::Rejected(format!("HTTP {}: {error}", status.as_u16()))));
-        }
-        if !status.is_success() {
-            return Attempt::Done(Err(ChainError::Rejected(format!("HTTP {}: {error}", status.as_u16()))));
-        }
-        Attempt::Done(match envelope {
-            None => Err(ChainError::Malformed(format!("answer is not a Toncenter envelope: {error}"))),
-            Some(Envelope { ok: false, .. }) => Err(ChainError::Rejected(error)),
-            Some(Envelope { result, .. }) => Ok(result),
-        })
+        classify(status, after, &body)
     }
 
     async fn get_account(&self, address: &StdAddr) -> Result<AccountInfo, ChainError> {
         let r = self.call("getAddressInformation", &[("address", address.to_string())], None).await?;
-        let balance = number(&r["balance"], "balance")?;
-        let last_lt = match r.get("last_transaction_id").and_then(|t| t.get("lt")) {
-            Some(lt) => number(lt, "last_transaction_id.lt")?,
-            None => 0,
-        };
-        let status = match r["state"].as_str() {
-            Some("active") => AccountStatus::Active,
-            Some("frozen") => AccountStatus::Frozen,
-            Some("uninitialized" | "uninit") if balance == 0 && last_lt == 0 => AccountStatus::Nonexistent,
-            Some("uninitialized" | "uninit") => AccountStatus::Uninit,
-            Some("nonexist" | "nonexistent") => AccountStatus::Nonexistent,
-            other => return Err(ChainError::Malformed(format!("account state {other:?}"))),
-        };
-        Ok(AccountInfo { status, balance, last_lt })
+        account_info(&r)
     }
 
     async fn get_method(&self, address: &StdAddr, method: &str) -> Result<GetMethodResult, ChainError> {
-        let fail = |reason: String| ChainError::GetMethod { method: method.to_owned(), reason };
         let body = json!({ "address": address.to_string(), "method": method, "stack": [] });
         let r = match self.call("runGetMethod", &[], Some(body)).await {
-            Err(ChainError::Rejected(reason)) if reason.contains("Exit code") => return Err(fail(reason)),
+            Err(ChainError::Rejected(reason)) if reason.contains("Exit code") => {
+                return Err(ChainError::GetMethod { method: method.to_owned(), reason });
+            }
             other => other?,
         };
-        let exit_code = r["exit_code"]
-            .as_i64()
-            .and_then(|c| i32::try_from(c).ok())
-            .ok_or_else(|| ChainError::Malformed(format!("runGetMethod: exit_code {}", r["exit_code"])))?;
-        if exit_code != 0 && exit_code != 1 {
-            return Err(fail(format!("exit code {exit_code}")));
-        }
-        let entries = r["stack"].as_array().ok_or_else(|| fail("the answer has no stack".into()))?;
-        let stack = entries.iter().map(stack_value).collect::<Result<_, _>>()?;
-        Ok(GetMethodResult { exit_code, stack })
+        get_method_result(method, &r)
     }
 
     async fn get_transactions(&self, address: &StdAddr, limit: usize) -> Result<Vec<TxSummary>, ChainError> {
@@ -228,22 +189,14 @@ impl Toncenter {
                 r.as_array().ok_or_else(|| ChainError::Malformed("getTransactions: not a list".into()))?;
             let mut next = None;
             for entry in page {
-                let data = entry["data"]
-                    .as_str()
-                    .ok_or_else(|| ChainError::Malformed("getTransactions: an entry has no data".into()))?;
-                let cell = Boc::decode_base64(data)
-                    .map_err(|e| ChainError::Malformed(format!("transaction: {e}")))?;
-                let tx = TxSummary::parse(&cell)?;
+                let (tx, id) = transaction_entry(entry)?;
                 if cursor.as_ref().is_some_and(|(_, _, h)| *h == tx.hash) {
                     continue;
                 }
                 if out.len() == limit {
                     break;
                 }
-                let id = &entry["transaction_id"];
-                next = scalar(&id["lt"])
-                    .zip(id["hash"].as_str().map(str::to_owned))
-                    .map(|(l, h)| (l, h, tx.hash));
+                next = id.map(|(l, h)| (l, h, tx.hash));
                 out.push(tx);
             }
             if page.len() < ask || next.is_none() {
@@ -256,16 +209,87 @@ impl Toncenter {
 
     async fn get_now(&self) -> Result<u64, ChainError> {
         let info = self.call("getMasterchainInfo", &[], None).await?;
-        let last = &info["last"];
-        let field = |name: &str| {
-            scalar(&last[name])
-                .ok_or_else(|| ChainError::Malformed(format!("getMasterchainInfo: last.{name}")))
-        };
-        let query =
-            [("workchain", field("workchain")?), ("shard", field("shard")?), ("seqno", field("seqno")?)];
-        let header = self.call("getBlockHeader", &query, None).await?;
+        let header = self.call("getBlockHeader", &last_block(&info)?, None).await?;
         number(&header["gen_utime"], "gen_utime")
     }
+}
+
+/// What an answer with HTTP `status`, `Retry-After` `after` and `body` comes to: the envelope's
+/// result, a final refusal, or a reason to retry.
+pub(crate) fn classify(status: StatusCode, after: Option<Duration>, body: &[u8]) -> Attempt {
+    let envelope: Option<Envelope> = serde_json::from_slice(body).ok();
+    let error = match &envelope {
+        Some(Envelope { error: Some(e), .. }) => e.clone(),
+        Some(Envelope { ok: false, result: Value::String(e), .. }) => e.clone(),
+        _ => String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+    };
+    if status.as_u16() == 429 || status.is_server_error() {
+        if !FINAL_ERRORS.iter().any(|f| error.contains(f)) {
+            return Attempt::Retry { reason: format!("HTTP {}: {error}", status.as_u16()), after };
+        }
+        return Attempt::Done(Err(ChainError::Rejected(format!("HTTP {}: {error}", status.as_u16()))));
+    }
+    if !status.is_success() {
+        return Attempt::Done(Err(ChainError::Rejected(format!("HTTP {}: {error}", status.as_u16()))));
+    }
+    Attempt::Done(match envelope {
+        None => Err(ChainError::Malformed(format!("answer is not a Toncenter envelope: {error}"))),
+        Some(Envelope { ok: false, .. }) => Err(ChainError::Rejected(error)),
+        Some(Envelope { result, .. }) => Ok(result),
+    })
+}
+
+/// The result of `getAddressInformation`.
+pub(crate) fn account_info(r: &Value) -> Result<AccountInfo, ChainError> {
+    let balance = number(&r["balance"], "balance")?;
+    let last_lt = match r.get("last_transaction_id").and_then(|t| t.get("lt")) {
+        Some(lt) => number(lt, "last_transaction_id.lt")?,
+        None => 0,
+    };
+    let status = match r["state"].as_str() {
+        Some("active") => AccountStatus::Active,
+        Some("frozen") => AccountStatus::Frozen,
+        Some("uninitialized" | "uninit") if balance == 0 && last_lt == 0 => AccountStatus::Nonexistent,
+        Some("uninitialized" | "uninit") => AccountStatus::Uninit,
+        Some("nonexist" | "nonexistent") => AccountStatus::Nonexistent,
+        other => return Err(ChainError::Malformed(format!("account state {other:?}"))),
+    };
+    Ok(AccountInfo { status, balance, last_lt })
+}
+
+/// The result of `runGetMethod` for `method`.
+pub(crate) fn get_method_result(method: &str, r: &Value) -> Result<GetMethodResult, ChainError> {
+    let fail = |reason: String| ChainError::GetMethod { method: method.to_owned(), reason };
+    let exit_code = r["exit_code"]
+        .as_i64()
+        .and_then(|c| i32::try_from(c).ok())
+        .ok_or_else(|| ChainError::Malformed(format!("runGetMethod: exit_code {}", r["exit_code"])))?;
+    if exit_code != 0 && exit_code != 1 {
+        return Err(fail(format!("exit code {exit_code}")));
+    }
+    let entries = r["stack"].as_array().ok_or_else(|| fail("the answer has no stack".into()))?;
+    let stack = entries.iter().map(stack_value).collect::<Result<_, _>>()?;
+    Ok(GetMethodResult { exit_code, stack })
+}
+
+/// One entry of a `getTransactions` page: the transaction, and its id (lt, hash) as given.
+pub(crate) fn transaction_entry(entry: &Value) -> Result<(TxSummary, Option<(String, String)>), ChainError> {
+    let data = entry["data"]
+        .as_str()
+        .ok_or_else(|| ChainError::Malformed("getTransactions: an entry has no data".into()))?;
+    let cell = Boc::decode_base64(data).map_err(|e| ChainError::Malformed(format!("transaction: {e}")))?;
+    let tx = TxSummary::parse(&cell)?;
+    let id = &entry["transaction_id"];
+    Ok((tx, scalar(&id["lt"]).zip(id["hash"].as_str().map(str::to_owned))))
+}
+
+/// The `getBlockHeader` query for the last block named in a `getMasterchainInfo` result.
+pub(crate) fn last_block(info: &Value) -> Result<[(&'static str, String); 3], ChainError> {
+    let last = &info["last"];
+    let field = |name: &str| {
+        scalar(&last[name]).ok_or_else(|| ChainError::Malformed(format!("getMasterchainInfo: last.{name}")))
+    };
+    Ok([("workchain", field("workchain")?), ("shard", field("shard")?), ("seqno", field("seqno")?)])
 }
 
 fn in_method(method: &str, e: ChainError) -> ChainError {
@@ -286,14 +310,14 @@ fn scalar(v: &Value) -> Option<String> {
 }
 
 /// A non-negative integer given as a number or a decimal string.
-fn number(v: &Value, what: &str) -> Result<u64, ChainError> {
+pub(crate) fn number(v: &Value, what: &str) -> Result<u64, ChainError> {
     v.as_u64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
         .ok_or_else(|| ChainError::Malformed(format!("{what}: {v}")))
 }
 
 /// A stack entry: `["num", "0x1a"]`, `["cell", {"bytes": ...}]`, `["slice", ...]`, `["null"]`, ...
-fn stack_value(entry: &Value) -> Result<StackValue, ChainError> {
+pub(crate) fn stack_value(entry: &Value) -> Result<StackValue, ChainError> {
     let bad = || ChainError::Malformed(format!("stack entry {entry}"));
     let items = entry.as_array().ok_or_else(bad)?;
     let cell = || {
@@ -309,12 +333,20 @@ fn stack_value(entry: &Value) -> Result<StackValue, ChainError> {
     })
 }
 
+/// Most digits of a stack integer. TVM integers are 257-bit signed (at most 65 hex or 78 decimal
+/// digits); parsing decimal text takes time quadratic in its length (a million digits, about 3 s),
+/// so a longer number in an answer of up to [`MAX_BODY`] is refused rather than parsed.
+const MAX_INT_DIGITS: usize = 80;
+
 /// `"0x1a"`, `"-0x1a"`, `"26"` or `26`.
 fn integer(v: &Value) -> Option<BigInt> {
     if let Some(i) = v.as_i64() {
         return Some(BigInt::from(i));
     }
     let text = v.as_str()?.trim();
+    if text.len() > MAX_INT_DIGITS + 3 {
+        return None;
+    }
     let (negative, digits) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
@@ -359,5 +391,21 @@ impl Chain for Toncenter {
 
     fn now(&self) -> BoxFuture<'_, Result<u64, ChainError>> {
         Box::pin(self.get_now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_integers_are_read_in_every_form_and_bounded() {
+        assert_eq!(integer(&json!(26)), Some(BigInt::from(26)));
+        assert_eq!(integer(&json!("26")), Some(BigInt::from(26)));
+        assert_eq!(integer(&json!("-0x1a")), Some(BigInt::from(-26)));
+        let widest = BigInt::from(-1) << 256;
+        assert_eq!(integer(&json!(format!("{widest:#x}"))), Some(widest));
+        // A million digits would take seconds to parse: refused at once.
+        assert_eq!(integer(&json!("9".repeat(1_000_000))), None);
     }
 }
