@@ -141,9 +141,16 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(t)| t).map_err(|e| ApiError::bad(e.body_text()))
 }
 
+fn raw_body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(|e| ApiError { status: e.status(), message: e.body_text() })
+}
+
+fn json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("invalid request body: {e}")))
+}
+
 fn body<T: DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let bytes = b.map_err(|e| ApiError { status: e.status(), message: e.body_text() })?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad(format!("invalid request body: {e}")))
+    json_body(&raw_body(b)?)
 }
 
 fn address(text: &str) -> Result<StdAddr, ApiError> {
@@ -225,7 +232,7 @@ struct RunGetMethod {
     stack: Vec<Value>,
 }
 
-fn stack_entry(v: &StackValue) -> Value {
+pub(crate) fn stack_entry(v: &StackValue) -> Value {
     match v {
         StackValue::Int(i) => json!(["num", format!("{i:#x}")]),
         StackValue::Cell(c) => json!(["cell", { "bytes": Boc::encode_base64(c) }]),
@@ -267,10 +274,18 @@ struct SendBoc {
 }
 
 async fn send_boc(State(s): State<AppState>, b: Result<Bytes, BytesRejection>) -> Answer {
-    let req: SendBoc = body(b)?;
+    submit_boc(s.chain, &raw_body(b)?).await
+}
+
+/// `sendBoc` with the request body `bytes`: the answer as sent.
+pub(crate) async fn send_boc_body(chain: Arc<LocalChain>, bytes: &[u8]) -> Response {
+    submit_boc(chain, bytes).await.into_response()
+}
+
+async fn submit_boc(chain: Arc<LocalChain>, bytes: &[u8]) -> Answer {
+    let req: SendBoc = json_body(bytes)?;
     let message = Boc::decode_base64(req.boc.trim())
         .map_err(|e| ApiError::bad(format!("failed to parse external message: {e}")))?;
-    let chain = s.chain.clone();
     match blocking(move || chain.execute(message)).await? {
         Ok(_) => ok(json!({ "@type": "ok" })),
         Err(e @ (ChainError::Storage(_) | ChainError::Unavailable(_))) => Err(e.into()),
