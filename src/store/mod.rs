@@ -9,12 +9,12 @@
 //! flushed before it is acknowledged. Tree names carry a version (`peers/v1`) so a format change
 //! is a new tree, never a silent reinterpretation.
 
-mod collateral;
+pub(crate) mod collateral;
 mod identity;
 mod keys;
-mod models;
-mod payments;
-mod peer_book;
+pub(crate) mod models;
+pub(crate) mod payments;
+pub(crate) mod peer_book;
 mod records;
 
 use std::path::{Path, PathBuf};

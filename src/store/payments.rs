@@ -63,7 +63,7 @@ fn codec(e: CodecError) -> StoreError {
     StoreError::Encode(e.to_string())
 }
 
-fn encode_channel(c: &StoredChannel) -> Vec<u8> {
+pub(crate) fn encode_channel(c: &StoredChannel) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(c.channel.code.as_u8());
     c.channel.params.encode(&mut w);
@@ -82,7 +82,7 @@ fn encode_channel(c: &StoredChannel) -> Vec<u8> {
     w.finish()
 }
 
-fn decode_channel(bytes: &[u8]) -> Result<StoredChannel, StoreError> {
+pub(crate) fn decode_channel(bytes: &[u8]) -> Result<StoredChannel, StoreError> {
     let mut r = Reader::new(bytes);
     // The record's version byte is the contract version (1 before version 2 existed).
     let code = CodeVersion::from_u8(r.u8("version").map_err(codec)?)
@@ -197,11 +197,7 @@ impl PaymentBook {
         let mut all = Vec::new();
         for entry in self.debts.iter() {
             let (k, v) = entry?;
-            let (Ok(client), Ok(owed)) = (<[u8; 32]>::try_from(k.as_ref()), <[u8; 8]>::try_from(v.as_ref()))
-            else {
-                return Err(StoreError::Encode(format!("malformed debt entry ({} key bytes)", k.len())));
-            };
-            all.push((client, u64::from_be_bytes(owed)));
+            all.push(decode_debt(&k, &v)?);
         }
         Ok(all)
     }
@@ -214,23 +210,12 @@ impl PaymentBook {
 
     /// The claim in progress on `addr`.
     pub fn claim(&self, addr: &StdAddr) -> Result<Option<ClaimEntry>, StoreError> {
-        let Some(v) = self.journal.get(key(addr))? else { return Ok(None) };
-        let mut r = Reader::new(&v);
-        let entry = ClaimEntry {
-            cumulative: r.u64("cumulative").map_err(codec)?,
-            seqno: r.u64("seqno").map_err(codec)?,
-            wallet_seqno: r.u32("wallet seqno").map_err(codec)?,
-            sent_at: r.u64("sent at").map_err(codec)?,
-        };
-        r.finish().map_err(codec)?;
-        Ok(Some(entry))
+        self.journal.get(key(addr))?.map(|v| decode_claim(&v)).transpose()
     }
 
     /// Record a claim decision or its sending (flushed before the chain is touched).
     pub fn put_claim(&self, addr: &StdAddr, e: &ClaimEntry) -> Result<(), StoreError> {
-        let mut w = Writer::new();
-        w.u64(e.cumulative).u64(e.seqno).u32(e.wallet_seqno).u64(e.sent_at);
-        self.journal.insert(key(addr), w.finish())?;
+        self.journal.insert(key(addr), encode_claim(e))?;
         self.flush()
     }
 
@@ -280,14 +265,40 @@ impl PaymentBook {
     }
 }
 
-fn encode_client(c: &ClientChannel) -> Vec<u8> {
+pub(crate) fn encode_claim(e: &ClaimEntry) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u64(e.cumulative).u64(e.seqno).u32(e.wallet_seqno).u64(e.sent_at);
+    w.finish()
+}
+
+pub(crate) fn decode_claim(bytes: &[u8]) -> Result<ClaimEntry, StoreError> {
+    let mut r = Reader::new(bytes);
+    let entry = ClaimEntry {
+        cumulative: r.u64("cumulative").map_err(codec)?,
+        seqno: r.u64("seqno").map_err(codec)?,
+        wallet_seqno: r.u32("wallet seqno").map_err(codec)?,
+        sent_at: r.u64("sent at").map_err(codec)?,
+    };
+    r.finish().map_err(codec)?;
+    Ok(entry)
+}
+
+/// A `pay-debts/v1` entry: client key → what it owes (u64).
+pub(crate) fn decode_debt(key: &[u8], value: &[u8]) -> Result<([u8; 32], u64), StoreError> {
+    let (Ok(client), Ok(owed)) = (<[u8; 32]>::try_from(key), <[u8; 8]>::try_from(value)) else {
+        return Err(StoreError::Encode(format!("malformed debt entry ({} key bytes)", key.len())));
+    };
+    Ok((client, u64::from_be_bytes(owed)))
+}
+
+pub(crate) fn encode_client(c: &ClientChannel) -> Vec<u8> {
     let mut w = Writer::new();
     c.params.encode(&mut w);
     w.u64(c.deposited).u64(c.cumulative).u64(c.seqno).u8(c.code.as_u8()).u64(c.owed);
     w.finish()
 }
 
-fn decode_client(bytes: &[u8]) -> Result<ClientChannel, StoreError> {
+pub(crate) fn decode_client(bytes: &[u8]) -> Result<ClientChannel, StoreError> {
     let mut r = Reader::new(bytes);
     let params = ChannelParams::decode(&mut r).map_err(codec)?;
     let deposited = r.u64("deposited").map_err(codec)?;

@@ -47,6 +47,23 @@ struct Entry {
     last_seen: u64,
 }
 
+/// A `peers/v1` entry, or `None` if its key or value cannot be read.
+pub(crate) fn decode_entry(key: &[u8], value: &[u8]) -> Option<KnownPeer> {
+    let peer_id = PeerId::from_bytes(key).ok()?;
+    let entry = serde_json::from_slice::<Entry>(value).ok()?;
+    Some(KnownPeer { peer_id, addrs: entry.addrs, last_seen: entry.last_seen })
+}
+
+/// The value stored for `peer`.
+pub(crate) fn encode_peer(peer: &KnownPeer) -> Result<Vec<u8>, StoreError> {
+    encode_entry(&Entry { addrs: peer.addrs.clone(), last_seen: peer.last_seen })
+}
+
+fn encode_entry(entry: &Entry) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(entry)
+        .map_err(|e| StoreError::Corrupt { path: "peers/v1".into(), message: e.to_string() })
+}
+
 /// Known peers, persisted in sled. Writes become durable at the next [`super::Store::flush`].
 #[derive(Debug, Clone)]
 pub struct PeerBook {
@@ -80,9 +97,7 @@ impl PeerBook {
         entry.addrs.insert(0, addr.clone());
         entry.addrs.truncate(MAX_ADDRS_PER_PEER);
         entry.last_seen = now;
-        let bytes = serde_json::to_vec(&entry)
-            .map_err(|e| StoreError::Corrupt { path: "peers/v1".into(), message: e.to_string() })?;
-        if self.tree.insert(key, bytes)?.is_none() {
+        if self.tree.insert(key, encode_entry(&entry)?)?.is_none() {
             self.grew()?;
         }
         Ok(())
@@ -101,13 +116,11 @@ impl PeerBook {
         let mut peers = Vec::new();
         for item in self.tree.iter() {
             let (key, value) = item?;
-            let (Ok(peer_id), Ok(entry)) =
-                (PeerId::from_bytes(&key), serde_json::from_slice::<Entry>(&value))
-            else {
+            let Some(peer) = decode_entry(&key, &value) else {
                 tracing::warn!("skipping unreadable peer-book entry");
                 continue;
             };
-            peers.push(KnownPeer { peer_id, addrs: entry.addrs, last_seen: entry.last_seen });
+            peers.push(peer);
         }
         peers.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.peer_id.cmp(&b.peer_id)));
         peers.truncate(limit);
