@@ -28,6 +28,8 @@ pub mod clock;
 pub mod config;
 pub mod devnet;
 pub mod dirs;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 pub mod inference;
 pub mod network;
