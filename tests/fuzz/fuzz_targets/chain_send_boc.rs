@@ -1,0 +1,6 @@
+//! Fuzz target `chain_send_boc`: the body is `targets::chain_send_boc` (tests/fuzz/targets/), also replayed on
+//! stable by tests/fuzz_corpora.rs. Written by tests/fuzz/new-target.sh.
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cocoon_fuzz::chain_send_boc(data));

@@ -1,0 +1,6 @@
+//! Fuzz target `server_frame`: the body is `targets::server_frame` (tests/fuzz/targets/), also replayed on
+//! stable by tests/fuzz_corpora.rs. Written by tests/fuzz/new-target.sh.
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cocoon_fuzz::server_frame(data));

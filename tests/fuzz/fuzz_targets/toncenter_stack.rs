@@ -1,0 +1,6 @@
+//! Fuzz target `toncenter_stack`: the body is `targets::toncenter_stack` (tests/fuzz/targets/), also replayed on
+//! stable by tests/fuzz_corpora.rs. Written by tests/fuzz/new-target.sh.
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cocoon_fuzz::toncenter_stack(data));
