@@ -56,6 +56,16 @@ impl Envelope {
         r.finish()?;
         let public_key = PublicKey::try_decode_protobuf(key_bytes)
             .map_err(|e| CodecError::Invalid { field: "public key", reason: e.to_string() })?;
+        // Protobuf has many encodings of one key (unknown fields, repeated fields) and the
+        // signature does not cover them: only the key's own encoding is accepted, so one signed
+        // body has one envelope (gossip ids and record hashes are over the bytes).
+        if public_key.encode_protobuf() != key_bytes {
+            return Err(CodecError::Invalid {
+                field: "public key",
+                reason: "not its canonical encoding".into(),
+            }
+            .into());
+        }
         if !public_key.verify(&signing_input(domain, &body), &signature) {
             return Err(EnvelopeError::BadSignature);
         }
@@ -101,5 +111,18 @@ mod tests {
         assert_eq!(opened.signer(), key.public().to_peer_id());
         assert_eq!(Envelope::open(b"b\0", &sealed.encode(), 16), Err(EnvelopeError::BadSignature));
         assert!(matches!(Envelope::open(b"a\0", &sealed.encode(), 3), Err(EnvelopeError::Codec(_))));
+    }
+
+    #[test]
+    fn a_key_in_another_protobuf_encoding_is_refused() {
+        let key = Keypair::generate_ed25519();
+        let sealed = Envelope::seal(b"a\0", b"body".to_vec(), &key).unwrap();
+        // The same key with an unknown field (5, varint 0) appended: the signature still verifies.
+        let mut padded = key.public().encode_protobuf();
+        padded.extend_from_slice(&[0x28, 0x00]);
+        let mut w = Writer::new();
+        w.bytes(&padded).bytes(sealed.body()).bytes(&sealed.signature);
+        let opened = Envelope::open(b"a\0", &w.finish(), 16);
+        assert!(matches!(opened, Err(EnvelopeError::Codec(CodecError::Invalid { field: "public key", .. }))));
     }
 }
