@@ -2,7 +2,8 @@
 //! the adversary kit: each is a real worker node whose published record is genuine but whose
 //! streams are served by a misbehaviour. The client keeps its deadlines and caps, refuses
 //! receipts a prompt cannot have produced, never hangs on a stalled voucher exchange, fails over
-//! from a worker that refuses everything, and refuses an oversized request itself.
+//! from a worker that refuses everything, replaces a broken answer for a caller that keeps the
+//! text until the end, and refuses an oversized request itself.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,13 +13,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cocoon::config::{Config, Role};
-use cocoon::inference::client::InferenceError;
+use cocoon::inference::client::{Delivery, Delta, InferenceError, estimate_tokens};
 use cocoon::inference::engine::{Engine, StandInEngine};
 use cocoon::inference::worker::ServedModel;
 use cocoon::network::TransportKind;
 use cocoon::node::{Extras, Node};
 use cocoon_protocol::attestation::record::ModelOffer;
 use cocoon_protocol::inference::messages::{Prompt, Request, Sampling};
+use cocoon_protocol::inference::pricing::worst_case;
 use common::adversary::{Mischief, misbehave};
 use common::inference::{boot, client, post, wait_for_workers, worker};
 use common::inproc::config;
@@ -90,17 +92,31 @@ fn request(model: &str, max_tokens: u32) -> Request {
     }
 }
 
-/// Run `request` on `node`'s inference client, draining the text; the result and its duration.
+/// Run `request` on `node`'s inference client, shown as it arrives, draining the text; the
+/// result and its duration.
 async fn complete(
     node: &Node,
     request: Request,
 ) -> (Result<cocoon::inference::client::Completion, InferenceError>, Duration) {
+    let (result, _, took) = complete_as(node, request, Delivery::Shown).await;
+    (result, took)
+}
+
+/// Run `request` delivered as `delivery`; the result, every delta received, and the duration.
+async fn complete_as(
+    node: &Node,
+    request: Request,
+    delivery: Delivery,
+) -> (Result<cocoon::inference::client::Completion, InferenceError>, Vec<Delta>, Duration) {
     let (tx, mut rx) = mpsc::channel(16);
     let inference = node.inference_client().unwrap().clone();
     let started = Instant::now();
-    let task = tokio::spawn(async move { inference.complete(request, tx).await });
-    while rx.recv().await.is_some() {}
-    (task.await.unwrap(), started.elapsed())
+    let task = tokio::spawn(async move { inference.complete(request, tx, delivery).await });
+    let mut deltas = Vec::new();
+    while let Some(d) = rx.recv().await {
+        deltas.push(d);
+    }
+    (task.await.unwrap(), deltas, started.elapsed())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,6 +136,80 @@ async fn a_worker_that_streams_for_ever_is_cut_off_at_max_tokens() {
     for n in [node, bad, boot] {
         n.shutdown().await.unwrap();
     }
+}
+
+/// An endless worker that is free and an honest one that charges `PRICE`, a paying client that
+/// knows both, and the price cap under which selection always tries the endless one first (with
+/// nothing else known of either, the honest worker's price, its whole cap, halves its score).
+struct EndlessFirst {
+    boot: Node,
+    bad: Node,
+    good: Node,
+    client: Node,
+    model: String,
+    max_price: u64,
+}
+
+const PRICE: u64 = 1_000;
+
+impl EndlessFirst {
+    async fn start(dir: &Path, prompt: &Prompt, max_tokens: u32) -> Self {
+        let chain = chain();
+        let (boot, boot_addr) = boot(dir).await;
+        let bad = start_worker(&dir.join("bad"), &boot_addr, 0, Some(Mischief::StreamForever), None).await;
+        let good = start_worker(&dir.join("good"), &boot_addr, PRICE, None, Some(&chain)).await;
+        let client = client_node(&dir.join("c"), &boot_addr, Some(&chain)).await;
+        let model = wait_for_workers(&client, 2).await;
+        let max_price = worst_case(PRICE, PRICE, estimate_tokens(prompt), max_tokens);
+        Self { boot, bad, good, client, model, max_price }
+    }
+
+    async fn stop(self) {
+        for n in [self.client, self.bad, self.good, self.boot] {
+            n.shutdown().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_answer_is_replaced_when_the_caller_keeps_text_until_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = Prompt::Text("short prompt".into());
+    let net = EndlessFirst::start(dir.path(), &prompt, 4).await;
+    let req = Request { max_price: net.max_price, ..request(&net.model, 4) };
+    let (result, deltas, _) = complete_as(&net.client, req, Delivery::Replaceable).await;
+    let done = result.expect("the request is served by the honest worker");
+    assert_eq!(done.worker, net.good.peer_id());
+    assert_eq!(done.failovers, 1);
+    assert!(matches!(done.payment, cocoon::inference::client::Payment::Paid { .. }), "{:?}", done.payment);
+    // The endless answer reached the caller, then was discarded before the honest one.
+    let discard = deltas.iter().position(|d| *d == Delta::Discard).expect("a discard");
+    assert_eq!(deltas.iter().filter(|d| **d == Delta::Discard).count(), 1);
+    assert!(discard > 0, "the broken answer's text came first");
+    let kept: String = deltas[discard + 1..]
+        .iter()
+        .map(|d| match d {
+            Delta::Text(t) => t.as_str(),
+            Delta::Discard => "",
+        })
+        .collect();
+    assert_eq!(kept, "tok0 tok1 tok2 tok3 ");
+    assert_eq!(done.receipt.usage.completion_tokens, 4);
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_streamed_api_answer_survives_a_worker_that_breaks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = EndlessFirst::start(dir.path(), &Prompt::Text("short prompt".into()), 4).await;
+    let body = json!({"model": net.model, "prompt": "short prompt", "max_tokens": 4, "cocoon_max_price": net.max_price});
+    let (status, answer) = post(net.client.api_addr().unwrap(), "/v1/completions", body.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    // Only the honest worker's text, none of the endless one's.
+    assert_eq!(answer["choices"][0]["text"], "tok0 tok1 tok2 tok3 ", "{answer}");
+    assert_eq!(answer["cocoon"]["worker"], net.good.peer_id().to_string(), "{answer}");
+    assert_eq!(answer["cocoon"]["failovers"], 1, "{answer}");
+    net.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,10 @@
 //!
 //! A streamed answer starts only once the first chunk arrived, so failures before it (no worker,
 //! all busy, a worker failing before its first token) get a proper status code; a failure after
-//! it ends the stream with an `error` event. A caller that disconnects cancels the request, and
-//! the worker stops generating.
+//! it ends the stream with an `error` event. A non-streamed answer is kept until it completes, so
+//! one that a worker breaks after its first chunk (a cap, a stall, a receipt that does not check)
+//! is discarded and the request goes to another worker. A caller that disconnects cancels the
+//! request, and the worker stops generating.
 
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use super::openai_request::{self, Invalid, Parsed, RequestLimits};
-use crate::inference::client::{Completion, InferenceClient, InferenceError, Payment};
+use crate::inference::client::{Completion, Delivery, Delta, InferenceClient, InferenceError, Payment};
 
 /// What the API serves from.
 #[derive(Debug, Clone)]
@@ -249,9 +251,12 @@ async fn run(state: ApiState, parsed: Parsed, kind: Kind) -> Response {
         max_price: parsed.max_price.unwrap_or(state.max_price),
         channel: None, // set per worker by the client when it pays
     };
-    let (tx, mut rx) = mpsc::channel::<String>(32);
+    // A streamed answer is shown as it arrives; a whole one is kept until it completes, so one
+    // that a worker breaks can be replaced by another worker's.
+    let delivery = if parsed.stream { Delivery::Shown } else { Delivery::Replaceable };
+    let (tx, mut rx) = mpsc::channel::<Delta>(32);
     let client = state.client.clone();
-    let mut task = tokio::spawn(async move { client.complete(request, tx).await });
+    let mut task = tokio::spawn(async move { client.complete(request, tx, delivery).await });
     let prefix = if kind == Kind::Chat { "chatcmpl-" } else { "cmpl-" };
     let meta = Meta {
         id: format!("{prefix}{}", hex::encode(request_id)),
@@ -259,27 +264,46 @@ async fn run(state: ApiState, parsed: Parsed, kind: Kind) -> Response {
         created: now_secs(),
         kind,
     };
+    if !parsed.stream {
+        return whole_answer(&meta, rx, task).await;
+    }
 
     // Nothing is sent to the caller before the first chunk: until then an error has its status.
     let first = tokio::select! {
         d = rx.recv() => d,
-        r = &mut task => return finish_without_text(r, &meta, parsed.stream, parsed.include_usage),
+        r = &mut task => return finish_without_text(r, &meta, parsed.include_usage),
     };
     let Some(first) = first else {
-        return finish_without_text(task.await, &meta, parsed.stream, parsed.include_usage);
+        return finish_without_text(task.await, &meta, parsed.include_usage);
     };
-    if parsed.stream {
-        stream_response(meta, first, rx, task, parsed.include_usage)
-    } else {
-        let mut text = first;
-        while let Some(d) = rx.recv().await {
-            text.push_str(&d);
+    stream_response(meta, shown(first), rx, task, parsed.include_usage)
+}
+
+/// The text of a [`Delivery::Shown`] delta: such a caller is never asked to discard text.
+fn shown(delta: Delta) -> String {
+    match delta {
+        Delta::Text(text) => text,
+        Delta::Discard => String::new(),
+    }
+}
+
+/// A non-streamed answer: the text of the answer that completed (a broken one is discarded).
+async fn whole_answer(
+    meta: &Meta,
+    mut rx: mpsc::Receiver<Delta>,
+    task: tokio::task::JoinHandle<Result<Completion, InferenceError>>,
+) -> Response {
+    let mut text = String::new();
+    while let Some(delta) = rx.recv().await {
+        match delta {
+            Delta::Text(t) => text.push_str(&t),
+            Delta::Discard => text.clear(),
         }
-        match task.await {
-            Ok(Ok(c)) => whole_response(&meta, &text, &c),
-            Ok(Err(e)) => ApiError::from(e).into_response(),
-            Err(e) => internal(e),
-        }
+    }
+    match task.await {
+        Ok(Ok(c)) => whole_response(meta, &text, &c),
+        Ok(Err(e)) => ApiError::from(e).into_response(),
+        Err(e) => internal(e),
     }
 }
 
@@ -290,14 +314,14 @@ fn internal(e: impl std::fmt::Display) -> Response {
 
 type Joined = Result<Result<Completion, InferenceError>, tokio::task::JoinError>;
 
-fn finish_without_text(result: Joined, meta: &Meta, stream: bool, include_usage: bool) -> Response {
+/// A streamed request that ended before its first chunk.
+fn finish_without_text(result: Joined, meta: &Meta, include_usage: bool) -> Response {
     match result {
-        Ok(Ok(c)) if stream => {
+        Ok(Ok(c)) => {
             let mut events = vec![meta.chunk(Some(""), None, None)];
             events.extend(meta.closing(&c, include_usage));
             sse(futures::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>)), Some(&c))
         }
-        Ok(Ok(c)) => whole_response(meta, "", &c),
         Ok(Err(e)) => ApiError::from(e).into_response(),
         Err(e) => internal(e),
     }
@@ -433,7 +457,7 @@ enum Phase {
 
 struct Streaming {
     meta: Meta,
-    rx: mpsc::Receiver<String>,
+    rx: mpsc::Receiver<Delta>,
     task: tokio::task::JoinHandle<Result<Completion, InferenceError>>,
     include_usage: bool,
     phase: Phase,
@@ -453,7 +477,7 @@ impl Streaming {
                 }
                 Phase::First(_) => {}
                 Phase::Deltas => match self.rx.recv().await {
-                    Some(d) => return Some(self.meta.chunk(Some(&d), None, None)),
+                    Some(d) => return Some(self.meta.chunk(Some(&shown(d)), None, None)),
                     None => {
                         let events = match (&mut self.task).await {
                             Ok(Ok(c)) => self.meta.closing(&c, self.include_usage),
@@ -483,7 +507,7 @@ impl Streaming {
 fn stream_response(
     meta: Meta,
     first: String,
-    rx: mpsc::Receiver<String>,
+    rx: mpsc::Receiver<Delta>,
     task: tokio::task::JoinHandle<Result<Completion, InferenceError>>,
     include_usage: bool,
 ) -> Response {

@@ -24,7 +24,8 @@ pub struct ApiSection {
     /// Price cap per request in nanotons when the request sets none (`cocoon_max_price`).
     /// Default 1000000000 (1 TON).
     pub max_price_nanotons: u64,
-    /// Workers tried per request before giving up (failures before the first token). Default 3.
+    /// Workers tried per request before giving up (failures before the first token, and answers
+    /// broken later when the request is not streamed). Default 3.
     pub attempts: usize,
     /// Seconds from sending a request to its first token before trying another worker.
     /// Default 120.

@@ -4,14 +4,21 @@
 //!
 //! Eligible workers offer the model, fit the prompt plus `max_tokens` in their context, would cost
 //! at most the price cap in the worst case, and are not excluded (already tried for this request).
-//! Among them the choice is "power of two choices": two distinct candidates drawn uniformly, the
-//! better-scored one wins. That spreads load (the best worker is not picked by every client at
-//! once) while still steering away from slow, busy, failing or expensive workers.
+//! Among them the choice is "power of two choices with memory": one candidate drawn uniformly
+//! against the best-scored worker this client has measured (before it measured any, a second
+//! distinct draw), the better-scored one wins, a tie going to the draw. The draws come from one
+//! random number per selection that orders the candidates by a hash of it and their ids, so
+//! adding or removing a candidate does not change the order of the others. Clients' first choices
+//! are random, which spreads load across workers; after that a client keeps to a worker that
+//! served it well, because trying a new one costs a channel (a deployment, a deposit locked) and
+//! risks a stranger that takes the request and breaks it, and moves on when that worker slows
+//! down, fails, answers `Busy` or fills up with this client's requests.
 
 use std::collections::HashMap;
 
 use libp2p_identity::PeerId;
 use rand_core::RngCore;
+use sha2::{Digest, Sha256};
 
 use super::pricing::worst_case;
 
@@ -77,11 +84,25 @@ pub fn eligible(c: &Candidate, need: &Need) -> bool {
 /// many requests it already holds.
 pub const MAX_CREDIBLE_CONCURRENCY: u32 = 64;
 
-/// Higher is better: fast, reliable, idle and cheap.
-pub fn score(c: &Candidate, need: &Need) -> f64 {
+/// What an unknown worker's latency counts as before this client measured any worker, ms.
+pub const UNKNOWN_LATENCY_MS: f64 = 200.0;
+
+/// What an unknown worker's latency counts as among `pool`, ms: half again the mean this client
+/// measured there (so a worker that served it well is preferred to one never tried), or
+/// [`UNKNOWN_LATENCY_MS`] before it measured any.
+pub fn unknown_latency_ms(pool: &[&Candidate]) -> f64 {
+    let measured: Vec<f64> = pool.iter().filter_map(|c| c.observed.latency_ms).map(|l| l.max(0.0)).collect();
+    if measured.is_empty() {
+        return UNKNOWN_LATENCY_MS;
+    }
+    1.5 * measured.iter().sum::<f64>() / measured.len() as f64
+}
+
+/// Higher is better: fast, reliable, idle and cheap; a worker never measured counts as
+/// `unknown_ms` fast.
+pub fn score(c: &Candidate, need: &Need, unknown_ms: f64) -> f64 {
     let o = &c.observed;
-    // Unknown latency counts as 200 ms: neither shunned nor preferred over measured fast workers.
-    let latency = 1.0 + o.latency_ms.unwrap_or(200.0).max(0.0) / 100.0;
+    let latency = 1.0 + o.latency_ms.unwrap_or(unknown_ms).max(0.0) / 100.0;
     let failures = 2f64.powi(o.failures.min(30) as i32);
     let busy = 1.5f64.powi(o.busy.min(30) as i32);
     let load = 1.0 + f64::from(o.in_flight) / f64::from(c.max_concurrent.clamp(1, MAX_CREDIBLE_CONCURRENCY));
@@ -101,19 +122,38 @@ pub fn select(
 ) -> Option<PeerId> {
     let pool: Vec<&Candidate> =
         candidates.iter().filter(|c| !exclude.contains(&c.peer) && eligible(c, need)).collect();
-    match pool.len() {
-        0 => None,
-        1 => Some(pool[0].peer),
-        n => {
-            let a = (rng.next_u64() % n as u64) as usize;
-            let mut b = (rng.next_u64() % (n as u64 - 1)) as usize;
-            if b >= a {
-                b += 1;
-            }
-            let (a, b) = (pool[a], pool[b]);
-            Some(if score(b, need) > score(a, need) { b.peer } else { a.peer })
-        }
+    if pool.len() <= 1 {
+        return pool.first().map(|c| c.peer);
     }
+    let unknown = unknown_latency_ms(&pool);
+    let score = |c: &Candidate| score(c, need, unknown);
+    // One draw per selection puts the pool in a random order: the first is drawn, and so is the
+    // second where the client has measured no worker better than the first.
+    let draw = rng.next_u64();
+    let mut order: Vec<(u64, &Candidate)> = pool.iter().map(|c| (rank(draw, &c.peer), *c)).collect();
+    order.sort_unstable_by_key(|(r, _)| std::cmp::Reverse(*r));
+    let drawn = order[0].1;
+    let best = pool
+        .iter()
+        .copied()
+        .filter(|c| c.observed.latency_ms.is_some())
+        .max_by(|x, y| score(x).total_cmp(&score(y)));
+    let other = match best {
+        Some(best) if best.peer != drawn.peer => best,
+        _ => order[1].1,
+    };
+    Some(if score(other) > score(drawn) { other.peer } else { drawn.peer })
+}
+
+/// A candidate's place in one selection's random order: a hash of the selection's random `draw`
+/// and the candidate's id. Each place depends only on the draw and that candidate, so workers
+/// joining or leaving the candidates do not reorder the rest: with the same random numbers, two
+/// runs that differ by some workers (simnet's attack-free twin) choose alike among the others.
+fn rank(draw: u64, peer: &PeerId) -> u64 {
+    let digest = Sha256::new().chain_update(draw.to_le_bytes()).chain_update(peer.to_bytes()).finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
 }
 
 /// Like [`select`], but the chosen peer's entry in `entries` must also pass `valid` (a check too
@@ -216,6 +256,50 @@ mod tests {
         // With equals, everyone gets a share.
         let counts = tally(&[candidate(100), candidate(100), candidate(100)], &[], 4);
         assert!(counts.iter().all(|&c| c > 450), "{counts:?}");
+    }
+
+    #[test]
+    fn keeps_to_a_worker_that_served_it_until_it_fills_up_or_fails() {
+        let mut known = candidate(100);
+        known.observed.latency_ms = Some(400.0);
+        let mut cands: Vec<Candidate> = (0..9).map(|_| candidate(100)).collect();
+        cands.insert(0, known.clone());
+        // Slower than the unknown default, yet preferred to nine workers never tried.
+        assert_eq!(tally(&cands, &[], 5)[0], 2000);
+        // Full of this client's requests, or failing: the others get the requests.
+        for worse in [Observed { in_flight: 4, ..known.observed }, Observed { failures: 1, ..known.observed }]
+        {
+            cands[0].observed = worse;
+            let counts = tally(&cands, &[], 6);
+            assert!(counts[0] < 300 && counts[1..].iter().all(|&c| c > 100), "{counts:?}");
+        }
+        // Of two measured, the faster wins.
+        let mut faster = candidate(100);
+        faster.observed.latency_ms = Some(100.0);
+        cands[0] = known;
+        cands[1] = faster;
+        let counts = tally(&cands, &[], 7);
+        assert!(counts[1] > 1900, "{counts:?}");
+    }
+
+    #[test]
+    fn other_candidates_do_not_change_the_choice_among_the_rest() {
+        let honest: Vec<Candidate> = (0..8).map(|_| candidate(100)).collect();
+        let mut more = honest.clone();
+        more.extend((0..4).map(|_| candidate(100)));
+        let (mut a, mut b) = (StdRng::seed_from_u64(9), StdRng::seed_from_u64(9));
+        let mut same = 0;
+        for _ in 0..1000 {
+            let few = select(&honest, &NEED, &[], &mut a).unwrap();
+            let many = select(&more, &NEED, &[], &mut b).unwrap();
+            same += usize::from(few == many);
+            // Whenever the larger pool chose one of the eight, it is the one the eight chose.
+            if honest.iter().any(|c| c.peer == many) {
+                assert_eq!(few, many);
+            }
+        }
+        // Equal scores: the first draw wins, and it is one of the eight 8/12 of the time.
+        assert!(same > 600, "{same}");
     }
 
     #[test]

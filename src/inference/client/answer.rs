@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tycho_types::models::StdAddr;
 
-use super::{Completion, InferenceClient, InferenceError, Payment};
+use super::{Completion, Delta, InferenceClient, InferenceError, Payment};
 use crate::inference::session::Session;
 use crate::payments::peer_key;
 
@@ -67,7 +67,7 @@ impl InferenceClient {
         offer: &ModelOffer,
         request: &Request,
         request_bytes: &[u8],
-        deltas: &mpsc::Sender<String>,
+        deltas: &mpsc::Sender<Delta>,
     ) -> Result<Completion, InferenceError> {
         let worker = record.record().peer_id;
         let failed = |reason: String| InferenceError::WorkerFailed { worker: worker.to_string(), reason };
@@ -84,7 +84,7 @@ impl InferenceClient {
                 ServerFrame::Chunk(text) => {
                     tally.add(text.len()).map_err(|e| failed(format!("the answer broke its caps: {e}")))?;
                     response.update(text.as_bytes());
-                    if cancelled.is_none() && deltas.send(text).await.is_err() {
+                    if cancelled.is_none() && deltas.send(Delta::Text(text)).await.is_err() {
                         cancelled = Some(Instant::now() + self.limits.idle);
                         if !self.send_cancel(&mut session, request).await {
                             let _ = session.close().await; // the worker stops generating

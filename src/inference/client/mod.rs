@@ -8,13 +8,16 @@
 //! Failures before the first chunk (no stream, handshake failure, `Busy`, a timeout, a worker
 //! that dies, and any refusal: a worker that refuses what its attested offer promised is a
 //! failure like any other) move the request to another worker, at most `attempts` workers in
-//! all; every failure and refusal counts against that worker in later selections. After the
-//! first chunk a failure is reported to the caller and never silently resent: the caller has
-//! already seen part of an answer. The final receipt is checked against the request, the text
-//! received and the worker's attested prices before the request counts as done; then, with
-//! payments on, the client pays it with a voucher on its channel with that worker
-//! (`crate::payments::client`) and waits for the worker's acknowledgement. A request too large
-//! for the wire is refused here, before anything is sent.
+//! all; every failure and refusal counts against that worker in later selections. An answer that
+//! breaks after its first chunk (a cap, a stall, a receipt that does not check) counts as several
+//! failures; what happens to the request depends on the caller's [`Delivery`]: a caller that
+//! shows text as it arrives gets the error (it has seen part of an answer, which is never
+//! silently resent), one that keeps the text until the end is told to discard it
+//! ([`Delta::Discard`]) and the request goes to another worker. The final receipt is checked
+//! against the request, the text received and the worker's attested prices before the request
+//! counts as done; then, with payments on, the client pays it with a voucher on its channel with
+//! that worker (`crate::payments::client`) and waits for the worker's acknowledgement. A request
+//! too large for the wire is refused here, before anything is sent.
 //!
 //! Submodule `answer`: the answer after its first frame, its caps, the receipt and the payment.
 
@@ -38,8 +41,8 @@ use libp2p::{PeerId, StreamProtocol};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 use tokio::sync::mpsc;
 
 use super::session::{self, SessionError};
@@ -131,6 +134,28 @@ pub enum InferenceError {
     Payment(String),
 }
 
+/// A piece of an answer, for the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delta {
+    /// More text.
+    Text(String),
+    /// Forget the text received so far: the worker broke its answer and the request goes to
+    /// another worker. Sent only to a caller that asked for [`Delivery::Replaceable`].
+    Discard,
+}
+
+/// What the caller does with text as it arrives, which decides whether a broken answer can be
+/// replaced by another worker's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Shown as it arrives (a streamed API response): once text has reached the caller, an answer
+    /// that breaks fails the request.
+    Shown,
+    /// Kept until the answer completes (a non-streamed API response): an answer that breaks is
+    /// discarded ([`Delta::Discard`]) and the request goes to another worker, within `attempts`.
+    Replaceable,
+}
+
 /// How a completed request was paid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payment {
@@ -170,6 +195,7 @@ pub struct Completion {
 struct Metrics {
     requests: Family<Vec<(String, String)>, Counter>,
     failovers: Counter,
+    replaced: Counter,
     worker_lookups: Family<Vec<(String, String)>, Counter>,
 }
 
@@ -193,7 +219,12 @@ pub struct InferenceClient {
 
 /// One attempt's failure: whether the next worker may be tried.
 enum Attempt {
+    /// Before the first chunk: the next worker may be tried.
     Retry(InferenceError),
+    /// After the first chunk: the worker broke its answer; another worker may be tried only if
+    /// the caller can discard the text it received.
+    Broken(InferenceError),
+    /// Trying another worker would not help.
     Fatal(InferenceError),
 }
 
@@ -215,6 +246,11 @@ impl InferenceClient {
             "failovers",
             "Requests moved to another worker before the first chunk",
             metrics.failovers.clone(),
+        );
+        r.register(
+            "answers_replaced",
+            "Answers a worker broke after its first chunk, discarded by the caller and asked of another worker",
+            metrics.replaced.clone(),
         );
         r.register(
             "worker_lookups",
@@ -247,13 +283,15 @@ impl InferenceClient {
         models
     }
 
-    /// Run `request`, sending each chunk of text to `deltas` as it arrives.
+    /// Run `request`, sending each chunk of text to `deltas` as it arrives, and
+    /// [`Delta::Discard`] before a replacement answer when `delivery` allows one.
     pub async fn complete(
         &self,
         request: Request,
-        deltas: mpsc::Sender<String>,
+        deltas: mpsc::Sender<Delta>,
+        delivery: Delivery,
     ) -> Result<Completion, InferenceError> {
-        let result = self.run(request, deltas).await;
+        let result = self.run(request, deltas, delivery).await;
         let outcome = match &result {
             Ok(_) => "completed",
             Err(InferenceError::UnknownModel(_) | InferenceError::NoEligibleWorker(_)) => "no_worker",
@@ -270,7 +308,8 @@ impl InferenceClient {
     async fn run(
         &self,
         request: Request,
-        deltas: mpsc::Sender<String>,
+        deltas: mpsc::Sender<Delta>,
+        delivery: Delivery,
     ) -> Result<Completion, InferenceError> {
         let records = self.attestation.offering(&request.model_id);
         if records.is_empty() {
@@ -281,11 +320,13 @@ impl InferenceClient {
             max_tokens: request.max_tokens,
             max_price: request.max_price,
         };
+        // One random number per request orders the workers for all of its attempts.
+        let seed = self.rng.lock().map(|mut rng| rng.next_u64()).unwrap_or_default();
         let mut tried = Vec::new();
         let mut busy = 0;
         let mut last = None;
         while tried.len() < self.limits.attempts {
-            let Some((record, offer)) = self.choose(&records, &request.model_id, &need, &tried) else {
+            let Some((record, offer)) = self.choose(&records, &request.model_id, &need, &tried, seed) else {
                 if tried.is_empty() {
                     return Err(self.none_eligible(&records, &request.model_id, &need));
                 }
@@ -299,6 +340,15 @@ impl InferenceClient {
                     return Ok(completion);
                 }
                 Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Broken(e)) if delivery == Delivery::Shown => return Err(e),
+                Err(Attempt::Broken(e)) => {
+                    tracing::info!(%worker, error = %e, "worker broke its answer; discarding it and trying another");
+                    if deltas.send(Delta::Discard).await.is_err() {
+                        return Err(InferenceError::Cancelled);
+                    }
+                    self.metrics.replaced.inc();
+                    last = Some(e);
+                }
                 Err(Attempt::Retry(e)) => {
                     tracing::info!(%worker, error = %e, "worker failed before the first chunk; trying another");
                     self.metrics.failovers.inc();
@@ -388,18 +438,21 @@ impl InferenceClient {
     /// The next worker to try, with its offer; its record re-verified now. Only the chosen
     /// record is verified (a signature check each: verifying all 20 known records per attempt
     /// took 6 % of a saturated simnet's CPU); one that no longer verifies is dropped and the
-    /// choice made again.
+    /// choice made again. Every attempt of one request draws from the request's own `seed`, so
+    /// a failover takes the next worker in the same random order, and how many attempts one
+    /// request needed does not change the draws of later ones.
     fn choose(
         &self,
         records: &[SignedRecord],
         model_id: &str,
         need: &Need,
         tried: &[PeerId],
+        seed: u64,
     ) -> Option<(SignedRecord, ModelOffer)> {
         let (candidates, offers) = self.candidates(records, model_id, None);
         let now = unix_now();
-        let mut rng = self.rng.lock().ok()?;
-        selection::select_valid(&candidates, offers, need, tried, &mut *rng, |(signed, _)| {
+        let mut rng = StdRng::seed_from_u64(seed);
+        selection::select_valid(&candidates, offers, need, tried, &mut rng, |(signed, _)| {
             self.still_valid(signed, now)
         })
     }
@@ -415,7 +468,7 @@ impl InferenceClient {
         record: &SignedRecord,
         offer: &ModelOffer,
         request: &Request,
-        deltas: &mpsc::Sender<String>,
+        deltas: &mpsc::Sender<Delta>,
     ) -> Result<Completion, Attempt> {
         let worker = record.record().peer_id;
         let failed = |reason: String| InferenceError::WorkerFailed { worker: worker.to_string(), reason };
@@ -487,7 +540,10 @@ impl InferenceClient {
             let done = self
                 .stream_rest(session, first, record, offer, request, request_bytes, deltas)
                 .await
-                .map_err(Attempt::Fatal)?;
+                .map_err(|e| match e {
+                    InferenceError::Cancelled => Attempt::Fatal(e),
+                    e => Attempt::Broken(e),
+                })?;
             // Speed counts only for answers that completed: a worker that answers at once and
             // then breaks its answer must not look fast.
             self.observe(worker, |o| {
@@ -509,12 +565,8 @@ impl InferenceClient {
                 // nothing about the worker; a refusal from the worker counts as its failure.
                 Err(Attempt::Fatal(InferenceError::Cancelled | InferenceError::Refused { .. })) => {}
                 // An answer broken after it started (caps, receipt, stall) cost the caller the
-                // request, which cannot be resent: it weighs as much as several failures.
-                Err(Attempt::Fatal(
-                    InferenceError::WorkerFailed { .. }
-                    | InferenceError::BadReceipt { .. }
-                    | InferenceError::Timeout(_),
-                )) => o.failures = o.failures.saturating_add(BROKEN_ANSWER_FAILURES),
+                // request or a whole answer's wait: it weighs as much as several failures.
+                Err(Attempt::Broken(_)) => o.failures = o.failures.saturating_add(BROKEN_ANSWER_FAILURES),
                 Err(_) => o.failures = o.failures.saturating_add(1),
             }
         });
