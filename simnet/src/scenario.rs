@@ -221,6 +221,11 @@ pub struct Load {
     /// Longest a request may take, s.
     #[serde(default = "defaults::request_timeout")]
     pub timeout_secs: u64,
+    /// Whether the callers show text as it arrives (a streamed API response: an answer a worker
+    /// breaks after its first chunk fails the request) or keep it until the answer completes (a
+    /// non-streamed one: such an answer is discarded and the request goes to another worker).
+    #[serde(default = "defaults::yes")]
+    pub stream: bool,
 }
 
 /// Churn: a share of clients leave and come back.
@@ -406,6 +411,9 @@ mod defaults {
     }
     pub fn sample() -> u64 {
         500
+    }
+    pub fn yes() -> bool {
+        true
     }
     pub fn one() -> f64 {
         1.0

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cocoon::chain::local::LocalChain;
 use cocoon::chain::wallet::Wallet;
-use cocoon::inference::client::{InferenceClient, InferenceError, Payment};
+use cocoon::inference::client::{Delivery, Delta, InferenceClient, InferenceError, Payment};
 use cocoon::node::Node;
 use cocoon::payments::contract;
 use cocoon::store::load_or_create_wallet_seed;
@@ -91,13 +91,22 @@ fn reason(e: &InferenceError) -> String {
     text.to_owned()
 }
 
-/// Send one planned request from `client` and time it.
+/// What every planned request asks for.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    pub model_id: String,
+    pub max_tokens: u32,
+    pub timeout: Duration,
+    /// Streamed (shown as it arrives) or kept until complete (a broken answer replaced).
+    pub delivery: Delivery,
+}
+
+/// Send one planned request from `client` and time it. Time to first token is that of the
+/// answer the caller kept: a discarded answer's first token does not count.
 pub async fn one(
     client: InferenceClient,
     plan: RequestPlan,
-    model_id: String,
-    max_tokens: u32,
-    timeout: Duration,
+    ask: Ask,
     started: Instant,
     left: Arc<AtomicBool>,
 ) -> Outcome {
@@ -107,6 +116,7 @@ pub async fn one(
     let mut request_id = [0u8; 16];
     request_id[..8].copy_from_slice(&(plan.client as u64).to_le_bytes());
     request_id[8..].copy_from_slice(&plan.at_ms.to_le_bytes());
+    let Ask { model_id, max_tokens, timeout, delivery } = ask;
     let request = Request {
         request_id,
         model_id,
@@ -116,15 +126,20 @@ pub async fn one(
         max_price: MAX_PRICE,
         channel: None,
     };
-    let (tx, mut rx) = mpsc::channel::<String>(64);
+    let (tx, mut rx) = mpsc::channel::<Delta>(64);
     let first = tokio::spawn(async move {
-        let got = rx.recv().await.map(|_| Instant::now());
-        while rx.recv().await.is_some() {}
+        let mut got = None;
+        while let Some(delta) = rx.recv().await {
+            match delta {
+                Delta::Text(_) => got = got.or_else(|| Some(Instant::now())),
+                Delta::Discard => got = None,
+            }
+        }
         got
     });
     // Not cut off at `timeout`: a request dropped there may already have been served and paid
     // for, and its voucher would then be missing from the invoices.
-    let result = tokio::time::timeout(timeout + ABANDON_AFTER, client.complete(request, tx)).await;
+    let result = tokio::time::timeout(timeout + ABANDON_AFTER, client.complete(request, tx, delivery)).await;
     let ttft = first.await.ok().flatten();
     let elapsed = sent.elapsed();
     let total_ms = elapsed.as_secs_f64() * 1000.0;

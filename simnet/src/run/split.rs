@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cocoon::inference::client::InferenceClient;
+use cocoon::inference::client::{Delivery, InferenceClient};
 use libp2p::PeerId;
 use tokio::task::JoinSet;
 
@@ -63,15 +63,18 @@ pub(crate) async fn load_and_churn(
         let honest = Arc::new(fleet.peers_of(Kind::Worker));
         for plan in fleet.plan.requests.clone() {
             let (clients, honest) = (clients.clone(), honest.clone());
-            let (model, max_tokens, timeout) =
-                (model.clone(), l.max_tokens, Duration::from_secs(l.timeout_secs));
+            let ask = load::Ask {
+                model_id: model.clone(),
+                max_tokens: l.max_tokens,
+                timeout: Duration::from_secs(l.timeout_secs),
+                delivery: if l.stream { Delivery::Shown } else { Delivery::Replaceable },
+            };
             tasks.spawn(async move {
                 tokio::time::sleep_until(t0 + Duration::from_millis(plan.at_ms)).await;
                 let current = clients.lock().ok().and_then(|c| c.get(plan.client).cloned().flatten());
                 let (client, left) = current?;
-                let known = knows_honest_worker(&client, &model, &honest);
-                let mut outcome =
-                    load::one(client, plan, model, max_tokens, timeout, run_started, left).await;
+                let known = knows_honest_worker(&client, &ask.model_id, &honest);
+                let mut outcome = load::one(client, plan, ask, run_started, left).await;
                 outcome.honest_worker_known = known;
                 Some(outcome)
             });
