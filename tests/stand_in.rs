@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cocoon::config::{Config, Role};
+use cocoon::inference::client::Delivery;
 use cocoon::inference::engine::{Engine, STAND_IN_ENGINE, StandInEngine};
 use cocoon::inference::worker::ServedModel;
 use cocoon::network::TransportKind;
@@ -99,7 +100,7 @@ async fn a_streaming_answer_keeps_its_connection_from_being_trimmed() {
     };
     let (tx, mut rx) = mpsc::channel(64);
     let inference = client_node.inference_client().unwrap().clone();
-    let answer = tokio::spawn(async move { inference.complete(request, tx).await });
+    let answer = tokio::spawn(async move { inference.complete(request, tx, Delivery::Shown).await });
     rx.recv().await.expect("a first token");
     // Mid-stream: each end holds the other out of trimming.
     assert_eq!(in_use(&worker_node).await, vec![client_id]);
