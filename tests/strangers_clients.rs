@@ -12,6 +12,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cocoon::chain::wallet::Wallet;
 use cocoon::chain::{AccountInfo, AccountStatus, Chain, ChainError, GetMethodResult, SharedChain, TxSummary};
 use cocoon::network::TransportKind;
 use cocoon::node::Extras;
@@ -42,6 +43,21 @@ fn chat(model: &str, text: &str, max_tokens: u32) -> Request {
         sampling: Sampling::default(),
         max_price: u64::MAX,
         channel: None,
+    }
+}
+
+/// A channel between the attacker (its node in `dir`, paying from `wallet`) and `worker` that was
+/// never deployed: a fresh seed each time, so each is a new address the worker must look up.
+fn made_up_channel(dir: &std::path::Path, attacker: &Node, worker: &Node, wallet: &Wallet) -> ChannelParams {
+    let identity = cocoon::store::load_or_create_identity(dir).unwrap();
+    let record = attacker.attestation().record_of(&worker.peer_id()).unwrap();
+    ChannelParams {
+        client_key: identity.try_into_ed25519().unwrap().public().to_bytes(),
+        worker_key: cocoon::payments::peer_key(&worker.peer_id()).unwrap(),
+        client: wallet.address().clone(),
+        worker: cocoon::chain::parse_address(&record.record().payout_address).unwrap(),
+        dispute_window: 86_400,
+        seed: rand::random(),
     }
 }
 
@@ -236,21 +252,11 @@ async fn requests_naming_made_up_channels_spend_only_their_own_budget() {
     let model_id = wait_for_workers(&attacker, 1).await;
     wait_for_workers(&bystander, 1).await;
 
-    let identity = cocoon::store::load_or_create_identity(&dir.path().join("a")).unwrap();
-    let record = attacker.attestation().record_of(&worker_node.peer_id()).unwrap();
     let mut answers = Vec::new();
     for _ in 0..12 {
         // A channel that would be the attacker's own, never deployed: each costs a chain read.
-        let params = ChannelParams {
-            client_key: identity.clone().try_into_ed25519().unwrap().public().to_bytes(),
-            worker_key: cocoon::payments::peer_key(&worker_node.peer_id()).unwrap(),
-            client: wallet.address().clone(),
-            worker: cocoon::chain::parse_address(&record.record().payout_address).unwrap(),
-            dispute_window: 86_400,
-            seed: rand::random(),
-        };
         let mut request = chat(&model_id, "hi", 4);
-        request.channel = Some(params);
+        request.channel = Some(made_up_channel(&dir.path().join("a"), &attacker, &worker_node, &wallet));
         let mut s = session_with(&attacker, &worker_node, &request.encode()).await;
         answers.push(ServerFrame::decode(&s.recv(MAX_SERVER_FRAME).await.unwrap()).unwrap());
     }
@@ -337,20 +343,10 @@ async fn slow_lookups_for_made_up_channels_never_hold_honest_payments() {
     assert_eq!(honest(&bystander, &model_id).await.0, 200);
 
     // Four made-up channels (the attacker's whole burst), each a 5 s chain read at the worker.
-    let identity = cocoon::store::load_or_create_identity(&dir.path().join("a")).unwrap();
-    let record = attacker.attestation().record_of(&worker_node.peer_id()).unwrap();
     let mut lookups = Vec::new();
     for _ in 0..4 {
-        let params = ChannelParams {
-            client_key: identity.clone().try_into_ed25519().unwrap().public().to_bytes(),
-            worker_key: cocoon::payments::peer_key(&worker_node.peer_id()).unwrap(),
-            client: wallet.address().clone(),
-            worker: cocoon::chain::parse_address(&record.record().payout_address).unwrap(),
-            dispute_window: 86_400,
-            seed: rand::random(),
-        };
         let mut request = chat(&model_id, "hi", 4);
-        request.channel = Some(params);
+        request.channel = Some(made_up_channel(&dir.path().join("a"), &attacker, &worker_node, &wallet));
         let mut s = session_with(&attacker, &worker_node, &request.encode()).await;
         lookups.push(tokio::spawn(async move { s.recv(MAX_SERVER_FRAME).await.map(|_| ()) }));
     }

@@ -137,21 +137,25 @@ pub fn envelope(data: &[u8]) {
     }
 }
 
+/// The first byte, and the bytes to open: the rest as is (even first byte) or the rest sealed in
+/// `domain` by the fixed key 1 (odd), so that a body decoder is reached whatever the signature.
+fn raw_or_sealed(data: &[u8], domain: &[u8]) -> (u8, Vec<u8>) {
+    let mut input = Input(data);
+    let mode = input.u8();
+    let rest = input.rest();
+    if mode % 2 == 0 {
+        return (mode, rest.to_vec());
+    }
+    (mode, Envelope::seal(domain, rest.to_vec(), &identity(1)).expect("sealing").encode())
+}
+
 /// `Receipt::open`. Even first byte: the rest is a signed receipt as a client receives it. Odd:
 /// the rest is a receipt body, sealed by the fixed worker key (so the body decoder is reached
 /// whatever the signature). A receipt of the fixed worker that opens is canonical: signing it
 /// again gives the same bytes.
 pub fn receipt(data: &[u8]) {
-    let mut input = Input(data);
-    let mode = input.u8();
-    let rest = input.rest();
-    let sealed;
-    let bytes = if mode % 2 == 0 {
-        rest
-    } else {
-        sealed = Envelope::seal(RECEIPT_DOMAIN, rest.to_vec(), &identity(1)).expect("sealing").encode();
-        &sealed
-    };
+    let (_, bytes) = raw_or_sealed(data, RECEIPT_DOMAIN);
+    let bytes = &bytes[..];
     let Ok(r) = Receipt::open(bytes) else { return };
     if r.worker == identity(1).public().to_peer_id() {
         let resigned = r.sign(&identity(1)).expect("signing");
@@ -165,20 +169,16 @@ pub fn receipt(data: &[u8]) {
 /// first byte: the rest is a signed record as gossiped. Odd: the rest is a record body sealed by
 /// the fixed key 1 (so the record decoder is reached). What opens is canonical, envelope and body.
 pub fn signed_record(data: &[u8]) {
-    let mut input = Input(data);
-    let mode = input.u8();
-    let rest = input.rest();
-    let sealed;
-    let bytes = if mode % 2 == 0 {
-        rest
-    } else {
-        sealed = Envelope::seal(RECORD_DOMAIN, rest.to_vec(), &identity(1)).expect("sealing").encode();
-        &sealed
-    };
+    let (mode, bytes) = raw_or_sealed(data, RECORD_DOMAIN);
+    let bytes = &bytes[..];
     let Ok(signed) = SignedRecord::open(bytes) else { return };
     assert_eq!(signed.encode(), bytes, "a record opened from bytes that are not its envelope's encoding");
     if mode % 2 == 1 {
-        assert_eq!(signed.record().encode().as_deref(), Ok(rest), "record body is not canonical");
+        assert_eq!(
+            signed.record().encode().as_deref(),
+            Ok(data.get(1..).unwrap_or_default()),
+            "record body is not canonical"
+        );
         let resigned = SignedRecord::sign(signed.record().clone(), &identity(1)).expect("signing");
         assert_eq!(resigned.encode(), bytes);
     }
