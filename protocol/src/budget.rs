@@ -53,6 +53,12 @@ impl TokenBucket {
         }
     }
 
+    /// Return one token (never beyond a full bucket).
+    pub fn give_back(&mut self, quota: Quota, now_ms: u64) {
+        self.refill(quota, now_ms);
+        self.tokens = (self.tokens + 1.0).min(f64::from(quota.burst));
+    }
+
     /// Whether the bucket is full again at `now_ms` (its key can be forgotten).
     pub fn is_full(&self, quota: Quota, now_ms: u64) -> bool {
         let mut b = *self;
@@ -121,6 +127,17 @@ impl<K: Hash + Eq + Clone> Budgets<K> {
         Ok(())
     }
 
+    /// Return the token a successful [`Budgets::take`] by `key` spent, to its bucket and the
+    /// shared one: for work that turned out to be what the budget is not meant to limit (an
+    /// answer served in full). Neither bucket grows past its burst; a key already forgotten had a
+    /// full bucket, so only the shared bucket is refunded.
+    pub fn refund(&mut self, key: &K, now_ms: u64) {
+        if let Some(bucket) = self.buckets.get_mut(key) {
+            bucket.give_back(self.per_key, now_ms);
+        }
+        self.shared.give_back(self.shared_quota, now_ms);
+    }
+
     /// Keys remembered now.
     pub fn len(&self) -> usize {
         self.buckets.len()
@@ -156,6 +173,26 @@ mod tests {
         assert!(budgets.take(&"mallory", 0).is_ok());
         assert_eq!(budgets.take(&"mallory", 0), Err(Exhausted::Peer));
         assert!(budgets.take(&"alice", 0).is_ok());
+    }
+
+    #[test]
+    fn a_refund_returns_one_token_and_never_more_than_the_burst() {
+        let mut budgets = Budgets::new(Quota::new(2, 0.0), Quota::new(3, 0.0), 16, 0);
+        assert!(budgets.take(&"alice", 0).is_ok());
+        assert!(budgets.take(&"alice", 0).is_ok());
+        assert_eq!(budgets.take(&"alice", 0), Err(Exhausted::Peer));
+        budgets.refund(&"alice", 0);
+        assert!(budgets.take(&"alice", 0).is_ok(), "the refunded token is spent again");
+        assert_eq!(budgets.take(&"alice", 0), Err(Exhausted::Peer));
+        // Refunds beyond what was taken cannot build a bucket above its burst (or the shared one).
+        for _ in 0..10 {
+            budgets.refund(&"alice", 0);
+        }
+        assert!(budgets.take(&"alice", 0).is_ok());
+        assert!(budgets.take(&"alice", 0).is_ok());
+        assert_eq!(budgets.take(&"alice", 0), Err(Exhausted::Peer));
+        assert!(budgets.take(&"bob", 0).is_ok(), "the shared bucket was refunded up to its burst");
+        assert_eq!(budgets.take(&"carol", 0), Err(Exhausted::Shared));
     }
 
     #[test]

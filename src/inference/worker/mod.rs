@@ -6,8 +6,8 @@
 //! the client's voucher is stored durably before the worker answers `Paid`.
 //!
 //! Every peer is a stranger here:
-//! - each peer has a budget of streams (open at once, and opened per second), beyond which its
-//!   streams are reset before any handshake work;
+//! - each peer has a budget of streams (open at once, and opened per second, a completed answer
+//!   giving its token back), beyond which its streams are reset before any handshake work;
 //! - the handshake and every frame sent have deadlines, so a peer that stops reading or writing
 //!   releases what it holds; a slow reader can never block the engine (it falls behind a bounded
 //!   buffer and only its own generation is stopped, see `super::engine::emit`);
@@ -72,7 +72,10 @@ impl Default for WorkerLimits {
 }
 
 /// New streams one peer may open: a burst of 32, then 8 a second. An honest client opens one per
-/// request and a worker serves a handful at once; a peer above this only costs handshakes.
+/// request and a worker serves a handful at once; a peer above this only costs handshakes. A
+/// stream that ends in a completed answer gives its token back (see `Inner::record`), so the
+/// budget limits streams that bring no served work, never a client's rate of answered requests
+/// (that is bounded by the slots).
 const STREAMS_PER_PEER: Quota = Quota::new(32, 8.0);
 /// New streams all peers together may open: a burst of 256, then 64 a second (a few percent of
 /// one core in Noise handshakes, measured ≈ 2,000 a CPU-second).
@@ -282,7 +285,14 @@ impl Inner {
 
     async fn record(&self, peer: PeerId, outcome: Outcome) {
         match outcome {
-            Outcome::Completed => self.metrics.outcome("completed"),
+            Outcome::Completed => {
+                self.metrics.outcome("completed");
+                // An answer served in full was worth its handshake (and, unpaid, it leaves a debt
+                // that refuses the peer's next request): its stream token is given back.
+                if let Ok(mut budgets) = self.budgets.lock() {
+                    budgets.refund(&peer, crate::clock::monotonic_ms());
+                }
+            }
             Outcome::Canceled => {
                 tracing::info!(%peer, "client went away; generation cancelled");
                 self.metrics.outcome("canceled");
