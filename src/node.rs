@@ -107,7 +107,7 @@ pub struct Extras {
     /// Models served by engines the process built itself (simnet's labelled stand-in engine), in
     /// addition to `worker.models`; ignored unless the node has the worker role.
     pub served: Vec<worker::ServedModel>,
-    /// The process accepts `/cocoon/inference/1` streams itself (the adversarial workers of tests
+    /// The process accepts `/cocoon/inference/2` streams itself (the adversarial workers of tests
     /// and simnet): the node publishes its record and offers, but runs no inference server.
     pub streams_served_by_process: bool,
 }

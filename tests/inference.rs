@@ -1,6 +1,6 @@
 //! Confidential inference end to end with in-process nodes: workers run the real mistral.rs
 //! engine on a tiny random-weight GGUF written at test time; a client node serves the
-//! OpenAI-compatible API; requests travel over `/cocoon/inference/1` inside Noise sessions keyed
+//! OpenAI-compatible API; requests travel over `/cocoon/inference/2` inside Noise sessions keyed
 //! to the workers' attested keys.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use cocoon::config::Role;
 use cocoon::node::Node;
+use cocoon_protocol::inference::messages::{AnswerDigest, Event};
 use cocoon_protocol::inference::receipt::Receipt;
 use common::inference::{boot, client, metric, post, post_sse, start_worker, tiny_model, wait_for_workers};
 use common::inproc::{config, eventually, start};
@@ -88,14 +89,20 @@ async fn streamed_chat_completion_with_usage_and_a_verifiable_receipt() {
     assert_eq!(content.len() as u64, completion_tokens, "one chunk per token: {:?}", sse.events);
 
     // The receipt verifies against the worker's identity key (the one its attested record is
-    // signed with), names the text received, and matches the usage and the attested price.
+    // signed with), names the answer received (its events: here one text event per content
+    // chunk), and matches the usage and the attested price.
     let cocoon = &last.1["cocoon"];
     let receipt = Receipt::open(&hex::decode(cocoon["receipt"].as_str().unwrap()).unwrap()).unwrap();
     assert_eq!(receipt.worker.to_string(), cocoon["worker"].as_str().unwrap());
     assert_eq!(receipt.worker, net.workers[0].peer_id());
     assert_eq!(u64::from(receipt.usage.completion_tokens), completion_tokens);
     assert_eq!(u64::from(receipt.usage.prompt_tokens), usage["prompt_tokens"].as_u64().unwrap());
-    assert_eq!(receipt.response_hash, cocoon_protocol::inference::receipt::sha256(sse.text().as_bytes()));
+    let mut answer = AnswerDigest::default();
+    for (_, e) in sse.content_events() {
+        let text = e["choices"][0]["delta"]["content"].as_str().unwrap().to_owned();
+        answer.update(&Event::Text { text, logprob: None });
+    }
+    assert_eq!(receipt.response_hash, answer.finish());
     assert_eq!(
         receipt.amount,
         (u64::from(receipt.usage.prompt_tokens + receipt.usage.completion_tokens) * 1000).div_ceil(1000)

@@ -24,9 +24,10 @@ fn request(model: &str, max_tokens: u32) -> Request {
     Request {
         request_id: [1; 16],
         model_id: model.into(),
-        prompt: Prompt::Chat(vec![ChatMessage { role: ChatRole::User, content: "hold this slot".into() }]),
+        prompt: Prompt::Chat(vec![ChatMessage::text(ChatRole::User, "hold this slot")]),
         max_tokens,
         sampling: Sampling::default(),
+        shape: Default::default(),
         max_price: u64::MAX,
         channel: None,
     }
@@ -59,7 +60,7 @@ async fn busy_and_dead_workers_are_skipped_before_the_first_token() {
             .unwrap();
     assert!(matches!(
         ServerFrame::decode(&holder.recv(MAX_SERVER_FRAME).await.unwrap()).unwrap(),
-        ServerFrame::Chunk(_)
+        ServerFrame::Event(_)
     ));
 
     // A second raw request to the full worker is answered Busy at once.
@@ -136,7 +137,7 @@ async fn the_worker_refuses_what_it_cannot_serve_as_asked() {
     let c = start(client(config(&dir.path().join("c"), Role::Client, Some(&boot_addr)))).await;
     let model_id = wait_for_workers(&c, 1).await;
     let noise_key = c.attestation().record_of(&w.peer_id()).unwrap().record().noise_static;
-    let long = Prompt::Chat(vec![ChatMessage { role: ChatRole::User, content: "ab ".repeat(3000) }]);
+    let long = Prompt::Chat(vec![ChatMessage::text(ChatRole::User, "ab ".repeat(3000))]);
     let cases = [
         (Request { model_id: "other@sha256:00".into(), ..request(&model_id, 4) }, ErrorCode::UnknownModel),
         (Request { prompt: long, ..request(&model_id, 4000) }, ErrorCode::TooLarge),

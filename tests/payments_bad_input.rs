@@ -33,9 +33,10 @@ fn request(model: &str, channel: &ChannelParams) -> Request {
     Request {
         request_id: rand::random(),
         model_id: model.into(),
-        prompt: Prompt::Chat(vec![ChatMessage { role: ChatRole::User, content: "pay me".into() }]),
+        prompt: Prompt::Chat(vec![ChatMessage::text(ChatRole::User, "pay me")]),
         max_tokens: 3,
         sampling: Sampling::default(),
+        shape: Default::default(),
         max_price: u64::MAX,
         channel: Some(channel.clone()),
     }
@@ -62,7 +63,7 @@ async fn serve_chain(
 async fn to_receipt(s: &mut Session<libp2p::Stream>, mut frame: ServerFrame) -> u64 {
     loop {
         match frame {
-            ServerFrame::Chunk(_) => {}
+            ServerFrame::Event(_) => {}
             ServerFrame::Done { receipt, .. } => return Receipt::open(&receipt).unwrap().amount,
             other => panic!("unexpected {other:?}"),
         }

@@ -1,5 +1,5 @@
 //! A lying worker against a real client node. The worker is a real node on the network, with a
-//! SIMULATED attestation record it signs itself, answering `/cocoon/inference/1` over real Noise
+//! SIMULATED attestation record it signs itself, answering `/cocoon/inference/2` over real Noise
 //! sessions with correct text and receipts, but rewriting every payment reply: an inflated `Paid`,
 //! an `Unpaid` claiming more than the client owes, an `Unpaid` with a `u64::MAX` seqno, and a new
 //! payout address (a republished record) before every request. The client pays through its
@@ -24,7 +24,8 @@ use cocoon::node::Node;
 use cocoon::store::{load_or_create_identity, load_or_create_noise_key};
 use cocoon_protocol::attestation::record::ModelOffer;
 use cocoon_protocol::inference::messages::{
-    ClientFrame, FinishReason, MAX_CLIENT_FRAME, MAX_REQUEST, PROTOCOL, Request, ServerFrame,
+    AnswerDigest, ClientFrame, Event, FinishReason, MAX_CLIENT_FRAME, MAX_REQUEST, PROTOCOL, Request,
+    ServerFrame,
 };
 use cocoon_protocol::inference::pricing::amount_due;
 use cocoon_protocol::inference::receipt::{Receipt, Usage, sha256};
@@ -35,7 +36,6 @@ use common::payments::{TON, chain, paying, start_on};
 use futures::StreamExt;
 use libp2p::StreamProtocol;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 const MODEL: &str = "liar@sha256:00";
 const PRICE: u64 = 1_000_000;
@@ -87,8 +87,10 @@ async fn serve_one(stream: libp2p::Stream, dir: &std::path::Path, n: u64) -> u64
     let mut s = session::respond(stream, &noise.private).await.unwrap();
     let request_bytes = s.recv(MAX_REQUEST).await.unwrap();
     let request = Request::decode(&request_bytes).unwrap();
-    let text = format!("answer {n}");
-    s.send(&ServerFrame::Chunk(text.clone()).encode()).await.unwrap();
+    let event = Event::Text { text: format!("answer {n}"), logprob: None };
+    s.send(&ServerFrame::Event(event.clone()).encode()).await.unwrap();
+    let mut digest = AnswerDigest::default();
+    digest.update(&event);
     let usage = Usage { prompt_tokens: 10, completion_tokens: 1 };
     let amount = amount_due(PRICE, PRICE, usage);
     let receipt = Receipt {
@@ -97,7 +99,7 @@ async fn serve_one(stream: libp2p::Stream, dir: &std::path::Path, n: u64) -> u64
         engine: "liar".into(),
         request_id: request.request_id,
         request_hash: sha256(&request_bytes),
-        response_hash: Sha256::digest(text.as_bytes()).into(),
+        response_hash: digest.finish(),
         usage,
         price_prompt_per_1k: PRICE,
         price_completion_per_1k: PRICE,

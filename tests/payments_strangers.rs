@@ -48,9 +48,10 @@ fn request(model: &str, channel: &ChannelParams) -> Request {
     Request {
         request_id: rand::random(),
         model_id: model.into(),
-        prompt: Prompt::Chat(vec![ChatMessage { role: ChatRole::User, content: "free lunch".into() }]),
+        prompt: Prompt::Chat(vec![ChatMessage::text(ChatRole::User, "free lunch")]),
         max_tokens: 3,
         sampling: Sampling::default(),
+        shape: Default::default(),
         max_price: u64::MAX,
         channel: Some(channel.clone()),
     }
@@ -95,7 +96,7 @@ async fn hold_until_refused(
         let in_flight = metric(worker, "cocoon_payments_unpaid_in_flight_nanotons", "").await;
         assert!(in_flight <= TOTAL, "exposure {in_flight} passed the total cap");
         match first {
-            ServerFrame::Chunk(_) => held.push(s),
+            ServerFrame::Event(_) => held.push(s),
             ServerFrame::Error { code, message } => return (held, code, message),
             other => panic!("unexpected first frame {other:?}"),
         }
@@ -175,12 +176,12 @@ async fn a_cancelled_answer_is_invoiced_and_an_abandoned_one_is_owed() {
     // Cancel after the first chunk: the rest of the answer stops, and the receipt covers the
     // chunks sent (at least the first), at the attested price.
     let (mut s, first) = open(&a, &worker, &long(&pa)).await;
-    assert!(matches!(first, ServerFrame::Chunk(_)), "{first:?}");
+    assert!(matches!(first, ServerFrame::Event(_)), "{first:?}");
     s.send(&ClientFrame::Cancel.encode()).await.unwrap();
     let mut chunks = 1u32;
     let (finish_reason, receipt) = loop {
         match ServerFrame::decode(&s.recv(MAX_SERVER_FRAME).await.unwrap()).unwrap() {
-            ServerFrame::Chunk(_) => chunks += 1,
+            ServerFrame::Event(_) => chunks += 1,
             ServerFrame::Done { finish_reason, receipt } => {
                 break (finish_reason, Receipt::open(&receipt).unwrap());
             }
@@ -204,11 +205,11 @@ async fn a_cancelled_answer_is_invoiced_and_an_abandoned_one_is_owed() {
     let mut owed = receipt.amount;
     for seqno in 2..5 {
         let (mut s, first) = open(&a, &worker, &Request { max_tokens: 1, ..request(&model_id, &pa) }).await;
-        assert!(matches!(first, ServerFrame::Chunk(_)), "{first:?}");
+        assert!(matches!(first, ServerFrame::Event(_)), "{first:?}");
         s.send(&ClientFrame::Cancel.encode()).await.unwrap();
         let receipt = loop {
             match ServerFrame::decode(&s.recv(MAX_SERVER_FRAME).await.unwrap()).unwrap() {
-                ServerFrame::Chunk(_) => {}
+                ServerFrame::Event(_) => {}
                 ServerFrame::Done { receipt, .. } => break Receipt::open(&receipt).unwrap(),
                 other => panic!("unexpected {other:?}"),
             }
@@ -222,7 +223,7 @@ async fn a_cancelled_answer_is_invoiced_and_an_abandoned_one_is_owed() {
 
     // Walk away after the first chunk instead: the worker records what was sent as a debt.
     let (s, first) = open(&a, &worker, &long(&pa)).await;
-    assert!(matches!(first, ServerFrame::Chunk(_)), "{first:?}");
+    assert!(matches!(first, ServerFrame::Event(_)), "{first:?}");
     drop(s);
     let admin = worker.admin_addr().unwrap();
     let owed = common::inproc::eventually(Duration::from_secs(30), || async move {

@@ -95,6 +95,7 @@ async fn a_streaming_answer_keeps_its_connection_from_being_trimmed() {
         prompt: Prompt::Text("stream for a while".into()),
         max_tokens: 30,
         sampling: Sampling::default(),
+        shape: Default::default(),
         max_price: 0,
         channel: None,
     };

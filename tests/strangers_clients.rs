@@ -40,9 +40,10 @@ fn chat(model: &str, text: &str, max_tokens: u32) -> Request {
     Request {
         request_id: rand::random(),
         model_id: model.into(),
-        prompt: Prompt::Chat(vec![ChatMessage { role: ChatRole::User, content: text.into() }]),
+        prompt: Prompt::Chat(vec![ChatMessage::text(ChatRole::User, text)]),
         max_tokens,
         sampling: Sampling::default(),
+        shape: Default::default(),
         max_price: u64::MAX,
         channel: None,
     }
@@ -102,17 +103,18 @@ async fn a_generation_nobody_reads_never_holds_the_engine_loop() {
     let model = dir.path().join("tiny-long.gguf");
     common::tiny_gguf::write_with_context(&model, 7, 65_536);
     let engine = MistralEngine::load(&model, "tiny@test".into(), None, 2).await.unwrap();
-    let prompt = Prompt::Chat(vec![ChatMessage { role: ChatRole::User, content: "talk".into() }]);
+    let prompt = Prompt::Chat(vec![ChatMessage::text(ChatRole::User, "talk")]);
     let greedy = Sampling { temperature: Some(0.0), ..Sampling::default() };
     let generation = |max_tokens, sampling| Generation {
         prompt: prompt.clone(),
         max_tokens,
         sampling,
+        shape: Default::default(),
         prompt_tokens: None,
     };
     // A reader that takes the first token and then nothing (the worker blocked on a client).
     let mut stuck = engine.generate(generation(60_000, greedy.clone()));
-    assert!(matches!(stuck.recv().await, Some(EngineEvent::Text(_))));
+    assert!(matches!(stuck.recv().await, Some(EngineEvent::Answer(_))));
     let full = || {
         let len = stuck.len();
         async move { len >= EVENTS }
@@ -120,7 +122,7 @@ async fn a_generation_nobody_reads_never_holds_the_engine_loop() {
     assert!(eventually(Duration::from_secs(60), full).await, "the generation's buffer never filled");
     // The model's one engine loop still counts prompts and runs other sequences to the end.
     let limit = Duration::from_secs(20);
-    let counted = tokio::time::timeout(limit, engine.prompt_tokens(&prompt)).await;
+    let counted = tokio::time::timeout(limit, engine.prompt_tokens(&prompt, &Default::default())).await;
     assert!(matches!(counted, Ok(Ok(n)) if n > 0), "tokenising waited on the stuck reader");
     let mut other = engine.generate(generation(16, greedy));
     let finished = tokio::time::timeout(limit, async {

@@ -19,7 +19,7 @@ use cocoon::inference::worker::ServedModel;
 use cocoon::network::TransportKind;
 use cocoon::node::{Extras, Node};
 use cocoon_protocol::attestation::record::ModelOffer;
-use cocoon_protocol::inference::messages::{Prompt, Request, Sampling};
+use cocoon_protocol::inference::messages::{Event, Prompt, Request, Sampling};
 use cocoon_protocol::inference::pricing::worst_case;
 use common::adversary::{Mischief, misbehave};
 use common::inference::{boot, client, post, wait_for_workers, worker};
@@ -87,6 +87,7 @@ fn request(model: &str, max_tokens: u32) -> Request {
         prompt: Prompt::Text("short prompt".into()),
         max_tokens,
         sampling: Sampling::default(),
+        shape: Default::default(),
         max_price: u64::MAX,
         channel: None,
     }
@@ -189,7 +190,8 @@ async fn a_broken_answer_is_replaced_when_the_caller_keeps_text_until_the_end() 
     let kept: String = deltas[discard + 1..]
         .iter()
         .map(|d| match d {
-            Delta::Text(t) => t.as_str(),
+            Delta::Answer(Event::Text { text, .. }) => text.as_str(),
+            Delta::Answer(other) => panic!("{other:?}"),
             Delta::Discard => "",
         })
         .collect();

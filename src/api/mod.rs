@@ -1,8 +1,13 @@
 //! HTTP endpoints of the node: the admin endpoint ([`admin`], its `/payments` in
 //! [`admin_payments`]) and, on client nodes, the
-//! OpenAI-compatible API ([`openai`], requests parsed by [`openai_request`]).
+//! OpenAI-compatible API ([`openai`], requests parsed by [`openai_request`] and
+//! [`openai_tools`], answers rendered by
+//! [`openai_render`] and streamed by [`openai_stream`]).
 
 pub mod admin;
 pub mod admin_payments;
 pub mod openai;
+pub mod openai_render;
 pub mod openai_request;
+pub mod openai_stream;
+pub mod openai_tools;

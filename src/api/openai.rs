@@ -1,5 +1,6 @@
 //! The OpenAI-compatible API of a client node: `POST /v1/chat/completions` and
-//! `POST /v1/completions` (JSON or SSE streaming), `GET /v1/models`. Each request goes to a
+//! `POST /v1/completions` (JSON or SSE streaming), `GET /v1/models`; the same node also serves
+//! OpenAI's Responses API (`super::responses`) and Anthropic's Messages API (`super::anthropic`). Each request goes to a
 //! verified worker through [`InferenceClient`]; answers carry the usual `usage` plus a `cocoon`
 //! object (worker peer id, model id, engine, signed receipt in hex, amount in nanotons, failovers,
 //! payment status) and an `x-cocoon-worker` header. Errors use OpenAI's shape,
@@ -15,19 +16,20 @@
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cocoon_protocol::inference::messages::{ErrorCode, FinishReason, Request};
+use cocoon_protocol::inference::messages::{ErrorCode, Request};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use super::openai_render::{Gathered, Kind, Meta};
 use super::openai_request::{self, Invalid, Parsed, RequestLimits};
-use crate::inference::client::{Completion, Delivery, Delta, InferenceClient, InferenceError, Payment};
+use crate::inference::client::{Completion, Delivery, Delta, InferenceClient, InferenceError};
 
 /// What the API serves from.
 #[derive(Debug, Clone)]
@@ -57,8 +59,25 @@ impl ApiError {
         Self { status, kind, code, message: message.into(), param: None }
     }
 
-    fn body(&self) -> Value {
+    pub(super) fn body(&self) -> Value {
         json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
+    }
+
+    /// The HTTP status.
+    pub(super) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The message.
+    pub(super) fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// This error's status (and `Retry-After` when it has one) with another API's `body`.
+    pub(super) fn with_body(self, body: Value) -> Response {
+        let mut response = self.into_response();
+        *response.body_mut() = axum::body::Body::from(body.to_string());
+        response
     }
 }
 
@@ -138,7 +157,9 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-fn body_or_error(body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Result<Bytes, ApiError> {
+pub(super) fn body_or_error(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -199,12 +220,6 @@ async fn models(State(state): State<ApiState>) -> Response {
     Json(json!({"object": "list", "data": data})).into_response()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Chat,
-    Text,
-}
-
 /// The full model id `requested` names: itself, or the only verified model with that name.
 fn resolve_model(client: &InferenceClient, requested: &str) -> Result<String, ApiError> {
     let ids: Vec<String> = client.models().into_iter().map(|(id, _)| id).collect();
@@ -232,296 +247,125 @@ fn resolve_model(client: &InferenceClient, requested: &str) -> Result<String, Ap
     }
 }
 
-fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-async fn run(state: ApiState, parsed: Parsed, kind: Kind) -> Response {
-    let model_id = match resolve_model(&state.client, &parsed.model) {
-        Ok(id) => id,
-        Err(e) => return e.into_response(),
-    };
-    let request_id: [u8; 16] = rand::random();
-    let request = Request {
-        request_id,
-        model_id: model_id.clone(),
-        prompt: parsed.prompt.clone(),
-        max_tokens: parsed.max_tokens,
-        sampling: parsed.sampling.clone(),
-        max_price: parsed.max_price.unwrap_or(state.max_price),
-        channel: None, // set per worker by the client when it pays
-    };
-    // A streamed answer is shown as it arrives; a whole one is kept until it completes, so one
-    // that a worker breaks can be replaced by another worker's.
-    let delivery = if parsed.stream { Delivery::Shown } else { Delivery::Replaceable };
-    let (tx, mut rx) = mpsc::channel::<Delta>(32);
-    let client = state.client.clone();
-    let mut task = tokio::spawn(async move { client.complete(request, tx, delivery).await });
-    let prefix = if kind == Kind::Chat { "chatcmpl-" } else { "cmpl-" };
-    let meta = Meta {
-        id: format!("{prefix}{}", hex::encode(request_id)),
-        model: model_id,
-        created: now_secs(),
-        kind,
-    };
-    if !parsed.stream {
-        return whole_answer(&meta, rx, task).await;
-    }
-
-    // Nothing is sent to the caller before the first chunk: until then an error has its status.
-    let first = tokio::select! {
-        d = rx.recv() => d,
-        r = &mut task => return finish_without_text(r, &meta, parsed.include_usage),
-    };
-    let Some(first) = first else {
-        return finish_without_text(task.await, &meta, parsed.include_usage);
-    };
-    stream_response(meta, shown(first), rx, task, parsed.include_usage)
-}
-
-/// The text of a [`Delivery::Shown`] delta: such a caller is never asked to discard text.
-fn shown(delta: Delta) -> String {
-    match delta {
-        Delta::Text(text) => text,
-        Delta::Discard => String::new(),
-    }
-}
-
-/// A non-streamed answer: the text of the answer that completed (a broken one is discarded).
-async fn whole_answer(
-    meta: &Meta,
-    mut rx: mpsc::Receiver<Delta>,
-    task: tokio::task::JoinHandle<Result<Completion, InferenceError>>,
-) -> Response {
-    let mut text = String::new();
-    while let Some(delta) = rx.recv().await {
-        match delta {
-            Delta::Text(t) => text.push_str(&t),
-            Delta::Discard => text.clear(),
-        }
-    }
-    match task.await {
-        Ok(Ok(c)) => whole_response(meta, &text, &c),
-        Ok(Err(e)) => ApiError::from(e).into_response(),
-        Err(e) => internal(e),
-    }
-}
-
-fn internal(e: impl std::fmt::Display) -> Response {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal", e.to_string())
-        .into_response()
+/// One of the request's `n` answers on its way: its events and the task that completes it.
+pub(super) struct Answer {
+    pub(super) meta: Meta,
+    pub(super) rx: mpsc::Receiver<Delta>,
+    pub(super) task: tokio::task::JoinHandle<Result<Completion, InferenceError>>,
 }
 
 type Joined = Result<Result<Completion, InferenceError>, tokio::task::JoinError>;
 
-/// A streamed request that ended before its first chunk.
-fn finish_without_text(result: Joined, meta: &Meta, include_usage: bool) -> Response {
-    match result {
-        Ok(Ok(c)) => {
-            let mut events = vec![meta.chunk(Some(""), None, None)];
-            events.extend(meta.closing(&c, include_usage));
-            sse(futures::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>)), Some(&c))
+pub(super) fn flatten(joined: Joined) -> Result<Completion, ApiError> {
+    match joined {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(ApiError::from(e)),
+        Err(e) => {
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal", e.to_string()))
         }
-        Ok(Err(e)) => ApiError::from(e).into_response(),
-        Err(e) => internal(e),
     }
 }
 
-struct Meta {
-    id: String,
-    model: String,
-    created: u64,
-    kind: Kind,
-}
-
-fn finish_name(r: FinishReason) -> &'static str {
-    match r {
-        FinishReason::Stop => "stop",
-        FinishReason::Length => "length",
-        // Only a client that stopped reading asks for it, and then nobody reads the answer.
-        FinishReason::Cancelled => "stop",
+async fn run(state: ApiState, parsed: Parsed, kind: Kind) -> Response {
+    let prefix = if kind == Kind::Chat { "chatcmpl-" } else { "cmpl-" };
+    let answers = match start(&state, &parsed, kind, prefix) {
+        Ok(answers) => answers,
+        Err(e) => return e.into_response(),
+    };
+    if parsed.stream {
+        super::openai_stream::respond(answers, parsed.include_usage).await
+    } else {
+        whole_answers(answers).await
     }
 }
 
-fn usage_json(c: &Completion) -> Value {
-    let u = c.receipt.usage;
-    // Both counts come from the worker: add them in 64 bits, where two u32 cannot overflow.
-    let total = u64::from(u.prompt_tokens) + u64::from(u.completion_tokens);
-    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": total})
-}
-
-fn cocoon_json(c: &Completion) -> Value {
-    json!({
-        "worker": c.worker.to_string(),
-        "model_id": c.receipt.model_id,
-        "engine": c.receipt.engine,
-        "receipt": hex::encode(&c.receipt_bytes),
-        "amount_nanotons": c.receipt.amount,
-        "failovers": c.failovers,
-        "payment": payment_json(&c.payment),
+/// The one answer of a request of another API (Anthropic's, Responses), its id `prefix…`.
+pub(super) fn start_one(state: &ApiState, parsed: &Parsed, prefix: &str) -> Result<Answer, ApiError> {
+    let mut answers = start(state, parsed, Kind::Chat, prefix)?;
+    answers.pop().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+            "no answer asked for",
+        )
     })
 }
 
-fn payment_json(p: &Payment) -> Value {
-    match p {
-        Payment::None => json!({"status": "off"}),
-        Payment::Paid { channel, cumulative, seqno } => {
-            json!({"status": "paid", "channel": channel, "cumulative_nanotons": cumulative, "seqno": seqno})
-        }
-        Payment::Failed(reason) => json!({"status": "unpaid", "reason": reason}),
-    }
+/// Send the request's `n` answers on their way.
+fn start(state: &ApiState, parsed: &Parsed, kind: Kind, prefix: &str) -> Result<Vec<Answer>, ApiError> {
+    let model_id = resolve_model(&state.client, &parsed.model)?;
+    // A streamed answer is shown as it arrives; a whole one is kept until it completes, so one
+    // that a worker breaks can be replaced by another worker's.
+    let delivery = if parsed.stream { Delivery::Shown } else { Delivery::Replaceable };
+    let id = format!("{prefix}{}", hex::encode(rand::random::<[u8; 16]>()));
+    let created = now_secs();
+    // `n` answers are `n` requests, each to its own worker's receipt and payment.
+    let answers: Vec<Answer> = (0..parsed.n)
+        .map(|index| {
+            let request = Request {
+                request_id: rand::random(),
+                model_id: model_id.clone(),
+                prompt: parsed.prompt.clone(),
+                max_tokens: parsed.max_tokens,
+                sampling: parsed.sampling.clone(),
+                shape: parsed.shape.clone(),
+                max_price: parsed.max_price.unwrap_or(state.max_price),
+                channel: None, // set per worker by the client when it pays
+            };
+            let (tx, rx) = mpsc::channel::<Delta>(32);
+            let client = state.client.clone();
+            let task = tokio::spawn(async move { client.complete(request, tx, delivery).await });
+            let meta = Meta { id: id.clone(), model: model_id.clone(), created, kind, index };
+            Answer { meta, rx, task }
+        })
+        .collect();
+    Ok(answers)
 }
 
-impl Meta {
-    /// One SSE event: a chunk with `text` (or none), a finish reason, extra fields.
-    fn chunk(&self, text: Option<&str>, finish: Option<&str>, extra: Option<(&str, Value)>) -> Bytes {
-        let choice = match self.kind {
-            Kind::Chat => {
-                let delta = match text {
-                    Some("") => json!({"role": "assistant", "content": ""}),
-                    Some(t) => json!({"content": t}),
-                    None => json!({}),
-                };
-                json!({"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null})
+/// A non-streamed answer: each of the `n` answers that completed (a broken one is discarded and
+/// replaced by the client); any that fails fails the request, and the others are cancelled.
+async fn whole_answers(answers: Vec<Answer>) -> Response {
+    let mut gathered = Vec::with_capacity(answers.len());
+    let mut tasks = Vec::with_capacity(answers.len());
+    for Answer { meta, mut rx, task } in answers {
+        let mut answer = Gathered::default();
+        while let Some(delta) = rx.recv().await {
+            match delta {
+                Delta::Answer(event) => answer.add(event),
+                Delta::Discard => answer = Gathered::default(),
             }
-            Kind::Text => {
-                json!({"index": 0, "text": text.unwrap_or(""), "finish_reason": finish, "logprobs": null})
-            }
-        };
-        let object = if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
-        let mut body = json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [choice]});
-        if let Some((key, value)) = extra {
-            body[key] = value;
         }
-        Bytes::from(format!("data: {body}\n\n"))
+        gathered.push((meta, answer));
+        tasks.push(task);
     }
-
-    /// The final chunk (finish reason and the `cocoon` object), the usage chunk if asked, `[DONE]`.
-    fn closing(&self, c: &Completion, include_usage: bool) -> Vec<Bytes> {
-        let mut out =
-            vec![self.chunk(None, Some(finish_name(c.finish_reason)), Some(("cocoon", cocoon_json(c))))];
-        if include_usage {
-            let object = if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
-            let body = json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [], "usage": usage_json(c)});
-            out.push(Bytes::from(format!("data: {body}\n\n")));
+    let mut completions = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        match flatten(task.await) {
+            Ok(c) => completions.push(c),
+            Err(e) => return e.into_response(),
         }
-        out.push(Bytes::from_static(b"data: [DONE]\n\n"));
-        out
     }
+    let choices =
+        gathered.iter().zip(&completions).map(|((meta, answer), c)| meta.choice(answer, c)).collect();
+    let Some((meta, _)) = gathered.first() else { return internal("no answer was asked for") };
+    let body = meta.whole(choices, &completions.iter().collect::<Vec<_>>());
+    with_worker(Json(body).into_response(), completions.first())
 }
 
-fn whole_response(meta: &Meta, text: &str, c: &Completion) -> Response {
-    let finish = finish_name(c.finish_reason);
-    let body = match meta.kind {
-        Kind::Chat => json!({
-            "id": meta.id, "object": "chat.completion", "created": meta.created, "model": meta.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": null}],
-            "usage": usage_json(c), "cocoon": cocoon_json(c),
-        }),
-        Kind::Text => json!({
-            "id": meta.id, "object": "text_completion", "created": meta.created, "model": meta.model,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": null}],
-            "usage": usage_json(c), "cocoon": cocoon_json(c),
-        }),
-    };
-    with_worker(Json(body).into_response(), Some(c))
+pub(super) fn internal(e: impl std::fmt::Display) -> Response {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal", e.to_string())
+        .into_response()
 }
 
 /// Add the `x-cocoon-worker` header when the worker is known.
-fn with_worker(mut response: Response, c: Option<&Completion>) -> Response {
+pub(super) fn with_worker(mut response: Response, c: Option<&Completion>) -> Response {
     if let Some(v) = c.and_then(|c| HeaderValue::from_str(&c.worker.to_string()).ok()) {
         response.headers_mut().insert("x-cocoon-worker", v);
     }
     response
-}
-
-/// A `text/event-stream` response of `events`.
-fn sse<S>(events: S, c: Option<&Completion>) -> Response
-where
-    S: futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static,
-{
-    let mut response = Response::new(Body::from_stream(events));
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    with_worker(response, c)
-}
-
-enum Phase {
-    /// Chat streams open with an empty assistant delta (as OpenAI's do).
-    Role(String),
-    First(String),
-    Deltas,
-    Closing(std::collections::VecDeque<Bytes>),
-}
-
-struct Streaming {
-    meta: Meta,
-    rx: mpsc::Receiver<Delta>,
-    task: tokio::task::JoinHandle<Result<Completion, InferenceError>>,
-    include_usage: bool,
-    phase: Phase,
-}
-
-impl Streaming {
-    /// The next SSE event, or `None` at the end.
-    async fn next(&mut self) -> Option<Bytes> {
-        loop {
-            match std::mem::replace(&mut self.phase, Phase::Deltas) {
-                Phase::Role(first) => {
-                    self.phase = Phase::First(first);
-                    return Some(self.meta.chunk(Some(""), None, None));
-                }
-                Phase::First(text) if !text.is_empty() => {
-                    return Some(self.meta.chunk(Some(&text), None, None));
-                }
-                Phase::First(_) => {}
-                Phase::Deltas => match self.rx.recv().await {
-                    Some(d) => return Some(self.meta.chunk(Some(&shown(d)), None, None)),
-                    None => {
-                        let events = match (&mut self.task).await {
-                            Ok(Ok(c)) => self.meta.closing(&c, self.include_usage),
-                            Ok(Err(e)) => {
-                                vec![error_event(ApiError::from(e)), Bytes::from_static(b"data: [DONE]\n\n")]
-                            }
-                            Err(e) => vec![error_event(ApiError::new(
-                                StatusCode::INTERNAL_SERVER_ERROR,
-                                "server_error",
-                                "internal",
-                                e.to_string(),
-                            ))],
-                        };
-                        self.phase = Phase::Closing(events.into());
-                    }
-                },
-                Phase::Closing(mut events) => {
-                    let next = events.pop_front()?;
-                    self.phase = Phase::Closing(events);
-                    return Some(next);
-                }
-            }
-        }
-    }
-}
-
-fn stream_response(
-    meta: Meta,
-    first: String,
-    rx: mpsc::Receiver<Delta>,
-    task: tokio::task::JoinHandle<Result<Completion, InferenceError>>,
-    include_usage: bool,
-) -> Response {
-    let phase = if meta.kind == Kind::Chat { Phase::Role(first) } else { Phase::First(first) };
-    let state = Streaming { meta, rx, task, include_usage, phase };
-    // Dropping this stream (the caller went away) drops `rx`: the client cancels the request.
-    let events = futures::stream::unfold(state, |mut s| async move {
-        let event = s.next().await?;
-        Some((Ok::<_, std::convert::Infallible>(event), s))
-    });
-    // The worker is known only at the end: it is in the final chunk's `cocoon` object.
-    sse(events, None)
-}
-
-fn error_event(e: ApiError) -> Bytes {
-    Bytes::from(format!("data: {}\n\n", e.body()))
 }

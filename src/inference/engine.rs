@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cocoon_protocol::inference::messages::{FinishReason, Prompt, Sampling};
+use cocoon_protocol::inference::messages::{Event, FinishReason, Prompt, ResponseFormat, Sampling, Shape};
 use cocoon_protocol::inference::receipt::Usage;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
@@ -43,6 +43,8 @@ pub struct Generation {
     pub max_tokens: u32,
     /// Sampling.
     pub sampling: Sampling,
+    /// Tools, response format, log-probabilities.
+    pub shape: Shape,
     /// The prompt's token count when the caller already has it from [`Engine::prompt_tokens`]
     /// (saves counting it again).
     pub prompt_tokens: Option<u32>,
@@ -51,8 +53,9 @@ pub struct Generation {
 /// What an engine reports while generating.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EngineEvent {
-    /// The next piece of text.
-    Text(String),
+    /// The next event of the answer: text (one decoding step, with its log-probabilities when
+    /// asked for) or a piece of a tool call.
+    Answer(Event),
     /// Finished, with exact token counts.
     Done {
         /// Token counts.
@@ -64,6 +67,13 @@ pub enum EngineEvent {
     Failed(String),
     /// The reader fell [`EVENTS`] events behind; the engine stopped this generation.
     Stalled,
+}
+
+impl EngineEvent {
+    /// Plain text, without log-probabilities.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::Answer(Event::Text { text: text.into(), logprob: None })
+    }
 }
 
 /// Why an engine refused or could not start.
@@ -89,8 +99,13 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// vocabulary): a prompt of `n` bytes then takes at least `n / max_token_bytes` tokens, which
     /// lets a worker refuse a prompt that cannot fit before tokenising it.
     fn max_token_bytes(&self) -> Option<u32>;
-    /// Tokens `prompt` takes once templated (what admission and pricing check before running).
-    fn prompt_tokens<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<u32, EngineError>>;
+    /// Tokens `prompt` takes once templated with what `shape` adds to it (a forced tool call's
+    /// instruction): what admission and pricing check before running.
+    fn prompt_tokens<'a>(
+        &'a self,
+        prompt: &'a Prompt,
+        shape: &'a Shape,
+    ) -> BoxFuture<'a, Result<u32, EngineError>>;
     /// Start generating; events arrive on the returned receiver, and dropping it cancels.
     fn generate(&self, generation: Generation) -> mpsc::Receiver<EngineEvent>;
 }
@@ -146,8 +161,18 @@ impl Engine for StandInEngine {
         None // a "token" is a whitespace-separated word of any length
     }
 
-    fn prompt_tokens<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<u32, EngineError>> {
-        Box::pin(std::future::ready(Ok(Self::words(prompt))))
+    fn prompt_tokens<'a>(
+        &'a self,
+        prompt: &'a Prompt,
+        shape: &'a Shape,
+    ) -> BoxFuture<'a, Result<u32, EngineError>> {
+        let refused =
+            !shape.tools.is_empty() || shape.format != ResponseFormat::Text || shape.logprobs.is_some();
+        Box::pin(std::future::ready(if refused {
+            Err(EngineError::Invalid(format!("{STAND_IN_ENGINE} has no tools, response formats or logprobs")))
+        } else {
+            Ok(Self::words(prompt))
+        }))
     }
 
     fn generate(&self, generation: Generation) -> mpsc::Receiver<EngineEvent> {
@@ -160,7 +185,7 @@ impl Engine for StandInEngine {
                 if i > 0 {
                     tokio::time::sleep(me.per_token).await;
                 }
-                if !emit(&tx, EngineEvent::Text(format!("tok{i} "))) {
+                if !emit(&tx, EngineEvent::text(format!("tok{i} "))) {
                     return; // cancelled, or the reader fell behind
                 }
             }

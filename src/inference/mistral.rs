@@ -14,19 +14,19 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cocoon_protocol::inference::messages::{FinishReason, Prompt, Role};
-use cocoon_protocol::inference::receipt::Usage;
-use either::Either;
-use futures::future::BoxFuture;
-use indexmap::IndexMap;
-use mistralrs::core::TokenSource;
-use mistralrs::{
-    Constraint, GgufModelBuilder, MessageContent, Model, NormalRequest, Request, Response, SamplingParams,
-    StopTokens, TextMessageRole, TextMessages,
+use cocoon_protocol::inference::answer::{MAX_TOKEN_TEXT, MIN_LOGPROB};
+use cocoon_protocol::inference::messages::{
+    Event, FinishReason, MAX_TOP_LOGPROBS, Prompt, Shape, TokenLogprob, ToolCallDelta, TopLogprob,
 };
+use cocoon_protocol::inference::receipt::Usage;
+use futures::future::BoxFuture;
+use mistralrs::core::TokenSource;
+use mistralrs::{GgufModelBuilder, Model, NormalRequest, Request, Response};
 use tokio::sync::mpsc;
 
 use super::engine::{EVENTS, Engine, EngineError, EngineEvent, Generation, emit};
+use super::mistral_request;
+use super::tools::CallStream;
 
 /// Engine name in receipts.
 pub const ENGINE_NAME: &str = "mistral.rs 0.8.1 (CPU)";
@@ -120,43 +120,12 @@ impl MistralEngine {
     }
 }
 
-fn role(role: Role) -> TextMessageRole {
-    match role {
-        Role::System => TextMessageRole::System,
-        Role::User => TextMessageRole::User,
-        Role::Assistant => TextMessageRole::Assistant,
-    }
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-    }
-}
-
-async fn count_prompt(model: &Model, prompt: &Prompt) -> Result<u32, EngineError> {
-    let input = match prompt {
-        Prompt::Chat(messages) => {
-            let mut text = TextMessages::new();
-            for m in messages {
-                text = text.add_message(role(m.role), m.content.clone());
-            }
-            Either::Left(text)
-        }
-        Prompt::Text(t) => Either::Right(t.clone()),
-    };
-    let chat = matches!(prompt, Prompt::Chat(_));
-    let tokens = model
-        .tokenize(input, None, !chat, chat, None)
-        .await
-        .map_err(|e| EngineError::Invalid(format!("cannot tokenize the prompt: {e}")))?;
-    Ok(u32::try_from(tokens.len()).unwrap_or(u32::MAX))
-}
-
 fn finish(reason: &str) -> FinishReason {
-    if reason == "length" { FinishReason::Length } else { FinishReason::Stop }
+    match reason {
+        "length" => FinishReason::Length,
+        "tool_calls" => FinishReason::ToolCalls,
+        _ => FinishReason::Stop,
+    }
 }
 
 impl Engine for MistralEngine {
@@ -176,8 +145,12 @@ impl Engine for MistralEngine {
         self.max_token_bytes
     }
 
-    fn prompt_tokens<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<u32, EngineError>> {
-        Box::pin(count_prompt(&self.model, prompt))
+    fn prompt_tokens<'a>(
+        &'a self,
+        prompt: &'a Prompt,
+        shape: &'a Shape,
+    ) -> BoxFuture<'a, Result<u32, EngineError>> {
+        Box::pin(mistral_request::count(&self.model, prompt, shape))
     }
 
     fn generate(&self, generation: Generation) -> mpsc::Receiver<EngineEvent> {
@@ -195,48 +168,21 @@ impl Engine for MistralEngine {
 async fn run(model: &Model, g: Generation, tx: &mpsc::Sender<EngineEvent>) -> Result<(), String> {
     let prompt_tokens = match g.prompt_tokens {
         Some(n) => n,
-        None => count_prompt(model, &g.prompt).await.map_err(|e| e.to_string())?,
+        None => mistral_request::count(model, &g.prompt, &g.shape).await.map_err(|e| e.to_string())?,
     };
-    let messages = match &g.prompt {
-        Prompt::Chat(messages) => mistralrs::core::RequestMessage::Chat {
-            messages: messages
-                .iter()
-                .map(|m| {
-                    let mut entry: IndexMap<String, MessageContent> = IndexMap::new();
-                    entry.insert("role".into(), Either::Left(role_name(m.role).into()));
-                    entry.insert("content".into(), Either::Left(m.content.clone()));
-                    entry
-                })
-                .collect(),
-            enable_thinking: None,
-            reasoning_effort: None,
-        },
-        Prompt::Text(text) => mistralrs::core::RequestMessage::Completion {
-            text: text.clone(),
-            echo_prompt: false,
-            best_of: None,
-        },
-    };
-    let sampling_params = SamplingParams {
-        temperature: g.sampling.temperature.map(f64::from),
-        top_p: g.sampling.top_p.map(f64::from),
-        top_k: g.sampling.top_k.map(|k| k as usize),
-        stop_toks: (!g.sampling.stop.is_empty()).then(|| StopTokens::Seqs(g.sampling.stop.clone())),
-        max_len: Some(g.max_tokens as usize),
-        ..SamplingParams::neutral()
-    };
+    let prepared = mistral_request::prepare(&g.prompt, &g.shape).map_err(|e| e.to_string())?;
     let (responder, mut responses) = tokio::sync::mpsc::channel(16);
     let request = Request::Normal(Box::new(NormalRequest {
-        messages,
-        sampling_params,
+        messages: prepared.messages,
+        sampling_params: mistral_request::sampling(&g),
         response: responder,
-        return_logprobs: false,
+        return_logprobs: g.shape.logprobs.is_some(),
         is_streaming: true,
         id: 0,
-        constraint: Constraint::None,
+        constraint: prepared.constraint,
         suffix: None,
-        tools: None,
-        tool_choice: None,
+        tools: prepared.tools,
+        tool_choice: prepared.tool_choice,
         logits_processors: None,
         return_raw_logits: false,
         web_search_options: None,
@@ -245,6 +191,7 @@ async fn run(model: &Model, g: Generation, tx: &mpsc::Sender<EngineEvent>) -> Re
     }));
     let sender = model.inner().get_sender(None).map_err(|e| e.to_string())?;
     sender.send(request).await.map_err(|e| format!("engine unavailable: {e}"))?;
+    let mut calls = CallStream::new(prepared.steering);
     let mut steps = 0u32;
     loop {
         let response = tokio::select! {
@@ -252,40 +199,113 @@ async fn run(model: &Model, g: Generation, tx: &mpsc::Sender<EngineEvent>) -> Re
             // The worker dropped the generation: dropping `responses` cancels the sequence.
             _ = tx.closed() => return Ok(()),
         };
-        let (texts, done) = match response {
-            Some(Response::Chunk(chunk)) => {
-                steps += 1;
-                let usage = chunk.usage.as_ref().map(|u| Usage {
-                    prompt_tokens: u32::try_from(u.prompt_tokens).unwrap_or(u32::MAX),
-                    completion_tokens: u32::try_from(u.completion_tokens).unwrap_or(u32::MAX),
-                });
-                let done = chunk.choices.iter().find_map(|c| c.finish_reason.clone());
-                let texts: Vec<String> = chunk.choices.into_iter().filter_map(|c| c.delta.content).collect();
-                (texts, done.map(|r| (finish(&r), usage)))
-            }
-            Some(Response::CompletionChunk(chunk)) => {
-                steps += 1;
-                let done = chunk.choices.iter().find_map(|c| c.finish_reason.clone());
-                (chunk.choices.into_iter().map(|c| c.text).collect(), done.map(|r| (finish(&r), None)))
-            }
-            Some(Response::ModelError(e, _) | Response::CompletionModelError(e, _)) => return Err(e),
-            Some(Response::InternalError(e) | Response::ValidationError(e)) => return Err(e.to_string()),
-            Some(_) => return Err("unexpected response kind from mistral.rs".into()),
-            // mistral.rs ends a stream without a final chunk when the last step ends inside a
-            // multi-byte character: finished by length, counted as described above.
-            None => (Vec::new(), Some((FinishReason::Length, None))),
-        };
+        let Step { events, mut done } = step(response, &mut steps)?;
         // Never wait on the worker here: this loop must keep draining mistral.rs's channel, or
         // mistral.rs's engine loop (every sequence of the model) blocks on it.
-        for text in texts.into_iter().filter(|t| !t.is_empty()) {
-            if !emit(tx, EngineEvent::Text(text)) {
+        for event in events.into_iter().flat_map(|e| calls.step(e)) {
+            if !emit(tx, EngineEvent::Answer(event)) {
                 return Ok(()); // dropping `responses` cancels the sequence
             }
         }
-        if let Some((finish_reason, usage)) = done {
+        // A constrained JSON value that closed is the whole answer: stop there (dropping
+        // `responses` cancels the sequence), whether or not the model ends it.
+        if done.is_none() && calls.closed() {
+            done = Some((FinishReason::Stop, None));
+        }
+        if let Some((mut finish_reason, usage)) = done {
+            let (rest, called) = calls.finish();
+            for event in rest {
+                if !emit(tx, EngineEvent::Answer(event)) {
+                    return Ok(());
+                }
+            }
+            if called && finish_reason == FinishReason::Stop {
+                finish_reason = FinishReason::ToolCalls;
+            }
             let usage = usage.unwrap_or(Usage { prompt_tokens, completion_tokens: steps });
             emit(tx, EngineEvent::Done { usage, finish_reason });
             return Ok(());
         }
+    }
+}
+
+/// One response of mistral.rs: the events it carries, and the end if it is the last.
+struct Step {
+    events: Vec<Event>,
+    done: Option<(FinishReason, Option<Usage>)>,
+}
+
+fn step(response: Option<Response>, steps: &mut u32) -> Result<Step, String> {
+    Ok(match response {
+        Some(Response::Chunk(chunk)) => {
+            *steps += 1;
+            let usage = chunk.usage.as_ref().map(|u| Usage {
+                prompt_tokens: u32::try_from(u.prompt_tokens).unwrap_or(u32::MAX),
+                completion_tokens: u32::try_from(u.completion_tokens).unwrap_or(u32::MAX),
+            });
+            let done = chunk.choices.iter().find_map(|c| c.finish_reason.clone());
+            let mut events = Vec::new();
+            for choice in chunk.choices {
+                let logprob = choice.logprobs.as_ref().map(token_logprob);
+                if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+                    events.push(Event::Text { text, logprob });
+                }
+                for call in choice.delta.tool_calls.unwrap_or_default() {
+                    events.push(Event::ToolCall(ToolCallDelta {
+                        index: u32::try_from(call.index).unwrap_or(u32::MAX),
+                        id: call.id,
+                        name: call.function.name,
+                        arguments: call.function.arguments,
+                    }));
+                }
+            }
+            Step { events, done: done.map(|r| (finish(&r), usage)) }
+        }
+        Some(Response::CompletionChunk(chunk)) => {
+            *steps += 1;
+            let done = chunk.choices.iter().find_map(|c| c.finish_reason.clone());
+            let events = chunk
+                .choices
+                .into_iter()
+                .filter(|c| !c.text.is_empty())
+                .map(|c| Event::Text { logprob: c.logprobs.as_ref().map(token_logprob), text: c.text })
+                .collect();
+            Step { events, done: done.map(|r| (finish(&r), None)) }
+        }
+        Some(Response::ModelError(e, _) | Response::CompletionModelError(e, _)) => return Err(e),
+        Some(Response::InternalError(e) | Response::ValidationError(e)) => return Err(e.to_string()),
+        Some(_) => return Err("unexpected response kind from mistral.rs".into()),
+        // mistral.rs ends a stream without a final chunk when the last step ends inside a
+        // multi-byte character: finished by length, counted as described above.
+        None => Step { events: Vec::new(), done: Some((FinishReason::Length, None)) },
+    })
+}
+
+/// A log-probability on the wire: finite, from [`MIN_LOGPROB`] to 0.
+fn clamp(logprob: f32) -> f32 {
+    if logprob.is_nan() { MIN_LOGPROB } else { logprob.clamp(MIN_LOGPROB, 0.0) }
+}
+
+/// A token's text on the wire, cut to [`MAX_TOKEN_TEXT`] bytes at a character boundary.
+fn token_text(text: &str) -> String {
+    let mut end = text.len().min(MAX_TOKEN_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+fn token_logprob(l: &mistralrs::core::ResponseLogprob) -> TokenLogprob {
+    TokenLogprob {
+        chosen: TopLogprob { token: token_text(&l.token), logprob: clamp(l.logprob) },
+        top: l
+            .top_logprobs
+            .iter()
+            .take(usize::from(MAX_TOP_LOGPROBS))
+            .map(|t| TopLogprob {
+                token: token_text(t.bytes.as_deref().unwrap_or_default()),
+                logprob: clamp(t.logprob),
+            })
+            .collect(),
     }
 }

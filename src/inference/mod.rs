@@ -1,15 +1,19 @@
 //! Confidential inference in the node: the Noise session ([`session`]), engines ([`engine`],
-//! [`mistral`]), model ids ([`model`]), the worker that serves `/cocoon/inference/1`
-//! ([`worker`]) and the client that sends requests to verified workers ([`client`]).
+//! [`mistral`]), model ids ([`model`]), the worker that serves `/cocoon/inference/2`
+//! ([`worker`]) and the client that sends requests to verified workers ([`client`]); how tools
+//! and response formats steer an engine ([`tools`]).
 
 pub mod client;
 pub mod engine;
 pub mod fetch;
 #[cfg(feature = "mistralrs")]
 pub mod mistral;
+#[cfg(feature = "mistralrs")]
+mod mistral_request;
 pub mod model;
 pub mod session;
 pub mod setup;
+pub mod tools;
 pub mod worker;
 
 /// Where the in-process engine runs: this build loads every model on the CPU (mistral.rs's

@@ -1,4 +1,4 @@
-//! The end-to-end Noise session of `/cocoon/inference/1`, over any byte stream (a libp2p stream,
+//! The end-to-end Noise session of `/cocoon/inference/2`, over any byte stream (a libp2p stream,
 //! direct or through a circuit relay).
 //!
 //! `Noise_IK_25519_ChaChaPoly_BLAKE2s`: the client knows the worker's static key from its

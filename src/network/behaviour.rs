@@ -51,7 +51,7 @@ pub(crate) struct Behaviour {
     pub dcutr: Toggle<dcutr::Behaviour>,
     /// `/cocoon/attestation/1`: direct fetch of a peer's attestation record.
     pub record_exchange: libp2p::request_response::Behaviour<super::record_exchange::RecordCodec>,
-    /// Raw streams for protocols served outside the swarm task (`/cocoon/inference/1`), through
+    /// Raw streams for protocols served outside the swarm task (`/cocoon/inference/2`), through
     /// [`libp2p_stream::Control`].
     pub streams: libp2p_stream::Behaviour,
 }

@@ -95,9 +95,10 @@ async fn noise_throughput() {
 
 async fn direct(engine: &MistralEngine) -> Run {
     let generation = Generation {
-        prompt: Prompt::Chat(vec![ChatMessage { role: ChatRole::User, content: PROMPT.into() }]),
+        prompt: Prompt::Chat(vec![ChatMessage::text(ChatRole::User, PROMPT)]),
         max_tokens: TOKENS,
         sampling: Sampling { temperature: Some(0.0), ..Sampling::default() },
+        shape: Default::default(),
         prompt_tokens: None,
     };
     let start = Instant::now();
@@ -105,8 +106,8 @@ async fn direct(engine: &MistralEngine) -> Run {
     let mut run = Run::default();
     while let Some(e) = events.recv().await {
         match e {
-            EngineEvent::Text(_) if run.ttft.is_zero() => run.ttft = start.elapsed(),
-            EngineEvent::Text(_) => {}
+            EngineEvent::Answer(_) if run.ttft.is_zero() => run.ttft = start.elapsed(),
+            EngineEvent::Answer(_) => {}
             EngineEvent::Done { usage, .. } => run.tokens = usage.completion_tokens,
             EngineEvent::Failed(e) => panic!("{e}"),
             EngineEvent::Stalled => panic!("the benchmark fell behind its own engine"),
@@ -152,9 +153,9 @@ fn main() {
         let model_id = cocoon::inference::model::model_id("bench", &model, None).unwrap();
         let engine = MistralEngine::load(&model, model_id.clone(), None, 1).await.unwrap();
         direct(&engine).await; // warm-up
-        let prompt = Prompt::Chat(vec![ChatMessage { role: ChatRole::User, content: PROMPT.into() }]);
+        let prompt = Prompt::Chat(vec![ChatMessage::text(ChatRole::User, PROMPT)]);
         let start = Instant::now();
-        let prompt_tokens = engine.prompt_tokens(&prompt).await.unwrap();
+        let prompt_tokens = engine.prompt_tokens(&prompt, &Default::default()).await.unwrap();
         println!(
             "{:<34} {:8.1} ms   ({prompt_tokens} tokens, chat template applied)",
             "counting prompt tokens",

@@ -5,7 +5,7 @@
 //! Malicious clients use a real client node's network to open raw sessions: they stop reading
 //! mid-answer, hold streams without a handshake, name channels that do not exist, or send bytes
 //! that do not decode. Malicious workers are real worker nodes whose record is published as usual
-//! but whose `/cocoon/inference/1` streams are served here (`Extras::streams_served_by_process`):
+//! but whose `/cocoon/inference/2` streams are served here (`Extras::streams_served_by_process`):
 //! they stream for ever, stall the voucher exchange, refuse everything, or inflate receipts.
 
 use std::path::Path;
@@ -15,13 +15,13 @@ use cocoon::inference::session::{self, Session};
 use cocoon::node::Node;
 use cocoon::store::{load_or_create_identity, load_or_create_noise_key};
 use cocoon_protocol::inference::messages::{
-    ErrorCode, FinishReason, MAX_CLIENT_FRAME, MAX_REQUEST, PROTOCOL, Request, ServerFrame,
+    AnswerDigest, ErrorCode, Event, FinishReason, MAX_CLIENT_FRAME, MAX_REQUEST, PROTOCOL, Request,
+    ServerFrame, ToolCallDelta,
 };
 use cocoon_protocol::inference::pricing::amount_due;
 use cocoon_protocol::inference::receipt::{Receipt, Usage, sha256};
 use futures::StreamExt;
 use libp2p::{PeerId, StreamProtocol};
-use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
 /// A raw inference stream from `client` to `worker`, before any handshake.
@@ -43,7 +43,7 @@ pub async fn session_with(client: &Node, worker: &Node, request: &[u8]) -> Sessi
 pub async fn stop_reading(client: &Node, worker: &Node, request: &Request) -> Session<libp2p::Stream> {
     let mut s = session_with(client, worker, &request.encode()).await;
     let first = s.recv(MAX_REQUEST).await.expect("a first frame");
-    assert!(matches!(ServerFrame::decode(&first), Ok(ServerFrame::Chunk(_))), "the answer started");
+    assert!(matches!(ServerFrame::decode(&first), Ok(ServerFrame::Event(_))), "the answer started");
     s
 }
 
@@ -70,6 +70,9 @@ pub enum Mischief {
     RefuseEverything,
     /// Answer, then invoice a prompt far larger than the one sent.
     InflateReceipt,
+    /// Call the request's first tool, sign the receipt over the real arguments, and send them
+    /// with one byte changed.
+    FlipToolArguments,
 }
 
 /// Serve `worker`'s inference streams with `mischief` (the node must have been started with
@@ -92,6 +95,43 @@ pub fn misbehave(worker: &Node, data_dir: &Path, mischief: Mischief, price: u64)
     })
 }
 
+/// Call the request's first tool: the digest covers the real arguments, the wire carries them with
+/// one byte changed. Returns the events sent.
+async fn flipped_call(
+    s: &mut Session<libp2p::Stream>,
+    request: &Request,
+    response: &mut AnswerDigest,
+) -> u32 {
+    let name = request.shape.tools.first().map(|t| t.name.clone()).unwrap_or_default();
+    let signed =
+        ToolCallDelta { index: 0, id: "call_0".into(), name, arguments: r#"{"city":"Oslo"}"#.into() };
+    response.update(&Event::ToolCall(signed.clone()));
+    // One byte changed: the last letter of the city, o (0x6f) to n (0x6e).
+    let sent_instead = ToolCallDelta { arguments: r#"{"city":"Osln"}"#.into(), ..signed };
+    let _ = s.send(&ServerFrame::Event(Event::ToolCall(sent_instead)).encode()).await;
+    1
+}
+
+/// Text until `max_tokens` (at most 3), or for ever; `None` when the client went away.
+async fn spam(
+    s: &mut Session<libp2p::Stream>,
+    request: &Request,
+    mischief: Mischief,
+    response: &mut AnswerDigest,
+) -> Option<u32> {
+    let mut sent = 0u32;
+    loop {
+        let event = Event::Text { text: "spam ".to_owned(), logprob: None };
+        response.update(&event);
+        s.send(&ServerFrame::Event(event).encode()).await.ok()?;
+        sent += 1;
+        if mischief != Mischief::StreamForever && sent == request.max_tokens.min(3) {
+            return Some(sent);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 async fn serve(
     s: &mut Session<libp2p::Stream>,
     identity: &libp2p::identity::Keypair,
@@ -105,20 +145,15 @@ async fn serve(
         let _ = s.send(&refusal.encode()).await;
         return;
     }
-    let mut response = Sha256::new();
-    let mut sent = 0u32;
-    loop {
-        let text = "spam ".to_owned();
-        response.update(text.as_bytes());
-        if s.send(&ServerFrame::Chunk(text).encode()).await.is_err() {
-            return;
+    let mut response = AnswerDigest::default();
+    let sent = if mischief == Mischief::FlipToolArguments {
+        flipped_call(s, request, &mut response).await
+    } else {
+        match spam(s, request, mischief, &mut response).await {
+            Some(sent) => sent,
+            None => return,
         }
-        sent += 1;
-        if mischief != Mischief::StreamForever && sent == request.max_tokens.min(3) {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    };
     let prompt_tokens = if mischief == Mischief::InflateReceipt { 1_000_000 } else { 8 };
     let usage = Usage { prompt_tokens, completion_tokens: sent };
     let receipt = Receipt {
@@ -127,15 +162,16 @@ async fn serve(
         engine: "ADVERSARY".into(),
         request_id: request.request_id,
         request_hash: sha256(request_bytes),
-        response_hash: response.finalize().into(),
+        response_hash: response.finish(),
         usage,
         price_prompt_per_1k: price,
         price_completion_per_1k: price,
         amount: amount_due(price, price, usage),
         issued_at: cocoon::clock::unix_now(),
     };
-    let done =
-        ServerFrame::Done { finish_reason: FinishReason::Length, receipt: receipt.sign(identity).unwrap() };
+    let finish_reason =
+        if mischief == Mischief::FlipToolArguments { FinishReason::ToolCalls } else { FinishReason::Length };
+    let done = ServerFrame::Done { finish_reason, receipt: receipt.sign(identity).unwrap() };
     if s.send(&done.encode()).await.is_err() {
         return;
     }

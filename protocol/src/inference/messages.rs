@@ -1,93 +1,33 @@
-//! The messages of `/cocoon/inference/1`, exchanged inside the Noise session (see
+//! The messages of `/cocoon/inference/2`, exchanged inside the Noise session (see
 //! `docs/protocol.md`). Each is one application frame; the client sends a [`Request`], the worker
-//! answers with [`ServerFrame`]s (chunks, then `Done` with the signed receipt, or an `Error`), and
-//! the client pays with a [`ClientFrame::Voucher`], which the worker acknowledges with
-//! [`ServerFrame::Paid`] once it is stored durably (or answers with [`ServerFrame::Unpaid`]).
+//! answers with [`ServerFrame`]s (typed [`Event`]s, then `Done` with the signed receipt, or an
+//! `Error`), and the client pays with a [`ClientFrame::Voucher`], which the worker acknowledges
+//! with [`ServerFrame::Paid`] once it is stored durably (or answers with [`ServerFrame::Unpaid`]).
+//!
+//! Version 2 replaced version 1's text chunks with typed events and added tools, response formats,
+//! log-probabilities and penalties to the request. The two never meet: the libp2p protocol name
+//! differs, so a peer of the other version fails stream negotiation, and a request whose version
+//! byte differs is refused before anything else is read.
 
 use crate::codec::{CodecError, Reader, Writer};
-use crate::payments::channel::ChannelParams;
+
+pub use super::answer::{AnswerDigest, Event, TokenLogprob, ToolCallDelta, TopLogprob};
+pub use super::request::{
+    ChatMessage, MAX_CALL_ID, MAX_MESSAGES, MAX_MODEL_ID, MAX_STOP, MAX_STOP_LEN, MAX_TOOL_CALLS,
+    MAX_TOOL_NAME, MAX_TOOLS, MAX_TOP_LOGPROBS, Prompt, Request, ResponseFormat, Role, Sampling, Shape,
+    ToolCall, ToolChoice, ToolSpec,
+};
 
 /// Libp2p stream protocol.
-pub const PROTOCOL: &str = "/cocoon/inference/1";
-/// Version byte leading every message.
-pub const VERSION: u8 = 1;
-/// Longest model id.
-pub const MAX_MODEL_ID: usize = 256;
-/// Most chat messages in one request.
-pub const MAX_MESSAGES: usize = 1024;
-/// Most stop sequences.
-pub const MAX_STOP: usize = 4;
-/// Longest stop sequence, bytes.
-pub const MAX_STOP_LEN: usize = 256;
+pub const PROTOCOL: &str = "/cocoon/inference/2";
+/// Version byte leading every request.
+pub const VERSION: u8 = 2;
 /// Largest request frame the worker accepts (prompt text included).
 pub const MAX_REQUEST: usize = 1 << 20;
 /// Largest frame from the worker.
 pub const MAX_SERVER_FRAME: usize = 64 * 1024;
 /// Largest client frame after the request (a voucher).
 pub const MAX_CLIENT_FRAME: usize = 16 * 1024;
-
-/// Who said a chat message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Instructions.
-    System,
-    /// The user.
-    User,
-    /// The model.
-    Assistant,
-}
-
-/// One chat message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChatMessage {
-    /// Who.
-    pub role: Role,
-    /// What.
-    pub content: String,
-}
-
-/// What to complete.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Prompt {
-    /// A conversation, rendered with the model's chat template.
-    Chat(Vec<ChatMessage>),
-    /// Raw text, completed as is.
-    Text(String),
-}
-
-/// Sampling parameters; `None` means the engine's default (temperature 1, as OpenAI's).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Sampling {
-    /// Temperature (0 = greedy; default 1).
-    pub temperature: Option<f32>,
-    /// Nucleus sampling.
-    pub top_p: Option<f32>,
-    /// Top-k sampling.
-    pub top_k: Option<u32>,
-    /// Stop sequences.
-    pub stop: Vec<String>,
-}
-
-/// An inference request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Request {
-    /// Client-chosen id, echoed in the receipt.
-    pub request_id: [u8; 16],
-    /// `name@sha256:<hex>` of the model to run.
-    pub model_id: String,
-    /// What to complete.
-    pub prompt: Prompt,
-    /// Most tokens to generate.
-    pub max_tokens: u32,
-    /// Sampling.
-    pub sampling: Sampling,
-    /// Most the client will pay for this request, nanotons.
-    pub max_price: u64,
-    /// The payment channel the client will pay on (`None`: the client offers no payment, which
-    /// only a worker with payments off accepts).
-    pub channel: Option<ChannelParams>,
-}
 
 /// Why a request ended without completion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,13 +85,15 @@ pub enum FinishReason {
     Length = 2,
     /// The client asked to stop (`ClientFrame::Cancel`); the receipt covers what was sent.
     Cancelled = 3,
+    /// The model called one or more tools and stopped.
+    ToolCalls = 4,
 }
 
 /// Worker → client.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ServerFrame {
-    /// Generated text, in order.
-    Chunk(String),
+    /// The next event of the answer, in order.
+    Event(Event),
     /// Generation finished; `receipt` is a signed receipt envelope (see `receipt`).
     Done {
         /// Why it stopped.
@@ -198,147 +140,16 @@ pub enum ClientFrame {
     Cancel,
 }
 
-fn role_byte(role: Role) -> u8 {
-    match role {
-        Role::System => 0,
-        Role::User => 1,
-        Role::Assistant => 2,
-    }
-}
-
-fn opt_f32(w: &mut Writer, v: Option<f32>) {
-    match v {
-        Some(v) => w.u8(1).u32(v.to_bits()),
-        None => w.u8(0),
-    };
-}
-
-fn read_opt_f32(r: &mut Reader<'_>, field: &'static str) -> Result<Option<f32>, CodecError> {
-    match r.u8(field)? {
-        0 => Ok(None),
-        1 => {
-            let v = f32::from_bits(r.u32(field)?);
-            if v.is_finite() {
-                Ok(Some(v))
-            } else {
-                Err(CodecError::Invalid { field, reason: "not finite".into() })
-            }
-        }
-        other => Err(CodecError::Unknown { field, value: other.into() }),
-    }
-}
-
-impl Request {
-    /// Canonical bytes (what the receipt's request hash covers).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        w.u8(VERSION).fixed(&self.request_id).str(&self.model_id);
-        match &self.prompt {
-            Prompt::Chat(messages) => {
-                w.u8(1).u32(messages.len() as u32);
-                for m in messages {
-                    w.u8(role_byte(m.role)).str(&m.content);
-                }
-            }
-            Prompt::Text(text) => {
-                w.u8(2).str(text);
-            }
-        }
-        w.u32(self.max_tokens);
-        opt_f32(&mut w, self.sampling.temperature);
-        opt_f32(&mut w, self.sampling.top_p);
-        match self.sampling.top_k {
-            Some(k) => w.u8(1).u32(k),
-            None => w.u8(0),
-        };
-        w.u8(self.sampling.stop.len() as u8);
-        for s in &self.sampling.stop {
-            w.str(s);
-        }
-        w.u64(self.max_price);
-        match &self.channel {
-            Some(params) => {
-                w.u8(1);
-                params.encode(&mut w);
-            }
-            None => {
-                w.u8(0);
-            }
-        }
-        w.finish()
-    }
-
-    /// Decode a request frame.
-    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        let mut r = Reader::new(bytes);
-        let version = r.u8("version")?;
-        if version != VERSION {
-            return Err(CodecError::Unknown { field: "request version", value: version.into() });
-        }
-        let request_id = r.array("request id")?;
-        let model_id = r.str("model id", MAX_MODEL_ID)?.to_owned();
-        let prompt = match r.u8("prompt kind")? {
-            1 => {
-                let n = r.u32("message count")? as usize;
-                if n > MAX_MESSAGES {
-                    return Err(CodecError::TooLong { field: "messages", len: n, max: MAX_MESSAGES });
-                }
-                let mut messages = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let role = match r.u8("role")? {
-                        0 => Role::System,
-                        1 => Role::User,
-                        2 => Role::Assistant,
-                        other => return Err(CodecError::Unknown { field: "role", value: other.into() }),
-                    };
-                    messages.push(ChatMessage { role, content: r.str("content", MAX_REQUEST)?.to_owned() });
-                }
-                Prompt::Chat(messages)
-            }
-            2 => Prompt::Text(r.str("prompt", MAX_REQUEST)?.to_owned()),
-            other => return Err(CodecError::Unknown { field: "prompt kind", value: other.into() }),
-        };
-        let max_tokens = r.u32("max tokens")?;
-        let temperature = read_opt_f32(&mut r, "temperature")?;
-        let top_p = read_opt_f32(&mut r, "top p")?;
-        let top_k = match r.u8("top k")? {
-            0 => None,
-            1 => Some(r.u32("top k")?),
-            other => return Err(CodecError::Unknown { field: "top k", value: other.into() }),
-        };
-        let n = r.u8("stop count")? as usize;
-        if n > MAX_STOP {
-            return Err(CodecError::TooLong { field: "stop sequences", len: n, max: MAX_STOP });
-        }
-        let mut stop = Vec::with_capacity(n);
-        for _ in 0..n {
-            stop.push(r.str("stop", MAX_STOP_LEN)?.to_owned());
-        }
-        let max_price = r.u64("max price")?;
-        let channel = match r.u8("channel")? {
-            0 => None,
-            1 => Some(ChannelParams::decode(&mut r)?),
-            other => return Err(CodecError::Unknown { field: "channel", value: other.into() }),
-        };
-        r.finish()?;
-        Ok(Self {
-            request_id,
-            model_id,
-            prompt,
-            max_tokens,
-            sampling: Sampling { temperature, top_p, top_k, stop },
-            max_price,
-            channel,
-        })
-    }
-}
-
 impl ServerFrame {
     /// Frame bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         match self {
-            Self::Chunk(text) => w.u8(1).str(text),
+            Self::Event(event) => {
+                w.u8(1);
+                event.encode_into(&mut w);
+                &mut w
+            }
             Self::Done { finish_reason, receipt } => w.u8(2).u8(*finish_reason as u8).bytes(receipt),
             Self::Error { code, message } => w.u8(3).u8(*code as u8).str(message),
             Self::Paid { cumulative, seqno } => w.u8(4).u64(*cumulative).u64(*seqno),
@@ -351,12 +162,13 @@ impl ServerFrame {
     pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         let mut r = Reader::new(bytes);
         let frame = match r.u8("frame kind")? {
-            1 => Self::Chunk(r.str("chunk", MAX_SERVER_FRAME)?.to_owned()),
+            1 => Self::Event(Event::decode_from(&mut r)?),
             2 => {
                 let finish_reason = match r.u8("finish reason")? {
                     1 => FinishReason::Stop,
                     2 => FinishReason::Length,
                     3 => FinishReason::Cancelled,
+                    4 => FinishReason::ToolCalls,
                     other => return Err(CodecError::Unknown { field: "finish reason", value: other.into() }),
                 };
                 Self::Done { finish_reason, receipt: r.bytes("receipt", MAX_SERVER_FRAME)?.to_vec() }
@@ -411,15 +223,38 @@ mod tests {
             request_id: [9; 16],
             model_id: "smollm2@sha256:00ff".into(),
             prompt: Prompt::Chat(vec![
-                ChatMessage { role: Role::System, content: "be brief".into() },
-                ChatMessage { role: Role::User, content: "héllo".into() },
+                ChatMessage::text(Role::System, "be brief"),
+                ChatMessage::text(Role::User, "héllo"),
+                ChatMessage {
+                    role: Role::Assistant,
+                    content: String::new(),
+                    tool_calls: vec![ToolCall {
+                        id: "call_0".into(),
+                        name: "f".into(),
+                        arguments: "{}".into(),
+                    }],
+                    tool_call_id: None,
+                },
+                ChatMessage { tool_call_id: Some("call_0".into()), ..ChatMessage::text(Role::Tool, "42") },
             ]),
             max_tokens: 32,
             sampling: Sampling {
                 temperature: Some(0.5),
-                top_p: None,
                 top_k: Some(4),
                 stop: vec!["\n".into()],
+                presence_penalty: Some(0.5),
+                repetition_penalty: Some(1.1),
+                ..Sampling::default()
+            },
+            shape: Shape {
+                tools: vec![ToolSpec {
+                    name: "f".into(),
+                    description: "does f".into(),
+                    parameters: "{}".into(),
+                }],
+                tool_choice: ToolChoice::Named("f".into()),
+                format: ResponseFormat::JsonSchema("{\"type\":\"object\"}".into()),
+                logprobs: Some(3),
             },
             max_price: 1_000_000,
             channel: Some(crate::payments::channel::ChannelParams {
@@ -440,7 +275,14 @@ mod tests {
         let text = Request { prompt: Prompt::Text("once".into()), channel: None, ..r };
         assert_eq!(Request::decode(&text.encode()).unwrap(), text);
         for f in [
-            ServerFrame::Chunk("tok".into()),
+            ServerFrame::Event(Event::Text { text: "tok".into(), logprob: None }),
+            ServerFrame::Event(Event::ToolCall(ToolCallDelta {
+                index: 0,
+                id: "call_0".into(),
+                name: "f".into(),
+                arguments: "{".into(),
+            })),
+            ServerFrame::Done { finish_reason: FinishReason::ToolCalls, receipt: vec![4] },
             ServerFrame::Done { finish_reason: FinishReason::Length, receipt: vec![1, 2, 3] },
             ServerFrame::Error { code: ErrorCode::Busy, message: "full".into() },
             ServerFrame::Error { code: ErrorCode::PaymentRequired, message: "deposit".into() },
@@ -472,5 +314,14 @@ mod tests {
             ..request()
         };
         assert!(matches!(Request::decode(&nan.encode()), Err(CodecError::Invalid { .. })));
+        let greedy_top = Request { shape: Shape { logprobs: Some(21), ..Shape::default() }, ..request() };
+        assert!(matches!(Request::decode(&greedy_top.encode()), Err(CodecError::TooLong { .. })));
+    }
+
+    #[test]
+    fn a_request_of_another_version_is_refused_by_its_first_byte() {
+        let mut bytes = request().encode();
+        bytes[0] = 1;
+        assert_eq!(Request::decode(&bytes), Err(CodecError::Unknown { field: "request version", value: 1 }));
     }
 }

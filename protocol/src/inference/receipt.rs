@@ -36,7 +36,8 @@ pub struct Receipt {
     pub request_id: [u8; 16],
     /// SHA-256 of the request frame.
     pub request_hash: [u8; 32],
-    /// SHA-256 of the generated text (all chunks, concatenated).
+    /// The answer's hash: SHA-256 over its events' encodings in order
+    /// ([`super::answer::AnswerDigest`]: text, tool calls, log-probabilities).
     pub response_hash: [u8; 32],
     /// Token counts.
     pub usage: Usage,

@@ -14,7 +14,7 @@ use cocoon::inference::client::{Delivery, Delta, InferenceClient, InferenceError
 use cocoon::node::Node;
 use cocoon::payments::contract;
 use cocoon::store::load_or_create_wallet_seed;
-use cocoon_protocol::inference::messages::{Prompt, Request, Sampling};
+use cocoon_protocol::inference::messages::{Prompt, Request, Sampling, Shape};
 use libp2p::PeerId;
 use tokio::sync::mpsc;
 
@@ -123,6 +123,7 @@ pub async fn one(
         prompt: Prompt::Text(words.join(" ")),
         max_tokens,
         sampling: Sampling::default(),
+        shape: Shape::default(),
         max_price: MAX_PRICE,
         channel: None,
     };
@@ -131,7 +132,7 @@ pub async fn one(
         let mut got = None;
         while let Some(delta) = rx.recv().await {
             match delta {
-                Delta::Text(_) => got = got.or_else(|| Some(Instant::now())),
+                Delta::Answer(_) => got = got.or_else(|| Some(Instant::now())),
                 Delta::Discard => got = None,
             }
         }

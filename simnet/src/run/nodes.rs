@@ -17,7 +17,7 @@ use cocoon::network::TransportKind;
 use cocoon::node::{Extras, Node};
 use cocoon::store::{load_or_create_noise_key, load_or_create_wallet_seed};
 use cocoon_protocol::attestation::record::ModelOffer;
-use cocoon_protocol::inference::messages::Prompt;
+use cocoon_protocol::inference::messages::{Prompt, Shape};
 use futures::future::BoxFuture;
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
@@ -79,8 +79,12 @@ impl Engine for NeverServes {
     fn max_token_bytes(&self) -> Option<u32> {
         self.0.max_token_bytes()
     }
-    fn prompt_tokens<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<u32, EngineError>> {
-        self.0.prompt_tokens(prompt)
+    fn prompt_tokens<'a>(
+        &'a self,
+        prompt: &'a Prompt,
+        shape: &'a Shape,
+    ) -> BoxFuture<'a, Result<u32, EngineError>> {
+        self.0.prompt_tokens(prompt, shape)
     }
     fn generate(&self, _generation: Generation) -> mpsc::Receiver<EngineEvent> {
         let (tx, rx) = mpsc::channel(1);

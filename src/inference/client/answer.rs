@@ -1,6 +1,7 @@
-//! The rest of an answer once the worker's first frame arrived: relay the chunks to the caller
-//! within the request's caps (an overall deadline, a gap between frames, no more chunks than
-//! `max_tokens`, bounded bytes), check the receipt, and pay it. A worker is a stranger: it can
+//! The rest of an answer once the worker's first frame arrived: relay the events to the caller
+//! within the request's caps (an overall deadline, a gap between frames, no more events than
+//! `max_tokens`, bounded bytes) and its terms (tool calls and log-probabilities only as asked),
+//! check the receipt, and pay it. A worker is a stranger: it can
 //! stream for ever, send huge chunks or inflate a receipt, and none of it holds this client
 //! longer than its deadlines or makes it sign more than the receipt it verified.
 
@@ -8,11 +9,13 @@ use std::time::Instant;
 
 use cocoon_protocol::attestation::record::ModelOffer;
 use cocoon_protocol::attestation::signed::SignedRecord;
-use cocoon_protocol::inference::messages::{ClientFrame, MAX_SERVER_FRAME, Prompt, Request, ServerFrame};
+use cocoon_protocol::inference::answer::{AnswerCheck, MAX_EVENT_TEXT};
+use cocoon_protocol::inference::messages::{
+    AnswerDigest, ClientFrame, Event, MAX_SERVER_FRAME, Prompt, Request, ServerFrame, Shape,
+};
 use cocoon_protocol::inference::pricing::amount_due;
 use cocoon_protocol::inference::receipt::{Receipt, sha256};
 use libp2p::PeerId;
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tycho_types::models::StdAddr;
 
@@ -23,6 +26,9 @@ use crate::payments::peer_key;
 /// Most bytes one text chunk may carry: a chunk is one decoding step (one token, or a few bytes
 /// of a character split across steps); the longest vocabulary entries are a few dozen bytes.
 pub const MAX_CHUNK_BYTES: usize = 1024;
+/// Most bytes one tool-call event may carry: an engine that parses calls from the model's own
+/// format sends each call whole.
+pub const MAX_CALL_BYTES: usize = MAX_EVENT_TEXT;
 /// Most bytes of text one answer may carry in all (also what a non-streamed answer buffers).
 pub const MAX_ANSWER_BYTES: usize = 8 << 20;
 /// Template tokens a prompt may add beyond one token per byte of its text (a default system
@@ -39,12 +45,14 @@ struct Tally {
 }
 
 impl Tally {
-    /// Count a chunk of `len` bytes, or say which cap it breaks.
-    fn add(&mut self, len: usize) -> Result<(), String> {
+    /// Count an event, or say which cap it breaks.
+    fn add(&mut self, event: &Event) -> Result<(), String> {
+        let len = event.text_len();
+        let cap = if matches!(event, Event::ToolCall(_)) { MAX_CALL_BYTES } else { MAX_CHUNK_BYTES };
         self.chunks = self.chunks.saturating_add(1);
         self.bytes = self.bytes.saturating_add(len);
-        if len > MAX_CHUNK_BYTES {
-            return Err(format!("a chunk of {len} bytes (at most {MAX_CHUNK_BYTES})"));
+        if len > cap {
+            return Err(format!("an event of {len} bytes (at most {cap})"));
         }
         if self.chunks > self.max_chunks {
             return Err(format!("more chunks than max_tokens ({})", self.max_chunks));
@@ -72,7 +80,8 @@ impl InferenceClient {
         let worker = record.record().peer_id;
         let failed = |reason: String| InferenceError::WorkerFailed { worker: worker.to_string(), reason };
         let deadline = Instant::now() + self.limits.total;
-        let mut response = Sha256::new();
+        let mut response = AnswerDigest::default();
+        let mut check = AnswerCheck::new(request);
         let mut tally = Tally { chunks: 0, bytes: 0, max_chunks: request.max_tokens };
         let mut frame = first;
         // The caller went away: the worker is asked to stop and to invoice what it sent, which is
@@ -81,10 +90,11 @@ impl InferenceClient {
         let mut cancelled: Option<Instant> = None;
         loop {
             match frame {
-                ServerFrame::Chunk(text) => {
-                    tally.add(text.len()).map_err(|e| failed(format!("the answer broke its caps: {e}")))?;
-                    response.update(text.as_bytes());
-                    if cancelled.is_none() && deltas.send(Delta::Text(text)).await.is_err() {
+                ServerFrame::Event(event) => {
+                    tally.add(&event).map_err(|e| failed(format!("the answer broke its caps: {e}")))?;
+                    check.event(&event).map_err(|e| failed(format!("the answer broke its request: {e}")))?;
+                    response.update(&event);
+                    if cancelled.is_none() && deltas.send(Delta::Answer(event)).await.is_err() {
                         cancelled = Some(Instant::now() + self.limits.idle);
                         if !self.send_cancel(&mut session, request).await {
                             let _ = session.close().await; // the worker stops generating
@@ -99,7 +109,10 @@ impl InferenceClient {
                     return Err(failed("payment frame before the receipt".into()));
                 }
                 ServerFrame::Done { finish_reason, receipt } => {
-                    let hash = response.finalize().into();
+                    check
+                        .finish(finish_reason)
+                        .map_err(|e| failed(format!("the answer broke its request: {e}")))?;
+                    let hash = response.finish();
                     let parsed =
                         check_receipt(&receipt, worker, offer, request, request_bytes, hash).map_err(
                             |reason| InferenceError::BadReceipt { worker: worker.to_string(), reason },
@@ -215,17 +228,30 @@ impl InferenceClient {
     }
 }
 
-/// The most tokens `prompt` can take once templated: every token stands for at least one byte of
-/// text, plus what the template adds.
-pub fn max_prompt_tokens(prompt: &Prompt) -> u64 {
-    match prompt {
-        Prompt::Text(t) => t.len() as u64 + TEMPLATE_TOKENS,
+/// The most tokens `prompt` can take once templated under `shape`: every token stands for at
+/// least one byte of text, plus what the template adds. Tools count twice (the template may
+/// render them, and a forced call's instruction repeats them).
+pub fn max_prompt_tokens(prompt: &Prompt, shape: &Shape) -> u64 {
+    let tools: u64 = shape
+        .tools
+        .iter()
+        .map(|t| {
+            (t.name.len() + t.description.len() + t.parameters.len()) as u64 + TEMPLATE_TOKENS_PER_MESSAGE
+        })
+        .sum();
+    let text = match prompt {
+        Prompt::Text(t) => t.len() as u64,
         Prompt::Chat(messages) => messages
             .iter()
-            .map(|m| m.content.len() as u64 + TEMPLATE_TOKENS_PER_MESSAGE)
-            .sum::<u64>()
-            .saturating_add(TEMPLATE_TOKENS),
-    }
+            .map(|m| {
+                let calls: usize =
+                    m.tool_calls.iter().map(|c| c.id.len() + c.name.len() + c.arguments.len()).sum();
+                let id = m.tool_call_id.as_ref().map_or(0, String::len);
+                (m.content.len() + calls + id) as u64 + TEMPLATE_TOKENS_PER_MESSAGE
+            })
+            .sum::<u64>(),
+    };
+    text.saturating_add(tools.saturating_mul(2)).saturating_add(TEMPLATE_TOKENS)
 }
 
 /// A receipt must be signed by the worker, name this request and the text received, charge the
@@ -247,7 +273,7 @@ pub(super) fn check_receipt(
             r.request_id != request.request_id || r.request_hash != sha256(request_bytes),
             "names another request",
         ),
-        (r.response_hash != response_hash, "does not match the text received"),
+        (r.response_hash != response_hash, "does not match the answer received"),
         (r.model_id != offer.model_id, "names another model"),
         (
             r.price_prompt_per_1k != offer.price_prompt_per_1k
@@ -258,7 +284,7 @@ pub(super) fn check_receipt(
         (r.amount > request.max_price, "amount exceeds the price cap"),
         (r.usage.completion_tokens > request.max_tokens, "more tokens than max_tokens"),
         (
-            u64::from(r.usage.prompt_tokens) > max_prompt_tokens(&request.prompt),
+            u64::from(r.usage.prompt_tokens) > max_prompt_tokens(&request.prompt, &request.shape),
             "more prompt tokens than the prompt can hold",
         ),
         (tokens > u64::from(offer.context_length), "more tokens than the attested context length"),

@@ -1,9 +1,9 @@
-//! The client side of `/cocoon/inference/1`: choose a verified worker for the model
+//! The client side of `/cocoon/inference/2`: choose a verified worker for the model
 //! (`cocoon_protocol::inference::selection`), re-check its record under this node's policy, open
 //! a stream (dialling directly or through a relay; a worker this node has no address for, say
 //! after a restart, is looked up on the DHT and the stream retried once), run the Noise handshake
-//! against the worker's *attested* static key with the request inside, and relay the streamed
-//! text to the caller.
+//! against the worker's *attested* static key with the request inside, and relay the answer's
+//! events (text, tool calls, log-probabilities) to the caller.
 //!
 //! Failures before the first chunk (no stream, handshake failure, `Busy`, a timeout, a worker
 //! that dies, and any refusal: a worker that refuses what its attested offer promised is a
@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use cocoon_protocol::attestation::record::ModelOffer;
 use cocoon_protocol::attestation::signed::SignedRecord;
 use cocoon_protocol::inference::messages::{
-    ErrorCode, FinishReason, MAX_REQUEST, MAX_SERVER_FRAME, PROTOCOL, Prompt, Request, ServerFrame,
+    ErrorCode, Event, FinishReason, MAX_REQUEST, MAX_SERVER_FRAME, PROTOCOL, Prompt, Request, ServerFrame,
 };
 use cocoon_protocol::inference::pricing::worst_case;
 use cocoon_protocol::inference::receipt::Receipt;
@@ -135,10 +135,10 @@ pub enum InferenceError {
 }
 
 /// A piece of an answer, for the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Delta {
-    /// More text.
-    Text(String),
+    /// The answer's next event (text, or a piece of a tool call), checked against the request.
+    Answer(Event),
     /// Forget the text received so far: the worker broke its answer and the request goes to
     /// another worker. Sent only to a caller that asked for [`Delivery::Replaceable`].
     Discard,
@@ -579,6 +579,10 @@ impl InferenceClient {
         let mut control = self.network.streams();
         let first = match control.open_stream(worker, StreamProtocol::new(PROTOCOL)).await {
             Ok(stream) => return Ok(stream),
+            // Connected, but the worker does not speak this version: no lookup can change that.
+            Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => {
+                return Err(format!("the worker does not speak {PROTOCOL} (another protocol version)"));
+            }
             Err(e) => e.to_string(),
         };
         tracing::debug!(%worker, error = %first, "cannot open a stream; looking the worker up");
@@ -595,7 +599,14 @@ impl InferenceClient {
 pub fn estimate_tokens(prompt: &Prompt) -> u32 {
     let bytes = match prompt {
         Prompt::Text(t) => t.len(),
-        Prompt::Chat(messages) => messages.iter().map(|m| m.content.len() + 16).sum(),
+        Prompt::Chat(messages) => messages
+            .iter()
+            .map(|m| {
+                m.content.len()
+                    + m.tool_calls.iter().map(|c| c.arguments.len() + c.name.len()).sum::<usize>()
+                    + 16
+            })
+            .sum(),
     };
     u32::try_from(bytes / 4).unwrap_or(u32::MAX)
 }

@@ -63,10 +63,16 @@ pub(super) async fn check<'a>(
         payments.learn(peer, params).await.map_err(payment_refused)?;
     }
     cannot_fit(model, request)?;
+    // Tools and formats that cannot steer generation (a schema that does not parse, a named tool
+    // not declared) are refused before a slot is taken.
+    crate::inference::tools::steering(&request.shape).map_err(|e| (ErrorCode::InvalidRequest, e))?;
     let Ok(slot) = slots.clone().try_acquire_owned() else {
         return Err((ErrorCode::Busy, "all slots for this model are taken".into()));
     };
-    let counted = tokio::time::timeout(inner.limits.tokenize, model.engine.prompt_tokens(&request.prompt));
+    let counted = tokio::time::timeout(
+        inner.limits.tokenize,
+        model.engine.prompt_tokens(&request.prompt, &request.shape),
+    );
     let prompt_tokens = match counted.await {
         Ok(Ok(n)) => n,
         Ok(Err(e)) => return Err((ErrorCode::InvalidRequest, e.to_string())),

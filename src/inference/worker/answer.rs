@@ -1,13 +1,12 @@
-//! The answer to an admitted request: relay the engine's text to the client (each send within
+//! The answer to an admitted request: relay the engine's events to the client (each send within
 //! its deadline; a client that falls behind gets only its own generation stopped), sign the
 //! receipt, and take the voucher.
 
 use cocoon_protocol::inference::messages::{
-    ClientFrame, ErrorCode, FinishReason, MAX_CLIENT_FRAME, Request, ServerFrame,
+    AnswerDigest, ClientFrame, ErrorCode, FinishReason, MAX_CLIENT_FRAME, Request, ServerFrame,
 };
 use cocoon_protocol::inference::pricing::amount_due;
 use cocoon_protocol::inference::receipt::{Receipt, Usage, sha256};
-use sha2::{Digest, Sha256};
 
 use super::admit::Admitted;
 use super::{Inner, Out, Outcome, ServedModel, Stream, refuse};
@@ -57,6 +56,7 @@ pub(super) async fn generate(
         prompt: request.prompt.clone(),
         max_tokens: request.max_tokens,
         sampling: request.sampling.clone(),
+        shape: request.shape.clone(),
         prompt_tokens: Some(prompt_tokens),
     });
     let paying = admitted.payment.as_ref().map(|(p, a)| (p.as_ref(), a));
@@ -136,9 +136,9 @@ async fn relay(
 ) -> Ended {
     let deadline = tokio::time::sleep(inner.limits.request);
     tokio::pin!(deadline);
-    let mut response = Sha256::new();
-    // Text chunks sent so far: each is one decoding step, so a cancelled answer is charged for at
-    // most the tokens generated.
+    let mut response = AnswerDigest::default();
+    // Events sent so far: each is at most one decoding step, so a cancelled answer is charged for
+    // at most the tokens generated.
     let mut sent: u32 = 0;
     loop {
         let usage = Usage { prompt_tokens, completion_tokens: sent };
@@ -146,7 +146,7 @@ async fn relay(
             e = events.recv() => e,
             early = &mut *watch => return match early {
                 Ok(bytes) if ClientFrame::decode(&bytes) == Ok(ClientFrame::Cancel) => {
-                    let response_hash = response.finalize().into();
+                    let response_hash = response.finish();
                     Ended::Receipt(Answer { usage, finish_reason: FinishReason::Cancelled, response_hash }, true)
                 }
                 Err(SessionError::Closed | SessionError::Io(_)) => Ended::Vanished(usage),
@@ -159,9 +159,9 @@ async fn relay(
             }
         };
         match event {
-            Some(EngineEvent::Text(text)) => {
-                response.update(text.as_bytes());
-                match out.send(&ServerFrame::Chunk(text).encode()).await {
+            Some(EngineEvent::Answer(event)) => {
+                response.update(&event);
+                match out.send(&ServerFrame::Event(event).encode()).await {
                     Ok(()) => {}
                     // `events` is dropped on return: the engine stops this generation.
                     Err(SessionError::SendTimedOut(_)) => return Ended::Stalled(usage),
@@ -172,7 +172,7 @@ async fn relay(
             }
             Some(EngineEvent::Done { usage, finish_reason }) => {
                 return Ended::Receipt(
-                    Answer { usage, finish_reason, response_hash: response.finalize().into() },
+                    Answer { usage, finish_reason, response_hash: response.finish() },
                     false,
                 );
             }

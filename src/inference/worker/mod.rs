@@ -1,4 +1,4 @@
-//! The worker side of `/cocoon/inference/1`: accept streams, complete the Noise handshake with
+//! The worker side of `/cocoon/inference/2`: accept streams, complete the Noise handshake with
 //! the attested static key, check the request (model attested here, context, price cap), admit
 //! it into a bounded number of slots per model (`Busy` at once beyond them), stream the engine's
 //! text, and finish with a receipt signed by the node's identity key. With payments on, the
@@ -160,7 +160,7 @@ pub struct WorkerSetup {
     pub payments: Option<Arc<WorkerPayments>>,
 }
 
-/// Serve `/cocoon/inference/1` until `shutdown`.
+/// Serve `/cocoon/inference/2` until `shutdown`.
 pub fn start(
     network: NetworkHandle,
     setup: WorkerSetup,

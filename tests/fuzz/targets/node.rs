@@ -117,6 +117,7 @@ fn accepted(p: &Parsed) {
         prompt: p.prompt.clone(),
         max_tokens: p.max_tokens,
         sampling: s.clone(),
+        shape: p.shape.clone(),
         max_price: p.max_price.unwrap_or(0),
         channel: None,
     };

@@ -14,7 +14,8 @@ use cocoon_protocol::attestation::signed::{RECORD_DOMAIN, SignedRecord};
 use cocoon_protocol::codec::Writer;
 use cocoon_protocol::envelope::Envelope;
 use cocoon_protocol::inference::messages::{
-    ChatMessage, ClientFrame, ErrorCode, FinishReason, Prompt, Request, Role, Sampling, ServerFrame,
+    ChatMessage, ClientFrame, ErrorCode, Event, FinishReason, Prompt, Request, ResponseFormat, Role,
+    Sampling, ServerFrame, Shape, TokenLogprob, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, TopLogprob,
 };
 use cocoon_protocol::inference::receipt::{RECEIPT_DOMAIN, Receipt, Usage};
 use cocoon_protocol::payments::channel::{ChannelState, code};
@@ -100,19 +101,48 @@ fn request() -> Request {
         request_id: [9; 16],
         model_id: format!("smollm2-135m-instruct@sha256:{}", "ab".repeat(32)),
         prompt: Prompt::Chat(vec![
-            ChatMessage { role: Role::System, content: "be brief".into() },
-            ChatMessage { role: Role::User, content: "Name three birds.".into() },
+            ChatMessage::text(Role::System, "be brief"),
+            ChatMessage::text(Role::User, "Name three birds."),
+            ChatMessage {
+                role: Role::Assistant,
+                content: String::new(),
+                tool_calls: vec![ToolCall {
+                    id: "call_0".into(),
+                    name: "lookup".into(),
+                    arguments: "{}".into(),
+                }],
+                tool_call_id: None,
+            },
+            ChatMessage { tool_call_id: Some("call_0".into()), ..ChatMessage::text(Role::Tool, "robin") },
         ]),
         max_tokens: 32,
-        sampling: Sampling { temperature: Some(0.5), top_p: None, top_k: Some(4), stop: vec!["\n".into()] },
+        sampling: Sampling {
+            temperature: Some(0.5),
+            top_k: Some(4),
+            stop: vec!["\n".into()],
+            frequency_penalty: Some(0.2),
+            ..Sampling::default()
+        },
+        shape: Shape {
+            tools: vec![ToolSpec {
+                name: "lookup".into(),
+                description: "look a bird up".into(),
+                parameters: r#"{"type":"object"}"#.into(),
+            }],
+            tool_choice: ToolChoice::Required,
+            format: ResponseFormat::Text,
+            logprobs: Some(2),
+        },
         max_price: 1_000_000,
         channel: Some(channel()),
     }
 }
 
 fn text_request() -> Request {
-    let sampling = Sampling { temperature: None, top_p: Some(0.9), top_k: None, stop: vec![] };
-    Request { prompt: Prompt::Text("once".into()), channel: None, sampling, ..request() }
+    let sampling = Sampling { top_p: Some(0.9), ..Sampling::default() };
+    let shape =
+        Shape { format: ResponseFormat::JsonSchema(r#"{"type":"object"}"#.into()), ..Shape::default() };
+    Request { prompt: Prompt::Text("once".into()), channel: None, sampling, shape, ..request() }
 }
 
 fn receipt() -> Receipt {
@@ -133,7 +163,20 @@ fn receipt() -> Receipt {
 
 fn server_frames() -> Vec<ServerFrame> {
     vec![
-        ServerFrame::Chunk("tok".into()),
+        ServerFrame::Event(Event::Text { text: "tok".into(), logprob: None }),
+        ServerFrame::Event(Event::Text {
+            text: "tok".into(),
+            logprob: Some(TokenLogprob {
+                chosen: TopLogprob { token: "tok".into(), logprob: -0.25 },
+                top: vec![TopLogprob { token: "to".into(), logprob: -2.0 }],
+            }),
+        }),
+        ServerFrame::Event(Event::ToolCall(ToolCallDelta {
+            index: 0,
+            id: "call_0".into(),
+            name: "lookup".into(),
+            arguments: "{\"bird\":".into(),
+        })),
         ServerFrame::Done {
             finish_reason: FinishReason::Stop,
             receipt: receipt().sign(&identity(1)).expect("sign"),

@@ -17,7 +17,7 @@ use cocoon::network::NetworkHandle;
 use cocoon::payments::{contract, peer_key};
 use cocoon_protocol::attestation::signed::SignedRecord;
 use cocoon_protocol::inference::messages::{
-    MAX_SERVER_FRAME, PROTOCOL, Prompt, Request, Sampling, ServerFrame,
+    MAX_SERVER_FRAME, PROTOCOL, Prompt, Request, Sampling, ServerFrame, Shape,
 };
 use cocoon_protocol::payments::channel::ChannelParams;
 use futures::AsyncReadExt;
@@ -135,6 +135,7 @@ impl Rogue {
             prompt: Prompt::Text("tell me everything".into()),
             max_tokens,
             sampling: Sampling::default(),
+            shape: Shape::default(),
             max_price: u64::MAX,
             channel,
         }
@@ -203,7 +204,7 @@ impl Rogue {
             Ok(Ok(f)) => f,
         };
         match ServerFrame::decode(&frame) {
-            Ok(ServerFrame::Chunk(_)) => (Some(s), "answer started (then never read)".into()),
+            Ok(ServerFrame::Event(_)) => (Some(s), "answer started (then never read)".into()),
             Ok(ServerFrame::Error { code, .. }) => (None, format!("refused: {code:?}")),
             Ok(_) => (None, "other first frame".into()),
             Err(_) => (None, "undecodable answer".into()),

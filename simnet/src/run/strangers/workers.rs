@@ -1,5 +1,5 @@
 //! Malicious workers: real worker nodes whose genuine record and offers are published as usual,
-//! but whose `/cocoon/inference/1` streams are served here (`Extras::streams_served_by_process`):
+//! but whose `/cocoon/inference/2` streams are served here (`Extras::streams_served_by_process`):
 //! refuse every request, stream text for ever, or answer and then invoice a prompt far larger
 //! than the one sent. Each counts what it got and did in the run's [`Tally`].
 
@@ -10,16 +10,21 @@ use cocoon::inference::engine::STAND_IN_ENGINE;
 use cocoon::inference::session::{self, Session};
 use cocoon::node::Node;
 use cocoon_protocol::inference::messages::{
-    ClientFrame, ErrorCode, FinishReason, MAX_CLIENT_FRAME, MAX_REQUEST, PROTOCOL, Request, ServerFrame,
+    AnswerDigest, ClientFrame, ErrorCode, Event, FinishReason, MAX_CLIENT_FRAME, MAX_REQUEST, PROTOCOL,
+    Request, ServerFrame,
 };
 use cocoon_protocol::inference::pricing::amount_due;
 use cocoon_protocol::inference::receipt::{Receipt, Usage, sha256};
 use futures::StreamExt;
 use libp2p::StreamProtocol;
 use libp2p::identity::Keypair;
-use sha2::{Digest, Sha256};
 
 use super::Tally;
+
+/// A text event without log-probabilities.
+fn text(t: &str) -> Event {
+    Event::Text { text: t.into(), logprob: None }
+}
 use crate::plan::{Kind, WorkerMischief};
 
 /// Prompt tokens an inflating worker invoices, whatever the prompt was.
@@ -103,7 +108,7 @@ impl BadWorker {
             if Instant::now() >= until {
                 break false;
             }
-            if s.send(&ServerFrame::Chunk("more ".into()).encode()).await.is_err() {
+            if s.send(&ServerFrame::Event(text("more ")).encode()).await.is_err() {
                 break true;
             }
             sent += 1;
@@ -115,12 +120,12 @@ impl BadWorker {
 
     /// A short answer, then a receipt for a prompt of a million tokens at the attested price.
     async fn inflate(&self, s: &mut Session<libp2p::Stream>, request: &Request, request_bytes: &[u8]) {
-        let mut response = Sha256::new();
+        let mut response = AnswerDigest::default();
         let chunks = request.max_tokens.clamp(1, INFLATED_CHUNKS);
         for _ in 0..chunks {
-            let text = "fine ";
-            response.update(text.as_bytes());
-            if s.send(&ServerFrame::Chunk(text.into()).encode()).await.is_err() {
+            let event = text("fine ");
+            response.update(&event);
+            if s.send(&ServerFrame::Event(event).encode()).await.is_err() {
                 return self.count("answers cut off by the client", 1);
             }
             tokio::time::sleep(self.pace).await;
@@ -132,7 +137,7 @@ impl BadWorker {
             engine: STAND_IN_ENGINE.into(),
             request_id: request.request_id,
             request_hash: sha256(request_bytes),
-            response_hash: response.finalize().into(),
+            response_hash: response.finish(),
             usage,
             price_prompt_per_1k: self.price,
             price_completion_per_1k: self.price,
