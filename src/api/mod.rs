@@ -1,13 +1,16 @@
 //! HTTP endpoints of the node: the admin endpoint ([`admin`], its `/payments` in
 //! [`admin_payments`]) and, on client nodes, the
-//! OpenAI-compatible API ([`openai`], requests parsed by [`openai_request`] and
+//! OpenAI-compatible API ([`openai`], with OpenAI's Responses API in [`responses`] and Anthropic's
+//! Messages API in [`anthropic`]; requests parsed by [`openai_request`] and
 //! [`openai_tools`], answers rendered by
 //! [`openai_render`] and streamed by [`openai_stream`]).
 
 pub mod admin;
 pub mod admin_payments;
+pub mod anthropic;
 pub mod openai;
 pub mod openai_render;
 pub mod openai_request;
 pub mod openai_stream;
 pub mod openai_tools;
+pub mod responses;
