@@ -217,6 +217,13 @@ pub struct WorkerSection {
     /// Longest one frame may take to leave for a client that stopped reading, in seconds; then
     /// the request is dropped and the client owes what it was sent. Default 10.
     pub send_timeout_secs: u64,
+    /// Requests of one model that may wait for a slot when all its `max_concurrent` slots are
+    /// taken (first come, first served); beyond them a request is answered `Busy` at once and the
+    /// client tries another worker. Default 16.
+    pub queue_length: u32,
+    /// Longest a request waits in that queue, in seconds, before it is answered `Busy` (keep it
+    /// well under clients' `api.first_token_timeout_secs`, 120 by default). Default 30.
+    pub queue_wait_secs: u64,
     /// Models served (`[[worker.models]]`; see `ModelEntry`). Default none.
     pub models: Vec<ModelEntry>,
 }
@@ -230,6 +237,8 @@ impl Default for WorkerSection {
             request_timeout_secs: 300,
             handshake_timeout_secs: 10,
             send_timeout_secs: 10,
+            queue_length: 16,
+            queue_wait_secs: 30,
             models: Vec::new(),
         }
     }

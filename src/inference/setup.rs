@@ -94,6 +94,8 @@ pub fn worker_limits(config: &Config) -> WorkerLimits {
         request: Duration::from_secs(config.worker.request_timeout_secs),
         handshake: Duration::from_secs(config.worker.handshake_timeout_secs.max(1)),
         send: Duration::from_secs(config.worker.send_timeout_secs.max(1)),
+        queue_length: config.worker.queue_length as usize,
+        queue_wait: Duration::from_secs(config.worker.queue_wait_secs),
         ..WorkerLimits::default()
     }
 }

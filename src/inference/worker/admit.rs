@@ -1,7 +1,8 @@
 //! The checks a request passes before the worker generates for it, cheapest first: the model is
 //! served here, `max_tokens` is sane, the channel's terms and the client's debt (lookups), the
 //! channel itself (a chain read within the client's budget when unknown, holding no slot), a
-//! byte bound that proves a prompt cannot fit the context, then a slot, then the exact token
+//! byte bound that proves a prompt cannot fit the context, then a slot (possibly after waiting in
+//! the model's bounded queue, `super::queue`), then the exact token
 //! count (on the model's engine loop, within a deadline), the context and price cap, and last the
 //! payment admission (which may read the chain, within the client's budget).
 
@@ -37,6 +38,11 @@ fn payment_refused(refusal: Refusal) -> Refused {
     }
 }
 
+/// Whether `model` costs nothing (then no payment channel is needed).
+fn free(model: &ServedModel) -> bool {
+    model.offer.price_prompt_per_1k == 0 && model.offer.price_completion_per_1k == 0
+}
+
 /// Bytes of text a prompt carries.
 fn prompt_bytes(prompt: &Prompt) -> u64 {
     match prompt {
@@ -51,7 +57,7 @@ pub(super) async fn check<'a>(
     peer: &PeerId,
     request: &Request,
 ) -> Result<Admitted<'a>, Refused> {
-    let Some((model, slots)) = inner.models.get(&request.model_id) else {
+    let Some((model, queue)) = inner.models.get(&request.model_id) else {
         return Err((ErrorCode::UnknownModel, format!("model {} is not served here", request.model_id)));
     };
     if request.max_tokens == 0 {
@@ -66,9 +72,12 @@ pub(super) async fn check<'a>(
     // Tools and formats that cannot steer generation (a schema that does not parse, a named tool
     // not declared) are refused before a slot is taken.
     crate::inference::tools::steering(&request.shape).map_err(|e| (ErrorCode::InvalidRequest, e))?;
-    let Ok(slot) = slots.clone().try_acquire_owned() else {
-        return Err((ErrorCode::Busy, "all slots for this model are taken".into()));
-    };
+    if inner.payments.is_some() && request.channel.is_none() && !free(model) {
+        let message = "this worker is paid through a payment channel; the request named none";
+        return Err((ErrorCode::PaymentRequired, message.into()));
+    }
+    // A slot, possibly after waiting in the model's bounded queue.
+    let slot = queue.slot().await?;
     let counted = tokio::time::timeout(
         inner.limits.tokenize,
         model.engine.prompt_tokens(&request.prompt, &request.shape),

@@ -20,6 +20,7 @@
 
 mod admit;
 mod answer;
+mod queue;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -57,6 +58,10 @@ pub struct WorkerLimits {
     pub send: Duration,
     /// Counting the prompt's tokens (it runs on the model's engine loop; under load, `Busy`).
     pub tokenize: Duration,
+    /// Requests of one model that may wait for a slot when all are taken.
+    pub queue_length: usize,
+    /// Longest a request waits in the queue before it is answered `Busy`.
+    pub queue_wait: Duration,
 }
 
 impl Default for WorkerLimits {
@@ -67,6 +72,8 @@ impl Default for WorkerLimits {
             voucher: Duration::from_secs(10),
             send: session::SEND_TIMEOUT,
             tokenize: Duration::from_secs(10),
+            queue_length: 16,
+            queue_wait: Duration::from_secs(30),
         }
     }
 }
@@ -82,8 +89,9 @@ const STREAMS_PER_PEER: Quota = Quota::new(32, 8.0);
 const STREAMS_SHARED: Quota = Quota::new(256, 64.0);
 /// Peers whose stream budget is remembered (see `cocoon_protocol::budget::Budgets`).
 const STREAM_BUDGET_PEERS: usize = 4096;
-/// Streams one peer may have open at once beyond the worker's total slots: it may fill every slot
-/// and have a few more waiting on a handshake or a voucher, never the whole stream pool.
+/// Streams one peer may have open at once beyond the worker's total slots and queue places: it
+/// may fill every slot and the queues and have a few more waiting on a handshake or a voucher,
+/// never the whole stream pool.
 const EXTRA_STREAMS_PER_PEER: usize = 4;
 
 /// A model this worker serves: its engine and the offer it attests.
@@ -116,7 +124,7 @@ impl Metrics {
 }
 
 struct Inner {
-    models: HashMap<String, (ServedModel, Arc<Semaphore>)>,
+    models: HashMap<String, (ServedModel, queue::Queue)>,
     identity: Keypair,
     noise_private: [u8; 32],
     network: NetworkHandle,
@@ -233,11 +241,20 @@ impl Inner {
             metrics.vouchers.clone(),
         );
         let capacity: usize = models.iter().map(|m| m.offer.max_concurrent.max(1) as usize).sum();
+        let queued = limits.queue_length.saturating_mul(models.len());
+        let queue_metrics = queue::QueueMetrics::register(r);
         let models = models
             .into_iter()
             .map(|m| {
-                let slots = Arc::new(Semaphore::new(m.offer.max_concurrent.max(1) as usize));
-                (m.offer.model_id.clone(), (m, slots))
+                let running = m.offer.max_concurrent.max(1) as usize;
+                let queue = queue::Queue::new(
+                    &m.offer.model_id,
+                    running,
+                    limits.queue_length,
+                    limits.queue_wait,
+                    &queue_metrics,
+                );
+                (m.offer.model_id.clone(), (m, queue))
             })
             .collect();
         let now = crate::clock::monotonic_ms();
@@ -248,9 +265,10 @@ impl Inner {
             network,
             limits,
             metrics,
-            streams: Arc::new(Semaphore::new(4 * capacity + 16)),
+            // Every slot and queue place, and room for handshakes and vouchers in flight.
+            streams: Arc::new(Semaphore::new(4 * capacity + queued + 16)),
             open: Mutex::default(),
-            per_peer: capacity + EXTRA_STREAMS_PER_PEER,
+            per_peer: capacity + queued + EXTRA_STREAMS_PER_PEER,
             budgets: Mutex::new(Budgets::new(STREAMS_PER_PEER, STREAMS_SHARED, STREAM_BUDGET_PEERS, now)),
             payments,
         }
