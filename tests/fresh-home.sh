@@ -24,19 +24,7 @@ deadline_secs=${DEADLINE_SECS:-300}
 [ -x "$bin" ] || { echo "fresh-home: no binary at $bin (cargo build --release first)" >&2; exit 1; }
 started=$(date +%s)
 
-home=$(mktemp -d "${TMPDIR:-/tmp}/cocoon-fresh-home.XXXXXX")
-pid=
-cleanup() {
-  [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
-  rm -rf "$home"
-}
-trap cleanup EXIT
-export HOME=$home XDG_DATA_HOME=$home/.local/share XDG_CACHE_HOME=$home/.cache \
-  XDG_CONFIG_HOME=$home/.config XDG_STATE_HOME=$home/.local/state
-unset XDG_RUNTIME_DIR RUST_LOG
-if [ -n "${COCOON_WHEEL_DIR:-}" ]; then
-  export PIP_NO_INDEX=1 PIP_FIND_LINKS=$COCOON_WHEEL_DIR
-fi
+. tests/empty-home.sh fresh-home
 logs=$home/logs
 mkdir "$logs"
 

@@ -13,7 +13,7 @@ mod common;
 use cocoon::config::Role;
 use cocoon::node::{Extras, Node};
 use common::adversary::{Mischief, misbehave};
-use common::inference::{boot, client, post, post_sse, start_worker, tiny_model, wait_for_workers, worker};
+use common::inference::{TinyNet, boot, client, post, post_sse, tiny_model, wait_for_workers, worker};
 use common::inproc::{config, start};
 use serde_json::{Value, json};
 
@@ -53,34 +53,8 @@ fn weather_arguments_ok(arguments: &str) -> bool {
         && unit.is_some_and(|u| ["C", "F"].contains(&u))
 }
 
-struct Net {
-    _dir: tempfile::TempDir,
-    boot: Node,
-    worker: Node,
-    client: Node,
-    model: String,
-}
-
-impl Net {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let model = tiny_model(dir.path());
-        let (boot, boot_addr) = boot(dir.path()).await;
-        let worker = start_worker(dir.path(), "w", &boot_addr, &model, 0, 4).await;
-        let client = start(client(config(&dir.path().join("client"), Role::Client, Some(&boot_addr)))).await;
-        let model = wait_for_workers(&client, 1).await;
-        Net { _dir: dir, boot, worker, client, model }
-    }
-
-    async fn chat(&self, body: Value) -> (u16, Value) {
-        post(self.client.api_addr().unwrap(), "/v1/chat/completions", body.to_string()).await
-    }
-
-    async fn stop(self) {
-        for node in [self.client, self.worker, self.boot] {
-            node.shutdown().await.unwrap();
-        }
-    }
+async fn chat(net: &TinyNet, body: Value) -> (u16, Value) {
+    post(net.api(), "/v1/chat/completions", body.to_string()).await
 }
 
 fn ask(model: &str, extra: Value) -> Value {
@@ -97,10 +71,10 @@ fn ask(model: &str, extra: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_named_tool_call_follows_the_schema_whole_and_streamed() {
-    let net = Net::start().await;
+    let net = TinyNet::start(4).await;
     let named = json!({"tools": [weather_tool(), other_tool()],
                        "tool_choice": {"type": "function", "function": {"name": "get_weather"}}});
-    let (status, answer) = net.chat(ask(&net.model, named.clone())).await;
+    let (status, answer) = chat(&net, ask(&net.model, named.clone())).await;
     assert_eq!(status, 200, "{answer}");
     let choice = &answer["choices"][0];
     assert_eq!(choice["finish_reason"], "tool_calls", "{answer}");
@@ -115,7 +89,7 @@ async fn a_named_tool_call_follows_the_schema_whole_and_streamed() {
     // Streamed: the first piece names the call, later pieces carry only more arguments.
     let mut body = ask(&net.model, named);
     body["stream"] = json!(true);
-    let sse = post_sse(net.client.api_addr().unwrap(), &body).await;
+    let sse = post_sse(net.api(), &body).await;
     assert_eq!(sse.status, 200);
     assert!(sse.done);
     let pieces: Vec<&Value> =
@@ -133,11 +107,11 @@ async fn a_named_tool_call_follows_the_schema_whole_and_streamed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn required_tool_choice_a_tool_conversation_and_structured_output() {
-    let net = Net::start().await;
+    let net = TinyNet::start(4).await;
     // `required` with two tools: a call of one of them, with that tool's arguments.
     let required =
         json!({"tools": [weather_tool(), other_tool()], "tool_choice": "required", "max_tokens": 128});
-    let (status, answer) = net.chat(ask(&net.model, required)).await;
+    let (status, answer) = chat(&net, ask(&net.model, required)).await;
     assert_eq!(status, 200, "{answer}");
     let call = &answer["choices"][0]["message"]["tool_calls"][0]["function"];
     let arguments: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
@@ -158,7 +132,7 @@ async fn required_tool_choice_a_tool_conversation_and_structured_output() {
         ],
         "tool_choice": "none",
     });
-    let (status, answer) = net.chat(second).await;
+    let (status, answer) = chat(&net, second).await;
     assert_eq!(status, 200, "{answer}");
     assert!(answer["choices"][0]["message"]["tool_calls"].is_null(), "{answer}");
     assert!(
@@ -170,7 +144,7 @@ async fn required_tool_choice_a_tool_conversation_and_structured_output() {
     let schema = json!({"type": "object", "properties": {"ok": {"type": "boolean"}, "size": {"enum": ["S", "M"]}},
                         "required": ["ok", "size"], "additionalProperties": false});
     let format = json!({"response_format": {"type": "json_schema", "json_schema": {"name": "v", "schema": schema, "strict": true}}});
-    let (status, answer) = net.chat(ask(&net.model, format)).await;
+    let (status, answer) = chat(&net, ask(&net.model, format)).await;
     assert_eq!(status, 200, "{answer}");
     let text = answer["choices"][0]["message"]["content"].as_str().unwrap();
     let value: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text:?} is not JSON: {e}"));
@@ -181,9 +155,9 @@ async fn required_tool_choice_a_tool_conversation_and_structured_output() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logprobs_n_answers_and_refused_combinations() {
-    let net = Net::start().await;
+    let net = TinyNet::start(4).await;
     let (status, answer) =
-        net.chat(ask(&net.model, json!({"logprobs": true, "top_logprobs": 3, "max_tokens": 5}))).await;
+        chat(&net, ask(&net.model, json!({"logprobs": true, "top_logprobs": 3, "max_tokens": 5}))).await;
     assert_eq!(status, 200, "{answer}");
     let content = answer["choices"][0]["logprobs"]["content"].as_array().unwrap();
     assert_eq!(content.len() as u64, answer["usage"]["completion_tokens"].as_u64().unwrap(), "{answer}");
@@ -194,7 +168,7 @@ async fn logprobs_n_answers_and_refused_combinations() {
     }
 
     // `n: 2`: two answers, each its own request (two receipts), usage summed.
-    let (status, answer) = net.chat(ask(&net.model, json!({"n": 2, "max_tokens": 4}))).await;
+    let (status, answer) = chat(&net, ask(&net.model, json!({"n": 2, "max_tokens": 4}))).await;
     assert_eq!(status, 200, "{answer}");
     let choices = answer["choices"].as_array().unwrap();
     assert_eq!(choices.len(), 2);
@@ -204,7 +178,7 @@ async fn logprobs_n_answers_and_refused_combinations() {
     assert_ne!(receipts[0]["receipt"], receipts[1]["receipt"]);
     let mut body = ask(&net.model, json!({"n": 2, "max_tokens": 4, "stream": true}));
     body["stream_options"] = json!({"include_usage": true});
-    let sse = post_sse(net.client.api_addr().unwrap(), &body).await;
+    let sse = post_sse(net.api(), &body).await;
     let finished: Vec<u64> = sse
         .events
         .iter()
@@ -225,7 +199,7 @@ async fn logprobs_n_answers_and_refused_combinations() {
         ),
         (json!({"n": 9}), "n"),
     ] {
-        let (status, answer) = net.chat(ask(&net.model, extra.clone())).await;
+        let (status, answer) = chat(&net, ask(&net.model, extra.clone())).await;
         assert_eq!(status, 400, "{extra}: {answer}");
         assert_eq!(answer["error"]["param"], param, "{extra}: {answer}");
     }

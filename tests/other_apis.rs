@@ -8,37 +8,8 @@
 
 mod common;
 
-use cocoon::config::Role;
-use cocoon::node::Node;
-use common::inference::{boot, client, post, start_worker, tiny_model, wait_for_workers};
-use common::inproc::{config, start};
+use common::inference::{TinyNet, post};
 use serde_json::{Value, json};
-
-struct Net {
-    _dir: tempfile::TempDir,
-    nodes: Vec<Node>,
-    api: std::net::SocketAddr,
-    model: String,
-}
-
-impl Net {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let model = tiny_model(dir.path());
-        let (boot, boot_addr) = boot(dir.path()).await;
-        let worker = start_worker(dir.path(), "w", &boot_addr, &model, 0, 4).await;
-        let client = start(client(config(&dir.path().join("client"), Role::Client, Some(&boot_addr)))).await;
-        let model = wait_for_workers(&client, 1).await;
-        let api = client.api_addr().unwrap();
-        Net { _dir: dir, nodes: vec![client, worker, boot], api, model }
-    }
-
-    async fn stop(self) {
-        for node in self.nodes {
-            node.shutdown().await.unwrap();
-        }
-    }
-}
 
 /// POST `body` to `path` and read the event stream: each event's name and data.
 async fn events(api: std::net::SocketAddr, path: &str, body: &Value) -> (u16, Vec<(String, Value)>) {
@@ -69,10 +40,10 @@ fn weather_schema() -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anthropic_messages_whole_streamed_with_tools_and_errors() {
-    let net = Net::start().await;
+    let net = TinyNet::start(4).await;
     let body = json!({"model": net.model, "max_tokens": 8, "system": "be brief",
                       "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]});
-    let (status, answer) = post(net.api, "/v1/messages", body.to_string()).await;
+    let (status, answer) = post(net.api(), "/v1/messages", body.to_string()).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!((answer["type"].as_str(), answer["role"].as_str()), (Some("message"), Some("assistant")));
     assert!(answer["id"].as_str().unwrap().starts_with("msg_"));
@@ -85,7 +56,7 @@ async fn anthropic_messages_whole_streamed_with_tools_and_errors() {
     let forced = json!({"model": net.model, "max_tokens": 64, "tools": tools,
                         "tool_choice": {"type": "tool", "name": "get_weather"},
                         "messages": [{"role": "user", "content": "weather in Oslo?"}]});
-    let (status, answer) = post(net.api, "/v1/messages", forced.to_string()).await;
+    let (status, answer) = post(net.api(), "/v1/messages", forced.to_string()).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["stop_reason"], "tool_use", "{answer}");
     let block = answer["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").unwrap();
@@ -97,7 +68,7 @@ async fn anthropic_messages_whole_streamed_with_tools_and_errors() {
         "messages": [{"role": "user", "content": "weather in Oslo?"},
                      {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}]},
                      {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "cold"}]}]});
-    let (status, stream) = events(net.api, "/v1/messages", &turn).await;
+    let (status, stream) = events(net.api(), "/v1/messages", &turn).await;
     assert_eq!(status, 200, "{stream:?}");
     let names: Vec<&str> = stream.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
@@ -109,7 +80,7 @@ async fn anthropic_messages_whole_streamed_with_tools_and_errors() {
 
     // Errors in Anthropic's shape.
     let (status, answer) =
-        post(net.api, "/v1/messages", json!({"model": net.model, "messages": []}).to_string()).await;
+        post(net.api(), "/v1/messages", json!({"model": net.model, "messages": []}).to_string()).await;
     assert_eq!(status, 400);
     assert_eq!(
         (answer["type"].as_str(), answer["error"]["type"].as_str()),
@@ -120,9 +91,9 @@ async fn anthropic_messages_whole_streamed_with_tools_and_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_whole_streamed_with_a_function_call_and_errors() {
-    let net = Net::start().await;
+    let net = TinyNet::start(4).await;
     let body = json!({"model": net.model, "input": "hi", "instructions": "be brief", "max_output_tokens": 6});
-    let (status, answer) = post(net.api, "/v1/responses", body.to_string()).await;
+    let (status, answer) = post(net.api(), "/v1/responses", body.to_string()).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["object"], "response");
     assert!(["completed", "incomplete"].contains(&answer["status"].as_str().unwrap()), "{answer}");
@@ -136,7 +107,7 @@ async fn responses_whole_streamed_with_a_function_call_and_errors() {
     // Streamed: created, in progress, the item and its deltas, then the final response.
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
-    let (status, stream) = events(net.api, "/v1/responses", &streamed).await;
+    let (status, stream) = events(net.api(), "/v1/responses", &streamed).await;
     assert_eq!(status, 200);
     let names: Vec<&str> = stream.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(&names[..2], ["response.created", "response.in_progress"], "{names:?}");
@@ -155,7 +126,7 @@ async fn responses_whole_streamed_with_a_function_call_and_errors() {
     let tools = json!([{"type": "function", "name": "get_weather", "description": "weather", "parameters": weather_schema()}]);
     let forced = json!({"model": net.model, "input": "weather in Oslo?", "tools": tools, "max_output_tokens": 64,
                         "tool_choice": {"type": "function", "name": "get_weather"}});
-    let (status, answer) = post(net.api, "/v1/responses", forced.to_string()).await;
+    let (status, answer) = post(net.api(), "/v1/responses", forced.to_string()).await;
     assert_eq!(status, 200, "{answer}");
     let call = answer["output"].as_array().unwrap().iter().find(|i| i["type"] == "function_call").unwrap();
     let arguments: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
@@ -164,11 +135,11 @@ async fn responses_whole_streamed_with_a_function_call_and_errors() {
         {"role": "user", "content": "weather in Oslo?"},
         {"type": "function_call", "call_id": call["call_id"], "name": "get_weather", "arguments": call["arguments"]},
         {"type": "function_call_output", "call_id": call["call_id"], "output": "cold"}]});
-    let (status, answer) = post(net.api, "/v1/responses", next.to_string()).await;
+    let (status, answer) = post(net.api(), "/v1/responses", next.to_string()).await;
     assert_eq!(status, 200, "{answer}");
 
     let (status, answer) = post(
-        net.api,
+        net.api(),
         "/v1/responses",
         json!({"model": net.model, "input": "x", "previous_response_id": "resp_1"}).to_string(),
     )

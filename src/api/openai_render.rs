@@ -118,12 +118,13 @@ fn legacy_logprobs(all: &[TokenLogprob], offset: usize) -> Value {
     })
 }
 
-/// The `usage` object.
-pub fn usage_json(c: &Completion) -> Value {
-    let u = c.receipt.usage;
-    // Both counts come from the worker: add them in 64 bits, where two u32 cannot overflow.
-    let total = u64::from(u.prompt_tokens) + u64::from(u.completion_tokens);
-    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": total})
+/// The `usage` object of several answers together (`n`): their counts summed.
+pub fn summed_usage(completions: &[&Completion]) -> Value {
+    // Every count comes from a worker: add them in 64 bits, where a few u32 cannot overflow.
+    let (prompt, completion) = completions.iter().fold((0u64, 0u64), |(p, c), x| {
+        (p + u64::from(x.receipt.usage.prompt_tokens), c + u64::from(x.receipt.usage.completion_tokens))
+    });
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
 /// The `cocoon` object: worker, model, engine, receipt, amount, failovers, payment.
@@ -216,17 +217,18 @@ impl Meta {
         sse_event(&body)
     }
 
-    /// The final chunk (finish reason and the `cocoon` object), and the usage chunk if asked.
-    pub fn closing(&self, c: &Completion, include_usage: bool) -> Vec<Bytes> {
+    /// The final chunk of an answer: its finish reason and its `cocoon` object.
+    pub fn closing(&self, c: &Completion) -> Bytes {
         let empty = if self.kind == Kind::Chat { json!({}) } else { json!("") };
         let mut last = self.chunk(empty, Value::Null, Some(finish_name(c.finish_reason)));
         last["cocoon"] = cocoon_json(c);
-        let mut out = vec![sse_event(&last)];
-        if include_usage {
-            let body = json!({"id": self.id, "object": self.object(false), "created": self.created, "model": self.model, "choices": [], "usage": usage_json(c)});
-            out.push(sse_event(&body));
-        }
-        out
+        sse_event(&last)
+    }
+
+    /// The chunk with empty `choices` and `usage` that `stream_options.include_usage` asks for.
+    pub fn usage_chunk(&self, usage: Value) -> Bytes {
+        let body = json!({"id": self.id, "object": self.object(false), "created": self.created, "model": self.model, "choices": [], "usage": usage});
+        sse_event(&body)
     }
 
     /// The `choices` entry of a whole answer.
@@ -269,10 +271,7 @@ impl Meta {
     pub fn whole(&self, choices: Vec<Value>, completions: &[&Completion]) -> Value {
         let mut body = self.body(Value::Null, true);
         body["choices"] = Value::Array(choices);
-        let (prompt, completion) = completions.iter().fold((0u64, 0u64), |(p, c), x| {
-            (p + u64::from(x.receipt.usage.prompt_tokens), c + u64::from(x.receipt.usage.completion_tokens))
-        });
-        body["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
+        body["usage"] = summed_usage(completions);
         body["cocoon"] = match completions {
             [one] => cocoon_json(one),
             many => json!({"answers": many.iter().map(|c| cocoon_json(c)).collect::<Vec<_>>()}),

@@ -12,13 +12,12 @@ use std::convert::Infallible;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use cocoon_protocol::inference::messages::Event;
 
 use super::openai::{Answer, ApiError, flatten, with_worker};
-use super::openai_render::{Gathered, Meta, usage_json};
+use super::openai_render::{Gathered, Meta, summed_usage};
 use crate::inference::client::{Completion, Delta};
 
 /// An event of one of the answers, tagged with its index.
@@ -96,32 +95,14 @@ fn closing(metas: &[Meta], results: Vec<Result<Completion, ApiError>>, include_u
     for (meta, result) in metas.iter().zip(results) {
         match result {
             Ok(c) => {
-                out.extend(meta.closing(&c, false));
+                out.push(meta.closing(&c));
                 done.push(c);
             }
             Err(e) => out.push(Bytes::from(format!("data: {}\n\n", e.body()))),
         }
     }
     if include_usage && let Some(meta) = metas.first() {
-        let usage = match done.as_slice() {
-            [one] => usage_json(one),
-            many => {
-                let (p, c) = many.iter().fold((0u64, 0u64), |(p, c), x| {
-                    (
-                        p + u64::from(x.receipt.usage.prompt_tokens),
-                        c + u64::from(x.receipt.usage.completion_tokens),
-                    )
-                });
-                json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
-            }
-        };
-        let object = if meta.kind == super::openai_render::Kind::Chat {
-            "chat.completion.chunk"
-        } else {
-            "text_completion"
-        };
-        let body = json!({"id": meta.id, "object": object, "created": meta.created, "model": meta.model, "choices": [], "usage": usage});
-        out.push(Bytes::from(format!("data: {body}\n\n")));
+        out.push(meta.usage_chunk(summed_usage(&done.iter().collect::<Vec<_>>())));
     }
     out.push(Bytes::from_static(b"data: [DONE]\n\n"));
     out

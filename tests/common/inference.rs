@@ -176,3 +176,38 @@ pub async fn metric(node: &Node, metric: &str, label: &str) -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
+
+/// A small network on the memory transport: a bootstrap node, one free worker with `slots` slots
+/// serving the tiny model with mistral.rs, and a client node with its API.
+pub struct TinyNet {
+    _dir: tempfile::TempDir,
+    pub boot: Node,
+    pub worker: Node,
+    pub client: Node,
+    /// The worker's model id.
+    pub model: String,
+}
+
+impl TinyNet {
+    pub async fn start(slots: u32) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let model = tiny_model(dir.path());
+        let (boot, boot_addr) = boot(dir.path()).await;
+        let worker = start_worker(dir.path(), "w", &boot_addr, &model, 0, slots).await;
+        let c = super::inproc::config(&dir.path().join("client"), Role::Client, Some(&boot_addr));
+        let client = super::inproc::start(client(c)).await;
+        let model = wait_for_workers(&client, 1).await;
+        TinyNet { _dir: dir, boot, worker, client, model }
+    }
+
+    /// The client node's API.
+    pub fn api(&self) -> std::net::SocketAddr {
+        self.client.api_addr().expect("the client serves its API")
+    }
+
+    pub async fn stop(self) {
+        for node in [self.client, self.worker, self.boot] {
+            node.shutdown().await.expect("shutdown");
+        }
+    }
+}
