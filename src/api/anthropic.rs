@@ -343,6 +343,8 @@ impl Dialect for Stream {
 
     fn event(&mut self, e: Event) -> Vec<Bytes> {
         match e {
+            // Never for a chat request: the client refuses an embedding in a generation.
+            Event::Embedding { .. } => Vec::new(),
             Event::Text { text, .. } => {
                 let (mut out, index) = self.ensure(None, || json!({"type": "text", "text": ""}));
                 out.push(event("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}})));

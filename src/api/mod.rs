@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod admin_payments;
 pub mod anthropic;
+pub mod embeddings;
 pub mod openai;
 pub mod openai_render;
 pub mod openai_request;

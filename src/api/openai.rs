@@ -142,6 +142,7 @@ pub async fn serve(
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
         .route("/v1/responses", post(super::responses::create))
+        .route("/v1/embeddings", post(super::embeddings::create))
         .route("/v1/messages", post(super::anthropic::messages))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", "unknown_url", "unknown endpoint")

@@ -52,6 +52,8 @@ pub struct Gathered {
     pub calls: Vec<GatheredCall>,
     /// Each text token's log-probabilities, when asked for.
     pub logprobs: Vec<TokenLogprob>,
+    /// The embeddings of an embedding request, in input order.
+    pub embeddings: Vec<Vec<f32>>,
 }
 
 impl Gathered {
@@ -71,6 +73,7 @@ impl Gathered {
                     call.arguments.push_str(&d.arguments);
                 }
             }
+            Event::Embedding { vector, .. } => self.embeddings.push(vector),
         }
     }
 }
@@ -211,8 +214,11 @@ impl Meta {
                     .map_or(Value::Null, |l| legacy_logprobs(std::slice::from_ref(l), offset));
                 self.chunk(json!(text), logprobs, None)
             }
-            // The client refuses tool calls on a text completion (it declares no tools).
-            (Kind::Text, Event::ToolCall(_)) => self.chunk(json!(""), Value::Null, None),
+            // The client refuses tool calls on a text completion (it declares no tools), and
+            // embeddings for any generation.
+            (Kind::Text, Event::ToolCall(_)) | (_, Event::Embedding { .. }) => {
+                self.chunk(json!(""), Value::Null, None)
+            }
         };
         sse_event(&body)
     }

@@ -323,6 +323,8 @@ impl Dialect for Stream {
     fn event(&mut self, event: Event) -> Vec<Bytes> {
         let bare = self.head.id.trim_start_matches("resp_").to_owned();
         match event {
+            // Never for a chat request: the client refuses an embedding in a generation.
+            Event::Embedding { .. } => Vec::new(),
             Event::Text { text, .. } => {
                 let (mut out, index) = self.ensure(None, text_item(&bare, "", "in_progress"));
                 if let Some(t) = self.items[index]["content"][0]["text"].as_str() {

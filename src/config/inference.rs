@@ -53,7 +53,8 @@ impl Default for ApiSection {
 pub struct ModelEntry {
     /// Name in the model id (`name@sha256:<hex of the file>`): letters, digits, `.`, `_`, `-`.
     pub name: String,
-    /// The GGUF file.
+    /// The GGUF file of a text model, or the directory of an embedding model (BERT family:
+    /// `config.json`, `tokenizer.json`, `model.safetensors`; the id hashes the safetensors file).
     pub path: PathBuf,
     /// Price per 1,000 prompt tokens, nanotons. Default 0.
     #[serde(default)]

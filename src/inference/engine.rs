@@ -138,6 +138,7 @@ impl StandInEngine {
     fn words(prompt: &Prompt) -> u32 {
         let text = match prompt {
             Prompt::Text(t) => t.split_whitespace().count(),
+            Prompt::Embed(inputs) => inputs.iter().map(|i| i.split_whitespace().count()).sum(),
             Prompt::Chat(messages) => messages.iter().map(|m| m.content.split_whitespace().count() + 4).sum(),
         };
         u32::try_from(text).unwrap_or(u32::MAX)

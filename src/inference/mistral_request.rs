@@ -100,6 +100,9 @@ pub fn prepare(prompt: &Prompt, shape: &Shape) -> Result<Prepared, EngineError> 
             enable_thinking: None,
             reasoning_effort: None,
         },
+        Prompt::Embed(_) => {
+            return Err(EngineError::Invalid("this model generates text; it does not embed".into()));
+        }
         Prompt::Text(_) if !shape.tools.is_empty() => {
             return Err(EngineError::Invalid("tools need a chat prompt".into()));
         }

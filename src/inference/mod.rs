@@ -1,8 +1,10 @@
 //! Confidential inference in the node: the Noise session ([`session`]), engines ([`engine`],
-//! [`mistral`]), model ids ([`model`]), the worker that serves `/cocoon/inference/2`
+//! [`mistral`], the embedding engine [`bert`]), model ids ([`model`]), the worker that serves `/cocoon/inference/2`
 //! ([`worker`]) and the client that sends requests to verified workers ([`client`]); how tools
 //! and response formats steer an engine ([`tools`]).
 
+#[cfg(feature = "mistralrs")]
+pub mod bert;
 pub mod client;
 pub mod engine;
 pub mod fetch;

@@ -36,7 +36,7 @@ pub enum SetupError {
 /// The offer for one configured model: its id (hashing the file, cached in `hashes`) and the
 /// context length (the configured one, capped at what the file declares).
 pub fn offer(entry: &ModelEntry, hashes: Option<&ModelHashes>) -> Result<ModelOffer, SetupError> {
-    let model_id = model::model_id(&entry.name, &entry.path, hashes)?;
+    let model_id = model::model_id(&entry.name, &weights_file(entry), hashes)?;
     let declared = declared_context(entry)?;
     Ok(ModelOffer {
         model_id,
@@ -47,10 +47,32 @@ pub fn offer(entry: &ModelEntry, hashes: Option<&ModelHashes>) -> Result<ModelOf
     })
 }
 
+/// Whether `entry` is an embedding model: a directory (config, tokenizer, safetensors weights)
+/// rather than a GGUF file.
+fn is_embedding(entry: &ModelEntry) -> bool {
+    entry.path.is_dir()
+}
+
+/// The file whose hash names the model: the GGUF file, or an embedding model's weights.
+fn weights_file(entry: &ModelEntry) -> std::path::PathBuf {
+    if is_embedding(entry) { entry.path.join("model.safetensors") } else { entry.path.clone() }
+}
+
 #[cfg(feature = "mistralrs")]
 fn declared_context(entry: &ModelEntry) -> Result<u32, SetupError> {
-    super::mistral::gguf_context_length(&entry.path)
-        .map_err(|source| SetupError::Engine { name: entry.name.clone(), source })
+    let failed = |source| SetupError::Engine { name: entry.name.clone(), source };
+    if is_embedding(entry) {
+        let config = std::fs::read(entry.path.join("config.json"))
+            .map_err(|e| failed(EngineError::Failed(format!("{}/config.json: {e}", entry.path.display()))))?;
+        let positions = serde_json::from_slice::<serde_json::Value>(&config)
+            .ok()
+            .and_then(|c| c["max_position_embeddings"].as_u64())
+            .ok_or_else(|| {
+                failed(EngineError::Failed("config.json has no max_position_embeddings".into()))
+            })?;
+        return Ok(u32::try_from(positions).unwrap_or(u32::MAX));
+    }
+    super::mistral::gguf_context_length(&entry.path).map_err(failed)
 }
 
 #[cfg(not(feature = "mistralrs"))]
@@ -68,6 +90,12 @@ pub fn offers(config: &Config, hashes: Option<&ModelHashes>) -> Result<Vec<Model
 pub async fn load(config: &Config, offers: &[ModelOffer]) -> Result<Vec<ServedModel>, SetupError> {
     let mut served = Vec::new();
     for (entry, offer) in config.worker.models.iter().zip(offers) {
+        if is_embedding(entry) {
+            let engine = super::bert::BertEngine::load(&entry.path, offer.model_id.clone())
+                .map_err(|source| SetupError::Engine { name: entry.name.clone(), source })?;
+            served.push(ServedModel { engine: std::sync::Arc::new(engine), offer: offer.clone() });
+            continue;
+        }
         let engine = super::mistral::MistralEngine::load(
             &entry.path,
             offer.model_id.clone(),

@@ -116,6 +116,19 @@ def structured_and_logprobs():
         check("seed with sampling is refused, naming it", e.body.get("param") == "seed", e.body)
 
 
+def cos(x, y):
+    return sum(p * q for p, q in zip(x, y)) / (sum(p * p for p in x) ** 0.5 * sum(q * q for q in y) ** 0.5)
+
+
+def embeddings():
+    # The SDK asks for base64 by default and decodes it.
+    r = oai.embeddings.create(model="all-minilm-l6-v2", input=["A cat sits on the mat.", "A cat sits on the mat.", "Stock markets fell."])
+    a, b, c = (d.embedding for d in r.data)
+    check("embeddings of equal dimensions", len(a) == len(b) == len(c) == 384, len(a))
+    check("a text's embedding has cosine 1 with itself", abs(cos(a, b) - 1) < 1e-6 and cos(a, c) < 0.9, (cos(a, b), cos(a, c)))
+    check("embeddings are priced per input token", r.usage.prompt_tokens > 0, r.usage)
+
+
 def responses_api():
     r = oai.responses.create(model=MODEL, input="Name a bird.", instructions="Answer briefly.", max_output_tokens=12)
     check("Responses API, whole", r.output_text != "", r.output_text)
@@ -164,6 +177,7 @@ if __name__ == "__main__":
     call = tools_named_and_required()
     tool_conversation(call)
     structured_and_logprobs()
+    embeddings()
     responses_api()
     anthropic_api()
     langchain()

@@ -16,6 +16,8 @@ pub const MIN_LOGPROB: f32 = -9999.0;
 pub const MAX_TOKEN_TEXT: usize = 256;
 /// Longest piece of text or arguments in one event.
 pub const MAX_EVENT_TEXT: usize = 32 * 1024;
+/// Most dimensions of an embedding (a frame holds 64 KiB).
+pub const MAX_DIMENSIONS: usize = 8192;
 
 /// A token's log-probability.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +63,13 @@ pub enum Event {
     },
     /// A piece of a tool call.
     ToolCall(ToolCallDelta),
+    /// The embedding of input `index` of an embedding request (finite values).
+    Embedding {
+        /// Which input.
+        index: u32,
+        /// The vector.
+        vector: Vec<f32>,
+    },
 }
 
 fn encode_logprob(w: &mut Writer, l: &TopLogprob) {
@@ -102,6 +111,12 @@ impl Event {
             Self::ToolCall(d) => {
                 w.u8(2).u32(d.index).str(&d.id).str(&d.name).str(&d.arguments);
             }
+            Self::Embedding { index, vector } => {
+                w.u8(3).u32(*index).u32(vector.len() as u32);
+                for v in vector {
+                    w.u32(v.to_bits());
+                }
+            }
         }
     }
 
@@ -142,6 +157,25 @@ impl Event {
                 name: r.str("tool name", MAX_TOOL_NAME)?.to_owned(),
                 arguments: r.str("tool arguments", MAX_EVENT_TEXT)?.to_owned(),
             }),
+            3 => {
+                let index = r.u32("embedding index")?;
+                let n = r.u32("dimensions")? as usize;
+                if n > MAX_DIMENSIONS {
+                    return Err(CodecError::TooLong { field: "dimensions", len: n, max: MAX_DIMENSIONS });
+                }
+                let mut vector = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let v = f32::from_bits(r.u32("embedding value")?);
+                    if !v.is_finite() {
+                        return Err(CodecError::Invalid {
+                            field: "embedding value",
+                            reason: "not finite".into(),
+                        });
+                    }
+                    vector.push(v);
+                }
+                Self::Embedding { index, vector }
+            }
             other => return Err(CodecError::Unknown { field: "event kind", value: other.into() }),
         })
     }
@@ -151,6 +185,7 @@ impl Event {
         match self {
             Self::Text { text, .. } => text.len(),
             Self::ToolCall(d) => d.id.len() + d.name.len() + d.arguments.len(),
+            Self::Embedding { vector, .. } => vector.len() * 4,
         }
     }
 }
@@ -178,6 +213,11 @@ impl AnswerDigest {
 /// not requested. Byte and count caps are the client's own (they bound memory, not meaning).
 #[derive(Debug, Clone)]
 pub struct AnswerCheck {
+    /// Inputs of an embedding request (`None`: a generation).
+    inputs: Option<usize>,
+    /// Embeddings received so far, and their length.
+    embedded: usize,
+    dimensions: Option<usize>,
     tools: Vec<String>,
     choice: ToolChoice,
     logprobs: Option<u8>,
@@ -188,7 +228,14 @@ pub struct AnswerCheck {
 impl AnswerCheck {
     /// The checks for an answer to `request`.
     pub fn new(request: &Request) -> Self {
+        let inputs = match &request.prompt {
+            super::request::Prompt::Embed(inputs) => Some(inputs.len()),
+            _ => None,
+        };
         Self {
+            inputs,
+            embedded: 0,
+            dimensions: None,
             tools: request.shape.tools.iter().map(|t| t.name.clone()).collect(),
             choice: request.shape.tool_choice.clone(),
             logprobs: request.shape.logprobs,
@@ -198,6 +245,14 @@ impl AnswerCheck {
 
     /// Whether `event` may come next.
     pub fn event(&mut self, event: &Event) -> Result<(), String> {
+        match (event, self.inputs) {
+            (Event::Embedding { index, vector }, Some(inputs)) => {
+                return self.embedding(*index, vector.len(), inputs);
+            }
+            (Event::Embedding { .. }, None) => return Err("an embedding for a generation".into()),
+            (_, Some(_)) => return Err("text or a tool call for an embedding request".into()),
+            (_, None) => {}
+        }
         match event {
             Event::Text { logprob, .. } => match (logprob, self.logprobs) {
                 (None, _) => Ok(()),
@@ -208,7 +263,23 @@ impl AnswerCheck {
                 (Some(_), Some(_)) => Ok(()),
             },
             Event::ToolCall(d) => self.call(d),
+            Event::Embedding { .. } => Ok(()),
         }
+    }
+
+    fn embedding(&mut self, index: u32, dimensions: usize, inputs: usize) -> Result<(), String> {
+        if index as usize != self.embedded || self.embedded >= inputs {
+            return Err(format!("embedding {index} where {} of {inputs} was next", self.embedded));
+        }
+        if dimensions == 0 || self.dimensions.is_some_and(|d| d != dimensions) {
+            return Err(format!(
+                "an embedding of {dimensions} dimensions among others of {:?}",
+                self.dimensions
+            ));
+        }
+        self.dimensions = Some(dimensions);
+        self.embedded += 1;
+        Ok(())
     }
 
     fn call(&mut self, d: &ToolCallDelta) -> Result<(), String> {
@@ -239,6 +310,11 @@ impl AnswerCheck {
 
     /// Whether the answer may end with `reason`.
     pub fn finish(&self, reason: FinishReason) -> Result<(), String> {
+        if let Some(inputs) = self.inputs
+            && self.embedded != inputs
+        {
+            return Err(format!("{} embeddings for {inputs} inputs", self.embedded));
+        }
         if reason == FinishReason::ToolCalls && self.calls == 0 {
             return Err("finished for tool calls without calling any".into());
         }
@@ -348,6 +424,37 @@ mod tests {
         let mut two = AnswerCheck::new(&request(Shape { logprobs: Some(2), ..Shape::default() }));
         assert!(two.event(&with(2)).is_ok());
         assert!(two.event(&with(3)).is_err());
+    }
+
+    #[test]
+    fn embeddings_come_in_order_one_per_input_all_of_one_length() {
+        use super::super::request::{Prompt, Shape};
+        let embed =
+            |n: usize| Request { prompt: Prompt::Embed(vec!["x".into(); n]), ..request(Shape::default()) };
+        let vector = |index: u32, dims: usize| Event::Embedding { index, vector: vec![0.5; dims] };
+        let mut two = AnswerCheck::new(&embed(2));
+        assert!(two.event(&vector(1, 4)).is_err(), "out of order");
+        assert!(two.event(&vector(0, 4)).is_ok());
+        assert!(two.finish(FinishReason::Stop).is_err(), "one vector for two inputs");
+        assert!(two.event(&vector(1, 3)).is_err(), "another length");
+        assert!(two.event(&Event::Text { text: "x".into(), logprob: None }).is_err());
+        assert!(two.event(&vector(1, 4)).is_ok());
+        assert!(two.event(&vector(2, 4)).is_err(), "more vectors than inputs");
+        assert!(two.finish(FinishReason::Stop).is_ok());
+        assert!(
+            AnswerCheck::new(&request(Shape::default())).event(&vector(0, 4)).is_err(),
+            "a vector for a generation"
+        );
+        // The wire refuses values that are not finite and over-long vectors.
+        let nan = Event::Embedding { index: 0, vector: vec![f32::NAN] };
+        assert!(Event::decode_from(&mut Reader::new(&nan.encode())).is_err());
+        let long = vector(0, MAX_DIMENSIONS + 1);
+        assert!(matches!(
+            Event::decode_from(&mut Reader::new(&long.encode())),
+            Err(CodecError::TooLong { .. })
+        ));
+        let fine = vector(3, 8);
+        assert_eq!(Event::decode_from(&mut Reader::new(&fine.encode())).unwrap(), fine);
     }
 
     #[test]

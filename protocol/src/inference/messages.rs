@@ -13,9 +13,9 @@ use crate::codec::{CodecError, Reader, Writer};
 
 pub use super::answer::{AnswerDigest, Event, TokenLogprob, ToolCallDelta, TopLogprob};
 pub use super::request::{
-    ChatMessage, MAX_CALL_ID, MAX_MESSAGES, MAX_MODEL_ID, MAX_STOP, MAX_STOP_LEN, MAX_TOOL_CALLS,
-    MAX_TOOL_NAME, MAX_TOOLS, MAX_TOP_LOGPROBS, Prompt, Request, ResponseFormat, Role, Sampling, Shape,
-    ToolCall, ToolChoice, ToolSpec,
+    ChatMessage, MAX_CALL_ID, MAX_EMBED_INPUTS, MAX_MESSAGES, MAX_MODEL_ID, MAX_STOP, MAX_STOP_LEN,
+    MAX_TOOL_CALLS, MAX_TOOL_NAME, MAX_TOOLS, MAX_TOP_LOGPROBS, Prompt, Request, ResponseFormat, Role,
+    Sampling, Shape, ToolCall, ToolChoice, ToolSpec,
 };
 
 /// Libp2p stream protocol.
@@ -272,8 +272,11 @@ mod tests {
     fn frames_round_trip() {
         let r = request();
         assert_eq!(Request::decode(&r.encode()).unwrap(), r);
-        let text = Request { prompt: Prompt::Text("once".into()), channel: None, ..r };
+        let text = Request { prompt: Prompt::Text("once".into()), channel: None, ..r.clone() };
         assert_eq!(Request::decode(&text.encode()).unwrap(), text);
+        let embed =
+            Request { prompt: Prompt::Embed(vec!["a".into(), "bé".into()]), shape: Shape::default(), ..r };
+        assert_eq!(Request::decode(&embed.encode()).unwrap(), embed);
         for f in [
             ServerFrame::Event(Event::Text { text: "tok".into(), logprob: None }),
             ServerFrame::Event(Event::ToolCall(ToolCallDelta {

@@ -26,6 +26,8 @@ pub const MAX_CALL_ID: usize = 256;
 pub const MAX_TOOL_CALLS: usize = 128;
 /// Most alternatives per token a request may ask log-probabilities for (OpenAI's limit).
 pub const MAX_TOP_LOGPROBS: u8 = 20;
+/// Most inputs one embedding request carries (OpenAI's limit).
+pub const MAX_EMBED_INPUTS: usize = 2048;
 
 /// Who said a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -79,6 +81,8 @@ pub enum Prompt {
     Chat(Vec<ChatMessage>),
     /// Raw text, completed as is.
     Text(String),
+    /// Texts to embed (one vector each), for an embedding model.
+    Embed(Vec<String>),
 }
 
 /// Sampling parameters; `None` means the engine's default (temperature 1, as OpenAI's; no
@@ -274,6 +278,12 @@ fn encode_prompt(w: &mut Writer, prompt: &Prompt) {
         Prompt::Text(text) => {
             w.u8(2).str(text);
         }
+        Prompt::Embed(inputs) => {
+            w.u8(3).u32(inputs.len() as u32);
+            for input in inputs {
+                w.str(input);
+            }
+        }
     }
 }
 
@@ -288,6 +298,14 @@ fn decode_prompt(r: &mut Reader<'_>) -> Result<Prompt, CodecError> {
             Prompt::Chat(messages)
         }
         2 => Prompt::Text(r.str("prompt", MAX_REQUEST)?.to_owned()),
+        3 => {
+            let n = read_count(r, "embedding inputs", MAX_EMBED_INPUTS)?;
+            Prompt::Embed(
+                (0..n)
+                    .map(|_| Ok(r.str("input", MAX_REQUEST)?.to_owned()))
+                    .collect::<Result<_, CodecError>>()?,
+            )
+        }
         other => return Err(CodecError::Unknown { field: "prompt kind", value: other.into() }),
     })
 }

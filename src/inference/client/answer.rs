@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use cocoon_protocol::attestation::record::ModelOffer;
 use cocoon_protocol::attestation::signed::SignedRecord;
-use cocoon_protocol::inference::answer::{AnswerCheck, MAX_EVENT_TEXT};
+use cocoon_protocol::inference::answer::{AnswerCheck, MAX_DIMENSIONS, MAX_EVENT_TEXT};
 use cocoon_protocol::inference::messages::{
     AnswerDigest, ClientFrame, Event, MAX_SERVER_FRAME, Prompt, Request, ServerFrame, Shape,
 };
@@ -34,6 +34,8 @@ pub const MAX_ANSWER_BYTES: usize = 8 << 20;
 /// Template tokens a prompt may add beyond one token per byte of its text (a default system
 /// prompt, role markers): generous, since the context length bounds the count as well.
 const TEMPLATE_TOKENS: u64 = 256;
+/// Special tokens an embedding model adds around each input (at most).
+const EMBED_SPECIAL_TOKENS: u64 = 4;
 /// Template tokens per chat message (role markers and separators).
 const TEMPLATE_TOKENS_PER_MESSAGE: u64 = 16;
 
@@ -48,7 +50,11 @@ impl Tally {
     /// Count an event, or say which cap it breaks.
     fn add(&mut self, event: &Event) -> Result<(), String> {
         let len = event.text_len();
-        let cap = if matches!(event, Event::ToolCall(_)) { MAX_CALL_BYTES } else { MAX_CHUNK_BYTES };
+        let cap = match event {
+            Event::Text { .. } => MAX_CHUNK_BYTES,
+            Event::ToolCall(_) => MAX_CALL_BYTES,
+            Event::Embedding { .. } => MAX_DIMENSIONS * 4,
+        };
         self.chunks = self.chunks.saturating_add(1);
         self.bytes = self.bytes.saturating_add(len);
         if len > cap {
@@ -241,6 +247,8 @@ pub fn max_prompt_tokens(prompt: &Prompt, shape: &Shape) -> u64 {
         .sum();
     let text = match prompt {
         Prompt::Text(t) => t.len() as u64,
+        // No template; each input gains its special tokens (a BERT encoder's two).
+        Prompt::Embed(inputs) => inputs.iter().map(|i| i.len() as u64 + EMBED_SPECIAL_TOKENS).sum(),
         Prompt::Chat(messages) => messages
             .iter()
             .map(|m| {
@@ -287,7 +295,14 @@ pub(super) fn check_receipt(
             u64::from(r.usage.prompt_tokens) > max_prompt_tokens(&request.prompt, &request.shape),
             "more prompt tokens than the prompt can hold",
         ),
-        (tokens > u64::from(offer.context_length), "more tokens than the attested context length"),
+        (
+            tokens > u64::from(offer.context_length) && !matches!(request.prompt, Prompt::Embed(_)),
+            "more tokens than the attested context length",
+        ),
+        (
+            matches!(request.prompt, Prompt::Embed(_)) && r.usage.completion_tokens > 0,
+            "completion tokens for an embedding",
+        ),
     ];
     match problems.iter().find(|(bad, _)| *bad) {
         Some((_, why)) => Err((*why).to_owned()),

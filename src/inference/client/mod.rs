@@ -599,6 +599,7 @@ impl InferenceClient {
 pub fn estimate_tokens(prompt: &Prompt) -> u32 {
     let bytes = match prompt {
         Prompt::Text(t) => t.len(),
+        Prompt::Embed(inputs) => inputs.iter().map(String::len).sum(),
         Prompt::Chat(messages) => messages
             .iter()
             .map(|m| {

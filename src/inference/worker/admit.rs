@@ -48,6 +48,8 @@ fn prompt_bytes(prompt: &Prompt) -> u64 {
     match prompt {
         Prompt::Text(t) => t.len() as u64,
         Prompt::Chat(messages) => messages.iter().map(|m| m.content.len() as u64).sum(),
+        // Each input has the context to itself (the engine checks each).
+        Prompt::Embed(_) => 0,
     }
 }
 
@@ -124,7 +126,11 @@ fn cannot_fit(model: &ServedModel, request: &Request) -> Result<(), Refused> {
 /// the worst case.
 fn within_offer(model: &ServedModel, request: &Request, prompt_tokens: u32) -> Result<u64, Refused> {
     let offer = &model.offer;
-    if u64::from(prompt_tokens) + u64::from(request.max_tokens) > u64::from(offer.context_length) {
+    // Embedding inputs each have the context to themselves (the engine refused any too long).
+    let embedding = matches!(request.prompt, Prompt::Embed(_));
+    if !embedding
+        && u64::from(prompt_tokens) + u64::from(request.max_tokens) > u64::from(offer.context_length)
+    {
         let message = format!(
             "prompt ({prompt_tokens} tokens) plus max_tokens ({}) exceeds the context length {}",
             request.max_tokens, offer.context_length

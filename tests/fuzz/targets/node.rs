@@ -124,6 +124,7 @@ fn accepted(p: &Parsed) {
     let messages = match &p.prompt {
         Prompt::Chat(m) => m.len(),
         Prompt::Text(_) => 0,
+        Prompt::Embed(inputs) => inputs.len(),
     };
     let bytes = request.encode();
     if p.model.len() <= MAX_MODEL_ID && messages <= MAX_MESSAGES && bytes.len() <= MAX_REQUEST {
