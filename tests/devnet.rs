@@ -104,8 +104,11 @@ async fn devnet_answers_a_streamed_chat_completion_with_the_real_model() {
 
     let (status, models) = common::inference::get(api, "/v1/models").await;
     assert_eq!(status, 200);
-    let model_id = models["data"][0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(model_id, format!("smollm2-135m-instruct@sha256:{}", cocoon::inference::fetch::SHA256));
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
+    let text_model = format!("smollm2-135m-instruct@sha256:{}", cocoon::inference::fetch::SHA256);
+    assert!(ids.contains(&text_model.as_str()), "{ids:?}");
+    // The workers also serve the development embedding model.
+    assert!(ids.iter().any(|id| id.starts_with("all-minilm-l6-v2@sha256:")), "{ids:?}");
     let body = serde_json::json!({
         "model": "smollm2-135m-instruct", "stream": true, "stream_options": {"include_usage": true},
         "max_tokens": 16, "temperature": 0, "messages": [{"role": "user", "content": "Name three birds."}],
@@ -124,7 +127,7 @@ async fn devnet_answers_a_streamed_chat_completion_with_the_real_model() {
     assert_eq!(u64::from(receipt.usage.completion_tokens), usage["completion_tokens"].as_u64().unwrap());
     assert_eq!(u64::from(receipt.usage.prompt_tokens), usage["prompt_tokens"].as_u64().unwrap());
     assert!((1..=16).contains(&receipt.usage.completion_tokens));
-    assert_eq!(receipt.model_id, model_id);
+    assert_eq!(receipt.model_id, text_model);
     // The request was paid with a voucher on a channel the client opened on the devnet chain.
     let payment = &finish.1["cocoon"]["payment"];
     assert_eq!(payment["status"], "paid", "{payment}");

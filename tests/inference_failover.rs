@@ -15,7 +15,9 @@ use cocoon_protocol::inference::messages::{
     ChatMessage, ErrorCode, MAX_SERVER_FRAME, PROTOCOL, Prompt, Request, Role as ChatRole, Sampling,
     ServerFrame,
 };
-use common::inference::{boot, client, metric, post, start_worker, tiny_model, wait_for_workers};
+use common::inference::{
+    boot, client, metric, post, start_worker, tiny_model, wait_for_workers, with_admin, worker,
+};
 use common::inproc::{config, eventually, start};
 use libp2p::StreamProtocol;
 use serde_json::json;
@@ -39,8 +41,11 @@ async fn busy_and_dead_workers_are_skipped_before_the_first_token() {
     let model = tiny_model(dir.path());
     let (boot, boot_addr) = boot(dir.path()).await;
     // The cheap worker is preferred by every client (selection weighs price), so requests go to
-    // it first; it has one slot.
-    let cheap = start_worker(dir.path(), "cheap", &boot_addr, &model, 0, 1).await;
+    // it first; it has one slot and no queue.
+    let mut cc =
+        with_admin(worker(config(&dir.path().join("cheap"), Role::Worker, Some(&boot_addr)), &model, 0, 1));
+    cc.worker.queue_length = 0;
+    let cheap = start(cc).await;
     let dear = start_worker(dir.path(), "dear", &boot_addr, &model, 50_000, 1).await;
     let client_node = start(client(config(&dir.path().join("client"), Role::Client, Some(&boot_addr)))).await;
     // A second client with no history yet: it, too, will try the cheap worker first.

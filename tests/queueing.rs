@@ -21,7 +21,13 @@ use common::inference::{boot, client, metric, post_sse, tiny_model, wait_for_wor
 use common::inproc::{config, start};
 use serde_json::json;
 
+/// The two scenarios run one after the other: each loads the machine on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_queues_and_only_a_full_queue_is_429() {
+    sixteen_concurrent_streams_on_two_slots_all_answered_after_queueing().await;
+    a_full_queue_is_429_with_retry_after().await;
+}
+
 async fn sixteen_concurrent_streams_on_two_slots_all_answered_after_queueing() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
@@ -53,7 +59,6 @@ async fn sixteen_concurrent_streams_on_two_slots_all_answered_after_queueing() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_queue_is_429_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());

@@ -222,7 +222,7 @@ pub struct WorkerSection {
     /// client tries another worker. Default 16.
     pub queue_length: u32,
     /// Longest a request waits in that queue, in seconds, before it is answered `Busy` (keep it
-    /// well under clients' `api.first_token_timeout_secs`, 120 by default). Default 30.
+    /// well under clients' `api.first_token_timeout_secs`, 120 by default). Default 60.
     pub queue_wait_secs: u64,
     /// Models served (`[[worker.models]]`; see `ModelEntry`). Default none.
     pub models: Vec<ModelEntry>,
@@ -238,7 +238,7 @@ impl Default for WorkerSection {
             handshake_timeout_secs: 10,
             send_timeout_secs: 10,
             queue_length: 16,
-            queue_wait_secs: 30,
+            queue_wait_secs: 60,
             models: Vec::new(),
         }
     }

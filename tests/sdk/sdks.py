@@ -10,12 +10,16 @@ vendor's own service. Prints one line per check; exits non-zero at the first fai
 import json
 import os
 import sys
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import anthropic
 import openai
 from langchain_openai import ChatOpenAI
 
 API = os.environ.get("COCOON_API", "http://127.0.0.1:8080")
+# The devnet worker's admin endpoint (node 4 of the default devnet: admin port 9100 + 4).
+WORKER_ADMIN = os.environ.get("COCOON_WORKER_ADMIN", "http://127.0.0.1:9104")
 MODEL = os.environ.get("COCOON_MODEL", "smollm2-135m-instruct")
 
 oai = openai.OpenAI(base_url=f"{API}/v1", api_key="not-checked", max_retries=0, timeout=300)
@@ -165,6 +169,27 @@ def anthropic_api():
     check("Anthropic tool use", m.stop_reason == "tool_use" and len(uses) == 1 and weather_ok(uses[0].input), uses)
 
 
+def metric(name):
+    """The sum of a Prometheus metric's samples on the worker."""
+    text = urllib.request.urlopen(f"{WORKER_ADMIN}/metrics", timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def sixteen_at_once():
+    """16 concurrent streams to one worker with 2 slots: all answered, after queueing."""
+    before = metric("cocoon_inference_worker_queue_wait_seconds_count")
+
+    def stream(i):
+        chunks = oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"Count to {i}."}], max_tokens=16, stream=True)
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    with ThreadPoolExecutor(16) as pool:
+        texts = list(pool.map(stream, range(16)))  # a 429 would raise here
+    waited = metric("cocoon_inference_worker_queue_wait_seconds_count") - before
+    check("16 concurrent streams all answered (none 429)", all(texts), sum(1 for t in texts if t))
+    check("the worker's queue held some of them", waited >= 1, f"{waited:.0f} waited")
+
+
 def langchain():
     llm = ChatOpenAI(base_url=f"{API}/v1", api_key="not-checked", model=MODEL, max_tokens=64, max_retries=0)
     message = llm.bind_tools(TOOLS, tool_choice="get_weather").invoke("What is the weather in Oslo?")
@@ -181,4 +206,5 @@ if __name__ == "__main__":
     responses_api()
     anthropic_api()
     langchain()
+    sixteen_at_once()
     print("all SDK checks passed")

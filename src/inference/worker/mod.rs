@@ -73,7 +73,7 @@ impl Default for WorkerLimits {
             send: session::SEND_TIMEOUT,
             tokenize: Duration::from_secs(10),
             queue_length: 16,
-            queue_wait: Duration::from_secs(30),
+            queue_wait: Duration::from_secs(60),
         }
     }
 }
