@@ -54,6 +54,10 @@ async fn sixteen_concurrent_streams_on_two_slots_all_answered_after_queueing() {
     assert!(waited > 0, "no request waited: the queue was never used");
     assert_eq!(metric(&worker_node, "cocoon_inference_worker_queue_depth", "").await, 0);
     assert_eq!(metric(&worker_node, "cocoon_inference_worker_requests_total", "completed").await, 16);
+    // The worker told the client of its queue; /v1/models reports the last figures.
+    let (_, models) = common::inference::get(api, "/v1/models").await;
+    let cocoon = &models["data"][0]["cocoon"];
+    assert!(cocoon["queued"].is_u64() && cocoon["slots"] == 2, "{models}");
     for node in [client_node, worker_node, boot] {
         node.shutdown().await.unwrap();
     }

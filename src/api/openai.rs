@@ -216,6 +216,9 @@ async fn models(State(state): State<ApiState>) -> Response {
                     "min_price_prompt_per_1k_nanotons": min(|o| o.price_prompt_per_1k),
                     "min_price_completion_per_1k_nanotons": min(|o| o.price_completion_per_1k),
                     "max_context_length": offers.iter().map(|(_, o)| o.context_length).max(),
+                    // Requests waiting in its workers' queues, as they last told this node.
+                    "queued": offers.iter().map(|(peer, _)| u64::from(state.client.queued(peer))).sum::<u64>(),
+                    "slots": offers.iter().map(|(_, o)| u64::from(o.max_concurrent)).sum::<u64>(),
                 },
             })
         })

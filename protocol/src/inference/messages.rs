@@ -115,6 +115,12 @@ pub enum ServerFrame {
         /// The voucher's seqno.
         seqno: u64,
     },
+    /// Every slot of the model is taken: the request waits in the worker's queue, `depth`
+    /// requests long (this one included). At most once, before the first event.
+    Queued {
+        /// Requests waiting for a slot of the model.
+        depth: u32,
+    },
     /// The voucher was refused. The worker states what it holds, so a client whose voucher got
     /// lost (worker crashed before storing it) can sign the amount the worker expects; the
     /// worker waits for one corrected voucher, then counts the request as unpaid.
@@ -154,6 +160,7 @@ impl ServerFrame {
             Self::Error { code, message } => w.u8(3).u8(*code as u8).str(message),
             Self::Paid { cumulative, seqno } => w.u8(4).u64(*cumulative).u64(*seqno),
             Self::Unpaid { cumulative, seqno, message } => w.u8(5).u64(*cumulative).u64(*seqno).str(message),
+            Self::Queued { depth } => w.u8(6).u32(*depth),
         };
         w.finish()
     }
@@ -183,6 +190,7 @@ impl ServerFrame {
                 seqno: r.u64("seqno")?,
                 message: r.str("message", MAX_SERVER_FRAME)?.to_owned(),
             },
+            6 => Self::Queued { depth: r.u32("queue depth")? },
             other => return Err(CodecError::Unknown { field: "frame kind", value: other.into() }),
         };
         r.finish()?;
@@ -290,6 +298,7 @@ mod tests {
             ServerFrame::Error { code: ErrorCode::Busy, message: "full".into() },
             ServerFrame::Error { code: ErrorCode::PaymentRequired, message: "deposit".into() },
             ServerFrame::Paid { cumulative: 5, seqno: 2 },
+            ServerFrame::Queued { depth: 3 },
             ServerFrame::Unpaid { cumulative: 4, seqno: 1, message: "wrong amount".into() },
         ] {
             assert_eq!(ServerFrame::decode(&f.encode()).unwrap(), f);

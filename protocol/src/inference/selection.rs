@@ -33,6 +33,9 @@ pub struct Observed {
     pub busy: u32,
     /// Requests this client has in flight there.
     pub in_flight: u32,
+    /// The worker's queue as its last answer reported it (`ServerFrame::Queued`: requests
+    /// waiting for a slot of the model, this client's included; 0 when it answered at once).
+    pub queued: u32,
 }
 
 /// One worker's offer for the model, with what the client observed of it.
@@ -105,7 +108,8 @@ pub fn score(c: &Candidate, need: &Need, unknown_ms: f64) -> f64 {
     let latency = 1.0 + o.latency_ms.unwrap_or(unknown_ms).max(0.0) / 100.0;
     let failures = 2f64.powi(o.failures.min(30) as i32);
     let busy = 1.5f64.powi(o.busy.min(30) as i32);
-    let load = 1.0 + f64::from(o.in_flight) / f64::from(c.max_concurrent.clamp(1, MAX_CREDIBLE_CONCURRENCY));
+    let waiting = f64::from(o.in_flight) + f64::from(o.queued.min(MAX_CREDIBLE_CONCURRENCY));
+    let load = 1.0 + waiting / f64::from(c.max_concurrent.clamp(1, MAX_CREDIBLE_CONCURRENCY));
     let price = 1.0
         + worst_case(c.price_prompt_per_1k, c.price_completion_per_1k, need.prompt_tokens, need.max_tokens)
             as f64
@@ -267,8 +271,11 @@ mod tests {
         // Slower than the unknown default, yet preferred to nine workers never tried.
         assert_eq!(tally(&cands, &[], 5)[0], 2000);
         // Full of this client's requests, or failing: the others get the requests.
-        for worse in [Observed { in_flight: 4, ..known.observed }, Observed { failures: 1, ..known.observed }]
-        {
+        for worse in [
+            Observed { in_flight: 4, ..known.observed },
+            Observed { failures: 1, ..known.observed },
+            Observed { queued: 8, ..known.observed },
+        ] {
             cands[0].observed = worse;
             let counts = tally(&cands, &[], 6);
             assert!(counts[0] < 300 && counts[1..].iter().all(|&c| c > 100), "{counts:?}");

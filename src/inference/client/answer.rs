@@ -111,6 +111,9 @@ impl InferenceClient {
                 ServerFrame::Error { code, message } => {
                     return Err(failed(format!("{code:?} after the first chunk: {message}")));
                 }
+                ServerFrame::Queued { .. } => {
+                    return Err(failed("a queue report after the answer began".into()));
+                }
                 ServerFrame::Paid { .. } | ServerFrame::Unpaid { .. } => {
                     return Err(failed("payment frame before the receipt".into()));
                 }

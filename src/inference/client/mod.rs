@@ -269,6 +269,12 @@ impl InferenceClient {
         }
     }
 
+    /// How long `worker`'s queue was when it last answered this client (0 when it answered at
+    /// once or never did).
+    pub fn queued(&self, worker: &PeerId) -> u32 {
+        self.observed.lock().ok().and_then(|all| all.get(worker).map(|o| o.queued)).unwrap_or(0)
+    }
+
     /// The offer of each verified worker for each model: `(model id, offers)`.
     pub fn models(&self) -> Vec<(String, Vec<(PeerId, ModelOffer)>)> {
         let mut by_model: HashMap<String, Vec<(PeerId, ModelOffer)>> = HashMap::new();
@@ -516,7 +522,18 @@ impl InferenceClient {
             let opened = tokio::time::timeout(self.limits.first_token, async {
                 let mut s = session::initiate(stream, &record.record().noise_static, request_bytes).await?;
                 let first = s.recv(MAX_SERVER_FRAME).await?;
-                Ok::<_, SessionError>((s, first))
+                // A worker whose slots are taken says so once, then answers when one frees:
+                // its queue depth informs later selections (all within the same deadline).
+                let depth = match ServerFrame::decode(&first) {
+                    Ok(ServerFrame::Queued { depth }) => depth,
+                    _ => {
+                        self.observe(worker, |o| o.queued = 0);
+                        return Ok::<_, SessionError>((s, first));
+                    }
+                };
+                self.observe(worker, |o| o.queued = depth);
+                let next = s.recv(MAX_SERVER_FRAME).await?;
+                Ok((s, next))
             })
             .await;
             let (session, first) = match opened {

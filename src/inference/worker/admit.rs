@@ -8,12 +8,13 @@
 
 use std::sync::Arc;
 
-use cocoon_protocol::inference::messages::{ErrorCode, Prompt, Request};
+use cocoon_protocol::inference::messages::{ErrorCode, Prompt, Request, ServerFrame};
 use cocoon_protocol::inference::pricing::worst_case;
 use libp2p::PeerId;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{Inner, ServedModel};
+use super::queue::Slot;
+use super::{Inner, Out, ServedModel};
 use crate::payments::worker::{Admission, Refusal, WorkerPayments};
 
 /// A request that passed every check.
@@ -58,6 +59,7 @@ pub(super) async fn check<'a>(
     inner: &'a Inner,
     peer: &PeerId,
     request: &Request,
+    out: &mut Out,
 ) -> Result<Admitted<'a>, Refused> {
     let Some((model, queue)) = inner.models.get(&request.model_id) else {
         return Err((ErrorCode::UnknownModel, format!("model {} is not served here", request.model_id)));
@@ -78,8 +80,17 @@ pub(super) async fn check<'a>(
         let message = "this worker is paid through a payment channel; the request named none";
         return Err((ErrorCode::PaymentRequired, message.into()));
     }
-    // A slot, possibly after waiting in the model's bounded queue.
-    let slot = queue.slot().await?;
+    // A slot, possibly after waiting in the model's bounded queue (the client is told).
+    let slot = match queue.take()? {
+        Slot::Now(permit) => permit,
+        Slot::Queued(place) => {
+            let depth = u32::try_from(place.depth()).unwrap_or(u32::MAX);
+            if out.send(&ServerFrame::Queued { depth }.encode()).await.is_err() {
+                return Err((ErrorCode::Busy, "the client went away while queued".into()));
+            }
+            place.wait().await?
+        }
+    };
     let counted = tokio::time::timeout(
         inner.limits.tokenize,
         model.engine.prompt_tokens(&request.prompt, &request.shape),

@@ -389,7 +389,7 @@ async fn serve(inner: &Inner, peer: PeerId, stream: Stream) -> Outcome {
         Ok(opened) => opened,
         Err(outcome) => return outcome,
     };
-    let mut admitted = match admit::check(inner, &peer, &request).await {
+    let mut admitted = match admit::check(inner, &peer, &request, &mut session.writer).await {
         Ok(admitted) => admitted,
         Err((code, message)) => return refuse(&mut session.writer, code, message).await,
     };

@@ -58,14 +58,47 @@ pub(super) struct Queue {
     waited: Histogram,
 }
 
-/// Leaves the queue when dropped (served, timed out, or the request went away).
-struct Place<'a>(&'a Queue);
+/// A place in the queue; leaving it (served, timed out, or the request went away) frees it.
+pub(super) struct Place<'a> {
+    queue: &'a Queue,
+    depth: usize,
+}
 
 impl Drop for Place<'_> {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
-        self.0.depth.dec();
+        self.queue.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.queue.depth.dec();
     }
+}
+
+impl Place<'_> {
+    /// Requests waiting when this one joined, itself included.
+    pub(super) fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Wait for a slot, at most the queue's wait.
+    pub(super) async fn wait(self) -> Result<OwnedSemaphorePermit, Refused> {
+        let started = Instant::now();
+        let got = tokio::time::timeout(self.queue.wait, self.queue.slots.clone().acquire_owned()).await;
+        self.queue.waited.observe(started.elapsed().as_secs_f64());
+        match got {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err((ErrorCode::ShuttingDown, "the worker is shutting down".into())),
+            Err(_) => {
+                let message = format!("no slot freed within {} s in the queue", self.queue.wait.as_secs());
+                Err((ErrorCode::Busy, message))
+            }
+        }
+    }
+}
+
+/// A slot at once, or a place in the queue.
+pub(super) enum Slot<'a> {
+    /// A slot was free.
+    Now(OwnedSemaphorePermit),
+    /// Every slot is taken: wait in this place.
+    Queued(Place<'a>),
 }
 
 impl Queue {
@@ -88,29 +121,28 @@ impl Queue {
         }
     }
 
-    /// A slot now, or after waiting in the queue, or `Busy`.
-    pub(super) async fn slot(&self) -> Result<OwnedSemaphorePermit, Refused> {
+    /// A free slot, or a place in the queue, or `Busy` when the queue is full too.
+    pub(super) fn take(&self) -> Result<Slot<'_>, Refused> {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Ok(permit);
+            return Ok(Slot::Now(permit));
         }
         let joined = self
             .waiting
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.length).then_some(n + 1));
-        if joined.is_err() {
+        let Ok(before) = joined else {
             let message = format!("all {} slots and the queue of {} are taken", self.running, self.length);
             return Err((ErrorCode::Busy, message));
-        }
+        };
         self.depth.inc();
-        let _place = Place(self);
-        let started = Instant::now();
-        let got = tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await;
-        self.waited.observe(started.elapsed().as_secs_f64());
-        match got {
-            Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) => Err((ErrorCode::ShuttingDown, "the worker is shutting down".into())),
-            Err(_) => {
-                Err((ErrorCode::Busy, format!("no slot freed within {} s in the queue", self.wait.as_secs())))
-            }
+        Ok(Slot::Queued(Place { queue: self, depth: before + 1 }))
+    }
+
+    /// A slot now, or after waiting in the queue, or `Busy`.
+    #[cfg(test)]
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, Refused> {
+        match self.take()? {
+            Slot::Now(permit) => Ok(permit),
+            Slot::Queued(place) => place.wait().await,
         }
     }
 }
@@ -139,6 +171,20 @@ mod tests {
         let second = second.await.unwrap().unwrap();
         assert!(second >= served, "served in arrival order");
         assert_eq!(queue.depth.get(), 0);
+    }
+
+    #[test]
+    fn a_place_knows_the_queue_it_joined() {
+        let metrics = QueueMetrics::register(&mut Registry::default());
+        let queue = Queue::new("m", 1, 2, Duration::from_secs(5), &metrics);
+        let Ok(Slot::Now(_running)) = queue.take() else { panic!("a free slot") };
+        let Ok(Slot::Queued(first)) = queue.take() else { panic!("queued") };
+        let Ok(Slot::Queued(second)) = queue.take() else { panic!("queued") };
+        assert_eq!((first.depth(), second.depth()), (1, 2));
+        assert!(queue.take().is_err(), "the queue is full");
+        drop(first);
+        let Ok(Slot::Queued(third)) = queue.take() else { panic!("a place freed") };
+        assert_eq!(third.depth(), 2);
     }
 
     #[tokio::test(start_paused = true)]
