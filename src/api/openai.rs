@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use super::openai_render::{Gathered, Kind, Meta};
+use super::openai_render::{Kind, Meta};
 use super::openai_request::{self, Invalid, Parsed, RequestLimits};
 use crate::inference::client::{Completion, Delivery, Delta, InferenceClient, InferenceError};
 
@@ -334,33 +334,25 @@ fn start(state: &ApiState, parsed: &Parsed, kind: Kind, prefix: &str) -> Result<
 }
 
 /// A non-streamed answer: each of the `n` answers that completed (a broken one is discarded and
-/// replaced by the client); any that fails fails the request, and the others are cancelled.
+/// replaced by the client); any that fails fails the request (the others still complete, and
+/// are paid).
 async fn whole_answers(answers: Vec<Answer>) -> Response {
-    let mut gathered = Vec::with_capacity(answers.len());
-    let mut tasks = Vec::with_capacity(answers.len());
-    for Answer { meta, mut rx, task } in answers {
-        let mut answer = Gathered::default();
-        while let Some(delta) = rx.recv().await {
-            match delta {
-                Delta::Answer(event) => answer.add(event),
-                Delta::Discard => answer = Gathered::default(),
-            }
-        }
-        gathered.push((meta, answer));
-        tasks.push(task);
-    }
-    let mut completions = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        match flatten(task.await) {
-            Ok(c) => completions.push(c),
+    // Every answer is read at once: one read after another would leave a later answer's events
+    // unread while an earlier one generates, and its worker would see a client that stopped
+    // reading.
+    let metas: Vec<Meta> = answers.iter().map(|a| a.meta.clone()).collect();
+    let mut done = Vec::with_capacity(answers.len());
+    for result in futures::future::join_all(answers.into_iter().map(super::openai_stream::gather)).await {
+        match result {
+            Ok(answer) => done.push(answer),
             Err(e) => return e.into_response(),
         }
     }
-    let choices =
-        gathered.iter().zip(&completions).map(|((meta, answer), c)| meta.choice(answer, c)).collect();
-    let Some((meta, _)) = gathered.first() else { return internal("no answer was asked for") };
-    let body = meta.whole(choices, &completions.iter().collect::<Vec<_>>());
-    with_worker(Json(body).into_response(), completions.first())
+    let choices = metas.iter().zip(&done).map(|(meta, (answer, c))| meta.choice(answer, c)).collect();
+    let Some(meta) = metas.first() else { return internal("no answer was asked for") };
+    let completions: Vec<&Completion> = done.iter().map(|(_, c)| c).collect();
+    let body = meta.whole(choices, &completions);
+    with_worker(Json(body).into_response(), completions.first().copied())
 }
 
 pub(super) fn internal(e: impl std::fmt::Display) -> Response {

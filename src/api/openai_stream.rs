@@ -193,6 +193,23 @@ pub(super) async fn gather(mut answer: Answer) -> Result<(Gathered, Completion),
     Ok((gathered, flatten(answer.task.await)?))
 }
 
+/// An answer that ended before its first event: an error keeps its status; a completion is
+/// streamed with no piece.
+fn without_any_event<D: Dialect>(
+    result: Result<Completion, ApiError>,
+    mut dialect: D,
+    refuse: fn(ApiError) -> Response,
+) -> Response {
+    match result {
+        Ok(c) => {
+            let mut events = dialect.opening();
+            events.extend(dialect.end(Ok(c.clone())));
+            sse(futures::stream::iter(events.into_iter().map(Ok::<_, Infallible>)), Some(&c))
+        }
+        Err(e) => refuse(e),
+    }
+}
+
 /// Stream one answer in `dialect`. Nothing is sent before its first event, so an error before it
 /// is answered by `refuse` with its status.
 pub(super) async fn stream_one<D: Dialect>(
@@ -202,26 +219,10 @@ pub(super) async fn stream_one<D: Dialect>(
 ) -> Response {
     let first = tokio::select! {
         d = answer.rx.recv() => d,
-        r = &mut answer.task => {
-            return match flatten(r) {
-                Ok(c) => {
-                    let mut events = dialect.opening();
-                    events.extend(dialect.end(Ok(c.clone())));
-                    sse(futures::stream::iter(events.into_iter().map(Ok::<_, Infallible>)), Some(&c))
-                }
-                Err(e) => refuse(e),
-            };
-        }
+        r = &mut answer.task => return without_any_event(flatten(r), dialect, refuse),
     };
     let Some(first) = first else {
-        return match flatten(answer.task.await) {
-            Ok(c) => {
-                let mut events = dialect.opening();
-                events.extend(dialect.end(Ok(c.clone())));
-                sse(futures::stream::iter(events.into_iter().map(Ok::<_, Infallible>)), Some(&c))
-            }
-            Err(e) => refuse(e),
-        };
+        return without_any_event(flatten(answer.task.await), dialect, refuse);
     };
     let mut pending: VecDeque<Bytes> = dialect.opening().into();
     if let Delta::Answer(event) = first {

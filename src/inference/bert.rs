@@ -126,18 +126,24 @@ impl Bert {
     }
 }
 
-/// A loaded sentence encoder.
-pub struct BertEngine {
-    bert: Arc<Bert>,
+/// Turns inputs into token ids (cheap to clone: tokenizing runs on blocking threads).
+#[derive(Clone)]
+struct Encoder {
     tokenizer: Arc<tokenizers::Tokenizer>,
     model_id: String,
     max_tokens: u32,
+}
+
+/// A loaded sentence encoder.
+pub struct BertEngine {
+    bert: Arc<Bert>,
+    encoder: Encoder,
     dimensions: usize,
 }
 
 impl std::fmt::Debug for BertEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BertEngine").field("model_id", &self.model_id).finish_non_exhaustive()
+        f.debug_struct("BertEngine").field("model_id", &self.encoder.model_id).finish_non_exhaustive()
     }
 }
 
@@ -161,20 +167,17 @@ impl BertEngine {
         tokenizer.with_truncation(None).map_err(failed)?;
         let max_tokens = u32::try_from(config.max_position_embeddings).unwrap_or(u32::MAX);
         tracing::info!(%model_id, dimensions = config.hidden_size, max_tokens, "embedding model loaded");
-        Ok(Self {
-            bert: Arc::new(bert),
-            tokenizer: Arc::new(tokenizer),
-            model_id,
-            max_tokens,
-            dimensions: config.hidden_size,
-        })
+        let encoder = Encoder { tokenizer: Arc::new(tokenizer), model_id, max_tokens };
+        Ok(Self { bert: Arc::new(bert), encoder, dimensions: config.hidden_size })
     }
 
     /// The length of the vectors it produces.
     pub fn dimensions(&self) -> usize {
         self.dimensions
     }
+}
 
+impl Encoder {
     /// Each input's token ids, or why the inputs cannot be embedded.
     fn tokenize(&self, prompt: &Prompt, shape: &Shape) -> Result<Vec<Vec<u32>>, EngineError> {
         let Prompt::Embed(inputs) = prompt else {
@@ -183,7 +186,7 @@ impl BertEngine {
                 self.model_id
             )));
         };
-        if *shape != Shape::default() && (!shape.tools.is_empty() || shape.logprobs.is_some()) {
+        if !shape.tools.is_empty() || shape.logprobs.is_some() {
             return Err(EngineError::Invalid("an embedding has no tools or logprobs".into()));
         }
         inputs
@@ -211,7 +214,7 @@ pub fn weights(dir: &Path) -> PathBuf {
 
 impl Engine for BertEngine {
     fn model_id(&self) -> &str {
-        &self.model_id
+        &self.encoder.model_id
     }
 
     fn engine_name(&self) -> &str {
@@ -219,7 +222,7 @@ impl Engine for BertEngine {
     }
 
     fn context_length(&self) -> u32 {
-        self.max_tokens
+        self.encoder.max_tokens
     }
 
     fn max_token_bytes(&self) -> Option<u32> {
@@ -231,17 +234,23 @@ impl Engine for BertEngine {
         prompt: &'a Prompt,
         shape: &'a Shape,
     ) -> BoxFuture<'a, Result<u32, EngineError>> {
-        let counted =
-            self.tokenize(prompt, shape).map(|all| all.iter().map(|ids| ids.len() as u64).sum::<u64>());
-        Box::pin(std::future::ready(counted.map(|n| u32::try_from(n).unwrap_or(u32::MAX))))
+        // Up to 2,048 inputs of a 1 MiB request: tokenized on a blocking thread, never on the
+        // async workers (the caller's deadline cannot interrupt a synchronous loop).
+        let (encoder, prompt, shape) = (self.encoder.clone(), prompt.clone(), shape.clone());
+        Box::pin(async move {
+            let all = tokio::task::spawn_blocking(move || encoder.tokenize(&prompt, &shape))
+                .await
+                .map_err(failed)??;
+            let n: u64 = all.iter().map(|ids| ids.len() as u64).sum();
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        })
     }
 
     fn generate(&self, generation: Generation) -> mpsc::Receiver<EngineEvent> {
         let (tx, rx) = mpsc::channel(EVENTS);
-        let tokenized = self.tokenize(&generation.prompt, &generation.shape);
-        let bert = self.bert.clone();
+        let (encoder, bert) = (self.encoder.clone(), self.bert.clone());
         tokio::task::spawn_blocking(move || {
-            let all = match tokenized {
+            let all = match encoder.tokenize(&generation.prompt, &generation.shape) {
                 Ok(all) => all,
                 Err(e) => return emit(&tx, EngineEvent::Failed(e.to_string())),
             };
