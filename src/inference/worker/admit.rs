@@ -39,6 +39,9 @@ fn payment_refused(refusal: Refusal) -> Refused {
     }
 }
 
+/// Why a paid worker refuses a request that names no channel.
+const NO_CHANNEL: &str = "this worker is paid through a payment channel; the request named none";
+
 /// Whether `model` costs nothing (then no payment channel is needed).
 fn free(model: &ServedModel) -> bool {
     model.offer.price_prompt_per_1k == 0 && model.offer.price_completion_per_1k == 0
@@ -77,8 +80,7 @@ pub(super) async fn check<'a>(
     // not declared) are refused before a slot is taken.
     crate::inference::tools::steering(&request.shape).map_err(|e| (ErrorCode::InvalidRequest, e))?;
     if inner.payments.is_some() && request.channel.is_none() && !free(model) {
-        let message = "this worker is paid through a payment channel; the request named none";
-        return Err((ErrorCode::PaymentRequired, message.into()));
+        return Err((ErrorCode::PaymentRequired, NO_CHANNEL.into()));
     }
     // A slot, possibly after waiting in the model's bounded queue (the client is told).
     let slot = match queue.take()? {
@@ -105,10 +107,9 @@ pub(super) async fn check<'a>(
         // Nothing to pay for (free model): no channel needed.
         (None, _) | (Some(_), None) if worst == 0 => None,
         (None, _) => None,
-        (Some(_), None) => {
-            let message = "this worker is paid through a payment channel; the request named none";
-            return Err((ErrorCode::PaymentRequired, message.into()));
-        }
+        // A priced model without a channel was refused before the queue; this catches a worst
+        // case above zero at prices that round to nothing there.
+        (Some(_), None) => return Err((ErrorCode::PaymentRequired, NO_CHANNEL.into())),
         (Some(payments), Some(params)) => {
             let admission = payments.admit(peer, params, worst).await.map_err(payment_refused)?;
             Some((payments.clone(), admission))
