@@ -2,7 +2,8 @@
 //! the adversary kit: each is a real worker node whose published record is genuine but whose
 //! streams are served by a misbehaviour. The client keeps its deadlines and caps, refuses
 //! receipts a prompt cannot have produced, never hangs on a stalled voucher exchange, fails over
-//! from a worker that refuses everything, replaces a broken answer for a caller that keeps the
+//! from a worker that refuses everything, opens a stream again when one is reset before the
+//! worker's reply (at most twice, then that worker has failed), replaces a broken answer for a caller that keeps the
 //! text until the end, and refuses an oversized request itself.
 
 #![allow(clippy::unwrap_used)]
@@ -22,7 +23,7 @@ use cocoon_protocol::attestation::record::ModelOffer;
 use cocoon_protocol::inference::messages::{Event, Prompt, Request, Sampling};
 use cocoon_protocol::inference::pricing::worst_case;
 use common::adversary::{Mischief, misbehave};
-use common::inference::{boot, client, post, wait_for_workers, worker};
+use common::inference::{boot, client, metric, post, wait_for_workers, with_admin, worker};
 use common::inproc::config;
 use common::payments::{TON, chain, paying};
 use libp2p::Multiaddr;
@@ -69,7 +70,7 @@ async fn client_node(
     boot: &Multiaddr,
     chain: Option<&std::sync::Arc<cocoon::chain::local::LocalChain>>,
 ) -> Node {
-    let mut cc = client(config(dir, Role::Client, Some(boot)));
+    let mut cc = with_admin(client(config(dir, Role::Client, Some(boot))));
     cc.api.attempts = 3;
     match chain {
         Some(chain) => {
@@ -299,6 +300,34 @@ async fn an_oversized_request_is_refused_by_the_client_itself() {
     let (status, answer) = post(node.api_addr().unwrap(), "/v1/chat/completions", body.to_string()).await;
     assert_eq!(status, 200, "{answer}");
     for n in [node, good, boot] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// A stream reset before the worker's handshake reply (what libp2p-stream does to streams that
+/// arrive faster than the worker takes them) is opened again, twice at most: the request is
+/// served by the same worker without a failover; a third reset fails that worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_reset_before_the_reply_is_opened_again_at_most_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (boot, boot_addr) = boot(dir.path()).await;
+    let bad = start_worker(&dir.path().join("w"), &boot_addr, 0, Some(Mischief::ResetFirst(5)), None).await;
+    let node = client_node(&dir.path().join("c"), &boot_addr, None).await;
+    let model = wait_for_workers(&node, 1).await;
+    const REOPENED: &str = "cocoon_inference_client_streams_reopened";
+    // Three resets: the first stream and both reopens; nothing else to fail over to.
+    let (result, _) = complete(&node, request(&model, 3)).await;
+    match result {
+        Err(InferenceError::WorkerFailed { worker, .. }) => assert_eq!(worker, bad.peer_id().to_string()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(metric(&node, REOPENED, "").await, 2);
+    // Two more resets, then an answer: the same worker serves it on the third stream.
+    let (result, _) = complete(&node, request(&model, 3)).await;
+    let done = result.expect("served after two reopens");
+    assert_eq!((done.worker, done.failovers), (bad.peer_id(), 0));
+    assert_eq!(metric(&node, REOPENED, "").await, 4);
+    for n in [node, bad, boot] {
         n.shutdown().await.unwrap();
     }
 }

@@ -6,7 +6,8 @@
 //! mid-answer, hold streams without a handshake, name channels that do not exist, or send bytes
 //! that do not decode. Malicious workers are real worker nodes whose record is published as usual
 //! but whose `/cocoon/inference/2` streams are served here (`Extras::streams_served_by_process`):
-//! they stream for ever, stall the voucher exchange, refuse everything, or inflate receipts.
+//! they stream for ever, stall the voucher exchange, refuse everything, inflate receipts, or reset
+//! streams before the handshake.
 
 use std::path::Path;
 use std::time::Duration;
@@ -73,6 +74,9 @@ pub enum Mischief {
     /// Call the request's first tool, sign the receipt over the real arguments, and send them
     /// with one byte changed.
     FlipToolArguments,
+    /// Reset this many streams before the handshake (as libp2p-stream does with streams that
+    /// arrive while its accept channel is full), then answer like `StallVoucher` without the stall.
+    ResetFirst(u32),
 }
 
 /// Serve `worker`'s inference streams with `mischief` (the node must have been started with
@@ -82,8 +86,17 @@ pub fn misbehave(worker: &Node, data_dir: &Path, mischief: Mischief, price: u64)
     let identity = load_or_create_identity(data_dir).expect("identity");
     let mut incoming =
         worker.network().streams().accept(StreamProtocol::new(PROTOCOL)).expect("accept inference streams");
+    let mut resets = match mischief {
+        Mischief::ResetFirst(n) => n,
+        _ => 0,
+    };
     tokio::spawn(async move {
         while let Some((_, stream)) = incoming.next().await {
+            if resets > 0 {
+                resets -= 1;
+                drop(stream);
+                continue;
+            }
             let (noise, identity) = (noise.private, identity.clone());
             tokio::spawn(async move {
                 let Ok(mut s) = session::respond(stream, &noise).await else { return };

@@ -2,8 +2,9 @@
 //! (`cocoon_protocol::inference::selection`), re-check its record under this node's policy, open
 //! a stream (dialling directly or through a relay; a worker this node has no address for, say
 //! after a restart, is looked up on the DHT and the stream retried once), run the Noise handshake
-//! against the worker's *attested* static key with the request inside, and relay the answer's
-//! events (text, tool calls, log-probabilities) to the caller.
+//! against the worker's *attested* static key with the request inside (a stream reset before the
+//! worker's reply is opened again, at most twice: see `connect`), and relay the answer's events
+//! (text, tool calls, log-probabilities) to the caller.
 //!
 //! Failures before the first chunk (no stream, handshake failure, `Busy`, a timeout, a worker
 //! that dies, and any refusal: a worker that refuses what its attested offer promised is a
@@ -19,9 +20,11 @@
 //! that worker (`crate::payments::client`) and waits for the worker's acknowledgement. A request
 //! too large for the wire is refused here, before anything is sent.
 //!
-//! Submodule `answer`: the answer after its first frame, its caps, the receipt and the payment.
+//! Submodules: `connect` opens the stream and runs the handshake; `answer` reads the answer after
+//! its first frame, its caps, the receipt and the payment.
 
 mod answer;
+mod connect;
 
 pub use answer::{MAX_ANSWER_BYTES, MAX_CHUNK_BYTES, max_prompt_tokens};
 
@@ -32,12 +35,12 @@ use std::time::{Duration, Instant};
 use cocoon_protocol::attestation::record::ModelOffer;
 use cocoon_protocol::attestation::signed::SignedRecord;
 use cocoon_protocol::inference::messages::{
-    ErrorCode, Event, FinishReason, MAX_REQUEST, MAX_SERVER_FRAME, PROTOCOL, Prompt, Request, ServerFrame,
+    ErrorCode, Event, FinishReason, MAX_REQUEST, MAX_SERVER_FRAME, Prompt, Request, ServerFrame,
 };
 use cocoon_protocol::inference::pricing::worst_case;
 use cocoon_protocol::inference::receipt::Receipt;
 use cocoon_protocol::inference::selection::{self, Candidate, Need, Observed};
-use libp2p::{PeerId, StreamProtocol};
+use libp2p::PeerId;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -45,7 +48,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use tokio::sync::mpsc;
 
-use super::session::{self, SessionError};
+use super::session::SessionError;
 use crate::attestation::service::AttestationHandle;
 use crate::attestation::verifier::Verifier;
 use crate::clock::unix_now;
@@ -196,6 +199,7 @@ struct Metrics {
     requests: Family<Vec<(String, String)>, Counter>,
     failovers: Counter,
     replaced: Counter,
+    reopened: Counter,
     worker_lookups: Family<Vec<(String, String)>, Counter>,
 }
 
@@ -251,6 +255,11 @@ impl InferenceClient {
             "answers_replaced",
             "Answers a worker broke after its first chunk, discarded by the caller and asked of another worker",
             metrics.replaced.clone(),
+        );
+        r.register(
+            "streams_reopened",
+            "Streams reset before the worker's handshake reply and opened again (see connect.rs)",
+            metrics.reopened.clone(),
         );
         r.register(
             "worker_lookups",
@@ -515,12 +524,9 @@ impl InferenceClient {
             // The connection manager must not trim this connection while the answer streams.
             let _in_use =
                 self.network.in_use(worker).await.map_err(|e| Attempt::Fatal(failed(e.to_string())))?;
-            let stream = tokio::time::timeout(self.limits.open, self.open_stream(worker))
-                .await
-                .map_err(|_| Attempt::Retry(failed("opening a stream timed out".into())))?
-                .map_err(|e| Attempt::Retry(failed(e)))?;
-            let opened = tokio::time::timeout(self.limits.first_token, async {
-                let mut s = session::initiate(stream, &record.record().noise_static, request_bytes).await?;
+            let deadline = tokio::time::Instant::now() + self.limits.first_token;
+            let mut s = self.connect(worker, &record.record().noise_static, request_bytes, deadline).await?;
+            let opened = tokio::time::timeout_at(deadline, async move {
                 let first = s.recv(MAX_SERVER_FRAME).await?;
                 // A worker whose slots are taken says so once, then answers when one frees:
                 // its queue depth informs later selections (all within the same deadline).
@@ -588,26 +594,6 @@ impl InferenceClient {
             }
         });
         result
-    }
-
-    /// Open an inference stream to `worker`; when that fails (typically: no address known for
-    /// it), find the worker through the DHT and try once more.
-    async fn open_stream(&self, worker: PeerId) -> Result<libp2p::Stream, String> {
-        let mut control = self.network.streams();
-        let first = match control.open_stream(worker, StreamProtocol::new(PROTOCOL)).await {
-            Ok(stream) => return Ok(stream),
-            // Connected, but the worker does not speak this version: no lookup can change that.
-            Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => {
-                return Err(format!("the worker does not speak {PROTOCOL} (another protocol version)"));
-            }
-            Err(e) => e.to_string(),
-        };
-        tracing::debug!(%worker, error = %first, "cannot open a stream; looking the worker up");
-        let located = self.network.locate(worker).await;
-        let outcome = if located.is_ok() { "found" } else { "not_found" };
-        count(&self.metrics.worker_lookups, outcome);
-        located.map_err(|e| format!("{first}; then {e}"))?;
-        control.open_stream(worker, StreamProtocol::new(PROTOCOL)).await.map_err(|e| e.to_string())
     }
 }
 
