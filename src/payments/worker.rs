@@ -1,18 +1,17 @@
 //! The worker's side of payments: admit a request only on a channel that names this worker,
 //! belongs to the client on the stream and holds enough unspent deposit, and only while the
 //! client's unpaid worst cases stay within the exposure caps (`cocoon_protocol::payments::
-//! exposure`); accept the voucher that pays exactly the invoice, store it durably, and only then
-//! acknowledge it. A client that leaves a request unpaid is refused until an operator forgives the
+//! exposure`); accept the voucher that pays exactly the invoice, store it durably (with the other
+//! streams' vouchers, one flush per batch: [`super::commit`]), and only then acknowledge it. A client that leaves a request unpaid is refused until an operator forgives the
 //! debt.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use cocoon_protocol::budget::{Budgets, Quota};
 use cocoon_protocol::payments::channel::ChannelParams;
 use cocoon_protocol::payments::exposure::{Exposure, ExposureError, ExposureLimits};
 use cocoon_protocol::payments::ledger::{VoucherRejection, WorkerChannel};
-use cocoon_protocol::payments::voucher::SignedVoucher;
+use cocoon_protocol::payments::voucher::{SignedVoucher, VerifiedVoucher};
 use libp2p::PeerId;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,6 +20,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Mutex;
 use tycho_types::models::StdAddr;
 
+use super::commit::{Channels, Committed, Committer};
 use super::{contract, peer_key};
 use crate::chain::SharedChain;
 use crate::clock::unix_now;
@@ -39,6 +39,8 @@ pub struct PaymentMetrics {
     pub chain_errors: Counter,
     /// Worst-case prices of admitted requests not paid yet, all clients.
     pub exposure: Gauge,
+    /// Voucher batches written (one transaction and flush each).
+    pub flushes: Counter,
 }
 
 impl PaymentMetrics {
@@ -46,6 +48,11 @@ impl PaymentMetrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("cocoon_payments");
         r.register("vouchers", "Vouchers received, by outcome", self.vouchers.clone());
+        r.register(
+            "voucher_flushes",
+            "Voucher batches written, one sled transaction and flush each (accepted vouchers per flush = vouchers_total{outcome=accepted} / this)",
+            self.flushes.clone(),
+        );
         r.register("unclaimed_nanotons", "Vouchered but not yet claimed on chain", self.unclaimed.clone());
         r.register("claims", "Claims sent on chain, by reason", self.claims.clone());
         r.register("chain_errors", "Chain operations that failed (retried later)", self.chain_errors.clone());
@@ -142,7 +149,9 @@ pub struct WorkerPayments {
     pub(crate) chain: SharedChain,
     terms: WorkerTerms,
     /// Never held across a chain read or any other await on something outside this process.
-    pub(crate) channels: Mutex<HashMap<StdAddr, StoredChannel>>,
+    pub(crate) channels: Channels,
+    /// Stores vouchers in batches (see [`super::commit`]).
+    committer: Committer,
     exposure: std::sync::Mutex<Exposure>,
     chain_reads: std::sync::Mutex<Budgets<[u8; 32]>>,
     pub(crate) metrics: PaymentMetrics,
@@ -156,7 +165,13 @@ impl WorkerPayments {
         terms: WorkerTerms,
         metrics: PaymentMetrics,
     ) -> Result<Self, crate::store::StoreError> {
-        let channels = book.channels()?.into_iter().map(|c| (c.channel.address.clone(), c)).collect();
+        let channels: Channels = Arc::new(Mutex::new(
+            book.channels()?.into_iter().map(|c| (c.channel.address.clone(), c)).collect(),
+        ));
+        let committer =
+            Committer::start(book.clone(), channels.clone(), metrics.flushes.clone()).map_err(|e| {
+                crate::store::StoreError::Encode(format!("cannot start the voucher committer: {e}"))
+            })?;
         let exposure = std::sync::Mutex::new(Exposure::new(terms.exposure));
         let chain_reads = std::sync::Mutex::new(Budgets::new(
             CHAIN_READS_PER_CLIENT,
@@ -164,7 +179,7 @@ impl WorkerPayments {
             CHAIN_READ_KEYS,
             crate::clock::monotonic_ms(),
         ));
-        Ok(Self { book, chain, terms, channels: Mutex::new(channels), exposure, chain_reads, metrics })
+        Ok(Self { book, chain, terms, channels, committer, exposure, chain_reads, metrics })
     }
 
     /// The checks that cost nothing but a lookup: the channel is this client's and pays this
@@ -335,7 +350,9 @@ impl WorkerPayments {
         })
     }
 
-    /// Settle an admitted request that was invoiced `invoiced` with the voucher bytes received.
+    /// Settle an admitted request that was invoiced `invoiced` with the voucher bytes received:
+    /// verify its signature here (streams verify in parallel), then have the committer check it
+    /// against the channel and store it with the next batch; `Paid` only once it is durable.
     pub async fn settle(&self, admission: &Admission, voucher: &[u8], invoiced: u64) -> Settled {
         let v = match SignedVoucher::from_bytes(voucher) {
             Ok(v) => v,
@@ -344,35 +361,48 @@ impl WorkerPayments {
                 return self.holding(&admission.channel, format!("malformed voucher: {e}")).await;
             }
         };
-        let mut check = self.check(admission, &v, invoiced).await;
-        if matches!(check, Some(Err(VoucherRejection::OverDeposit { .. }))) {
+        let client = self.channels.lock().await.get(&admission.channel).map(|e| e.channel.client.clone());
+        let Some(client) = client else {
+            return Settled::Refused { cumulative: 0, seqno: 0, reason: "unknown channel".into() };
+        };
+        let Ok(verified) = VerifiedVoucher::verify(v, &client) else {
+            self.metrics.voucher("rejected");
+            return self.holding(&admission.channel, VoucherRejection::BadSignature.to_string()).await;
+        };
+        let channel = admission.channel.clone();
+        let mut committed = self.committer.commit(channel.clone(), verified.clone(), invoiced).await;
+        if matches!(committed, Committed::Rejected { rejection: VoucherRejection::OverDeposit { .. }, .. }) {
             // The client may have topped up since the request was admitted: read the chain with
-            // the lock released (other clients' vouchers go on meanwhile), then check again.
-            if let Ok(Some(state)) = self.read_channel(&admission.channel).await {
-                if let Some(entry) = self.channels.lock().await.get_mut(&admission.channel) {
+            // the lock released (other clients' vouchers go on meanwhile), then try again.
+            if let Ok(Some(state)) = self.read_channel(&channel).await {
+                if let Some(entry) = self.channels.lock().await.get_mut(&channel) {
                     entry.channel.chain = state;
                 }
-                check = self.check(admission, &v, invoiced).await;
+                committed = self.committer.commit(channel, verified, invoiced).await;
             }
         }
-        match check {
-            None => Settled::Refused { cumulative: 0, seqno: 0, reason: "unknown channel".into() },
-            Some(Err(rejection)) => {
-                self.metrics.voucher("rejected");
-                self.holding(&admission.channel, rejection.to_string()).await
-            }
-            Some(Ok(())) => self.store(admission, v, invoiced).await,
-        }
+        self.settled(committed, invoiced)
     }
 
-    /// Check `v` against the channel as held now (`None`: the channel is unknown).
-    async fn check(
-        &self,
-        admission: &Admission,
-        v: &SignedVoucher,
-        invoiced: u64,
-    ) -> Option<Result<(), VoucherRejection>> {
-        self.channels.lock().await.get(&admission.channel).map(|e| e.channel.check(v, invoiced))
+    /// What the committer did, as told to the stream (and counted).
+    fn settled(&self, committed: Committed, invoiced: u64) -> Settled {
+        match committed {
+            Committed::Stored { cumulative, seqno } => {
+                self.metrics.voucher("accepted");
+                self.metrics.unclaimed.inc_by(i64::try_from(invoiced).unwrap_or(i64::MAX));
+                Settled::Paid { cumulative, seqno }
+            }
+            Committed::Rejected { rejection, cumulative, seqno } => {
+                self.metrics.voucher("rejected");
+                Settled::Refused { cumulative, seqno, reason: rejection.to_string() }
+            }
+            Committed::StoreFailed { cumulative, seqno } => {
+                Settled::Refused { cumulative, seqno, reason: STORE_FAILED.into() }
+            }
+            Committed::UnknownChannel => {
+                Settled::Refused { cumulative: 0, seqno: 0, reason: "unknown channel".into() }
+            }
+        }
     }
 
     /// A refusal that tells the client what the worker holds on `channel`.
@@ -381,38 +411,6 @@ impl WorkerPayments {
         let (cumulative, seqno) =
             channels.get(channel).map_or((0, 0), |e| (e.channel.cumulative(), e.channel.seqno()));
         Settled::Refused { cumulative, seqno, reason }
-    }
-
-    /// Store a checked voucher durably, then take it as the channel's latest.
-    async fn store(&self, admission: &Admission, v: SignedVoucher, invoiced: u64) -> Settled {
-        let mut channels = self.channels.lock().await;
-        let Some(entry) = channels.get_mut(&admission.channel) else {
-            return Settled::Refused { cumulative: 0, seqno: 0, reason: "unknown channel".into() };
-        };
-        // Checked again under the lock: another voucher on the channel may have landed meanwhile.
-        if let Err(rejection) = entry.channel.check(&v, invoiced) {
-            self.metrics.voucher("rejected");
-            let (cumulative, seqno) = (entry.channel.cumulative(), entry.channel.seqno());
-            return Settled::Refused { cumulative, seqno, reason: rejection.to_string() };
-        }
-        let mut next = entry.clone();
-        next.channel.accept(v.clone());
-        next.last_voucher_at = unix_now();
-        let book = self.book.clone();
-        let stored = {
-            let next = next.clone();
-            tokio::task::spawn_blocking(move || book.accept_voucher(&next, &v)).await
-        };
-        if !matches!(stored, Ok(Ok(()))) {
-            tracing::error!(outcome = ?stored, "cannot store a voucher");
-            let (cumulative, seqno) = (entry.channel.cumulative(), entry.channel.seqno());
-            return Settled::Refused { cumulative, seqno, reason: STORE_FAILED.into() };
-        }
-        let (cumulative, seqno) = (next.channel.cumulative(), next.channel.seqno());
-        *entry = next;
-        self.metrics.voucher("accepted");
-        self.metrics.unclaimed.inc_by(i64::try_from(invoiced).unwrap_or(i64::MAX));
-        Settled::Paid { cumulative, seqno }
     }
 
     /// Release an admission's reservations (after settling or failing; an unpaid request was

@@ -26,7 +26,7 @@ pub use keys::{
     load_or_create_wallet_seed,
 };
 pub use models::{MODELS_TREE, ModelHashes};
-pub use payments::{ClaimEntry, PaymentBook, StoredChannel};
+pub use payments::{ClaimEntry, PaymentBook, StoredChannel, VoucherWrite};
 pub use peer_book::{KnownPeer, PeerBook};
 pub use records::{ATTESTATIONS_TREE, RecordCache};
 

@@ -6,7 +6,8 @@
 //! deposit, last signed voucher, what its verified receipts add up to, contract version; a deposit
 //! of 0 marks a channel whose deploy may not have landed yet) and the channels it retired and is
 //! winding down (`pay-client-retired/v1`: address → the same record). Vouchers are written in one
-//! transaction with their channel and flushed before anything is acknowledged. Records written
+//! transaction with their channel (many at once: a group commit) and flushed before anything is
+//! acknowledged. Records written
 //! before contract version 2 carry no version and are read as version 1.
 
 use cocoon_protocol::codec::{CodecError, Reader, Writer};
@@ -40,6 +41,29 @@ pub struct StoredChannel {
     pub last_voucher_at: u64,
 }
 
+/// One voucher and its channel's record, encoded for [`PaymentBook::accept_vouchers`].
+#[derive(Debug, Clone)]
+pub struct VoucherWrite {
+    channel_key: Vec<u8>,
+    record: Vec<u8>,
+    voucher_key: Vec<u8>,
+    voucher: Vec<u8>,
+}
+
+impl VoucherWrite {
+    /// `v` accepted on `c` (whose record names `v` or a later voucher).
+    pub fn new(c: &StoredChannel, v: &SignedVoucher) -> Self {
+        let mut voucher_key = key(&v.voucher.channel);
+        voucher_key.extend_from_slice(&v.voucher.seqno.to_be_bytes());
+        Self {
+            channel_key: key(&c.channel.address),
+            record: encode_channel(c),
+            voucher_key,
+            voucher: v.to_bytes(),
+        }
+    }
+}
+
 /// A claim the worker decided to make and may not have seen land yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClaimEntry {
@@ -69,7 +93,10 @@ pub(crate) fn encode_channel(c: &StoredChannel) -> Vec<u8> {
     c.channel.params.encode(&mut w);
     let s = &c.channel.chain;
     w.u64(s.deposited).u64(s.claimed).u64(s.last_seqno).u32(s.close_started_at).u32(s.dispute_window);
-    match &c.channel.best {
+    // The latest voucher, even one still being stored: it is the client's valid signature, and a
+    // record written meanwhile (a chain refresh) must never name an older one than a batch that
+    // lands before it.
+    match c.channel.latest() {
         Some(v) => {
             w.u8(1);
             v.encode(&mut w);
@@ -157,14 +184,23 @@ impl PaymentBook {
     /// Store an accepted voucher with its channel in one transaction and flush: once this
     /// returns, the voucher survives a crash.
     pub fn accept_voucher(&self, c: &StoredChannel, v: &SignedVoucher) -> Result<(), StoreError> {
-        let mut vkey = key(&v.voucher.channel);
-        vkey.extend_from_slice(&v.voucher.seqno.to_be_bytes());
-        let ckey = key(&c.channel.address);
-        let (record, bytes) = (encode_channel(c), v.to_bytes());
+        self.accept_vouchers(&[VoucherWrite::new(c, v)])
+    }
+
+    /// Store a batch of accepted vouchers with their channels' records in one transaction and one
+    /// flush (a group commit): once this returns, every one survives a crash. Writes apply in
+    /// order, so a channel's last record in the batch is the one kept.
+    pub fn accept_vouchers(&self, batch: &[VoucherWrite]) -> Result<(), StoreError> {
+        let mut channels = sled::Batch::default();
+        let mut vouchers = sled::Batch::default();
+        for w in batch {
+            vouchers.insert(w.voucher_key.as_slice(), w.voucher.as_slice());
+            channels.insert(w.channel_key.as_slice(), w.record.as_slice());
+        }
         (&self.channels, &self.vouchers)
-            .transaction(|(channels, vouchers)| {
-                vouchers.insert(vkey.as_slice(), bytes.as_slice())?;
-                channels.insert(ckey.as_slice(), record.as_slice())?;
+            .transaction(|(c, v)| {
+                v.apply_batch(&vouchers)?;
+                c.apply_batch(&channels)?;
                 Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(|e| StoreError::Encode(format!("voucher transaction: {e:?}")))?;

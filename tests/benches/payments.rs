@@ -1,5 +1,6 @@
 //! Payment costs: vouchers verified (and verified plus stored durably, as the worker does before
-//! acknowledging), gas and fees of every channel operation measured on `LocalChain` under TON
+//! acknowledging: one at a time, and through the worker's own path with 1, 8 and 64 concurrent
+//! streams sharing flushes; everything pinned to one core), gas and fees of every channel operation measured on `LocalChain` under TON
 //! mainnet's configuration, and chain transactions per 1,000 requests under the default lazy
 //! settlement policy.
 //!
@@ -16,12 +17,16 @@ use std::time::Instant;
 use chain::{Bench, TON};
 use cocoon::chain::TxSummary;
 use cocoon::payments::contract;
+use cocoon::payments::worker::{PaymentMetrics, Settled, WorkerPayments, WorkerTerms};
 use cocoon::store::{Store, StoredChannel};
 use cocoon_protocol::payments::amount::format_ton;
+use cocoon_protocol::payments::channel::ChannelParams;
 use cocoon_protocol::payments::channel::ChannelState;
+use cocoon_protocol::payments::exposure::ExposureLimits;
 use cocoon_protocol::payments::ledger::WorkerChannel;
 use cocoon_protocol::payments::settlement::{ClaimView, SettlementPolicy};
 use cocoon_protocol::payments::voucher::{CloseRequest, Voucher};
+use libp2p::identity::ed25519;
 
 fn vouchers() {
     let b = Bench::new();
@@ -56,9 +61,84 @@ fn vouchers() {
         channel = next.channel;
     }
     let stored = start.elapsed();
-    println!("vouchers ({n}, one channel, sequential):");
+    println!("vouchers ({n}, one channel, sequential, one core):");
     println!("  verified (cell hash + ed25519 + rules)      {:>9.0} /s", n as f64 / verify.as_secs_f64());
-    println!("  verified + stored (sled transaction + flush) {:>9.0} /s", n as f64 / stored.as_secs_f64());
+    println!(
+        "  verified + stored, unbatched (one sled transaction + flush each) {:>9.0} /s",
+        n as f64 / stored.as_secs_f64()
+    );
+}
+
+async fn group_commit() {
+    println!(
+        "vouchers through the worker's payment path (admit, verify, group commit, acknowledge), one core:"
+    );
+    for streams in [1, 8, 64] {
+        let per_second = concurrent_vouchers(streams, 20_000 / streams as u64).await;
+        println!("  {streams:>2} concurrent streams, one channel each   {per_second:>9.0} /s");
+    }
+}
+
+/// Pin this thread (and the threads it starts from now on) to one CPU: the figures below are
+/// "on one core", wherever the machine has more.
+fn one_core() {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(0).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+}
+
+/// The worker's own path with `streams` concurrent paying streams, each on its own channel and
+/// client: admit, verify and store the voucher (group commit), acknowledge, release, `per_stream`
+/// times. Vouchers signed beforehand (the client's work).
+async fn concurrent_vouchers(streams: usize, per_stream: u64) -> f64 {
+    let b = Bench::new();
+    let dir = tempfile::tempdir().unwrap();
+    let book = Store::open(dir.path()).unwrap().payments().unwrap();
+    let mut work = Vec::new();
+    for i in 0..streams {
+        let key = ed25519::Keypair::generate();
+        let params = ChannelParams { client_key: key.public().to_bytes(), ..b.params(i as u64) };
+        let state = ChannelState { deposited: u64::MAX / 2, dispute_window: 3600, ..Default::default() };
+        let channel = WorkerChannel::new(params.clone(), state).unwrap();
+        let address = channel.address.clone();
+        book.put_channel(&StoredChannel { channel, last_voucher_at: 0 }).unwrap();
+        let vouchers: Vec<Vec<u8>> = (1..=per_stream)
+            .map(|n| {
+                let v = Voucher { channel: address.clone(), cumulative: n * 100, seqno: n };
+                v.sign(&key).unwrap().to_bytes()
+            })
+            .collect();
+        let peer = libp2p::identity::PublicKey::from(key.public()).to_peer_id();
+        work.push((peer, params, vouchers));
+    }
+    let terms = WorkerTerms {
+        worker_key: b.worker.key.public().to_bytes(),
+        payout: b.worker.addr(),
+        min_dispute_window: 60,
+        exposure: ExposureLimits { per_client: u64::MAX / 4, total: u64::MAX / 4 },
+    };
+    let chain: cocoon::chain::SharedChain = std::sync::Arc::new(b.chain);
+    let payments =
+        std::sync::Arc::new(WorkerPayments::new(book, chain, terms, PaymentMetrics::default()).unwrap());
+    let start = Instant::now();
+    let tasks: Vec<_> = work
+        .into_iter()
+        .map(|(peer, params, vouchers)| {
+            let payments = payments.clone();
+            tokio::spawn(async move {
+                for bytes in vouchers {
+                    let admitted = payments.admit(&peer, &params, 1_000).await.unwrap();
+                    let settled = payments.settle(&admitted, &bytes, 100).await;
+                    assert!(matches!(settled, Settled::Paid { .. }), "{settled:?}");
+                    payments.release(&admitted).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (streams as u64 * per_stream) as f64 / start.elapsed().as_secs_f64()
 }
 
 fn report(name: &str, channel: &tycho_types::models::StdAddr, txs: &[TxSummary]) {
@@ -146,7 +226,9 @@ fn transactions() {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    one_core();
     vouchers();
+    group_commit().await;
     fees().await;
     transactions();
 }

@@ -7,7 +7,8 @@
 
 use super::PaymentError;
 use super::channel::{ChannelParams, ChannelState, CodeVersion};
-use super::voucher::{SignedVoucher, Voucher};
+use super::voucher::{SignedVoucher, VerifiedVoucher, Voucher};
+use libp2p_identity::ed25519;
 use tycho_types::models::StdAddr;
 
 /// Why a worker refuses a voucher (sent back to the client; the request stays unpaid).
@@ -78,10 +79,15 @@ pub struct WorkerChannel {
     pub address: StdAddr,
     /// Last known on-chain state.
     pub chain: ChannelState,
-    /// Highest voucher accepted.
+    /// Highest voucher stored durably (what claims are made with).
     pub best: Option<SignedVoucher>,
+    /// A voucher that passed the rules and is being stored: the next one must follow it, but it
+    /// is acknowledged (and becomes `best`) only once it is durable.
+    pub pending: Option<SignedVoucher>,
     /// Worst-case prices of admitted requests not yet paid.
     pub reserved: u64,
+    /// `params.client_key`, decoded once.
+    pub client: ed25519::PublicKey,
 }
 
 impl WorkerChannel {
@@ -97,17 +103,24 @@ impl WorkerChannel {
         code: CodeVersion,
     ) -> Result<Self, PaymentError> {
         let address = params.address_of(code)?;
-        Ok(Self { params, code, address, chain, best: None, reserved: 0 })
+        let client =
+            ed25519::PublicKey::try_from_bytes(&params.client_key).map_err(|_| PaymentError::BadSignature)?;
+        Ok(Self { params, code, address, chain, best: None, pending: None, reserved: 0, client })
     }
 
-    /// Cumulative amount of the best voucher (0 before the first).
+    /// The voucher the next one must follow: the one being stored, else the best stored.
+    pub fn latest(&self) -> Option<&SignedVoucher> {
+        self.pending.as_ref().or(self.best.as_ref())
+    }
+
+    /// Cumulative amount of the latest voucher (0 before the first).
     pub fn cumulative(&self) -> u64 {
-        self.best.as_ref().map_or(0, |v| v.voucher.cumulative)
+        self.latest().map_or(0, |v| v.voucher.cumulative)
     }
 
-    /// Seqno of the best voucher (0 before the first).
+    /// Seqno of the latest voucher (0 before the first).
     pub fn seqno(&self) -> u64 {
-        self.best.as_ref().map_or(0, |v| v.voucher.seqno)
+        self.latest().map_or(0, |v| v.voucher.seqno)
     }
 
     /// Signed but not yet claimed on chain.
@@ -140,13 +153,34 @@ impl WorkerChannel {
 
     /// Check a voucher paying `invoiced` nanotons; does not change the channel.
     pub fn check(&self, v: &SignedVoucher, invoiced: u64) -> Result<(), VoucherRejection> {
+        self.names_this_channel(v)?;
+        v.verify_with(&self.client).map_err(|_| VoucherRejection::BadSignature)?;
+        self.rules(v, invoiced)
+    }
+
+    /// [`Self::check`] for a voucher whose signature was verified already (against this
+    /// channel's client key, or it is refused here).
+    pub fn check_verified(&self, v: &VerifiedVoucher, invoiced: u64) -> Result<(), VoucherRejection> {
+        let signed = v.signed();
+        self.names_this_channel(signed)?;
+        if v.key() != &self.params.client_key {
+            return Err(VoucherRejection::BadSignature);
+        }
+        self.rules(signed, invoiced)
+    }
+
+    fn names_this_channel(&self, v: &SignedVoucher) -> Result<(), VoucherRejection> {
         if v.voucher.channel != self.address {
             return Err(VoucherRejection::WrongChannel {
                 expected: self.address.to_string(),
                 got: v.voucher.channel.to_string(),
             });
         }
-        v.verify(&self.params.client_key).map_err(|_| VoucherRejection::BadSignature)?;
+        Ok(())
+    }
+
+    /// The rules after the signature: seqno, amount, deposit.
+    fn rules(&self, v: &SignedVoucher, invoiced: u64) -> Result<(), VoucherRejection> {
         // Only the worker's own log orders seqnos: the contract's `last_seqno` is whatever a
         // claim last carried (a client's front-running claim may have set it near `u64::MAX`).
         let last = self.seqno();
@@ -166,9 +200,21 @@ impl WorkerChannel {
         Ok(())
     }
 
-    /// Record a voucher that passed [`Self::check`] (after it was stored durably).
+    /// Hold a voucher that passed the checks while it is being stored: the next voucher follows
+    /// it.
+    pub fn hold(&mut self, v: SignedVoucher) {
+        self.pending = Some(v);
+    }
+
+    /// Record a voucher that passed the checks, once it is stored durably: it becomes the best
+    /// unless a later one already is, and is no longer pending.
     pub fn accept(&mut self, v: SignedVoucher) {
-        self.best = Some(v);
+        if self.pending.as_ref().is_some_and(|p| p.voucher.seqno <= v.voucher.seqno) {
+            self.pending = None;
+        }
+        if self.best.as_ref().is_none_or(|b| b.voucher.seqno < v.voucher.seqno) {
+            self.best = Some(v);
+        }
     }
 }
 
@@ -320,6 +366,38 @@ mod tests {
         assert_eq!(worker.seqno(), 3);
         assert_eq!(client.remaining(), 740);
         assert_eq!(worker.unclaimed(), 260);
+    }
+
+    #[test]
+    fn a_voucher_being_stored_is_followed_but_claimed_with_only_once_stored() {
+        let (key, mut worker, mut client) = setup(1_000);
+        let (v1, v2) =
+            (client.pay(10).unwrap().sign(&key).unwrap(), client.pay(20).unwrap().sign(&key).unwrap());
+        worker.check(&v1, 10).unwrap();
+        worker.hold(v1.clone());
+        // The next voucher follows the pending one; claims still have nothing.
+        assert_eq!((worker.cumulative(), worker.seqno(), worker.best.as_ref()), (10, 1, None));
+        assert!(matches!(worker.check(&v1, 10), Err(VoucherRejection::StaleSeqno { .. })));
+        let verified = VerifiedVoucher::verify(v2.clone(), &key.public()).unwrap();
+        worker.check_verified(&verified, 20).unwrap();
+        worker.hold(v2.clone());
+        // The first is stored: it becomes the best, the second stays pending.
+        worker.accept(v1.clone());
+        assert_eq!(
+            (worker.best.as_ref(), worker.pending.as_ref(), worker.cumulative()),
+            (Some(&v1), Some(&v2), 30)
+        );
+        worker.accept(v2.clone());
+        assert_eq!((worker.best.as_ref(), worker.pending.as_ref()), (Some(&v2), None));
+        // A late store of an older voucher never lowers the best.
+        worker.accept(v1);
+        assert_eq!(worker.best.as_ref(), Some(&v2));
+        // Verified against another key: refused here even though its signature is valid.
+        let stranger = ed25519::Keypair::generate();
+        let other =
+            Voucher { channel: worker.address.clone(), cumulative: 40, seqno: 3 }.sign(&stranger).unwrap();
+        let other = VerifiedVoucher::verify(other, &stranger.public()).unwrap();
+        assert_eq!(worker.check_verified(&other, 10), Err(VoucherRejection::BadSignature));
     }
 
     #[test]
