@@ -83,6 +83,15 @@ pub struct ClientPayments {
     funding: Mutex<()>,
 }
 
+/// A client's channels as worker selection sees them ([`ClientPayments::standing`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// Keys of the workers the client has a channel with.
+    pub with: std::collections::HashSet<[u8; 32]>,
+    /// Whether the caps allow one more channel.
+    pub may_open: bool,
+}
+
 /// A channel locked for one request's voucher.
 #[derive(Debug)]
 pub struct ChannelGuard {
@@ -117,6 +126,16 @@ impl ClientPayments {
     /// The durable book of channels (tests and reports read it).
     pub fn book(&self) -> &PaymentBook {
         &self.book
+    }
+
+    /// What choosing workers needs to know of this client's channels: the workers (by key) it
+    /// has one with, and whether it may open another (its channel and deposit caps). Reads the
+    /// store only; an unreadable store is reported as no channels and no room.
+    pub fn standing(&self) -> Standing {
+        let open = self.book.client_channels().map(|all| all.iter().map(|c| c.params.worker_key).collect());
+        let room = self.all_channels().is_ok_and(|all| all.len() < self.terms.max_channels)
+            && self.deposit_room().is_ok_and(|room| room >= self.terms.deposit);
+        Standing { with: open.unwrap_or_default(), may_open: room }
     }
 
     /// The wallet paying for channels.

@@ -12,7 +12,9 @@
 //! are random, which spreads load across workers; after that a client keeps to a worker that
 //! served it well, because trying a new one costs a channel (a deployment, a deposit locked) and
 //! risks a stranger that takes the request and breaks it, and moves on when that worker slows
-//! down, fails, answers `Busy` or fills up with this client's requests.
+//! down, fails, answers `Busy` or fills up with this client's requests. A paying client weighs
+//! the channel explicitly: a worker it has no channel with scores [`NEW_CHANNEL_FACTOR`] times
+//! worse, and one it could not open a channel with (its caps reached) is not eligible.
 
 use std::collections::HashMap;
 
@@ -38,6 +40,29 @@ pub struct Observed {
     pub queued: u32,
 }
 
+/// What paying a worker needs before its first request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Channel {
+    /// Nothing: the offer is free, or this client does not pay.
+    #[default]
+    Free,
+    /// The client has a channel with the worker already.
+    Open,
+    /// A new channel: a deploy (fees), a deposit locked for as long as the channel lives and a
+    /// wait for the chain before the first token, then a claim and a close later on.
+    New,
+    /// A new channel the client may not open: its cap on channels or on deposits is reached.
+    Capped,
+}
+
+/// How many times better a worker the client has no channel with must score to be chosen over
+/// one it has: a new channel costs a deploy and, later, a close (two chain transactions and their
+/// fees), locks a deposit and waits for the chain, which one request's better latency or price
+/// rarely repays. The factor equals what three recent failures or the client filling the worker
+/// twice over cost a score, so a client moves to a new worker when its own ones fail or fill up,
+/// not for a small gain.
+pub const NEW_CHANNEL_FACTOR: f64 = 4.0;
+
 /// One worker's offer for the model, with what the client observed of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
@@ -53,6 +78,8 @@ pub struct Candidate {
     pub max_concurrent: u32,
     /// History.
     pub observed: Observed,
+    /// What paying it needs first.
+    pub channel: Channel,
 }
 
 /// What the request needs.
@@ -77,9 +104,10 @@ pub fn within_price(c: &Candidate, need: &Need) -> bool {
         <= need.max_price
 }
 
-/// Whether `c` can serve `need` at all.
+/// Whether `c` can serve `need` at all (a worker that would need a channel the client may not
+/// open cannot).
 pub fn eligible(c: &Candidate, need: &Need) -> bool {
-    fits_context(c, need) && within_price(c, need)
+    fits_context(c, need) && within_price(c, need) && c.channel != Channel::Capped
 }
 
 /// The most concurrent requests an offer is believed to serve when weighing load: the figure is
@@ -101,8 +129,8 @@ pub fn unknown_latency_ms(pool: &[&Candidate]) -> f64 {
     1.5 * measured.iter().sum::<f64>() / measured.len() as f64
 }
 
-/// Higher is better: fast, reliable, idle and cheap; a worker never measured counts as
-/// `unknown_ms` fast.
+/// Higher is better: fast, reliable, idle, cheap and already paid through a channel; a worker
+/// never measured counts as `unknown_ms` fast.
 pub fn score(c: &Candidate, need: &Need, unknown_ms: f64) -> f64 {
     let o = &c.observed;
     let latency = 1.0 + o.latency_ms.unwrap_or(unknown_ms).max(0.0) / 100.0;
@@ -114,7 +142,8 @@ pub fn score(c: &Candidate, need: &Need, unknown_ms: f64) -> f64 {
         + worst_case(c.price_prompt_per_1k, c.price_completion_per_1k, need.prompt_tokens, need.max_tokens)
             as f64
             / need.max_price.max(1) as f64;
-    1.0 / (latency * failures * busy * load * price)
+    let channel = if c.channel == Channel::New { NEW_CHANNEL_FACTOR } else { 1.0 };
+    1.0 / (latency * failures * busy * load * price * channel)
 }
 
 /// Pick a worker for `need` among `candidates`, skipping `exclude`.
@@ -137,10 +166,12 @@ pub fn select(
     let mut order: Vec<(u64, &Candidate)> = pool.iter().map(|c| (rank(draw, &c.peer), *c)).collect();
     order.sort_unstable_by_key(|(r, _)| std::cmp::Reverse(*r));
     let drawn = order[0].1;
+    // The best this client knows: measured, or paid through a channel it has (a client that
+    // restarted has its channels before it measured anyone again).
     let best = pool
         .iter()
         .copied()
-        .filter(|c| c.observed.latency_ms.is_some())
+        .filter(|c| c.observed.latency_ms.is_some() || c.channel == Channel::Open)
         .max_by(|x, y| score(x).total_cmp(&score(y)));
     let other = match best {
         Some(best) if best.peer != drawn.peer => best,
@@ -196,6 +227,7 @@ mod tests {
             context_length: 2048,
             max_concurrent: 4,
             observed: Observed::default(),
+            channel: Channel::Free,
         }
     }
 
@@ -287,6 +319,47 @@ mod tests {
         cands[1] = faster;
         let counts = tally(&cands, &[], 7);
         assert!(counts[1] > 1900, "{counts:?}");
+    }
+
+    #[test]
+    fn a_paying_client_keeps_to_its_channels_until_they_fail_or_fill_up() {
+        let mut cands: Vec<Candidate> =
+            (0..10).map(|_| Candidate { channel: Channel::New, ..candidate(100) }).collect();
+        // Never measured (a restarted client), yet the one it has a channel with wins every time.
+        cands[0].channel = Channel::Open;
+        assert_eq!(tally(&cands, &[], 11)[0], 2000);
+        // Measured and somewhat slower than the unknown default: still kept.
+        cands[0].observed.latency_ms = Some(900.0);
+        assert_eq!(tally(&cands, &[], 12)[0], 2000);
+        // Failing, or full of this client's requests and answering Busy: the others get requests.
+        for worse in [
+            Observed { failures: 3, ..cands[0].observed },
+            Observed { in_flight: 8, busy: 2, ..cands[0].observed },
+        ] {
+            cands[0].observed = worse;
+            let counts = tally(&cands, &[], 13);
+            assert!(counts[0] < 1000 && counts[1..].iter().all(|&c| c > 50), "{counts:?}");
+        }
+        // Of two it has channels with, the faster wins; a new worker twice as fast does not.
+        let mut open: Vec<Candidate> =
+            (0..2).map(|_| Candidate { channel: Channel::Open, ..candidate(100) }).collect();
+        open[0].observed.latency_ms = Some(300.0);
+        open[1].observed.latency_ms = Some(200.0);
+        let mut twice = Candidate { channel: Channel::New, ..candidate(100) };
+        twice.observed.latency_ms = Some(100.0);
+        open.push(twice);
+        assert_eq!(tally(&open, &[], 14), vec![0, 2000, 0]);
+    }
+
+    #[test]
+    fn capped_channels_make_a_worker_ineligible_and_free_offers_need_none() {
+        let capped = Candidate { channel: Channel::Capped, ..candidate(1) };
+        let free = candidate(1);
+        assert_eq!(tally(&[capped.clone(), free], &[], 15), vec![0, 2000]);
+        assert_eq!(select(&[capped], &NEED, &[], &mut StdRng::seed_from_u64(16)), None);
+        // Without channels in play the factor changes nothing: equal workers share the load.
+        let counts = tally(&[candidate(100), candidate(100)], &[], 17);
+        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
     }
 
     #[test]

@@ -20,10 +20,12 @@
 //! that worker (`crate::payments::client`) and waits for the worker's acknowledgement. A request
 //! too large for the wire is refused here, before anything is sent.
 //!
-//! Submodules: `connect` opens the stream and runs the handshake; `answer` reads the answer after
-//! its first frame, its caps, the receipt and the payment.
+//! Submodules: `choose` picks the worker for each attempt; `connect` opens the stream and runs the
+//! handshake; `answer` reads the answer after its first frame, its caps, the receipt and the
+//! payment.
 
 mod answer;
+mod choose;
 mod connect;
 
 pub use answer::{MAX_ANSWER_BYTES, MAX_CHUNK_BYTES, max_prompt_tokens};
@@ -39,7 +41,7 @@ use cocoon_protocol::inference::messages::{
 };
 use cocoon_protocol::inference::pricing::worst_case;
 use cocoon_protocol::inference::receipt::Receipt;
-use cocoon_protocol::inference::selection::{self, Candidate, Need, Observed};
+use cocoon_protocol::inference::selection::{Need, Observed};
 use libp2p::PeerId;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -51,7 +53,6 @@ use tokio::sync::mpsc;
 use super::session::SessionError;
 use crate::attestation::service::AttestationHandle;
 use crate::attestation::verifier::Verifier;
-use crate::clock::unix_now;
 use crate::network::NetworkHandle;
 use crate::payments::client::ClientPayments;
 
@@ -381,97 +382,6 @@ impl InferenceClient {
         }
     }
 
-    /// Why no worker can take the request: too large for every context, or over the price cap
-    /// everywhere (both refusals the caller can act on), or no record valid any more.
-    fn none_eligible(&self, records: &[SignedRecord], model_id: &str, need: &Need) -> InferenceError {
-        let candidates = self.candidates(records, model_id, Some(unix_now())).0;
-        if candidates.is_empty() {
-            return InferenceError::NoEligibleWorker(model_id.to_owned());
-        }
-        if !candidates.iter().any(|c| selection::fits_context(c, need)) {
-            let largest = candidates.iter().map(|c| c.context_length).max().unwrap_or(0);
-            return InferenceError::Refused {
-                code: ErrorCode::TooLarge,
-                message: format!(
-                    "the prompt (about {} tokens) plus max_tokens ({}) exceeds the context length of every worker (at most {largest})",
-                    need.prompt_tokens, need.max_tokens
-                ),
-            };
-        }
-        if !candidates.iter().any(|c| selection::within_price(c, need)) {
-            return InferenceError::Refused {
-                code: ErrorCode::PriceTooHigh,
-                message: format!(
-                    "every worker's worst-case price exceeds the cap of {} nanotons",
-                    need.max_price
-                ),
-            };
-        }
-        InferenceError::NoEligibleWorker(model_id.to_owned())
-    }
-
-    /// Whether `signed` still verifies at `now` under this node's policy.
-    fn still_valid(&self, signed: &SignedRecord, now: u64) -> bool {
-        let r = signed.record();
-        let verdict = self.verifier.verify_record(r, None, now);
-        if let Err(e) = &verdict {
-            tracing::debug!(worker = %r.peer_id, error = %e, "record no longer valid; not sending to it");
-        }
-        verdict.is_ok()
-    }
-
-    /// Candidates for `model_id` among `records` (those that verify at `now`, with `Some(now)`),
-    /// with their offers.
-    fn candidates(
-        &self,
-        records: &[SignedRecord],
-        model_id: &str,
-        verify_at: Option<u64>,
-    ) -> (Vec<Candidate>, HashMap<PeerId, (SignedRecord, ModelOffer)>) {
-        let observed = self.observed.lock().map(|o| o.clone()).unwrap_or_default();
-        let mut offers = HashMap::new();
-        let mut candidates = Vec::new();
-        for signed in records {
-            if verify_at.is_some_and(|now| !self.still_valid(signed, now)) {
-                continue;
-            }
-            let r = signed.record();
-            let Some(offer) = r.offers.iter().find(|o| o.model_id == model_id) else { continue };
-            candidates.push(Candidate {
-                peer: r.peer_id,
-                price_prompt_per_1k: offer.price_prompt_per_1k,
-                price_completion_per_1k: offer.price_completion_per_1k,
-                context_length: offer.context_length,
-                max_concurrent: offer.max_concurrent,
-                observed: observed.get(&r.peer_id).copied().unwrap_or_default(),
-            });
-            offers.insert(r.peer_id, (signed.clone(), offer.clone()));
-        }
-        (candidates, offers)
-    }
-
-    /// The next worker to try, with its offer; its record re-verified now. Only the chosen
-    /// record is verified (a signature check each: verifying all 20 known records per attempt
-    /// took 6 % of a saturated simnet's CPU); one that no longer verifies is dropped and the
-    /// choice made again. Every attempt of one request draws from the request's own `seed`, so
-    /// a failover takes the next worker in the same random order, and how many attempts one
-    /// request needed does not change the draws of later ones.
-    fn choose(
-        &self,
-        records: &[SignedRecord],
-        model_id: &str,
-        need: &Need,
-        tried: &[PeerId],
-        seed: u64,
-    ) -> Option<(SignedRecord, ModelOffer)> {
-        let (candidates, offers) = self.candidates(records, model_id, None);
-        let now = unix_now();
-        let mut rng = StdRng::seed_from_u64(seed);
-        selection::select_valid(&candidates, offers, need, tried, &mut rng, |(signed, _)| {
-            self.still_valid(signed, now)
-        })
-    }
-
     fn observe(&self, worker: PeerId, update: impl FnOnce(&mut Observed)) {
         if let Ok(mut all) = self.observed.lock() {
             update(all.entry(worker).or_default());
@@ -500,10 +410,12 @@ impl InferenceClient {
                 request.max_tokens,
             )
             .min(request.max_price);
+            // A channel that cannot be set up with this worker (its deploy did not confirm, a cap
+            // reached meanwhile) moves the request on: another worker may have a channel already.
             let guard = payments
                 .channel(&worker, &record.record().payout_address, worst)
                 .await
-                .map_err(|e| Attempt::Fatal(InferenceError::Payment(e.to_string())))?;
+                .map_err(|e| Attempt::Retry(InferenceError::Payment(e.to_string())))?;
             request.channel = Some(guard.channel.params.clone());
         }
         let request = &request;
