@@ -1,6 +1,6 @@
-//! Group commit of the worker's vouchers. Streams verify their voucher's signature themselves (in
-//! parallel, outside any lock) and hand it to one committer thread, which takes every voucher
-//! waiting (up to [`MAX_BATCH`]), checks each against its channel in arrival order and holds the
+//! Group commit of the worker's vouchers. Streams announce their voucher, verify its signature
+//! themselves (in parallel, outside any lock) and hand it to one committer thread, which takes
+//! every voucher waiting or announced (those for at most [`MAX_LINGER`]; up to [`MAX_BATCH`]), checks each against its channel in arrival order and holds the
 //! ones that pass as their channel's pending voucher (so the next voucher on a channel follows
 //! it), writes them all with their channels' records in one sled transaction and one flush, and
 //! only then makes them the channels' best vouchers and acknowledges them. Vouchers arriving while
@@ -13,6 +13,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use cocoon_protocol::payments::ledger::VoucherRejection;
 use cocoon_protocol::payments::voucher::{SignedVoucher, VerifiedVoucher};
@@ -53,10 +55,33 @@ struct Job {
     reply: oneshot::Sender<Committed>,
 }
 
+/// The longest a batch waits for vouchers that streams are verifying right now (see
+/// [`Committer::arriving`]): a lone voucher never waits, and a batch never waits for more than
+/// this whatever a stream does.
+const MAX_LINGER: Duration = Duration::from_millis(2);
+/// How often a lingering batch looks for the vouchers it waits for.
+const LINGER_POLL: Duration = Duration::from_micros(50);
+
 /// The committer's handle: cheap to clone; the thread ends when the last handle is dropped.
 #[derive(Debug, Clone)]
 pub struct Committer {
     jobs: mpsc::Sender<Job>,
+    /// Vouchers being verified now, on their way to the committer: a batch waits for them (up
+    /// to [`MAX_LINGER`]) so that they share its flush instead of each starting another.
+    arriving: Arc<AtomicUsize>,
+}
+
+/// A voucher on its way to the committer, counted in [`Committer::arriving`] until it is handed
+/// over or dropped.
+#[derive(Debug)]
+pub struct Arriving {
+    arriving: Arc<AtomicUsize>,
+}
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        self.arriving.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Committer {
@@ -64,19 +89,64 @@ impl Committer {
     /// (one transaction and flush each) in `flushes`.
     pub fn start(book: PaymentBook, channels: Channels, flushes: Counter) -> std::io::Result<Self> {
         let (jobs, rx) = mpsc::channel(QUEUE);
+        let arriving = Arc::new(AtomicUsize::new(0));
+        let incoming = Incoming { rx, arriving: arriving.clone() };
         std::thread::Builder::new()
             .name("voucher-commit".into())
-            .spawn(move || run(rx, &book, &channels, &flushes))?;
-        Ok(Self { jobs })
+            .spawn(move || run(incoming, &book, &channels, &flushes))?;
+        Ok(Self { jobs, arriving })
     }
 
-    /// Check `voucher` (paying `invoiced`) on `channel` and store it with the next batch.
-    pub async fn commit(&self, channel: StdAddr, voucher: VerifiedVoucher, invoiced: u64) -> Committed {
+    /// Announce a voucher before verifying it, so that a batch being gathered waits for it.
+    pub fn arriving(&self) -> Arriving {
+        self.arriving.fetch_add(1, Ordering::AcqRel);
+        Arriving { arriving: self.arriving.clone() }
+    }
+
+    /// Check `voucher` (paying `invoiced`) on `channel` and store it with the next batch; `ticket`
+    /// is its announcement, handed over with it.
+    pub async fn commit(
+        &self,
+        ticket: Arriving,
+        channel: StdAddr,
+        voucher: VerifiedVoucher,
+        invoiced: u64,
+    ) -> Committed {
         let (reply, answer) = oneshot::channel();
-        if self.jobs.send(Job { channel, voucher, invoiced, reply }).await.is_err() {
+        let sent = self.jobs.send(Job { channel, voucher, invoiced, reply }).await;
+        drop(ticket); // in the queue now (or refused): no batch waits for it any more
+        if sent.is_err() {
             return Committed::StoreFailed { cumulative: 0, seqno: 0 };
         }
         answer.await.unwrap_or(Committed::StoreFailed { cumulative: 0, seqno: 0 })
+    }
+}
+
+/// The committer's side of the queue.
+struct Incoming {
+    rx: mpsc::Receiver<Job>,
+    arriving: Arc<AtomicUsize>,
+}
+
+impl Incoming {
+    /// The next batch: blocks for its first voucher, then takes what is queued and what is still
+    /// arriving (for at most [`MAX_LINGER`]), up to [`MAX_BATCH`]. `None` once every handle is gone.
+    fn batch(&mut self) -> Option<Vec<Job>> {
+        let mut jobs = vec![self.rx.blocking_recv()?];
+        let started = Instant::now();
+        loop {
+            while jobs.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let waiting = self.arriving.load(Ordering::Acquire) > 0;
+            if jobs.len() >= MAX_BATCH || !waiting || started.elapsed() >= MAX_LINGER {
+                return Some(jobs);
+            }
+            std::thread::sleep(LINGER_POLL);
+        }
     }
 }
 
@@ -90,20 +160,13 @@ struct Held {
 }
 
 fn run(
-    mut rx: mpsc::Receiver<Job>,
+    mut incoming: Incoming,
     book: &PaymentBook,
     channels: &Mutex<HashMap<StdAddr, StoredChannel>>,
     flushes: &Counter,
 ) {
     let mut carried: Vec<Held> = Vec::new();
-    while let Some(first) = rx.blocking_recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
+    while let Some(jobs) = incoming.batch() {
         let mut held = std::mem::take(&mut carried);
         held.extend(check(channels, jobs));
         if held.is_empty() {
@@ -229,7 +292,7 @@ mod tests {
                 tokio::spawn(async move {
                     for n in 1..=each {
                         let v = verified(&key, &address, n * 10, n);
-                        let done = committer.commit(address.clone(), v, 10).await;
+                        let done = committer.commit(committer.arriving(), address.clone(), v, 10).await;
                         assert_eq!(done, Committed::Stored { cumulative: n * 10, seqno: n });
                     }
                 })
@@ -263,9 +326,13 @@ mod tests {
         let book = Store::open(dir.path()).unwrap().payments().unwrap();
         let channels: Channels = Arc::new(Mutex::new(HashMap::from([(address.clone(), c)])));
         let committer = Committer::start(book.clone(), channels.clone(), Counter::default()).unwrap();
-        let first = committer.commit(address.clone(), verified(&key, &address, 10, 1), 10).await;
+        let first = committer
+            .commit(committer.arriving(), address.clone(), verified(&key, &address, 10, 1), 10)
+            .await;
         assert_eq!(first, Committed::Stored { cumulative: 10, seqno: 1 });
-        let short = committer.commit(address.clone(), verified(&key, &address, 15, 2), 10).await;
+        let short = committer
+            .commit(committer.arriving(), address.clone(), verified(&key, &address, 15, 2), 10)
+            .await;
         assert!(
             matches!(
                 &short,
@@ -278,13 +345,17 @@ mod tests {
             "{short:?}"
         );
         let stranger = ed25519::Keypair::generate();
-        let forged = committer.commit(address.clone(), verified(&stranger, &address, 20, 2), 10).await;
+        let forged = committer
+            .commit(committer.arriving(), address.clone(), verified(&stranger, &address, 20, 2), 10)
+            .await;
         assert!(
             matches!(&forged, Committed::Rejected { rejection: VoucherRejection::BadSignature, .. }),
             "{forged:?}"
         );
         let elsewhere = StdAddr::new(0, HashBytes([7; 32]));
-        let unknown = committer.commit(elsewhere.clone(), verified(&key, &elsewhere, 20, 2), 10).await;
+        let unknown = committer
+            .commit(committer.arriving(), elsewhere.clone(), verified(&key, &elsewhere, 20, 2), 10)
+            .await;
         assert_eq!(unknown, Committed::UnknownChannel);
         assert_eq!(book.vouchers(&address).unwrap().len(), 1);
         let held = channels.lock().await.get(&address).unwrap().channel.clone();

@@ -361,6 +361,8 @@ impl WorkerPayments {
                 return self.holding(&admission.channel, format!("malformed voucher: {e}")).await;
             }
         };
+        // Announced before the verification: a batch being gathered waits for it.
+        let ticket = self.committer.arriving();
         let client = self.channels.lock().await.get(&admission.channel).map(|e| e.channel.client.clone());
         let Some(client) = client else {
             return Settled::Refused { cumulative: 0, seqno: 0, reason: "unknown channel".into() };
@@ -370,7 +372,7 @@ impl WorkerPayments {
             return self.holding(&admission.channel, VoucherRejection::BadSignature.to_string()).await;
         };
         let channel = admission.channel.clone();
-        let mut committed = self.committer.commit(channel.clone(), verified.clone(), invoiced).await;
+        let mut committed = self.committer.commit(ticket, channel.clone(), verified.clone(), invoiced).await;
         if matches!(committed, Committed::Rejected { rejection: VoucherRejection::OverDeposit { .. }, .. }) {
             // The client may have topped up since the request was admitted: read the chain with
             // the lock released (other clients' vouchers go on meanwhile), then try again.
@@ -378,7 +380,8 @@ impl WorkerPayments {
                 if let Some(entry) = self.channels.lock().await.get_mut(&channel) {
                     entry.channel.chain = state;
                 }
-                committed = self.committer.commit(channel, verified, invoiced).await;
+                committed =
+                    self.committer.commit(self.committer.arriving(), channel, verified, invoiced).await;
             }
         }
         self.settled(committed, invoiced)
