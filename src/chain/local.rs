@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tycho_executor::{Executor, ExecutorParams, ParsedConfig, TxError};
+use tycho_executor::{Executor, ExecutorOutput, ExecutorParams, ParsedConfig, TxError};
 use tycho_types::boc::{Boc, BocRepr};
 use tycho_types::cell::{Cell, CellBuilder, HashBytes, Lazy};
 use tycho_types::dict::Dict;
@@ -116,6 +116,17 @@ fn wall_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Where an inbound external message goes.
+fn external_destination(message: &Cell) -> Result<StdAddr, ChainError> {
+    let MsgInfo::ExtIn(ext) = message.parse::<MsgInfo>()? else {
+        return Err(ChainError::Rejected("only inbound external messages can be sent".into()));
+    };
+    let IntAddr::Std(dst) = ext.dst else {
+        return Err(ChainError::Rejected("destination is not a standard address".into()));
+    };
+    Ok(dst)
+}
+
 impl Inner {
     fn now(&self) -> u32 {
         match self.clock {
@@ -162,15 +173,21 @@ impl Inner {
         Ok(())
     }
 
-    /// Run one message on its destination and return the transaction and what it sent.
-    fn run(&mut self, addr: &StdAddr, external: bool, msg: Cell) -> Result<TxSummary, ChainError> {
-        let k = key(addr);
+    /// Run one message on its destination and return the executor's output, keeping nothing.
+    /// With `ignore_signatures`, signature checks in the contract always pass.
+    fn transact(
+        &mut self,
+        addr: &StdAddr,
+        external: bool,
+        msg: Cell,
+        ignore_signatures: bool,
+    ) -> Result<ExecutorOutput, ChainError> {
         let now = self.now();
         self.config.update_storage_prices(now).map_err(|e| ChainError::Malformed(e.to_string()))?;
         let mut seed = Sha256::new();
         seed.update(self.lt.to_be_bytes());
         seed.update(addr.address.as_slice());
-        let params = ExecutorParams {
+        let mut params = ExecutorParams {
             block_unixtime: now,
             block_lt: self.lt,
             rand_seed: HashBytes(seed.finalize().into()),
@@ -178,15 +195,22 @@ impl Inner {
             charge_action_fees_on_fail: true,
             ..Default::default()
         };
-        let shard = self.shard_account(&k)?;
+        params.vm_modifiers.chksig_always_succeed = ignore_signatures;
+        let shard = self.shard_account(&key(addr))?;
         let executor = Executor::new(&params, &self.config).with_min_lt(self.lt);
-        let output = match executor.begin_ordinary(addr, external, msg, &shard) {
-            Ok(tx) => tx.commit().map_err(|e| ChainError::Rejected(e.to_string()))?,
+        match executor.begin_ordinary(addr, external, msg, &shard) {
+            Ok(tx) => tx.commit().map_err(|e| ChainError::Rejected(e.to_string())),
             Err(TxError::Skipped) => {
-                return Err(ChainError::Rejected(format!("external message not accepted by {addr}")));
+                Err(ChainError::Rejected(format!("external message not accepted by {addr}")))
             }
-            Err(TxError::Fatal(e)) => return Err(ChainError::Rejected(e.to_string())),
-        };
+            Err(TxError::Fatal(e)) => Err(ChainError::Rejected(e.to_string())),
+        }
+    }
+
+    /// Run one message on its destination and return the transaction and what it sent.
+    fn run(&mut self, addr: &StdAddr, external: bool, msg: Cell) -> Result<TxSummary, ChainError> {
+        let k = key(addr);
+        let output = self.transact(addr, external, msg, false)?;
         self.lt = self.lt.max(output.transaction_meta.next_lt) + 1;
         self.transactions += 1;
         if output.new_state_meta.exists {
@@ -205,13 +229,7 @@ impl Inner {
 
     /// An external message and every internal message it sets off, in order.
     fn execute(&mut self, message: Cell) -> Result<Vec<TxSummary>, ChainError> {
-        let info = message.parse::<MsgInfo>()?;
-        let MsgInfo::ExtIn(ext) = info else {
-            return Err(ChainError::Rejected("only inbound external messages can be sent".into()));
-        };
-        let IntAddr::Std(dst) = ext.dst else {
-            return Err(ChainError::Rejected("destination is not a standard address".into()));
-        };
+        let dst = external_destination(&message)?;
         let mut done = vec![self.run(&dst, true, message)?];
         // Outbound external messages (no destination) leave the chain; the rest are delivered.
         let mut queue: VecDeque<MsgSummary> = done[0].out_msgs.iter().cloned().collect();
@@ -373,6 +391,15 @@ impl LocalChain {
         result
     }
 
+    /// The transaction an inbound external message would make on its destination now, without
+    /// keeping anything (no state change, no lt used, nothing it sends delivered). With
+    /// `ignore_signatures`, signature checks in the contract always pass.
+    pub fn emulate(&self, message: Cell, ignore_signatures: bool) -> Result<TxSummary, ChainError> {
+        let dst = external_destination(&message)?;
+        let output = self.lock().transact(&dst, true, message, ignore_signatures)?;
+        TxSummary::parse(&output.transaction.into_inner())
+    }
+
     /// Transactions executed since the chain was created.
     pub fn transaction_count(&self) -> u64 {
         self.lock().transactions
@@ -383,9 +410,15 @@ impl LocalChain {
         Ok(self.account_info(addr)?.balance)
     }
 
+    /// `addr` as the chain holds it: the account (`None` if it does not exist) with its state
+    /// (code and data once active), and the lt and hash of its last transaction (zeros if none).
+    pub fn shard_account(&self, addr: &StdAddr) -> Result<ShardAccount, ChainError> {
+        self.lock().shard_account(&key(addr))
+    }
+
     fn account_info(&self, addr: &StdAddr) -> Result<AccountInfo, ChainError> {
-        let inner = self.lock();
-        let Some(account) = inner.account(addr)? else {
+        let shard = self.shard_account(addr)?;
+        let Some(account) = shard.load_account()? else {
             return Ok(AccountInfo { status: AccountStatus::Nonexistent, balance: 0, last_lt: 0 });
         };
         let status = match account.state {
@@ -394,7 +427,7 @@ impl LocalChain {
             AccountState::Frozen(_) => AccountStatus::Frozen,
         };
         let balance = u64::try_from(account.balance.tokens.into_inner()).unwrap_or(u64::MAX);
-        Ok(AccountInfo { status, balance, last_lt: account.last_trans_lt })
+        Ok(AccountInfo { status, balance, last_lt: shard.last_trans_lt })
     }
 
     /// Run a get-method.
@@ -429,7 +462,7 @@ impl LocalChain {
         if !out.success {
             return Err(fail(format!("exit code {}", out.exit_code)));
         }
-        Ok(GetMethodResult { exit_code: out.exit_code, stack })
+        Ok(GetMethodResult { exit_code: out.exit_code, gas_used: out.gas_used, stack })
     }
 
     /// The newest `limit` transactions of `addr`, newest first.

@@ -1,7 +1,8 @@
 //! TON chain access behind one trait: [`local::LocalChain`] (an embedded chain executing real
 //! contract code with tycho-executor: the default for devnet, simnet and tests) and
 //! [`toncenter::Toncenter`] (HTTP API v2 for testnet and mainnet). [`wallet::Wallet`] signs wallet
-//! v5r1 transfers with tonlib-core; [`serve`] exposes a `LocalChain` over the same HTTP API.
+//! v5r1 transfers with tonlib-core; [`serve`] exposes a `LocalChain` over the same HTTP API, in
+//! its REST form and in the JSON-RPC form the official TON SDKs use.
 
 pub mod local;
 pub mod serve;
@@ -16,7 +17,7 @@ use num_bigint::BigInt;
 use tycho_types::cell::Cell;
 use tycho_types::models::StdAddr;
 
-pub use tx::{MsgSummary, TxSummary};
+pub use tx::{MsgSummary, TxFees, TxSummary};
 
 /// Why a chain operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +100,8 @@ pub enum StackValue {
 pub struct GetMethodResult {
     /// TVM exit code (0 or 1 on success).
     pub exit_code: i32,
+    /// Gas the method used (0 where the backend does not say).
+    pub gas_used: u64,
     /// The stack, bottom first.
     pub stack: Vec<StackValue>,
 }

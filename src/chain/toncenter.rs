@@ -269,7 +269,8 @@ pub(crate) fn get_method_result(method: &str, r: &Value) -> Result<GetMethodResu
     }
     let entries = r["stack"].as_array().ok_or_else(|| fail("the answer has no stack".into()))?;
     let stack = entries.iter().map(stack_value).collect::<Result<_, _>>()?;
-    Ok(GetMethodResult { exit_code, stack })
+    let gas_used = r["gas_used"].as_u64().unwrap_or(0);
+    Ok(GetMethodResult { exit_code, gas_used, stack })
 }
 
 /// One entry of a `getTransactions` page: the transaction, and its id (lt, hash) as given.

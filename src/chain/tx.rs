@@ -5,6 +5,7 @@
 use cocoon_protocol::payments::channel::body_op;
 use tycho_types::cell::{Cell, CellBuilder, HashBytes};
 use tycho_types::models::{ComputePhase, IntAddr, Message, MsgInfo, StdAddr, Transaction, TxInfo};
+use tycho_types::num::Tokens;
 
 use super::ChainError;
 
@@ -78,6 +79,23 @@ impl MsgSummary {
     }
 }
 
+/// A transaction's fees by phase, nanotons.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxFees {
+    /// Storage fees the storage phase collected.
+    pub storage: u64,
+    /// Gas fees of the compute phase.
+    pub gas: u64,
+    /// Forwarding fees of every message the action phase sent (in full, including the part
+    /// paid to validators on delivery).
+    pub fwd: u64,
+    /// The part of the action phase's fees this transaction collected.
+    pub action: u64,
+    /// Everything this transaction collected (its `total_fees`): for an inbound external
+    /// message, the fee for importing it is the rest after storage, gas and action fees.
+    pub total: u64,
+}
+
 /// One transaction.
 #[derive(Debug, Clone)]
 pub struct TxSummary {
@@ -136,6 +154,24 @@ impl TxSummary {
             total_fees: u64::try_from(tx.total_fees.tokens.into_inner()).unwrap_or(u64::MAX),
             cell: cell.clone(),
         })
+    }
+
+    /// Its fees by phase (zeros for phases that did not run).
+    pub fn fees(&self) -> Result<TxFees, ChainError> {
+        let tx = self.cell.parse::<Transaction>()?;
+        let nanotons = |t: Tokens| u64::try_from(t.into_inner()).unwrap_or(u64::MAX);
+        let mut fees = TxFees { total: nanotons(tx.total_fees.tokens), ..TxFees::default() };
+        if let TxInfo::Ordinary(info) = tx.load_info()? {
+            fees.storage = info.storage_phase.map_or(0, |s| nanotons(s.storage_fees_collected));
+            if let ComputePhase::Executed(c) = &info.compute_phase {
+                fees.gas = nanotons(c.gas_fees);
+            }
+            if let Some(a) = &info.action_phase {
+                fees.fwd = a.total_fwd_fees.map_or(0, nanotons);
+                fees.action = a.total_action_fees.map_or(0, nanotons);
+            }
+        }
+        Ok(fees)
     }
 
     /// The op code of the inbound message.

@@ -1,5 +1,6 @@
-//! `cocoon chain ...`: run an embedded TON chain (`LocalChain`) behind the Toncenter HTTP API v2
-//! subset cocoon uses, for devnets and tests that want the chain in a process of its own.
+//! `cocoon chain ...`: run an embedded TON chain (`LocalChain`) behind TON Center's HTTP API v2
+//! (the REST routes cocoon uses, and JSON-RPC at `/api/v2/jsonRPC` for the official TON SDKs), for
+//! devnets, tests and tools that want the chain in a process of its own.
 
 use std::io::Write;
 use std::net::SocketAddr;
