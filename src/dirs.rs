@@ -14,6 +14,7 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The default data directory, from the process environment.
@@ -77,6 +78,29 @@ pub fn create_parent(path: &Path) -> io::Result<()> {
 pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     create_parent(path)?;
     std::fs::write(path, bytes)
+}
+
+/// The file in a data directory where a running node records its admin endpoint's address (one
+/// line, `IP:PORT`), so commands find the node from its data directory alone; removed when the
+/// node stops.
+pub const ADMIN_ADDR_FILE: &str = "admin.addr";
+
+/// Record `addr` as the admin endpoint of the node running on `data_dir`.
+pub fn record_admin_addr(data_dir: &Path, addr: SocketAddr) -> io::Result<()> {
+    std::fs::write(data_dir.join(ADMIN_ADDR_FILE), format!("{addr}\n"))
+}
+
+/// The admin endpoint recorded in `data_dir`, if any (a node that crashed leaves a stale one:
+/// whoever uses it says so when nothing answers there).
+pub fn recorded_admin_addr(data_dir: &Path) -> Option<SocketAddr> {
+    std::fs::read_to_string(data_dir.join(ADMIN_ADDR_FILE)).ok()?.trim().parse().ok()
+}
+
+/// Remove the record of `addr` from `data_dir` (a node stopping; another address is left alone).
+pub fn forget_admin_addr(data_dir: &Path, addr: SocketAddr) {
+    if recorded_admin_addr(data_dir) == Some(addr) {
+        let _ = std::fs::remove_file(data_dir.join(ADMIN_ADDR_FILE));
+    }
 }
 
 #[cfg(test)]

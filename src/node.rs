@@ -358,6 +358,11 @@ impl Node {
             let limits = crate::http::ServerLimits::from_config(&config.http);
             tasks.push(tokio::spawn(admin::serve(listener, state, limits, shutdown_rx)));
             tracing::info!(addr = ?admin_addr, "admin endpoint listening");
+            if let Some(addr) = admin_addr
+                && let Err(e) = crate::dirs::record_admin_addr(store.dir(), addr)
+            {
+                tracing::warn!(error = %e, "cannot record the admin address in the data directory");
+            }
         }
         Ok(Self {
             network,
@@ -452,6 +457,9 @@ impl Node {
                 task.abort();
                 let _ = task.await;
             }
+        }
+        if let Some(addr) = self.admin_addr {
+            crate::dirs::forget_admin_addr(self.store.dir(), addr);
         }
         let book = self.store.peer_book()?;
         book.prune(PEER_BOOK_CAPACITY)?;

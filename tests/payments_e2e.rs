@@ -17,6 +17,20 @@ use common::inproc::{config, eventually};
 use common::payments::{TON, chain, paying, start_on};
 use serde_json::json;
 
+/// `cocoon ARGS` (the binary), its stdout; it must succeed.
+async fn cocoon_cli(args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cocoon")).args(&args).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "cocoon {args:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// `1.500000000 TON`, as the CLI prints amounts.
+fn ton(nanotons: u64) -> String {
+    format!("{} TON", cocoon_protocol::payments::amount::format_ton(nanotons))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_paid_requests_give_fifty_durable_vouchers_and_few_chain_transactions() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,6 +95,16 @@ async fn fifty_paid_requests_give_fifty_durable_vouchers_and_few_chain_transacti
     assert_eq!(reported["address"], address.to_string());
     assert_eq!(reported["voucher_cumulative_nanotons"].as_u64().unwrap(), invoiced);
     assert_eq!(reported["voucher_seqno"], 50);
+    // The operator reads it in TON, the node found from its data directory alone.
+    let wdir = dir.path().join("w");
+    let status = cocoon_cli(&["status", "--data-dir", wdir.to_str().unwrap()]).await;
+    let earned = format!("earned      {}", ton(invoiced));
+    assert!(status.contains(&earned) && status.contains("1 open, 0 closing"), "{status}");
+    let listed = cocoon_cli(&["channel", "list", "--data-dir", wdir.to_str().unwrap()]).await;
+    assert!(listed.contains("worker channel") && listed.contains(&ton(invoiced)), "{listed}");
+    let json = cocoon_cli(&["status", "--json", "--data-dir", wdir.to_str().unwrap()]).await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["payments"]["worker_channels"][0]["voucher_cumulative_nanotons"], invoiced);
 
     // Lazy settlement: the worker claims until less than `min_claim` is left unclaimed.
     let settled = eventually(Duration::from_secs(30), || async {
@@ -109,6 +133,8 @@ async fn fifty_paid_requests_give_fifty_durable_vouchers_and_few_chain_transacti
     for node in [client, worker, boot] {
         node.shutdown().await.unwrap();
     }
+    // A stopped node leaves no address behind.
+    assert!(!wdir.join(cocoon::dirs::ADMIN_ADDR_FILE).exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

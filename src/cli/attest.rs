@@ -29,8 +29,9 @@ pub enum AttestCommand {
     /// Verify a TDX quote with DCAP and print its measurements; exits 1 if it is refused.
     Verify(VerifyArgs),
     /// Print the attestation record this node publishes (worker role): the running node's, asked
-    /// of its admin endpoint (`GET /attestation/record` at `admin.listen`); if none answers with
-    /// one, a record built now with fresh evidence from this node's TEE.
+    /// of its admin endpoint (`GET /attestation/record` at the address the node recorded in its
+    /// data directory, else `admin.listen`); if none answers with one, a record built now with
+    /// fresh evidence from this node's TEE.
     Show(super::NodeArgs),
 }
 
@@ -187,9 +188,11 @@ fn show(args: &super::NodeArgs) -> anyhow::Result<()> {
             config.node.roles
         );
     }
-    let signed = match config.admin.enabled.then(|| running_record(config.admin.listen)).flatten() {
+    let admin = super::status::admin_address(&config).ok();
+    let signed = match admin.and_then(running_record) {
         Some(signed) => {
-            println!("source:         the running node (admin endpoint {})", config.admin.listen);
+            let admin = admin.map(|a| a.to_string()).unwrap_or_default();
+            println!("source:         the running node (admin endpoint {admin})");
             signed
         }
         None => {

@@ -9,6 +9,7 @@ pub mod attest;
 pub mod chain;
 pub mod model;
 pub mod pay;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -74,6 +75,9 @@ pub enum Command {
         #[command(subcommand)]
         command: pay::ChannelCommand,
     },
+    /// What a running node is and what it earned and spent, in TON (its admin endpoint, found
+    /// from its data directory); `--json` for scripts.
+    Status(status::StatusArgs),
     /// Run a local network on loopback in one process: a bootstrap node with a well-known
     /// development key at 127.0.0.1:<port> (listed in bootstrap/local.txt) and a few peer nodes.
     Devnet(crate::devnet::DevnetArgs),
@@ -219,6 +223,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Attest { command } => attest::run(command),
         Command::Model { command } => model::run(command),
         Command::Devnet(args) => runtime()?.block_on(crate::devnet::run(args)),
+        Command::Status(args) => runtime()?.block_on(status::run(args)),
     }
 }
 

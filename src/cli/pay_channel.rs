@@ -21,9 +21,9 @@ use crate::store::{ClaimEntry, StoreError};
 #[derive(Debug, Subcommand)]
 pub enum ChannelCommand {
     /// List every channel in the node's store (worker and client side) and the clients that owe
-    /// it. While a running node holds the store locked, print that node's `GET /payments` report
-    /// (JSON, nanotons) from its admin endpoint at `admin.listen` instead; an error if that
-    /// endpoint is disabled, unreachable or answers with an error.
+    /// it. While a running node holds the store locked, ask that node instead (its admin endpoint,
+    /// at the address it recorded in its data directory, else `admin.listen`); an error if no
+    /// endpoint answers there.
     List(NodeArgs),
     /// Show a channel's on-chain state and what the node's store knows about it.
     Status(AddressArgs),
@@ -141,31 +141,22 @@ pub async fn run_channel(cmd: ChannelCommand) -> anyhow::Result<()> {
     }
 }
 
-/// How long `channel list` waits for a running node's admin endpoint.
-const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 async fn list(node: &NodeArgs) -> anyhow::Result<()> {
     let config = node.resolve()?;
     let Some(book) = try_open_book(&config)? else {
-        // A running node holds the store: ask its admin endpoint instead.
-        let url = format!("http://{}/payments", config.admin.listen);
+        // A running node holds the store: ask its admin endpoint (the address it recorded in its
+        // data directory) instead.
         let locked = || open_book(&config).err().unwrap_or_else(|| anyhow!("the store is locked"));
-        if !config.admin.enabled {
-            return Err(locked());
-        }
-        // The node is local and answers from memory: a few seconds is plenty, and a hung endpoint
-        // must not hang the command.
-        let client = reqwest::Client::builder().timeout(ADMIN_TIMEOUT).build()?;
-        let response = client.get(&url).send().await.map_err(|e| locked().context(format!("{url}: {e}")))?;
-        let status = response.status();
-        let bytes = response.bytes().await.with_context(|| format!("{url}: reading the answer"))?;
-        let body: serde_json::Value =
-            serde_json::from_slice(&bytes).with_context(|| format!("{url}: not JSON"))?;
+        let addr =
+            crate::cli::status::admin_address(&config).map_err(|e| locked().context(format!("{e:#}")))?;
+        let (status, report) = crate::cli::status::admin_get(addr, "/payments")
+            .await
+            .map_err(|e| locked().context(format!("{e:#}")))?;
         if !status.is_success() {
-            bail!("{url} answered {status}: {body}");
+            bail!("the admin endpoint at {addr} answered {status}: {report}");
         }
-        println!("(from the running node's admin endpoint {url}; amounts in nanotons)");
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        println!("(from the running node's admin endpoint http://{addr}; `cocoon status` sums it up)");
+        crate::cli::status::print_channels(&report);
         return Ok(());
     };
     let worker = book.channels().context("cannot read the worker-side channels")?;
