@@ -15,35 +15,18 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use cocoon::chain::local::{Clock, LocalChain};
-use cocoon::chain::serve::serve;
+use cocoon::chain::local::Clock;
 use cocoon::chain::toncenter::Toncenter;
 use cocoon::chain::wallet::Transfer;
 use cocoon::chain::{AccountStatus, Chain, ChainError, TxSummary};
 use cocoon::payments::contract;
-use cocoon_protocol::payments::channel::ChannelParams;
-use common::chain::{Party, START, TON};
+use common::chain::{Party, START, Served, TON, params_between, serve_chain};
 use serde_json::{Value, json};
 use tycho_types::cell::{Cell, CellBuilder, CellFamily};
 use tycho_types::models::StdAddr;
 
-/// A served chain; the server stops when this is dropped.
-struct Served {
-    chain: Arc<LocalChain>,
-    url: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
 async fn start(api_key: Option<&str>) -> Served {
-    let chain = Arc::new(LocalChain::new(Clock::Manual(START)).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/api/v2", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        let _ = stopped.await;
-    };
-    tokio::spawn(serve(chain.clone(), listener, api_key.map(str::to_owned), shutdown));
-    Served { chain, url, _stop: stop }
+    serve_chain(Clock::Manual(START), api_key).await
 }
 
 fn client(url: &str, key: Option<&str>) -> Toncenter {
@@ -74,14 +57,7 @@ async fn channel_deployed_through_toncenter_reads_like_the_local_chain() {
     let tc = client(&s.url, None);
     let (payer, worker) = (Party::new(1), Party::new(2));
     s.chain.fund(&payer.addr(), 1_000 * TON).unwrap();
-    let params = ChannelParams {
-        client_key: payer.key.public().to_bytes(),
-        worker_key: worker.key.public().to_bytes(),
-        client: payer.addr(),
-        worker: worker.addr(),
-        dispute_window: 3600,
-        seed: 7,
-    };
+    let params = params_between(&payer, &worker, 7);
     let ch = params.address().unwrap();
 
     let funded = tc.account(&payer.addr()).await.unwrap();

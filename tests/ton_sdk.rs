@@ -14,17 +14,14 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use cocoon::chain::local::{Clock, LocalChain};
-use cocoon::chain::serve::serve;
 use cocoon::chain::wallet::{Transfer, Wallet};
 use cocoon::chain::{TxSummary, friendly};
 use cocoon::payments::contract;
-use cocoon_protocol::payments::channel::ChannelParams;
 use cocoon_protocol::payments::voucher::Voucher;
-use common::chain::{Party, TON};
+use common::chain::{Party, Served, TON, params_between, serve_chain};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tycho_types::boc::Boc;
@@ -34,25 +31,8 @@ use tycho_types::models::{AccountState, Message, StdAddr};
 /// How long the node script may take (it makes a few dozen local requests).
 const SCRIPT_LIMIT: Duration = Duration::from_secs(180);
 
-/// A served chain (wall clock, as the SDK signs transfers valid for a minute from now); the
-/// server stops when this is dropped.
-struct Served {
-    chain: Arc<LocalChain>,
-    /// `http://ADDR/api/v2`.
-    url: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
 async fn start(api_key: Option<&str>) -> Served {
-    let chain = Arc::new(LocalChain::new(Clock::Wall { offset: 0 }).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/api/v2", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        let _ = stopped.await;
-    };
-    tokio::spawn(serve(chain.clone(), listener, api_key.map(str::to_owned), shutdown));
-    Served { chain, url, _stop: stop }
+    serve_chain(Clock::Wall { offset: 0 }, api_key).await
 }
 
 /// The signed external message sending `transfer` from `wallet` (deploying it if needed).
@@ -124,14 +104,7 @@ async fn ton_client_reads_a_channel_and_sends_a_wallet_transfer() {
     let (payer, worker) = (Party::new(51), Party::new(52));
     s.chain.fund(&payer.addr(), 100 * TON).unwrap();
     s.chain.fund(&worker.addr(), 10 * TON).unwrap();
-    let params = ChannelParams {
-        client_key: payer.key.public().to_bytes(),
-        worker_key: worker.key.public().to_bytes(),
-        client: payer.addr(),
-        worker: worker.addr(),
-        dispute_window: 3600,
-        seed: 9,
-    };
+    let params = params_between(&payer, &worker, 9);
     let ch = params.address().unwrap();
     send(&s.chain, &payer.wallet, contract::deploy(&params, 10 * TON, 1).unwrap()).await;
     let voucher = Voucher { channel: ch.clone(), cumulative: 3 * TON, seqno: 1 }.sign(&payer.key).unwrap();

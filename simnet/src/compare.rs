@@ -181,6 +181,14 @@ pub fn metrics(r: &Report) -> Vec<Metric> {
     m.add("claimed (nanotons)", Nanotons, Some(pay.claimed_nanotons as f64));
     m.add("payments reconciled", YesNo, Some(if pay.reconciled { 1.0 } else { 0.0 }));
     m.add("chain tx per request", Ratio, Some(pay.transactions_per_request));
+    m.add("paying clients", Count, Some(pay.paying_clients as f64));
+    m.add("channels per paying client", Ratio, Some(pay.channels_per_client));
+    m.add("client chain operations per request", Ratio, Some(pay.client_operations_per_request));
+    m.add(
+        "client chain operations per client per 10 min",
+        Ratio,
+        Some(pay.client_operations_per_client_per_10_min),
+    );
 
     let att = &r.attacks;
     m.section(Section::Attacks, att.sybils + att.forgers > 0);

@@ -318,6 +318,20 @@ pub struct PaymentStats {
     pub chain_transactions: u64,
     /// Chain transactions during the load (before the final claims) per paid request.
     pub transactions_per_request: f64,
+    /// Clients that opened at least one channel.
+    #[serde(default)]
+    pub paying_clients: usize,
+    /// Channels those clients hold (in use or being closed), per paying client.
+    #[serde(default)]
+    pub channels_per_client: f64,
+    /// Chain operations the clients sent (external messages from their wallets: deploys,
+    /// top-ups, closes; each sets off a few transactions), per paid request.
+    #[serde(default)]
+    pub client_operations_per_request: f64,
+    /// The same per paying client and per 10 minutes of the load (a load shorter than 10 minutes
+    /// counts as 10).
+    #[serde(default)]
+    pub client_operations_per_client_per_10_min: f64,
     /// invoiced = vouchered + owed and vouchered = claimed, exactly: every invoice was either paid
     /// by a voucher the chain honoured or recorded as a debt by its worker.
     pub reconciled: bool,

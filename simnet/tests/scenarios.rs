@@ -112,7 +112,7 @@ fn assert_bars(r: &Report) {
 
 #[test]
 fn the_same_seed_gives_the_same_plan() {
-    for file in ["ci.toml", "churn.toml", "partition.toml", "load.toml", "strangers.toml"] {
+    for file in ["ci.toml", "churn.toml", "partition.toml", "load.toml", "reuse.toml", "strangers.toml"] {
         let (s, _) = scenario(file);
         let (a, b) = (Plan::new(&s), Plan::new(&s));
         assert_eq!(a.digest(), b.digest(), "{file}");

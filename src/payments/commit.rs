@@ -1,11 +1,12 @@
 //! Group commit of the worker's vouchers. Streams announce their voucher, verify its signature
-//! themselves (in parallel, outside any lock) and hand it to one committer thread, which takes
-//! every voucher waiting or announced (those for at most [`MAX_LINGER`]; up to [`MAX_BATCH`]), checks each against its channel in arrival order and holds the
-//! ones that pass as their channel's pending voucher (so the next voucher on a channel follows
-//! it), writes them all with their channels' records in one sled transaction and one flush, and
-//! only then makes them the channels' best vouchers and acknowledges them. Vouchers arriving while
-//! a batch flushes wait for the next one: the more streams pay at once, the more vouchers share a
-//! flush.
+//! themselves (in parallel, outside any lock) and hand it to one committer thread. The committer
+//! takes every voucher queued, and waits for those announced and still being verified (for at
+//! most [`MAX_LINGER`]; up to [`MAX_BATCH`] in all); it checks each against its channel in arrival
+//! order and holds the ones that pass as their channel's pending voucher (so the next voucher on a
+//! channel follows it), writes them all with their channels' records in one sled transaction and
+//! one flush, and only then makes them the channels' best vouchers and acknowledges them.
+//! Vouchers arriving while a batch flushes wait for the next one: the more streams pay at once,
+//! the more vouchers share a flush.
 //!
 //! A failed write or flush refuses the whole batch ("cannot store"); its vouchers stay pending
 //! (each is still the client's valid signature, and the client has signed it, so the next voucher

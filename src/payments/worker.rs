@@ -2,8 +2,8 @@
 //! belongs to the client on the stream and holds enough unspent deposit, and only while the
 //! client's unpaid worst cases stay within the exposure caps (`cocoon_protocol::payments::
 //! exposure`); accept the voucher that pays exactly the invoice, store it durably (with the other
-//! streams' vouchers, one flush per batch: [`super::commit`]), and only then acknowledge it. A client that leaves a request unpaid is refused until an operator forgives the
-//! debt.
+//! streams' vouchers, one flush per batch: [`super::commit`]), and only then acknowledge it. A
+//! client that leaves a request unpaid is refused until an operator forgives the debt.
 
 use std::sync::Arc;
 
@@ -50,7 +50,8 @@ impl PaymentMetrics {
         r.register("vouchers", "Vouchers received, by outcome", self.vouchers.clone());
         r.register(
             "voucher_flushes",
-            "Voucher batches written, one sled transaction and flush each (accepted vouchers per flush = vouchers_total{outcome=accepted} / this)",
+            "Voucher batches written, one sled transaction and flush each \
+             (accepted vouchers per flush = vouchers_total{outcome=accepted} / this)",
             self.flushes.clone(),
         );
         r.register("unclaimed_nanotons", "Vouchered but not yet claimed on chain", self.unclaimed.clone());

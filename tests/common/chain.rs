@@ -32,6 +32,18 @@ impl Party {
     }
 }
 
+/// A channel from `client` to `worker` with a one-hour dispute window.
+pub fn params_between(client: &Party, worker: &Party, seed: u64) -> ChannelParams {
+    ChannelParams {
+        client_key: client.key.public().to_bytes(),
+        worker_key: worker.key.public().to_bytes(),
+        client: client.addr(),
+        worker: worker.addr(),
+        dispute_window: 3600,
+        seed,
+    }
+}
+
 pub struct Bench {
     pub chain: LocalChain,
     pub client: Party,
@@ -50,14 +62,7 @@ impl Bench {
     }
 
     pub fn params(&self, seed: u64) -> ChannelParams {
-        ChannelParams {
-            client_key: self.client.key.public().to_bytes(),
-            worker_key: self.worker.key.public().to_bytes(),
-            client: self.client.addr(),
-            worker: self.worker.addr(),
-            dispute_window: 3600,
-            seed,
-        }
+        params_between(&self.client, &self.worker, seed)
     }
 
     /// Send `transfer` from `wallet`; every transaction of the cascade.
@@ -86,4 +91,26 @@ impl Bench {
     pub fn balance(&self, addr: &StdAddr) -> u64 {
         self.chain.balance(addr).unwrap()
     }
+}
+
+/// A `LocalChain` served over the Toncenter API (`cocoon chain serve`'s router) on loopback,
+/// until dropped.
+pub struct Served {
+    pub chain: std::sync::Arc<LocalChain>,
+    /// `http://ADDR/api/v2`.
+    pub url: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Serve a new chain running on `clock`, requiring `api_key` if given.
+pub async fn serve_chain(clock: Clock, api_key: Option<&str>) -> Served {
+    let chain = std::sync::Arc::new(LocalChain::new(clock).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v2", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    tokio::spawn(cocoon::chain::serve::serve(chain.clone(), listener, api_key.map(str::to_owned), shutdown));
+    Served { chain, url, _stop: stop }
 }

@@ -302,6 +302,7 @@ pub async fn reconcile(
             .map(|c| u128::from(c.cumulative))
             .sum::<u128>();
     }
+    let spending = client_spending(chain, clients)?;
     let total_tx = chain.transaction_count();
     Ok(PaymentStats {
         invoices,
@@ -316,6 +317,49 @@ pub async fn reconcile(
         unpaid: done.iter().filter(|d| d.paid == Some(false)).count() as u64,
         chain_transactions: total_tx,
         transactions_per_request: tx_before_claims as f64 / invoices.max(1) as f64,
+        paying_clients: spending.clients,
+        channels_per_client: spending.channels as f64 / spending.clients.max(1) as f64,
+        client_operations_per_request: spending.operations as f64 / invoices.max(1) as f64,
+        client_operations_per_client_per_10_min: spending.operations as f64
+            / spending.clients.max(1) as f64
+            / (load_span_ms(outcomes) / 600_000.0).max(1.0),
         reconciled: invoiced == vouchered + owed && vouchered == claimed,
     })
+}
+
+/// What the paying clients did on chain.
+struct Spending {
+    /// Clients with at least one channel.
+    clients: usize,
+    /// Their channels, in use or being closed.
+    channels: usize,
+    /// External messages their wallets sent (each a deploy, top-up or close).
+    operations: u64,
+}
+
+fn client_spending(chain: &LocalChain, clients: &[&Node]) -> Result<Spending, String> {
+    let mut spending = Spending { clients: 0, channels: 0, operations: 0 };
+    for node in clients {
+        let book = node.store().payments().map_err(|e| e.to_string())?;
+        let held = book.client_channels().map_err(|e| e.to_string())?.len()
+            + book.retired_channels().map_err(|e| e.to_string())?.len();
+        if held == 0 {
+            continue;
+        }
+        spending.clients += 1;
+        spending.channels += held;
+        let seed = load_or_create_wallet_seed(node.store().dir()).map_err(|e| e.to_string())?;
+        let wallet = Wallet::from_seed(&seed).map_err(|e| e.to_string())?;
+        let history = chain.history(wallet.address(), usize::MAX).map_err(|e| e.to_string())?;
+        let sent = history.iter().filter(|t| t.in_msg.as_ref().is_some_and(|m| m.external)).count();
+        spending.operations += sent as u64;
+    }
+    Ok(spending)
+}
+
+/// From the first request sent to the last, ms.
+fn load_span_ms(outcomes: &[Outcome]) -> f64 {
+    let sent = outcomes.iter().map(|o| o.sent_ms);
+    let (first, last) = sent.fold((f64::INFINITY, 0f64), |(lo, hi), t| (lo.min(t), hi.max(t)));
+    if first.is_finite() { last - first } else { 0.0 }
 }

@@ -48,7 +48,8 @@ impl InferenceClient {
                 Err(_) => return Err(Attempt::Retry(InferenceError::Timeout(worker.to_string()))),
                 Ok(Ok(session)) => return Ok(session),
                 Ok(Err(e @ (SessionError::Io(_) | SessionError::Closed))) if reopened < REOPENS => {
-                    tracing::debug!(%worker, error = %e, reopened, "stream reset before the handshake reply; opening another");
+                    let what = "stream reset before the handshake reply; opening another";
+                    tracing::debug!(%worker, error = %e, reopened, "{what}");
                     self.metrics.reopened.inc();
                     let pause = REOPEN_PAUSE.saturating_mul(1 << reopened);
                     reopened += 1;
