@@ -132,10 +132,13 @@ impl ClientPayments {
     /// has one with, and whether it may open another (its channel and deposit caps). Reads the
     /// store only; an unreadable store is reported as no channels and no room.
     pub fn standing(&self) -> Standing {
-        let open = self.book.client_channels().map(|all| all.iter().map(|c| c.params.worker_key).collect());
-        let room = self.all_channels().is_ok_and(|all| all.len() < self.terms.max_channels)
-            && self.deposit_room().is_ok_and(|room| room >= self.terms.deposit);
-        Standing { with: open.unwrap_or_default(), may_open: room }
+        let (Ok(open), Ok(retired)) = (self.book.client_channels(), self.book.retired_channels()) else {
+            return Standing::default();
+        };
+        let with = open.iter().map(|c| c.params.worker_key).collect();
+        let all = [open, retired].concat();
+        let may_open = all.len() < self.terms.max_channels && self.room_left(&all) >= self.terms.deposit;
+        Standing { with, may_open }
     }
 
     /// The wallet paying for channels.
@@ -265,13 +268,18 @@ impl ClientPayments {
     /// What `max_total_deposit` still allows to deposit: the deposits of every channel in use or
     /// being wound down count until the chain refunds them.
     fn deposit_room(&self) -> Result<u64, ClientPaymentError> {
+        Ok(self.room_left(&self.all_channels()?))
+    }
+
+    /// What `max_total_deposit` leaves with `all` the channels held.
+    fn room_left(&self, all: &[ClientChannel]) -> u64 {
         // A pending channel (deploy not seen yet) counts the deposit it is being deployed with.
         let held = |c: &ClientChannel| match c.deposited {
             0 => self.terms.deposit,
             d => d.max(c.cumulative),
         };
-        let held: u64 = self.all_channels()?.iter().map(held).fold(0, u64::saturating_add);
-        Ok(self.terms.max_total_deposit.saturating_sub(held))
+        let held: u64 = all.iter().map(held).fold(0, u64::saturating_add);
+        self.terms.max_total_deposit.saturating_sub(held)
     }
 
     fn all_channels(&self) -> Result<Vec<ClientChannel>, ClientPaymentError> {

@@ -173,9 +173,8 @@ fn run(
         if held.is_empty() {
             continue; // every voucher was refused: nothing to write
         }
-        let writes: Vec<VoucherWrite> = held.iter().map(|h| h.write.clone()).collect();
         flushes.inc();
-        match book.accept_vouchers(&writes) {
+        match book.accept_vouchers(held.iter().map(|h| &h.write)) {
             Ok(()) => stored(channels, held),
             Err(e) => {
                 tracing::error!(error = %e, vouchers = held.len(), "cannot store a batch of vouchers");

@@ -190,7 +190,10 @@ impl PaymentBook {
     /// Store a batch of accepted vouchers with their channels' records in one transaction and one
     /// flush (a group commit): once this returns, every one survives a crash. Writes apply in
     /// order, so a channel's last record in the batch is the one kept.
-    pub fn accept_vouchers(&self, batch: &[VoucherWrite]) -> Result<(), StoreError> {
+    pub fn accept_vouchers<'a>(
+        &self,
+        batch: impl IntoIterator<Item = &'a VoucherWrite>,
+    ) -> Result<(), StoreError> {
         let mut channels = sled::Batch::default();
         let mut vouchers = sled::Batch::default();
         for w in batch {

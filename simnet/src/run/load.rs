@@ -271,8 +271,7 @@ pub async fn reconcile(
                 false => owed += u128::from(amount),
             }
         }
-        let seed = load_or_create_wallet_seed(node.store().dir()).map_err(|e| e.to_string())?;
-        let wallet = Wallet::from_seed(&seed).map_err(|e| e.to_string())?;
+        let wallet = node_wallet(node)?;
         for stored in book.channels().map_err(|e| e.to_string())? {
             channels += 1;
             let addr = stored.channel.address.clone();
@@ -348,13 +347,18 @@ fn client_spending(chain: &LocalChain, clients: &[&Node]) -> Result<Spending, St
         }
         spending.clients += 1;
         spending.channels += held;
-        let seed = load_or_create_wallet_seed(node.store().dir()).map_err(|e| e.to_string())?;
-        let wallet = Wallet::from_seed(&seed).map_err(|e| e.to_string())?;
+        let wallet = node_wallet(node)?;
         let history = chain.history(wallet.address(), usize::MAX).map_err(|e| e.to_string())?;
         let sent = history.iter().filter(|t| t.in_msg.as_ref().is_some_and(|m| m.external)).count();
         spending.operations += sent as u64;
     }
     Ok(spending)
+}
+
+/// The wallet `node` pays and is paid with.
+fn node_wallet(node: &Node) -> Result<Wallet, String> {
+    let seed = load_or_create_wallet_seed(node.store().dir()).map_err(|e| e.to_string())?;
+    Wallet::from_seed(&seed).map_err(|e| e.to_string())
 }
 
 /// From the first request sent to the last, ms.
