@@ -103,6 +103,38 @@ pub fn forget_admin_addr(data_dir: &Path, addr: SocketAddr) {
     }
 }
 
+/// The file in a data directory holding the running node's admin token (owner-only): the
+/// admin endpoint's few operations that change something (closing a channel) need it, so only
+/// who can read the data directory may ask for them. Removed when the node stops.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Record `token` as the admin token of the node running on `data_dir` (mode 0600).
+pub fn record_admin_token(data_dir: &Path, token: &str) -> io::Result<()> {
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    let _ = std::fs::remove_file(&path); // a stale file keeps its mode; start afresh
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    io::Write::write_all(&mut options.open(path)?, format!("{token}\n").as_bytes())
+}
+
+/// The admin token recorded in `data_dir`, if any.
+pub fn recorded_admin_token(data_dir: &Path) -> Option<String> {
+    let token = std::fs::read_to_string(data_dir.join(ADMIN_TOKEN_FILE)).ok()?;
+    Some(token.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// Remove the admin token `token` from `data_dir` (another node's is left alone).
+pub fn forget_admin_token(data_dir: &Path, token: &str) {
+    if recorded_admin_token(data_dir).as_deref() == Some(token) {
+        let _ = std::fs::remove_file(data_dir.join(ADMIN_TOKEN_FILE));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +184,20 @@ mod tests {
         write_file(&tmp.path().join("quote.bin"), b"q").unwrap();
         create_dir(tmp.path()).unwrap();
         assert_eq!(mode(tmp.path()), 0o755);
+    }
+
+    #[test]
+    fn the_admin_token_is_owner_only_and_only_its_own_node_removes_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        record_admin_token(tmp.path(), "old").unwrap();
+        record_admin_token(tmp.path(), "abc").unwrap();
+        assert_eq!(recorded_admin_token(tmp.path()).as_deref(), Some("abc"));
+        #[cfg(unix)]
+        assert_eq!(mode(&tmp.path().join(ADMIN_TOKEN_FILE)), 0o600);
+        forget_admin_token(tmp.path(), "old");
+        assert!(recorded_admin_token(tmp.path()).is_some(), "another node's token stays");
+        forget_admin_token(tmp.path(), "abc");
+        assert_eq!(recorded_admin_token(tmp.path()), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::admin::{self, AdminState};
+use crate::api::admin_control::AdminControl;
 use crate::api::openai::{self, ApiState};
 use crate::attestation::collateral::CollateralSource;
 use crate::attestation::pccs::{PccsClient, PccsError};
@@ -135,6 +136,8 @@ pub struct Node {
     attestation: AttestationHandle,
     store: Store,
     admin_addr: Option<SocketAddr>,
+    /// Guards the admin endpoint's operations (recorded in the data directory).
+    admin_token: String,
     api_addr: Option<SocketAddr>,
     client: Option<InferenceClient>,
     registry: Arc<Registry>,
@@ -288,6 +291,13 @@ impl Node {
                         Duration::from_secs(config.payments.settle_interval_secs),
                         shutdown_rx.clone(),
                     ));
+                    let key = identity
+                        .clone()
+                        .try_into_ed25519()
+                        .map_err(|_| NodeError::Payments("payments need an ed25519 identity key".into()))?;
+                    let closes = payments::close::serve(network.clone(), p.clone(), key, shutdown_rx.clone())
+                        .map_err(NodeError::Payments)?;
+                    tasks.push(closes);
                     Some(p)
                 }
                 None => None,
@@ -303,13 +313,16 @@ impl Node {
                 .map_err(NodeError::Worker)?;
             tasks.push(task);
         }
+        let mut client_payments = None;
         let client = if config.has_role(Role::Client) {
             let paying = match &chain {
                 Some(chain) => {
                     let p = payments::setup::client(&config, &store, chain.clone(), &keypair_for_payments)
                         .map_err(NodeError::Payments)?;
+                    p.reach_workers(network.clone());
                     let every = Duration::from_secs(config.payments.settle_interval_secs.max(1));
                     tasks.push(payments::client::start_wind_down(p.clone(), every, shutdown_rx.clone()));
+                    client_payments = Some(p.clone());
                     Some(p)
                 }
                 None => None,
@@ -342,6 +355,7 @@ impl Node {
         }
 
         let mut admin_addr = None;
+        let admin_token = hex::encode(rand::random::<[u8; 32]>());
         if let Some(listener) = admin_listener {
             admin_addr = listener.local_addr().ok();
             let state = AdminState {
@@ -354,14 +368,16 @@ impl Node {
                     Some(_) => Some(store.payments()?),
                     None => None,
                 },
+                control: Some(AdminControl { token: admin_token.clone(), client: client_payments }),
             };
             let limits = crate::http::ServerLimits::from_config(&config.http);
             tasks.push(tokio::spawn(admin::serve(listener, state, limits, shutdown_rx)));
             tracing::info!(addr = ?admin_addr, "admin endpoint listening");
             if let Some(addr) = admin_addr
                 && let Err(e) = crate::dirs::record_admin_addr(store.dir(), addr)
+                    .and_then(|()| crate::dirs::record_admin_token(store.dir(), &admin_token))
             {
-                tracing::warn!(error = %e, "cannot record the admin address in the data directory");
+                tracing::warn!(error = %e, "cannot record the admin address and token in the data directory");
             }
         }
         Ok(Self {
@@ -369,6 +385,7 @@ impl Node {
             attestation,
             store,
             admin_addr,
+            admin_token,
             api_addr,
             client,
             registry,
@@ -460,6 +477,7 @@ impl Node {
         }
         if let Some(addr) = self.admin_addr {
             crate::dirs::forget_admin_addr(self.store.dir(), addr);
+            crate::dirs::forget_admin_token(self.store.dir(), &self.admin_token);
         }
         let book = self.store.peer_book()?;
         book.prune(PEER_BOOK_CAPACITY)?;

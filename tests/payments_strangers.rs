@@ -257,6 +257,7 @@ fn payments(dir: &std::path::Path, chain: &Arc<cocoon::chain::local::LocalChain>
         confirm_timeout: Duration::from_secs(5),
         max_channels: 3,
         max_total_deposit: 3 * TON,
+        idle_close: None,
     };
     let shared: SharedChain = chain.clone();
     ClientPayments::new(book, shared, wallet, keypair(9), terms, SettlementPolicy::default())
@@ -323,4 +324,33 @@ async fn a_malicious_worker_cannot_make_the_client_sign_more_or_lock_more() {
     chain.advance(3_601).unwrap();
     p.channel(&worker, &payouts[0], 1_000).await.unwrap();
     assert!(p.book().retired_channels().unwrap().len() < 2);
+}
+
+#[tokio::test]
+async fn a_top_up_covers_every_request_in_flight_on_the_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chain();
+    let p = payments(dir.path(), &chain);
+    let worker = PeerId::from_public_key(&libp2p::identity::PublicKey::from(keypair(8).public()));
+    let payout = friendly(Wallet::from_seed(&[1; 32]).unwrap().address(), false);
+    let worst = 6 * TON / 10;
+    let deposited = |address| {
+        let chain = chain.clone();
+        async move { contract::state(chain.as_ref(), &address).await.unwrap().unwrap().deposited }
+    };
+    // The first request fits the first deposit (1 TON) alone.
+    let first = p.channel(&worker, &payout, worst).await.unwrap();
+    let address = first.channel.address.clone();
+    assert_eq!(deposited(address.clone()).await, TON);
+    let first = first.into_in_flight().unwrap();
+    // A second while the first is in flight: the worker holds both worst cases (1.2 TON), so the
+    // deposit is topped up to twice that before the second is sent.
+    let second = p.channel(&worker, &payout, worst).await.unwrap();
+    assert_eq!(second.channel.address, address);
+    assert_eq!(deposited(address.clone()).await, 4 * worst);
+    assert!(second.channel.remaining() >= 2 * worst);
+    drop((first, second));
+    // Once they are done, one more needs no top-up.
+    p.channel(&worker, &payout, worst).await.unwrap();
+    assert_eq!(deposited(address).await, 4 * worst);
 }

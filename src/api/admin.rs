@@ -1,8 +1,11 @@
 //! The local admin endpoint: `GET /health` (JSON summary), `GET /peers` (peer lists),
 //! `GET /metrics` (Prometheus/OpenMetrics text), `GET /attestation/record` (a worker's signed
-//! record) and `GET /payments` (payment channels, see `admin_payments.rs`).
+//! record), `GET /payments` (payment channels, see `admin_payments.rs`) and `GET /`, a read-only
+//! web page of the same figures for operators (see `admin_page.rs`).
 //!
-//! It binds to loopback by default because it is not authenticated. The registry is built once at
+//! `POST /payments/close` closes a client's channel, behind the node's admin token
+//! (`admin_control.rs`). Everything else only reads, and the endpoint binds to loopback by
+//! default because reading is not authenticated. The registry is built once at
 //! start-up and passed in; metrics themselves are atomics, so serving them takes no lock. It is
 //! served by [`crate::http::serve`] under the `[http]` limits (connection cap, read deadlines).
 
@@ -39,6 +42,8 @@ pub struct AdminState {
     pub started: Instant,
     /// The payment trees, when payments are on (`GET /payments`).
     pub payments: Option<crate::store::PaymentBook>,
+    /// The operations behind the admin token (`POST /payments/close`), if any.
+    pub control: Option<super::admin_control::AdminControl>,
 }
 
 /// `GET /health` body.
@@ -103,6 +108,8 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/attestation/record", get(own_record))
         .route("/payments", get(super::admin_payments::payments))
+        .route("/payments/close", axum::routing::post(super::admin_control::close))
+        .merge(super::admin_page::routes())
         .with_state(state);
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;

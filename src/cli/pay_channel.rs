@@ -33,8 +33,11 @@ pub enum ChannelCommand {
     Topup(TopupArgs),
     /// (Worker) claim what the best stored voucher of a channel has not been paid yet.
     Claim(AddressArgs),
-    /// (Client) start closing a channel; with `--finish`, finish a close whose dispute window
-    /// has passed (the remaining balance returns to the client's wallet).
+    /// (Client) close a channel. With a node running on the data directory, that node closes it
+    /// cooperatively when the worker co-signs (one transaction, the deposit minus what was paid
+    /// back at once) and otherwise starts the unilateral close; with none, the unilateral close
+    /// is started from the wallet. With `--finish`, finish a unilateral close whose dispute
+    /// window has passed (the remaining balance returns to the client's wallet).
     Close(CloseArgs),
     /// (Worker) forgive a client's unpaid requests so it is served again (reads and writes the
     /// store, which a running node holds locked).
@@ -391,6 +394,14 @@ async fn claim(args: AddressArgs) -> anyhow::Result<()> {
 }
 
 async fn close(args: CloseArgs) -> anyhow::Result<()> {
+    if !args.finish {
+        let config = args.pay.node.resolve()?;
+        match close_through_node(&config, &args.address).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => println!("the running node could not close it ({e:#}); starting the unilateral close"),
+        }
+    }
     let ctx = args.pay.connect()?;
     let addr = &args.address;
     let state = ctx.state(addr).await?.ok_or_else(|| not_deployed(addr))?;
@@ -434,6 +445,48 @@ async fn close(args: CloseArgs) -> anyhow::Result<()> {
     ctx.await_channel(addr, query_id, "finish close", |s| s.is_none()).await?;
     println!("closed; the remaining {} went back to the client's wallet", ton(state.available()));
     Ok(())
+}
+
+/// Ask the node running on `config`'s data directory to close `addr` (cooperatively if its worker
+/// co-signs); `false` when no node runs there (no admin token recorded).
+async fn close_through_node(config: &crate::config::Config, addr: &StdAddr) -> anyhow::Result<bool> {
+    let dir = &config.node.data_dir;
+    let (Some(admin), Some(token)) =
+        (crate::dirs::recorded_admin_addr(dir), crate::dirs::recorded_admin_token(dir))
+    else {
+        return Ok(false);
+    };
+    let url = format!("http://{admin}/payments/close?channel={}", friendly(addr, true));
+    // The node waits up to the close exchange and the chain's confirmation.
+    let wait = std::time::Duration::from_secs(config.payments.confirm_timeout_secs.saturating_add(30));
+    let response = reqwest::Client::builder()
+        .timeout(wait)
+        .build()?
+        .post(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("no node answers at {admin}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.context("the node's answer is not JSON")?;
+    if !status.is_success() {
+        bail!("{status}: {}", body["error"].as_str().unwrap_or("no reason given"));
+    }
+    let amount = |field: &str| ton(body[field].as_u64().unwrap_or(0));
+    match body["outcome"].as_str() {
+        Some("cooperative") => println!(
+            "closed cooperatively in one transaction: {} to the worker, {} back to the wallet",
+            amount("paid_nanotons"),
+            amount("refunded_nanotons")
+        ),
+        _ => println!(
+            "the worker did not co-sign ({}); the unilateral close has started and the node finishes \
+             it after the dispute window (see `cocoon channel status {}`)",
+            body["reason"].as_str().unwrap_or("no reason given"),
+            friendly(addr, true)
+        ),
+    }
+    Ok(true)
 }
 
 fn not_deployed(addr: &StdAddr) -> anyhow::Error {

@@ -44,6 +44,11 @@ pub struct PaymentsSection {
     /// Client: most nanotons deposited across those channels until the chain refunds them.
     /// Default 20000000000 (20 TON).
     pub max_total_deposit_nanotons: u64,
+    /// Client: close a channel after this many seconds without a request, cooperatively (the
+    /// worker co-signs, the deposit minus what was paid returns in one transaction) or, when the
+    /// worker does not answer, by starting the unilateral close (returned after the dispute
+    /// window). 0 never closes idle channels. Default 3600.
+    pub idle_close_secs: u64,
     /// Worker: shortest dispute window accepted, seconds. Default 3600.
     pub min_dispute_window_secs: u32,
     /// Seconds between settlement passes (worker) and passes over retired channels (client).
@@ -67,6 +72,7 @@ impl Default for PaymentsSection {
             confirm_timeout_secs: 120,
             max_channels: 16,
             max_total_deposit_nanotons: 20_000_000_000,
+            idle_close_secs: 3_600,
             min_dispute_window_secs: 3_600,
             settle_interval_secs: 60,
             settlement: SettlementPolicy::default(),

@@ -28,8 +28,12 @@ use crate::chain::wallet::Wallet;
 use crate::chain::{ChainError, SharedChain, parse_address};
 use crate::store::PaymentBook;
 
+mod close;
+mod in_flight;
 mod wind_down;
 
+pub use close::Closing;
+pub use in_flight::InFlight;
 pub use wind_down::start as start_wind_down;
 
 /// How a client funds its channels.
@@ -45,6 +49,8 @@ pub struct ClientTerms {
     pub max_channels: usize,
     /// Most nanotons deposited across those channels.
     pub max_total_deposit: u64,
+    /// Close a channel unused this long (`None`: never).
+    pub idle_close: Option<Duration>,
 }
 
 /// Why the client cannot pay.
@@ -81,6 +87,13 @@ pub struct ClientPayments {
     /// Held while the wallet limits are checked and a deposit is committed to (an open or a
     /// top-up), so requests to different workers cannot pass the limits together.
     funding: Mutex<()>,
+    /// Worst-case prices of the requests in flight per worker, and when each channel was last
+    /// used (top-ups cover the former; idle closes read the latter).
+    in_flight: in_flight::Ledger,
+    /// How workers are asked to co-sign cooperative closes (set once the node's network runs).
+    network: std::sync::OnceLock<crate::network::NetworkHandle>,
+    /// Channels being closed cooperatively: the wind-down pass leaves them alone meanwhile.
+    closing: std::sync::Mutex<std::collections::HashSet<StdAddr>>,
 }
 
 /// A client's channels as worker selection sees them ([`ClientPayments::standing`]).
@@ -98,6 +111,16 @@ pub struct ChannelGuard {
     _lock: OwnedMutexGuard<()>,
     /// The channel as recorded.
     pub channel: ClientChannel,
+    /// The request's worst case, counted while it is in flight (opening a request only).
+    in_flight: Option<InFlight>,
+}
+
+impl ChannelGuard {
+    /// Unlock the channel, keeping the request counted in flight until the returned value drops
+    /// (hold it until the request is paid or abandoned).
+    pub fn into_in_flight(self) -> Option<InFlight> {
+        self.in_flight
+    }
 }
 
 impl ClientPayments {
@@ -120,7 +143,16 @@ impl ClientPayments {
             locks: Mutex::default(),
             topups: Mutex::default(),
             funding: Mutex::default(),
+            in_flight: in_flight::Ledger::default(),
+            network: std::sync::OnceLock::new(),
+            closing: std::sync::Mutex::default(),
         }
+    }
+
+    /// Ask workers to co-sign cooperative closes through `network` (without it, closes are
+    /// unilateral). Only the first call counts.
+    pub fn reach_workers(&self, network: crate::network::NetworkHandle) {
+        let _ = self.network.set(network);
     }
 
     /// The durable book of channels (tests and reports read it).
@@ -151,6 +183,12 @@ impl ClientPayments {
         lock.lock_owned().await
     }
 
+    /// The channel lock with `worker_key` if nobody holds it.
+    async fn try_lock(&self, worker_key: [u8; 32]) -> Option<OwnedMutexGuard<()>> {
+        let lock = self.locks.lock().await.entry(worker_key).or_default().clone();
+        lock.try_lock_owned().ok()
+    }
+
     async fn topup_lock(&self, worker_key: [u8; 32]) -> OwnedMutexGuard<()> {
         let lock = self.topups.lock().await.entry(worker_key).or_default().clone();
         lock.lock_owned().await
@@ -168,6 +206,10 @@ impl ClientPayments {
             .ok_or_else(|| ClientPaymentError::Unusable("worker id has no ed25519 key".into()))?;
         let payout = parse_address(payout)?;
         let lock = self.lock(worker_key).await;
+        // Counted before the deposit is checked: requests in flight on the channel each hold
+        // their worst case at the worker, so the deposit must cover all of them, not this one.
+        let in_flight = self.in_flight.start(worker_key, needed);
+        let needed = in_flight.total();
         let channel = self.usable(worker_key, payout).await?;
         let target = self.terms.deposit.max(needed.saturating_mul(2));
         let (lock, channel) = if self.topup_due(&channel, target, needed).is_some() {
@@ -183,7 +225,7 @@ impl ClientPayments {
         if self.book.client_channel(&worker_key)?.as_ref() != Some(&channel) {
             self.record(&channel).await?;
         }
-        Ok(ChannelGuard { _lock: lock, channel })
+        Ok(ChannelGuard { _lock: lock, channel, in_flight: Some(in_flight) })
     }
 
     /// The open channel with the worker, as the chain shows it now: the recorded one when it
@@ -381,7 +423,7 @@ impl ClientPayments {
             self.book.client_channel(&worker_key)?.filter(|c| &c.address == address).ok_or_else(|| {
                 ClientPaymentError::Unusable(format!("channel {address} is no longer in use"))
             })?;
-        Ok(ChannelGuard { _lock: lock, channel })
+        Ok(ChannelGuard { _lock: lock, channel, in_flight: None })
     }
 
     /// Record `channel` durably. The flush waits for the disk, so it runs on the blocking pool:

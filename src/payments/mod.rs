@@ -5,6 +5,7 @@
 //! ([`setup`]).
 
 pub mod client;
+pub mod close;
 pub mod commit;
 pub mod contract;
 pub mod settle;

@@ -41,6 +41,8 @@ pub struct PaymentMetrics {
     pub exposure: Gauge,
     /// Voucher batches written (one transaction and flush each).
     pub flushes: Counter,
+    /// Cooperative close proposals, by outcome (signed, refused).
+    pub closes: Family<Vec<(String, String)>, Counter>,
 }
 
 impl PaymentMetrics {
@@ -56,6 +58,11 @@ impl PaymentMetrics {
         );
         r.register("unclaimed_nanotons", "Vouchered but not yet claimed on chain", self.unclaimed.clone());
         r.register("claims", "Claims sent on chain, by reason", self.claims.clone());
+        r.register(
+            "close_proposals",
+            "Cooperative close proposals from clients, by outcome (signed, refused)",
+            self.closes.clone(),
+        );
         r.register("chain_errors", "Chain operations that failed (retried later)", self.chain_errors.clone());
         r.register(
             "unpaid_in_flight_nanotons",
@@ -66,6 +73,10 @@ impl PaymentMetrics {
 
     pub(crate) fn voucher(&self, outcome: &str) {
         self.vouchers.get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())]).inc();
+    }
+
+    pub(crate) fn close(&self, outcome: &str) {
+        self.closes.get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())]).inc();
     }
 }
 

@@ -1,5 +1,6 @@
 //! Durable payment state. A worker keeps every channel it was paid on (`pay-channels/v1`: address →
-//! parameters, last known on-chain state, best voucher, when it last got one), every voucher it
+//! parameters, last known on-chain state, best voucher, when it last got one, whether it co-signed
+//! a cooperative close), every voucher it
 //! acknowledged (`pay-vouchers/v1`: address ‖ seqno → signed voucher), unpaid requests per client
 //! key (`pay-debts/v1`) and its settlement journal (`pay-journal/v1`: address → the claim in
 //! progress). A client keeps its channel per worker (`pay-client/v1`: worker key → parameters,
@@ -106,6 +107,7 @@ pub(crate) fn encode_channel(c: &StoredChannel) -> Vec<u8> {
         }
     }
     w.u64(c.last_voucher_at);
+    w.u8(u8::from(c.channel.co_signed));
     w.finish()
 }
 
@@ -127,10 +129,13 @@ pub(crate) fn decode_channel(bytes: &[u8]) -> Result<StoredChannel, StoreError> 
         _ => Some(SignedVoucher::decode(&mut r).map_err(codec)?),
     };
     let last_voucher_at = r.u64("last voucher at").map_err(codec)?;
+    // Records written before cooperative closes end here.
+    let co_signed = !r.is_empty() && r.u8("co-signed").map_err(codec)? != 0;
     r.finish().map_err(codec)?;
     let mut channel =
         WorkerChannel::with_code(params, chain, code).map_err(|e| StoreError::Encode(e.to_string()))?;
     channel.best = best;
+    channel.co_signed = co_signed;
     Ok(StoredChannel { channel, last_voucher_at })
 }
 

@@ -7,7 +7,7 @@
 
 use super::PaymentError;
 use super::channel::{ChannelParams, ChannelState, CodeVersion};
-use super::voucher::{SignedVoucher, VerifiedVoucher, Voucher};
+use super::voucher::{CloseRequest, SignedVoucher, VerifiedVoucher, Voucher};
 use libp2p_identity::ed25519;
 use tycho_types::models::StdAddr;
 
@@ -88,6 +88,8 @@ pub struct WorkerChannel {
     pub reserved: u64,
     /// `params.client_key`, decoded once.
     pub client: ed25519::PublicKey,
+    /// The worker co-signed a cooperative close of this channel: it admits nothing more on it.
+    pub co_signed: bool,
 }
 
 impl WorkerChannel {
@@ -105,7 +107,17 @@ impl WorkerChannel {
         let address = params.address_of(code)?;
         let client =
             ed25519::PublicKey::try_from_bytes(&params.client_key).map_err(|_| PaymentError::BadSignature)?;
-        Ok(Self { params, code, address, chain, best: None, pending: None, reserved: 0, client })
+        Ok(Self {
+            params,
+            code,
+            address,
+            chain,
+            best: None,
+            pending: None,
+            reserved: 0,
+            client,
+            co_signed: false,
+        })
     }
 
     /// The voucher the next one must follow: the one being stored, else the best stored.
@@ -135,7 +147,7 @@ impl WorkerChannel {
 
     /// Admit a request whose worst-case price is `worst_case`: reserves it.
     pub fn admit(&mut self, worst_case: u64) -> Result<(), AdmissionError> {
-        if self.chain.close_started_at != 0 {
+        if self.chain.close_started_at != 0 || self.co_signed {
             return Err(AdmissionError::Closing);
         }
         let available = self.unspent();
@@ -200,6 +212,28 @@ impl WorkerChannel {
         Ok(())
     }
 
+    /// Whether the worker co-signs `close`, which `client_signature` signs: it must name this
+    /// channel, carry the client's valid signature, pay at least the latest voucher (a client
+    /// cannot close away what it already promised; more is only the client's loss), and come
+    /// while no request is in flight or voucher being stored (their money would be lost with the
+    /// channel). When it may, the channel admits nothing from now on: a request served after the
+    /// close was signed could not be paid.
+    pub fn co_sign(&mut self, close: &CloseRequest, client_signature: &[u8; 64]) -> Result<(), CloseRefusal> {
+        if close.channel != self.address {
+            return Err(CloseRefusal::WrongChannel);
+        }
+        close.verify(&self.params.client_key, client_signature).map_err(|_| CloseRefusal::BadSignature)?;
+        if self.reserved > 0 || self.pending.is_some() {
+            return Err(CloseRefusal::InFlight);
+        }
+        let holds = self.cumulative();
+        if close.cumulative < holds {
+            return Err(CloseRefusal::BelowVouchers { holds, offered: close.cumulative });
+        }
+        self.co_signed = true;
+        Ok(())
+    }
+
     /// Hold a voucher that passed the checks while it is being stored: the next voucher follows
     /// it.
     pub fn hold(&mut self, v: SignedVoucher) {
@@ -216,6 +250,28 @@ impl WorkerChannel {
             self.best = Some(v);
         }
     }
+}
+
+/// Why a worker will not co-sign a cooperative close.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CloseRefusal {
+    /// The close names another channel.
+    #[error("the close names another channel")]
+    WrongChannel,
+    /// The client's signature does not verify.
+    #[error("the client's signature over the close does not verify")]
+    BadSignature,
+    /// Requests are in flight on the channel.
+    #[error("requests are in flight on the channel; try again when they are paid")]
+    InFlight,
+    /// The close pays less than the vouchers the worker holds.
+    #[error("the close pays {offered} nanotons, the worker holds vouchers for {holds}")]
+    BelowVouchers {
+        /// The latest voucher's cumulative amount.
+        holds: u64,
+        /// The close's.
+        offered: u64,
+    },
 }
 
 /// Why the client will not sign what a worker asks for.
@@ -366,6 +422,39 @@ mod tests {
         assert_eq!(worker.seqno(), 3);
         assert_eq!(client.remaining(), 740);
         assert_eq!(worker.unclaimed(), 260);
+    }
+
+    #[test]
+    fn a_worker_co_signs_only_the_whole_of_what_it_holds_with_nothing_in_flight() {
+        let (key, mut worker, mut client) = setup(1_000);
+        worker.admit(300).unwrap();
+        let signed = client.pay(120).unwrap().sign(&key).unwrap();
+        worker.check(&signed, 120).unwrap();
+        worker.accept(signed);
+        let address = worker.address.clone();
+        let close = |cumulative| CloseRequest { channel: address.clone(), cumulative, seqno: 1 };
+        let sig = |c: &CloseRequest| c.sign(&key).unwrap();
+        // A request is still in flight: its money would be lost with the channel.
+        let c = close(120);
+        assert_eq!(worker.co_sign(&c, &sig(&c)), Err(CloseRefusal::InFlight));
+        worker.release(300);
+        let short = close(119);
+        assert_eq!(
+            worker.co_sign(&short, &sig(&short)),
+            Err(CloseRefusal::BelowVouchers { holds: 120, offered: 119 })
+        );
+        let other = ed25519::Keypair::generate();
+        assert_eq!(worker.co_sign(&c, &c.sign(&other).unwrap()), Err(CloseRefusal::BadSignature));
+        let elsewhere = CloseRequest { channel: StdAddr::new(0, HashBytes([8; 32])), ..c.clone() };
+        assert_eq!(worker.co_sign(&elsewhere, &sig(&elsewhere)), Err(CloseRefusal::WrongChannel));
+        assert!(!worker.co_signed, "a refused close changes nothing");
+        worker.admit(1).unwrap();
+        worker.release(1);
+        // The whole amount, nothing in flight: signed, and nothing is admitted afterwards.
+        worker.co_sign(&c, &sig(&c)).unwrap();
+        assert_eq!(worker.admit(1), Err(AdmissionError::Closing));
+        // Asking again (an answer lost on the way) signs again.
+        worker.co_sign(&c, &sig(&c)).unwrap();
     }
 
     #[test]

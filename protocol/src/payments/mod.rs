@@ -4,6 +4,7 @@
 
 pub mod amount;
 pub mod channel;
+pub mod close;
 pub mod exposure;
 pub mod ledger;
 pub mod model;

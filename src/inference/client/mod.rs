@@ -400,6 +400,9 @@ impl InferenceClient {
         // The channel is per worker, so the request (and the hash the receipt covers) is too.
         let mut request = request.clone();
         let free = offer.price_prompt_per_1k == 0 && offer.price_completion_per_1k == 0;
+        // Counts this request's worst case on the channel until the attempt ends (top-ups of
+        // requests started meanwhile cover it).
+        let mut _in_flight = None;
         if let Some(payments) = self.payments.as_ref().filter(|_| !free) {
             // The worker counts prompt tokens exactly; the estimate is doubled to stay above it.
             let prompt = estimate_tokens(&request.prompt).saturating_mul(2).saturating_add(64);
@@ -417,6 +420,7 @@ impl InferenceClient {
                 .await
                 .map_err(|e| Attempt::Retry(InferenceError::Payment(e.to_string())))?;
             request.channel = Some(guard.channel.params.clone());
+            _in_flight = guard.into_in_flight();
         }
         let request = &request;
         let request_bytes = &request.encode()[..];

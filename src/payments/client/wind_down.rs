@@ -2,7 +2,8 @@
 //! client's close request at once, stays in the store (counting against `max_channels` and
 //! `max_total_deposit`) and is finished after its dispute window, when its remainder returns to
 //! the wallet. `wind_down` runs before every new channel is opened and on a timer
-//! ([`start`]); a chain error leaves the channel as it was for the next pass.
+//! ([`start`], which first closes idle channels: `close`); a chain error leaves the channel as it
+//! was for the next pass.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,10 @@ pub fn start(
 ) -> JoinHandle<()> {
     crate::payments::every(interval, shutdown, move || {
         let payments = payments.clone();
-        async move { payments.wind_down().await }
+        async move {
+            payments.close_idle().await;
+            payments.wind_down().await
+        }
     })
 }
 
@@ -34,6 +38,11 @@ impl ClientPayments {
         if let Err(e) = self.step(channel).await {
             tracing::warn!(channel = %channel.address, error = %e, "cannot start closing a retired channel yet");
         }
+        self.retire_record(channel).await
+    }
+
+    /// Move `channel`'s record to the retired channels (durably).
+    pub(super) async fn retire_record(&self, channel: &ClientChannel) -> Result<(), ClientPaymentError> {
         let (book, c) = (self.book.clone(), channel.clone());
         tokio::task::spawn_blocking(move || book.retire_client_channel(&c))
             .await
@@ -48,7 +57,8 @@ impl ClientPayments {
             Ok(r) => r,
             Err(e) => return tracing::warn!(error = %e, "cannot read the retired channels"),
         };
-        for channel in retired {
+        // A cooperative close under way finishes (or falls back) on its own.
+        for channel in retired.into_iter().filter(|c| !self.is_closing(&c.address)) {
             match self.step(&channel).await {
                 Ok(true) => {
                     if let Err(e) = self.book.forget_retired(&channel.address) {

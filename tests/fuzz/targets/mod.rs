@@ -20,8 +20,8 @@ pub use node::{
     toncenter_stack,
 };
 pub use protocol::{
-    attestation_record, channel_params, client_frame, envelope, receipt, request, server_frame,
-    signed_record, signed_voucher,
+    attestation_record, channel_params, client_frame, close_proposal, envelope, receipt, request,
+    server_frame, signed_record, signed_voucher,
 };
 pub use store::{store_caches, store_payments};
 
@@ -35,6 +35,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("client_frame", client_frame),
     ("signed_voucher", signed_voucher),
     ("channel_params", channel_params),
+    ("close_proposal", close_proposal),
     ("envelope", envelope),
     ("receipt", receipt),
     ("signed_record", signed_record),

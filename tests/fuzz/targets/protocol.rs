@@ -12,8 +12,9 @@ use cocoon_protocol::envelope::Envelope;
 use cocoon_protocol::inference::messages::{ClientFrame, Request, ServerFrame};
 use cocoon_protocol::inference::receipt::{RECEIPT_DOMAIN, Receipt};
 use cocoon_protocol::payments::channel::{ChannelParams, ChannelState, CodeVersion};
+use cocoon_protocol::payments::close::{CloseAnswer, CloseProposal};
 use cocoon_protocol::payments::ledger::{ClientChannel, WorkerChannel};
-use cocoon_protocol::payments::voucher::SignedVoucher;
+use cocoon_protocol::payments::voucher::{SignedVoucher, Voucher};
 use tycho_types::cell::HashBytes;
 use tycho_types::models::StdAddr;
 
@@ -89,6 +90,32 @@ pub fn signed_voucher(data: &[u8]) {
         assert_eq!((worker.cumulative(), worker.seqno()), (v.voucher.cumulative, v.voucher.seqno));
         assert!(worker.check(&v, 0).is_err(), "the same voucher accepted twice");
     }
+}
+
+/// `CloseProposal::decode` (what a client sends to have a close co-signed) and `CloseAnswer::decode`
+/// (what a worker answers): canonical; the worker of the fixed channel, holding a voucher for
+/// `DEPOSIT / 2`, co-signs exactly the closes of that channel signed by its client paying at
+/// least that, and then admits nothing.
+pub fn close_proposal(data: &[u8]) {
+    if let Ok(a) = CloseAnswer::decode(data) {
+        assert_eq!(a.encode(), data, "an answer decoded from bytes it does not encode to");
+    }
+    let Ok(p) = CloseProposal::decode(data) else { return };
+    assert_eq!(p.encode(), data, "a proposal decoded from bytes it does not encode to");
+    let mut worker =
+        WorkerChannel::new(channel(), ChannelState { deposited: DEPOSIT, ..ChannelState::default() })
+            .expect("the fixed channel");
+    let held = Voucher { channel: worker.address.clone(), cumulative: DEPOSIT / 2, seqno: 1 }
+        .sign(&ed25519_key(0))
+        .expect("sign");
+    worker.accept(held);
+    let verdict = worker.co_sign(&p.close, &p.client_signature);
+    let acceptable = p.close.channel == worker.address
+        && p.close.verify(&worker.params.client_key, &p.client_signature).is_ok()
+        && p.close.cumulative >= DEPOSIT / 2;
+    assert_eq!(verdict.is_ok(), acceptable, "co_sign said {verdict:?} for {p:?}");
+    assert_eq!(worker.co_signed, acceptable);
+    assert_eq!(worker.admit(0).is_err(), acceptable, "a co-signed channel admitted a request");
 }
 
 /// `ChannelParams::decode` (as inside a request): canonical, and every decodable parameter set

@@ -19,8 +19,9 @@ use cocoon_protocol::inference::messages::{
 };
 use cocoon_protocol::inference::receipt::{RECEIPT_DOMAIN, Receipt, Usage};
 use cocoon_protocol::payments::channel::{ChannelState, code};
+use cocoon_protocol::payments::close::{CloseAnswer, CloseProposal};
 use cocoon_protocol::payments::ledger::{ClientChannel, WorkerChannel};
-use cocoon_protocol::payments::voucher::{SignedVoucher, Voucher};
+use cocoon_protocol::payments::voucher::{CloseRequest, SignedVoucher, Voucher};
 use num_bigint::BigInt;
 use serde_json::json;
 use tycho_types::boc::Boc;
@@ -40,6 +41,12 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             frames.iter().map(ClientFrame::encode).collect()
         }
         "signed_voucher" => vec![voucher(1_000, 1).to_bytes(), voucher(DEPOSIT + 1, 7).to_bytes()],
+        "close_proposal" => vec![
+            close(DEPOSIT / 2).encode(),
+            close(DEPOSIT / 2 - 1).encode(),
+            CloseAnswer::Signed([5; 64]).encode(),
+            CloseAnswer::Refused("requests are in flight".into()).encode(),
+        ],
         "channel_params" => {
             let mut w = Writer::new();
             channel().encode(&mut w);
@@ -185,6 +192,13 @@ fn server_frames() -> Vec<ServerFrame> {
         ServerFrame::Paid { cumulative: 5, seqno: 2 },
         ServerFrame::Unpaid { cumulative: 4, seqno: 1, message: "wrong amount".into() },
     ]
+}
+
+/// The fixed channel's client proposing to close it at `cumulative`.
+fn close(cumulative: u64) -> CloseProposal {
+    let close = CloseRequest { channel: channel().address().expect("address"), cumulative, seqno: 2 };
+    let client_signature = close.sign(&ed25519_key(0)).expect("sign");
+    CloseProposal { close, client_signature }
 }
 
 fn voucher(cumulative: u64, seqno: u64) -> SignedVoucher {
