@@ -468,7 +468,8 @@ async fn close_through_node(config: &crate::config::Config, addr: &StdAddr) -> a
         .await
         .with_context(|| format!("no node answers at {admin}"))?;
     let status = response.status();
-    let body: serde_json::Value = response.json().await.context("the node's answer is not JSON")?;
+    let bytes = response.bytes().await.context("reading the node's answer")?;
+    let body: serde_json::Value = serde_json::from_slice(&bytes).context("the node's answer is not JSON")?;
     if !status.is_success() {
         bail!("{status}: {}", body["error"].as_str().unwrap_or("no reason given"));
     }
