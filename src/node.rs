@@ -550,6 +550,7 @@ pub(crate) fn own_record(
         identity: identity.clone(),
         noise_public: store::load_or_create_noise_key(dir)?.public,
         payout_address: config.worker.payout_address.clone(),
+        terms: config.payments.worker_terms(),
         offers,
         tee,
         validity: Duration::from_secs(config.worker.record_validity_secs),

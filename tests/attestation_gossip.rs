@@ -13,7 +13,7 @@ use cocoon::attestation::service::ATTESTATION_TOPIC;
 use cocoon::config::{Config, Role, TeeKind};
 use cocoon::network::{TransportKind, Validation};
 use cocoon::node::Node;
-use cocoon_protocol::attestation::record::{AttestationRecord, SimulatedEvidence, TeeEvidence};
+use cocoon_protocol::attestation::record::{AttestationRecord, PaymentTerms, SimulatedEvidence, TeeEvidence};
 use cocoon_protocol::attestation::signed::SignedRecord;
 use common::inproc::{client_only, config, dial_addr, eventually, start};
 use libp2p::identity::{Keypair, ed25519};
@@ -192,6 +192,7 @@ async fn a_node_publishing_a_forged_record_is_blocked_by_every_receiver() {
         peer_id: key.public().to_peer_id(),
         noise_static: [3; 32],
         payout_address: "UQ-forger".into(),
+        terms: PaymentTerms::Unstated,
         offers: vec![],
         evidence: TeeEvidence::Simulated(Box::new(SimulatedEvidence::create(
             &ed25519::Keypair::generate(),
@@ -274,6 +275,7 @@ async fn unverifiable_tdx_evidence_is_ignored_and_forged_tdx_evidence_blocks_its
             peer_id: key.public().to_peer_id(),
             noise_static: [3; 32],
             payout_address: "UQ-sender".into(),
+            terms: PaymentTerms::Unstated,
             offers: vec![],
             evidence: TeeEvidence::Tdx { quote },
             issued_at,

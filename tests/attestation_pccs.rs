@@ -26,7 +26,7 @@ use cocoon::attestation::tdx::{Collateral, collateral_window, verify_quote};
 use cocoon::attestation::verifier::Verifier;
 use cocoon::store::Store;
 use cocoon_protocol::attestation::policy::{AllowedImage, AttestationPolicy};
-use cocoon_protocol::attestation::record::{AttestationRecord, TeeEvidence};
+use cocoon_protocol::attestation::record::{AttestationRecord, PaymentTerms, TeeEvidence};
 use cocoon_protocol::attestation::signed::SignedRecord;
 use common::dcap_samples::load;
 use libp2p::identity::Keypair;
@@ -273,6 +273,7 @@ async fn judging_a_tdx_record_fetches_its_collateral() {
         peer_id: key.public().to_peer_id(),
         noise_static: [7; 32],
         payout_address: "UQ-worker".into(),
+        terms: PaymentTerms::Unstated,
         offers: vec![],
         evidence: TeeEvidence::Tdx { quote: quote.clone() },
         issued_at: now,

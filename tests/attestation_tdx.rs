@@ -11,7 +11,7 @@ use cocoon_protocol::attestation::binding::expected_report_data;
 use cocoon_protocol::attestation::policy::{
     AllowedImage, AttestationPolicy, EvidenceClaims, Rejection, check,
 };
-use cocoon_protocol::attestation::record::{AttestationRecord, TeeEvidence};
+use cocoon_protocol::attestation::record::{AttestationRecord, PaymentTerms, TeeEvidence};
 use common::dcap_samples::{load, sample_dir};
 use libp2p::PeerId;
 
@@ -74,6 +74,7 @@ fn report_data_of_another_record_is_a_mismatch() {
         peer_id: PeerId::random(),
         noise_static: [1; 32],
         payout_address: "UQBvI0aFLnw2QbZgjMPCLRdtRHxhUyinQudg6sdiohIwg5jL".into(),
+        terms: PaymentTerms::Unstated,
         offers: vec![],
         evidence: TeeEvidence::Tdx { quote: quote.clone() },
         issued_at: now,
@@ -121,6 +122,7 @@ fn rebind(claims: &EvidenceClaims, now: u64) -> (AttestationRecord, EvidenceClai
         peer_id: PeerId::random(),
         noise_static: [2; 32],
         payout_address: "UQ-test".into(),
+        terms: PaymentTerms::Unstated,
         offers: vec![],
         evidence: TeeEvidence::Tdx { quote: vec![] },
         issued_at: now,

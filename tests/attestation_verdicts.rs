@@ -16,7 +16,7 @@ use cocoon::attestation::known::KnownWorkers;
 use cocoon::attestation::tdx::{Collateral, QuoteError, check_quote, collateral_window, verify_quote};
 use cocoon::attestation::verifier::{INVALID_RESULT_TTL, VALID_RESULT_TTL, Verifier, VerifyError};
 use cocoon_protocol::attestation::policy::AttestationPolicy;
-use cocoon_protocol::attestation::record::{AttestationRecord, TeeEvidence};
+use cocoon_protocol::attestation::record::{AttestationRecord, PaymentTerms, TeeEvidence};
 use cocoon_protocol::attestation::signed::SignedRecord;
 use common::dcap_samples::{load, sample_dir};
 use libp2p::identity::Keypair;
@@ -33,6 +33,7 @@ fn record(quote: &[u8], now: u64) -> (SignedRecord, Keypair) {
         peer_id: key.public().to_peer_id(),
         noise_static: [7; 32],
         payout_address: "UQ-worker".into(),
+        terms: PaymentTerms::Unstated,
         offers: vec![],
         evidence: TeeEvidence::Tdx { quote: quote.to_vec() },
         issued_at: now,

@@ -22,7 +22,7 @@ use cocoon::config::Role;
 use cocoon::inference::session;
 use cocoon::node::Node;
 use cocoon::store::{load_or_create_identity, load_or_create_noise_key};
-use cocoon_protocol::attestation::record::ModelOffer;
+use cocoon_protocol::attestation::record::{ModelOffer, PaidTerms, PaymentTerms};
 use cocoon_protocol::inference::messages::{
     AnswerDigest, ClientFrame, Event, FinishReason, MAX_CLIENT_FRAME, MAX_REQUEST, PROTOCOL, Request,
     ServerFrame,
@@ -47,6 +47,12 @@ fn record(dir: &std::path::Path, payout: &str, issued_at: u64) -> Vec<u8> {
         identity: load_or_create_identity(dir).unwrap(),
         noise_public: load_or_create_noise_key(dir).unwrap().public,
         payout_address: payout.to_owned(),
+        terms: PaymentTerms::Paid(PaidTerms {
+            network: "local".into(),
+            min_deposit: 0,
+            min_dispute_window: 60,
+            contract_version: 2,
+        }),
         offers: vec![ModelOffer {
             model_id: MODEL.into(),
             price_prompt_per_1k: PRICE,

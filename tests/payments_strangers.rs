@@ -258,6 +258,7 @@ fn payments(dir: &std::path::Path, chain: &Arc<cocoon::chain::local::LocalChain>
         max_channels: 3,
         max_total_deposit: 3 * TON,
         idle_close: None,
+        network: "local".into(),
     };
     let shared: SharedChain = chain.clone();
     ClientPayments::new(book, shared, wallet, keypair(9), terms, SettlementPolicy::default())
@@ -353,4 +354,28 @@ async fn a_top_up_covers_every_request_in_flight_on_the_channel() {
     // Once they are done, one more needs no top-up.
     p.channel(&worker, &payout, worst).await.unwrap();
     assert_eq!(deposited(address).await, 4 * worst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_ignores_the_published_minimum_deposit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let chain = chain();
+    let (boot, boot_addr) = boot(dir.path()).await;
+    let mut wc =
+        with_admin(worker(config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)), &model, PRICE, 4));
+    wc.payments.min_deposit_nanotons = 2 * TON;
+    paying(&mut wc, &chain, 10 * TON);
+    let worker = start_on(wc, &chain).await;
+    // The stranger deploys a 1 TON channel anyway and asks over a raw session.
+    let (a, params) = stranger(&dir.path().join("a"), &boot_addr, &chain, &worker).await;
+    let model_id = wait_for_workers(&a, 1).await;
+    let (_, first) = open(&a, &worker, &request(&model_id, &params)).await;
+    let ServerFrame::Error { code, message } = first else { panic!("served: {first:?}") };
+    assert_eq!(code, ErrorCode::PaymentRequired, "{message}");
+    assert!(message.contains("deposit of at least 2000000000"), "{message}");
+    assert_eq!(metric(&worker, "cocoon_payments_unpaid_in_flight_nanotons", "").await, 0);
+    for node in [a, worker, boot] {
+        node.shutdown().await.unwrap();
+    }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cocoon_protocol::attestation::binding::expected_report_data;
-use cocoon_protocol::attestation::record::{AttestationRecord, ModelOffer, TeeEvidence};
+use cocoon_protocol::attestation::record::{AttestationRecord, ModelOffer, PaymentTerms, TeeEvidence};
 use cocoon_protocol::attestation::signed::SignedRecord;
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
@@ -70,6 +70,8 @@ pub struct OwnRecord {
     pub noise_public: [u8; 32],
     /// TON payout address.
     pub payout_address: String,
+    /// What the worker accepts as payment.
+    pub terms: PaymentTerms,
     /// Models served.
     pub offers: Vec<ModelOffer>,
     /// Evidence source.
@@ -85,6 +87,7 @@ impl OwnRecord {
             peer_id: self.identity.public().to_peer_id(),
             noise_static: self.noise_public,
             payout_address: self.payout_address.clone(),
+            terms: self.terms.clone(),
             offers: self.offers.clone(),
             evidence: TeeEvidence::Tdx { quote: Vec::new() },
             issued_at: now,
@@ -552,6 +555,7 @@ impl OwnRecord {
             identity: identity.clone(),
             noise_public: [4; 32],
             payout_address: "UQ-worker".into(),
+            terms: PaymentTerms::Free,
             offers: vec![cocoon_protocol::attestation::record::ModelOffer {
                 model_id: "m@sha256:00".into(),
                 price_prompt_per_1k: 1,

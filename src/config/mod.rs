@@ -414,6 +414,13 @@ impl Config {
                     ))
                 })?;
             }
+            if p.network.len() > cocoon_protocol::attestation::record::MAX_NETWORK {
+                return Err(ConfigError::Invalid(format!(
+                    "payments.network is {} bytes; at most {}",
+                    p.network.len(),
+                    cocoon_protocol::attestation::record::MAX_NETWORK
+                )));
+            }
             if p.settle_interval_secs == 0 || p.confirm_timeout_secs == 0 || p.toncenter_timeout_secs == 0 {
                 return Err(ConfigError::Invalid(
                     "payments intervals and timeouts must be at least 1 second".into(),

@@ -24,6 +24,11 @@ pub enum ChainKind {
 pub struct PaymentsSection {
     /// Chain backend: `off`, `local` or `toncenter`. Default `off`.
     pub chain: ChainKind,
+    /// The name of the chain channels live on, published in a worker's record and compared by
+    /// clients: workers and clients with different names never pay each other. Default empty:
+    /// `local` for `chain = "local"`, `ton-testnet` for a `toncenter_url` naming testnet, else
+    /// `ton-mainnet` (see [`PaymentsSection::network_name`]). At most 32 bytes.
+    pub network: String,
     /// TON Center API v2 base URL. Default `https://toncenter.com/api/v2` (mainnet; testnet is
     /// `https://testnet.toncenter.com/api/v2`).
     pub toncenter_url: String,
@@ -51,6 +56,9 @@ pub struct PaymentsSection {
     pub idle_close_secs: u64,
     /// Worker: shortest dispute window accepted, seconds. Default 3600.
     pub min_dispute_window_secs: u32,
+    /// Worker: least deposit a channel must hold for a request to be admitted on it, nanotons
+    /// (published in the record, so clients depositing less choose other workers). Default 0.
+    pub min_deposit_nanotons: u64,
     /// Seconds between settlement passes (worker) and passes over retired channels (client).
     /// Default 60.
     pub settle_interval_secs: u64,
@@ -64,6 +72,7 @@ impl Default for PaymentsSection {
     fn default() -> Self {
         Self {
             chain: ChainKind::Off,
+            network: String::new(),
             toncenter_url: "https://toncenter.com/api/v2".into(),
             toncenter_api_key: String::new(),
             toncenter_timeout_secs: 10,
@@ -74,9 +83,40 @@ impl Default for PaymentsSection {
             max_total_deposit_nanotons: 20_000_000_000,
             idle_close_secs: 3_600,
             min_dispute_window_secs: 3_600,
+            min_deposit_nanotons: 0,
             settle_interval_secs: 60,
             settlement: SettlementPolicy::default(),
             exposure: ExposureLimits::default(),
+        }
+    }
+}
+
+impl PaymentsSection {
+    /// The network name this node pays or is paid on: `network` when set, else derived from the
+    /// chain backend (`off` has none).
+    pub fn network_name(&self) -> Option<String> {
+        if !self.network.is_empty() {
+            return Some(self.network.clone());
+        }
+        match self.chain {
+            ChainKind::Off => None,
+            ChainKind::Local => Some("local".into()),
+            ChainKind::Toncenter if self.toncenter_url.contains("testnet") => Some("ton-testnet".into()),
+            ChainKind::Toncenter => Some("ton-mainnet".into()),
+        }
+    }
+
+    /// The terms a worker with this section publishes in its record.
+    pub fn worker_terms(&self) -> cocoon_protocol::attestation::record::PaymentTerms {
+        use cocoon_protocol::attestation::record::{PaidTerms, PaymentTerms};
+        match self.network_name() {
+            None => PaymentTerms::Free,
+            Some(network) => PaymentTerms::Paid(PaidTerms {
+                network,
+                min_deposit: self.min_deposit_nanotons,
+                min_dispute_window: self.min_dispute_window_secs,
+                contract_version: cocoon_protocol::payments::channel::CodeVersion::V2.as_u8(),
+            }),
         }
     }
 }

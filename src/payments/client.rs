@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cocoon_protocol::attestation::record::PaymentTerms;
 use cocoon_protocol::payments::channel::{ChannelParams, CodeVersion};
 use cocoon_protocol::payments::ledger::{ClientChannel, ClientRejection};
 use cocoon_protocol::payments::settlement::SettlementPolicy;
@@ -37,7 +38,7 @@ pub use in_flight::InFlight;
 pub use wind_down::start as start_wind_down;
 
 /// How a client funds its channels.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClientTerms {
     /// First deposit of a new channel, nanotons.
     pub deposit: u64,
@@ -51,6 +52,8 @@ pub struct ClientTerms {
     pub max_total_deposit: u64,
     /// Close a channel unused this long (`None`: never).
     pub idle_close: Option<Duration>,
+    /// The network its channels live on (`payments.network`), compared with workers' terms.
+    pub network: String,
 }
 
 /// Why the client cannot pay.
@@ -103,6 +106,31 @@ pub struct Standing {
     pub with: std::collections::HashSet<[u8; 32]>,
     /// Whether the caps allow one more channel.
     pub may_open: bool,
+    /// What a new channel of this client would be, for workers' published terms.
+    pub offer: ChannelOffer,
+}
+
+/// What a client's new channels are: its network, deposit and dispute window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelOffer {
+    /// `payments.network`.
+    pub network: String,
+    /// The first deposit.
+    pub deposit: u64,
+    /// The dispute window.
+    pub dispute_window: u32,
+}
+
+impl ChannelOffer {
+    /// Why `terms` refuse this client's channels, if they do.
+    pub fn refused_by(&self, terms: &PaymentTerms) -> Option<String> {
+        terms.refusal(&cocoon_protocol::attestation::record::ClientTerms {
+            network: &self.network,
+            deposit: self.deposit,
+            dispute_window: self.dispute_window,
+            contract_version: CodeVersion::V2.as_u8(),
+        })
+    }
 }
 
 /// A channel locked for one request's voucher.
@@ -170,7 +198,12 @@ impl ClientPayments {
         let with = open.iter().map(|c| c.params.worker_key).collect();
         let all = [open, retired].concat();
         let may_open = all.len() < self.terms.max_channels && self.room_left(&all) >= self.terms.deposit;
-        Standing { with, may_open }
+        let offer = ChannelOffer {
+            network: self.terms.network.clone(),
+            deposit: self.terms.deposit,
+            dispute_window: self.terms.dispute_window,
+        };
+        Standing { with, may_open, offer }
     }
 
     /// The wallet paying for channels.

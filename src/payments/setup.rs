@@ -63,6 +63,7 @@ pub fn worker(
         worker_key: ed25519(identity)?.public().to_bytes(),
         payout: parse_address(&config.worker.payout_address).map_err(|e| e.to_string())?,
         min_dispute_window: config.payments.min_dispute_window_secs,
+        min_deposit: config.payments.min_deposit_nanotons,
         exposure: config.payments.exposure,
     };
     let metrics = PaymentMetrics::default();
@@ -86,6 +87,7 @@ pub fn client(
         max_channels: p.max_channels,
         max_total_deposit: p.max_total_deposit_nanotons,
         idle_close: (p.idle_close_secs > 0).then(|| Duration::from_secs(p.idle_close_secs)),
+        network: p.network_name().unwrap_or_default(),
     };
     let book = store.payments().map_err(|e| e.to_string())?;
     Ok(Arc::new(ClientPayments::new(book, chain, wallet(config)?, ed25519(identity)?, terms, p.settlement)))

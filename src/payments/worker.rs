@@ -89,6 +89,8 @@ pub struct WorkerTerms {
     pub payout: StdAddr,
     /// Shortest dispute window accepted, seconds.
     pub min_dispute_window: u32,
+    /// Least deposit a channel must hold, nanotons.
+    pub min_deposit: u64,
     /// Unpaid work risked per client and in total.
     pub exposure: ExposureLimits,
 }
@@ -295,14 +297,22 @@ impl WorkerPayments {
         worst_case: u64,
     ) -> Result<(), Refusal> {
         let refused = |e: cocoon_protocol::payments::ledger::AdmissionError| Refusal::Payment(e.to_string());
+        let min = self.terms.min_deposit;
         if let Some(entry) = self.channels.lock().await.get_mut(address)
             && entry.channel.unspent() >= worst_case
+            && entry.channel.chain.deposited >= min
         {
             return entry.channel.admit(worst_case).map_err(refused);
         }
         self.refresh(client_key, params, address).await?;
         let mut channels = self.channels.lock().await;
         let entry = channels.get_mut(address).ok_or_else(|| Refusal::Payment("unknown channel".into()))?;
+        if entry.channel.chain.deposited < min {
+            return Err(Refusal::Payment(format!(
+                "the channel holds {} nanotons; this worker needs a deposit of at least {min} (its published terms)",
+                entry.channel.chain.deposited
+            )));
+        }
         entry.channel.admit(worst_case).map_err(refused)
     }
 

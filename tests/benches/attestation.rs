@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use cocoon::attestation::tdx::{collateral_window, verify_quote};
 use cocoon::attestation::verifier::Verifier;
 use cocoon_protocol::attestation::policy::AttestationPolicy;
-use cocoon_protocol::attestation::record::{AttestationRecord, TeeEvidence};
+use cocoon_protocol::attestation::record::{AttestationRecord, PaymentTerms, TeeEvidence};
 use cocoon_protocol::attestation::signed::SignedRecord;
 use libp2p::identity::Keypair;
 
@@ -61,6 +61,7 @@ fn main() {
         peer_id: key.public().to_peer_id(),
         noise_static: [1; 32],
         payout_address: "UQBvI0aFLnw2QbZgjMPCLRdtRHxhUyinQudg6sdiohIwg5jL".into(),
+        terms: PaymentTerms::Unstated,
         offers: vec![],
         evidence: TeeEvidence::Tdx { quote },
         issued_at: 1,

@@ -117,6 +117,7 @@ async fn concurrent_vouchers(streams: usize, per_stream: u64) -> (f64, f64) {
         worker_key: b.worker.key.public().to_bytes(),
         payout: b.worker.addr(),
         min_dispute_window: 60,
+        min_deposit: 0,
         exposure: ExposureLimits { per_client: u64::MAX / 4, total: u64::MAX / 4 },
     };
     let chain: cocoon::chain::SharedChain = std::sync::Arc::new(b.chain);

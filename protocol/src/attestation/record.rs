@@ -1,10 +1,14 @@
-//! The attestation record a worker publishes, and its canonical encoding (version 1).
+//! The attestation record a worker publishes, and its canonical encoding (version 2; version 1,
+//! without payment terms, is still read and written for records that state none).
 //!
 //! ```text
-//! u8       version = 1
+//! u8       version = 2 (1: no terms field)
 //! bytes    peer id (libp2p multihash bytes, ≤ 64)
 //! [32]     X25519 Noise static public key
 //! str      TON payout address (≤ 128)
+//! u8       payment terms (version 2 only): 0 = free (no channel accepted), 1 = paid, then
+//!            str network (≤ 32), u64 minimum deposit (nanotons), u32 minimum dispute window
+//!            (seconds), u8 contract version
 //! u16      number of offers (≤ 64), then per offer:
 //!            str model id (≤ 256), u64 nanotons per 1k prompt tokens,
 //!            u64 nanotons per 1k completion tokens, u32 context length, u32 max concurrent
@@ -22,8 +26,12 @@ use libp2p_identity::PeerId;
 
 use crate::codec::{CodecError, Reader, Writer};
 
-/// Encoding version written by this implementation.
-pub const RECORD_VERSION: u8 = 1;
+/// Encoding version written by this implementation for records that state payment terms.
+pub const RECORD_VERSION: u8 = 2;
+/// The version before payment terms (read, and written for [`PaymentTerms::Unstated`]).
+pub const RECORD_VERSION_1: u8 = 1;
+/// Longest network name in payment terms.
+pub const MAX_NETWORK: usize = 32;
 /// Most model offers in one record.
 pub const MAX_OFFERS: usize = 64;
 /// Longest model id (`name@sha256:<64 hex>` fits easily).
@@ -51,6 +59,104 @@ pub struct ModelOffer {
     pub context_length: u32,
     /// Requests served at once.
     pub max_concurrent: u32,
+}
+
+/// What a worker accepts as payment, so a client never opens a channel the worker would refuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentTerms {
+    /// A version 1 record: the worker did not say (its admission tells).
+    Unstated,
+    /// The worker takes no payment: requests carry no channel, whatever the offers' prices.
+    Free,
+    /// The worker is paid through channels on `network`.
+    Paid(PaidTerms),
+}
+
+/// The channels a paid worker accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaidTerms {
+    /// The chain its channels live on (`payments.network`: e.g. `ton-mainnet`, `ton-testnet`,
+    /// `local`).
+    pub network: String,
+    /// Least deposit a channel must hold, nanotons.
+    pub min_deposit: u64,
+    /// Shortest dispute window a channel may have, seconds.
+    pub min_dispute_window: u32,
+    /// The channel contract version it runs.
+    pub contract_version: u8,
+}
+
+/// What a client would open a channel with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTerms<'a> {
+    /// Its chain.
+    pub network: &'a str,
+    /// The deposit of its channels.
+    pub deposit: u64,
+    /// Their dispute window.
+    pub dispute_window: u32,
+    /// The contract version it deploys.
+    pub contract_version: u8,
+}
+
+impl PaymentTerms {
+    /// Why a worker with these terms would refuse a channel `client` opens; `None` if it would
+    /// not (or did not say).
+    pub fn refusal(&self, client: &ClientTerms<'_>) -> Option<String> {
+        let Self::Paid(t) = self else { return None };
+        if t.network != client.network {
+            return Some(format!(
+                "the worker is paid on {}, this client pays on {}",
+                t.network, client.network
+            ));
+        }
+        if t.contract_version != client.contract_version {
+            return Some(format!(
+                "the worker runs channel contract version {}, this client {}",
+                t.contract_version, client.contract_version
+            ));
+        }
+        if client.deposit < t.min_deposit {
+            return Some(format!(
+                "the worker needs a deposit of at least {} nanotons, this client deposits {}",
+                t.min_deposit, client.deposit
+            ));
+        }
+        if client.dispute_window < t.min_dispute_window {
+            return Some(format!(
+                "the worker needs a dispute window of at least {} s, this client's is {} s",
+                t.min_dispute_window, client.dispute_window
+            ));
+        }
+        None
+    }
+
+    fn encode(&self, w: &mut Writer) -> Result<(), CodecError> {
+        match self {
+            Self::Unstated => {}
+            Self::Free => {
+                w.u8(0);
+            }
+            Self::Paid(t) => {
+                limit("network", t.network.len(), MAX_NETWORK)?;
+                w.u8(1).str(&t.network).u64(t.min_deposit).u32(t.min_dispute_window).u8(t.contract_version);
+            }
+        }
+        Ok(())
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Ok(match r.u8("payment terms")? {
+            0 => Self::Free,
+            1 => Self::Paid(PaidTerms {
+                network: r.str("network", MAX_NETWORK)?.to_owned(),
+                min_deposit: r.u64("minimum deposit")?,
+                min_dispute_window: r.u32("minimum dispute window")?,
+                contract_version: r.u8("contract version")?,
+            }),
+            other => return Err(CodecError::Unknown { field: "payment terms", value: other.into() }),
+        })
+    }
 }
 
 /// Evidence that the record's keys live in an approved TEE.
@@ -90,6 +196,8 @@ pub struct AttestationRecord {
     pub noise_static: [u8; 32],
     /// Where the worker is paid.
     pub payout_address: String,
+    /// What it accepts as payment.
+    pub terms: PaymentTerms,
     /// Models served.
     pub offers: Vec<ModelOffer>,
     /// TEE evidence.
@@ -112,7 +220,9 @@ impl AttestationRecord {
         limit("payout address", self.payout_address.len(), MAX_PAYOUT_ADDRESS)?;
         limit("offers", self.offers.len(), MAX_OFFERS)?;
         let mut w = Writer::new();
-        w.u8(RECORD_VERSION).bytes(&peer).fixed(&self.noise_static).str(&self.payout_address);
+        let version = if self.terms == PaymentTerms::Unstated { RECORD_VERSION_1 } else { RECORD_VERSION };
+        w.u8(version).bytes(&peer).fixed(&self.noise_static).str(&self.payout_address);
+        self.terms.encode(&mut w)?;
         w.u16(self.offers.len() as u16);
         for offer in &self.offers {
             limit("model id", offer.model_id.len(), MAX_MODEL_ID)?;
@@ -143,13 +253,15 @@ impl AttestationRecord {
     pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         let mut r = Reader::new(bytes);
         let version = r.u8("record version")?;
-        if version != RECORD_VERSION {
+        if version != RECORD_VERSION && version != RECORD_VERSION_1 {
             return Err(CodecError::Unknown { field: "record version", value: version.into() });
         }
         let peer_id = PeerId::from_bytes(r.bytes("peer id", MAX_PEER_ID)?)
             .map_err(|e| CodecError::Invalid { field: "peer id", reason: e.to_string() })?;
         let noise_static = r.array("noise key")?;
         let payout_address = r.str("payout address", MAX_PAYOUT_ADDRESS)?.to_owned();
+        let terms =
+            if version == RECORD_VERSION { PaymentTerms::decode(&mut r)? } else { PaymentTerms::Unstated };
         let count = r.u16("offer count")? as usize;
         limit("offers", count, MAX_OFFERS)?;
         let mut offers = Vec::with_capacity(count);
@@ -176,7 +288,7 @@ impl AttestationRecord {
         let issued_at = r.u64("issued at")?;
         let expires_at = r.u64("expires at")?;
         r.finish()?;
-        Ok(Self { peer_id, noise_static, payout_address, offers, evidence, issued_at, expires_at })
+        Ok(Self { peer_id, noise_static, payout_address, terms, offers, evidence, issued_at, expires_at })
     }
 }
 
@@ -189,6 +301,12 @@ pub(crate) mod tests {
             peer_id,
             noise_static: [7; 32],
             payout_address: "UQBvI0aFLnw2QbZgjMPCLRdtRHxhUyinQudg6sdiohIwg5jL".into(),
+            terms: PaymentTerms::Paid(PaidTerms {
+                network: "ton-testnet".into(),
+                min_deposit: 1_000_000_000,
+                min_dispute_window: 3_600,
+                contract_version: 2,
+            }),
             offers: vec![ModelOffer {
                 model_id: format!("smollm2-135m-instruct@sha256:{}", "ab".repeat(32)),
                 price_prompt_per_1k: 1_000,
@@ -220,6 +338,53 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn terms_round_trip_and_a_record_without_them_is_version_1() {
+        let mut record = sample(PeerId::random(), TeeEvidence::Tdx { quote: vec![3; 10] });
+        for terms in [PaymentTerms::Unstated, PaymentTerms::Free, record.terms.clone()] {
+            record.terms = terms;
+            let bytes = record.encode().unwrap();
+            let version =
+                if record.terms == PaymentTerms::Unstated { RECORD_VERSION_1 } else { RECORD_VERSION };
+            assert_eq!(bytes[0], version);
+            assert_eq!(AttestationRecord::decode(&bytes).unwrap(), record);
+        }
+        let mut long = record.clone();
+        long.terms = PaymentTerms::Paid(PaidTerms { network: "n".repeat(MAX_NETWORK + 1), ..paid(&record) });
+        assert!(matches!(long.encode(), Err(CodecError::TooLong { field: "network", .. })));
+    }
+
+    fn paid(record: &AttestationRecord) -> PaidTerms {
+        match &record.terms {
+            PaymentTerms::Paid(t) => t.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_client_learns_why_a_worker_would_refuse_its_channel() {
+        let record = sample(PeerId::random(), TeeEvidence::Tdx { quote: vec![] });
+        let fits = ClientTerms {
+            network: "ton-testnet",
+            deposit: 2_000_000_000,
+            dispute_window: 86_400,
+            contract_version: 2,
+        };
+        assert_eq!(record.terms.refusal(&fits), None);
+        let cases = [
+            (ClientTerms { network: "ton-mainnet", ..fits.clone() }, "paid on ton-testnet"),
+            (ClientTerms { deposit: 999_999_999, ..fits.clone() }, "deposit of at least 1000000000"),
+            (ClientTerms { dispute_window: 60, ..fits.clone() }, "dispute window of at least 3600"),
+            (ClientTerms { contract_version: 1, ..fits.clone() }, "contract version 2"),
+        ];
+        for (client, why) in cases {
+            let refusal = record.terms.refusal(&client).unwrap();
+            assert!(refusal.contains(why), "{refusal}");
+        }
+        assert_eq!(PaymentTerms::Free.refusal(&fits), None);
+        assert_eq!(PaymentTerms::Unstated.refusal(&fits), None);
+    }
+
+    #[test]
     fn rejects_non_canonical_and_oversized_input() {
         let record = sample(PeerId::random(), TeeEvidence::Tdx { quote: vec![1; 10] });
         let bytes = record.encode().unwrap();
@@ -227,7 +392,7 @@ pub(crate) mod tests {
         trailing.push(0);
         assert_eq!(AttestationRecord::decode(&trailing), Err(CodecError::Trailing(1)));
         let mut version = bytes.clone();
-        version[0] = 2;
+        version[0] = 3;
         assert!(matches!(AttestationRecord::decode(&version), Err(CodecError::Unknown { .. })));
         for cut in [1, 10, bytes.len() - 1] {
             assert!(AttestationRecord::decode(&bytes[..cut]).is_err(), "truncated at {cut}");

@@ -53,6 +53,9 @@ pub enum Channel {
     New,
     /// A new channel the client may not open: its cap on channels or on deposits is reached.
     Capped,
+    /// A channel the worker's published payment terms refuse (another network, a deposit or
+    /// dispute window below its minimum, another contract version).
+    Refused,
 }
 
 /// How many times better a worker the client has no channel with must score to be chosen over
@@ -107,7 +110,7 @@ pub fn within_price(c: &Candidate, need: &Need) -> bool {
 /// Whether `c` can serve `need` at all (a worker that would need a channel the client may not
 /// open cannot).
 pub fn eligible(c: &Candidate, need: &Need) -> bool {
-    fits_context(c, need) && within_price(c, need) && c.channel != Channel::Capped
+    fits_context(c, need) && within_price(c, need) && !matches!(c.channel, Channel::Capped | Channel::Refused)
 }
 
 /// The most concurrent requests an offer is believed to serve when weighing load: the figure is
@@ -352,11 +355,12 @@ mod tests {
     }
 
     #[test]
-    fn capped_channels_make_a_worker_ineligible_and_free_offers_need_none() {
+    fn capped_or_refused_channels_make_a_worker_ineligible_and_free_offers_need_none() {
         let capped = Candidate { channel: Channel::Capped, ..candidate(1) };
+        let refused = Candidate { channel: Channel::Refused, ..candidate(1) };
         let free = candidate(1);
-        assert_eq!(tally(&[capped.clone(), free], &[], 15), vec![0, 2000]);
-        assert_eq!(select(&[capped], &NEED, &[], &mut StdRng::seed_from_u64(16)), None);
+        assert_eq!(tally(&[capped.clone(), refused.clone(), free], &[], 15), vec![0, 0, 2000]);
+        assert_eq!(select(&[capped, refused], &NEED, &[], &mut StdRng::seed_from_u64(16)), None);
         // Without channels in play the factor changes nothing: equal workers share the load.
         let counts = tally(&[candidate(100), candidate(100)], &[], 17);
         assert!(counts.iter().all(|&c| c > 800), "{counts:?}");

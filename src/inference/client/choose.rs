@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use cocoon_protocol::attestation::record::ModelOffer;
+use cocoon_protocol::attestation::record::{AttestationRecord, ModelOffer, PaymentTerms};
 use cocoon_protocol::attestation::signed::SignedRecord;
 use cocoon_protocol::inference::messages::ErrorCode;
 use cocoon_protocol::inference::selection::{self, Candidate, Channel, Need};
@@ -49,7 +49,13 @@ impl InferenceClient {
                 ),
             };
         }
-        if candidates.iter().all(|c| c.channel == Channel::Capped) {
+        if candidates.iter().all(|c| c.channel == Channel::Refused) {
+            let why = self.refusal_example(records, model_id).unwrap_or_default();
+            return InferenceError::Payment(format!(
+                "every worker offering the model publishes payment terms this client's channels do not meet ({why}); see payments.network, deposit_nanotons and dispute_window_secs"
+            ));
+        }
+        if candidates.iter().all(|c| matches!(c.channel, Channel::Capped | Channel::Refused)) {
             return InferenceError::Payment(
                 "every worker offering the model needs a new payment channel, and payments.max_channels or payments.max_total_deposit_nanotons allows no more".into(),
             );
@@ -92,7 +98,7 @@ impl InferenceClient {
                 context_length: offer.context_length,
                 max_concurrent: offer.max_concurrent,
                 observed: observed.get(&r.peer_id).copied().unwrap_or_default(),
-                channel: channel_need(standing.as_ref(), &r.peer_id, offer),
+                channel: channel_need(standing.as_ref(), r, offer),
             });
             offers.insert(r.peer_id, (signed.clone(), offer.clone()));
         }
@@ -122,15 +128,36 @@ impl InferenceClient {
     }
 }
 
-/// What paying `worker` for `offer` needs first, given the client's channels (`None`: this client
-/// does not pay).
-fn channel_need(standing: Option<&Standing>, worker: &PeerId, offer: &ModelOffer) -> Channel {
-    let free = offer.price_prompt_per_1k == 0 && offer.price_completion_per_1k == 0;
+/// Whether requests to `record`'s worker for `offer` carry no payment: the offer is free, or the
+/// worker's terms say it takes none.
+pub(super) fn unpaid(record: &AttestationRecord, offer: &ModelOffer) -> bool {
+    (offer.price_prompt_per_1k == 0 && offer.price_completion_per_1k == 0)
+        || record.terms == PaymentTerms::Free
+}
+
+/// What paying `record`'s worker for `offer` needs first, given the client's channels (`None`:
+/// this client does not pay): nothing, the channel it has, a new one, or one that its caps or the
+/// worker's published terms do not allow.
+fn channel_need(standing: Option<&Standing>, record: &AttestationRecord, offer: &ModelOffer) -> Channel {
+    let has = |s: &Standing| crate::payments::peer_key(&record.peer_id).is_some_and(|k| s.with.contains(&k));
     match standing {
         None => Channel::Free,
-        Some(_) if free => Channel::Free,
-        Some(s) if crate::payments::peer_key(worker).is_some_and(|k| s.with.contains(&k)) => Channel::Open,
+        Some(_) if unpaid(record, offer) => Channel::Free,
+        Some(s) if has(s) => Channel::Open,
+        Some(s) if s.offer.refused_by(&record.terms).is_some() => Channel::Refused,
         Some(s) if s.may_open => Channel::New,
         Some(_) => Channel::Capped,
+    }
+}
+
+impl InferenceClient {
+    /// Why the first worker offering `model_id` would refuse this client's channels.
+    fn refusal_example(&self, records: &[SignedRecord], model_id: &str) -> Option<String> {
+        let standing = self.payments.as_ref()?.standing();
+        records
+            .iter()
+            .map(SignedRecord::record)
+            .filter(|r| r.offers.iter().any(|o| o.model_id == model_id))
+            .find_map(|r| standing.offer.refused_by(&r.terms))
     }
 }

@@ -399,7 +399,7 @@ impl InferenceClient {
         let failed = |reason: String| InferenceError::WorkerFailed { worker: worker.to_string(), reason };
         // The channel is per worker, so the request (and the hash the receipt covers) is too.
         let mut request = request.clone();
-        let free = offer.price_prompt_per_1k == 0 && offer.price_completion_per_1k == 0;
+        let free = choose::unpaid(record.record(), offer);
         // Counts this request's worst case on the channel until the attempt ends (top-ups of
         // requests started meanwhile cover it).
         let mut _in_flight = None;

@@ -9,7 +9,9 @@ use cocoon::chain::{StackValue, TxSummary};
 use cocoon::fuzzing;
 use cocoon::store::{ClaimEntry, KnownPeer, StoredChannel};
 use cocoon_protocol::attestation::binding::expected_report_data;
-use cocoon_protocol::attestation::record::{AttestationRecord, ModelOffer, SimulatedEvidence, TeeEvidence};
+use cocoon_protocol::attestation::record::{
+    AttestationRecord, ModelOffer, PaidTerms, PaymentTerms, SimulatedEvidence, TeeEvidence,
+};
 use cocoon_protocol::attestation::signed::{RECORD_DOMAIN, SignedRecord};
 use cocoon_protocol::codec::Writer;
 use cocoon_protocol::envelope::Envelope;
@@ -213,6 +215,12 @@ fn record(simulated: bool) -> AttestationRecord {
         peer_id: identity(1).public().to_peer_id(),
         noise_static: [7; 32],
         payout_address: "UQBvI0aFLnw2QbZgjMPCLRdtRHxhUyinQudg6sdiohIwg5jL".into(),
+        terms: PaymentTerms::Paid(PaidTerms {
+            network: "local".into(),
+            min_deposit: 1,
+            min_dispute_window: 60,
+            contract_version: 2,
+        }),
         offers: vec![ModelOffer {
             model_id: request().model_id,
             price_prompt_per_1k: 1_000,
