@@ -17,7 +17,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,24 +52,6 @@ fn chromium() -> PathBuf {
         path.display()
     );
     path
-}
-
-/// `node` and `npm` present, and the pinned packages installed (with `npm ci` if not yet).
-fn ensure_packages(dir: &Path) {
-    for tool in ["node", "npm"] {
-        let found = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
-        assert!(found, "`{tool}` is not on PATH: this test runs playwright-core under Node.js");
-    }
-    if dir.join("node_modules/playwright-core/package.json").is_file() {
-        return;
-    }
-    let out = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "npm ci in {} failed: {said}", dir.display());
 }
 
 /// Load `admin`'s page (refreshing every second) and save a screenshot to `shot`: what it showed.
@@ -279,7 +260,7 @@ async fn check_client_page(browser: &Path, client: &Node, sent: u64, shot: &Path
 async fn the_admin_page_shows_what_cocoon_status_shows() {
     // Without the browser or its driver the test fails here, before any node starts.
     let (dir, browser) = (admin_dir(), chromium());
-    ensure_packages(&dir);
+    common::npm::ensure_packages(&dir, "node_modules/playwright-core/package.json", "playwright-core");
     let tmp = tempfile::tempdir().unwrap();
     let chain = chain();
     let [boot, worker, client] = start_nodes(tmp.path(), &chain).await;

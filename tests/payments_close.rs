@@ -10,6 +10,7 @@ mod common;
 use std::time::Duration;
 
 use cocoon::chain::local::LocalChain;
+use cocoon::chain::wallet::Wallet;
 use cocoon::config::{Config, Role};
 use cocoon::node::Node;
 use cocoon::payments::contract;
@@ -58,27 +59,48 @@ async fn gone(chain: &LocalChain, channel: &StdAddr) -> bool {
         .await
 }
 
+/// A boot node, a paid worker that never claims on its own and a paying client (1 TON deposits,
+/// `idle_close_secs`), on one chain; the client has learned the worker.
+struct Net {
+    dir: tempfile::TempDir,
+    chain: std::sync::Arc<LocalChain>,
+    boot: Node,
+    worker: Node,
+    client: Node,
+    model_id: String,
+    worker_wallet: Wallet,
+    client_wallet: Wallet,
+}
+
+impl Net {
+    async fn start(idle_close_secs: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny_model(dir.path());
+        let chain = chain();
+        let (boot, boot_addr) = boot(dir.path()).await;
+        let wdir = dir.path().join("w");
+        let mut wc = with_admin(worker(config(&wdir, Role::Worker, Some(&boot_addr)), &model, 1_000_000, 1));
+        never_claiming(&mut wc);
+        let worker_wallet = paying(&mut wc, &chain, 10 * TON);
+        let worker = start_on(wc, &chain).await;
+        let mut cc = client(config(&dir.path().join("c"), Role::Client, Some(&boot_addr)));
+        cc.payments.deposit_nanotons = TON;
+        cc.payments.idle_close_secs = idle_close_secs;
+        let client_wallet = paying(&mut cc, &chain, 100 * TON);
+        let client = start_on(cc, &chain).await;
+        let model_id = wait_for_workers(&client, 1).await;
+        Self { dir, chain, boot, worker, client, model_id, worker_wallet, client_wallet }
+    }
+
+    fn client_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("c")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_channel_closes_cooperatively_in_one_transaction_and_the_deposit_comes_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path());
-    let chain = chain();
-    let (boot, boot_addr) = boot(dir.path()).await;
-    let mut wc = with_admin(worker(
-        config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)),
-        &model,
-        1_000_000,
-        1,
-    ));
-    never_claiming(&mut wc);
-    let worker_wallet = paying(&mut wc, &chain, 10 * TON);
-    let worker = start_on(wc, &chain).await;
-    let mut cc = client(config(&dir.path().join("c"), Role::Client, Some(&boot_addr)));
-    cc.payments.deposit_nanotons = TON;
-    cc.payments.idle_close_secs = 2;
-    let client_wallet = paying(&mut cc, &chain, 100 * TON);
-    let client = start_on(cc, &chain).await;
-    let model_id = wait_for_workers(&client, 1).await;
+    let Net { dir: _dir, chain, boot, worker, client, model_id, worker_wallet, client_wallet } =
+        Net::start(2).await;
 
     let (invoiced, channel) = pay(&client, &model_id, 3).await;
     assert!(invoiced > 0);
@@ -127,26 +149,9 @@ async fn cocoon_cli(args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_close_asks_the_running_node_and_falls_back_to_the_unilateral_close() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path());
-    let chain = chain();
-    let (boot, boot_addr) = boot(dir.path()).await;
-    let mut wc = with_admin(worker(
-        config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)),
-        &model,
-        1_000_000,
-        1,
-    ));
-    never_claiming(&mut wc);
-    paying(&mut wc, &chain, 10 * TON);
-    let worker = start_on(wc, &chain).await;
-    let cdir = dir.path().join("c");
-    let mut cc = client(config(&cdir, Role::Client, Some(&boot_addr)));
-    cc.payments.deposit_nanotons = TON;
-    cc.payments.idle_close_secs = 0;
-    paying(&mut cc, &chain, 100 * TON);
-    let client = start_on(cc, &chain).await;
-    let model_id = wait_for_workers(&client, 1).await;
+    let net = Net::start(0).await;
+    let cdir = net.client_dir();
+    let Net { dir: _dir, chain, boot, worker, client, model_id, .. } = net;
     let data_dir = cdir.to_str().unwrap();
 
     // Without the node's token the endpoint refuses.
@@ -211,25 +216,9 @@ fn framed(message: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_co_signs_no_close_that_loses_it_money_and_refusals_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path());
-    let chain = chain();
-    let (boot, boot_addr) = boot(dir.path()).await;
-    let mut wc = with_admin(worker(
-        config(&dir.path().join("w"), Role::Worker, Some(&boot_addr)),
-        &model,
-        1_000_000,
-        1,
-    ));
-    never_claiming(&mut wc);
-    paying(&mut wc, &chain, 10 * TON);
-    let worker = start_on(wc, &chain).await;
-    let cdir = dir.path().join("c");
-    let mut cc = client(config(&cdir, Role::Client, Some(&boot_addr)));
-    cc.payments.idle_close_secs = 0;
-    paying(&mut cc, &chain, 100 * TON);
-    let client = start_on(cc, &chain).await;
-    let model_id = wait_for_workers(&client, 1).await;
+    let net = Net::start(0).await;
+    let cdir = net.client_dir();
+    let Net { dir: _dir, boot, worker, client, model_id, .. } = net;
     let (invoiced, channel) = pay(&client, &model_id, 2).await;
     let key = cocoon::store::load_or_create_identity(&cdir).unwrap().try_into_ed25519().unwrap();
     let proposal = |cumulative: u64, key: &libp2p::identity::ed25519::Keypair| {

@@ -13,7 +13,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use cocoon::chain::local::{Clock, LocalChain};
@@ -67,24 +66,6 @@ fn tons_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ton")
 }
 
-/// `node` and `npm` present, and the pinned packages installed (with `npm ci` if not yet).
-fn ensure_packages(dir: &Path) {
-    for tool in ["node", "npm"] {
-        let found = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
-        assert!(found, "`{tool}` is not on PATH: this test runs the @ton/ton npm package under Node.js");
-    }
-    if dir.join("node_modules/@ton/ton/package.json").is_file() {
-        return;
-    }
-    let out = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "npm ci in {} failed: {said}", dir.display());
-}
-
 async fn run_script(dir: &Path, env: &[(&str, String)]) -> Value {
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg("check.mjs").current_dir(dir).kill_on_drop(true);
@@ -99,7 +80,7 @@ async fn run_script(dir: &Path, env: &[(&str, String)]) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn ton_client_reads_a_channel_and_sends_a_wallet_transfer() {
     let dir = tons_dir();
-    ensure_packages(&dir);
+    common::npm::ensure_packages(&dir, "node_modules/@ton/ton/package.json", "the @ton/ton npm package");
     let s = start(None).await;
     let (payer, worker) = (Party::new(51), Party::new(52));
     s.chain.fund(&payer.addr(), 100 * TON).unwrap();

@@ -8,6 +8,7 @@ pub mod dcap_samples;
 pub mod differential;
 pub mod inference;
 pub mod inproc;
+pub mod npm;
 pub mod payments;
 pub mod tiny_gguf;
 
