@@ -379,3 +379,79 @@ async fn a_client_that_ignores_the_published_minimum_deposit_is_refused() {
         node.shutdown().await.unwrap();
     }
 }
+
+/// A chain that counts the channel-state reads made through it.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<cocoon::chain::local::LocalChain>,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl cocoon::chain::Chain for Counting {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+    fn account(
+        &self,
+        a: &tycho_types::models::StdAddr,
+    ) -> futures::future::BoxFuture<'_, Result<cocoon::chain::AccountInfo, cocoon::chain::ChainError>> {
+        self.inner.account(a)
+    }
+    fn run_get_method<'a>(
+        &'a self,
+        a: &'a tycho_types::models::StdAddr,
+        m: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<cocoon::chain::GetMethodResult, cocoon::chain::ChainError>>
+    {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.run_get_method(a, m)
+    }
+    fn send_external(
+        &self,
+        m: tycho_types::cell::Cell,
+    ) -> futures::future::BoxFuture<'_, Result<(), cocoon::chain::ChainError>> {
+        self.inner.send_external(m)
+    }
+    fn transactions<'a>(
+        &'a self,
+        a: &'a tycho_types::models::StdAddr,
+        limit: usize,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<cocoon::chain::TxSummary>, cocoon::chain::ChainError>>
+    {
+        self.inner.transactions(a, limit)
+    }
+    fn now(&self) -> futures::future::BoxFuture<'_, Result<u64, cocoon::chain::ChainError>> {
+        self.inner.now()
+    }
+}
+
+#[tokio::test]
+async fn requests_on_a_channel_do_not_read_its_state_from_the_chain_each_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = chain();
+    let wallet = Wallet::from_seed(&[9; 32]).unwrap();
+    local.fund(wallet.address(), 100 * TON).unwrap();
+    let counting = Arc::new(Counting { inner: local.clone(), reads: Default::default() });
+    let shared: SharedChain = counting.clone();
+    let book = Store::open(dir.path()).unwrap().payments().unwrap();
+    let terms = ClientTerms {
+        deposit: TON,
+        dispute_window: 3_600,
+        confirm_timeout: Duration::from_secs(5),
+        max_channels: 3,
+        max_total_deposit: 3 * TON,
+        idle_close: None,
+        network: "local".into(),
+    };
+    let p = ClientPayments::new(book, shared, wallet, keypair(9), terms, SettlementPolicy::default());
+    let worker = PeerId::from_public_key(&libp2p::identity::PublicKey::from(keypair(8).public()));
+    let payout = friendly(Wallet::from_seed(&[1; 32]).unwrap().address(), false);
+    p.channel(&worker, &payout, 1_000).await.unwrap();
+    let after_open = counting.reads.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..20 {
+        let mut guard = p.channel(&worker, &payout, 1_000).await.unwrap();
+        p.sign(&mut guard, 10).await.unwrap();
+    }
+    let reads = counting.reads.load(std::sync::atomic::Ordering::SeqCst) - after_open;
+    assert_eq!(reads, 0, "20 requests on a channel just read read its state {reads} more times");
+}

@@ -97,7 +97,16 @@ pub struct ClientPayments {
     network: std::sync::OnceLock<crate::network::NetworkHandle>,
     /// Channels being closed cooperatively: the wind-down pass leaves them alone meanwhile.
     closing: std::sync::Mutex<std::collections::HashSet<StdAddr>>,
+    /// When each channel in use was last read from the chain (see [`CHANNEL_STATE_FRESH`]).
+    fresh: in_flight::Seen,
 }
+
+/// How long a channel's on-chain state, once read, is trusted by the next requests: a request
+/// reads it only when older (a chain API round trip, and TON Center's rate limit, per request
+/// otherwise). Only a close started from outside this node makes it stale in a way that matters
+/// (its own closes retire the channel at once); deposits only grow, and a top-up reads the chain
+/// again.
+const CHANNEL_STATE_FRESH: Duration = Duration::from_secs(30);
 
 /// A client's channels as worker selection sees them ([`ClientPayments::standing`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -174,6 +183,7 @@ impl ClientPayments {
             in_flight: in_flight::Ledger::default(),
             network: std::sync::OnceLock::new(),
             closing: std::sync::Mutex::default(),
+            fresh: in_flight::Seen::default(),
         }
     }
 
@@ -281,14 +291,19 @@ impl ClientPayments {
             Some(c) => c,
             None => self.open(worker_key, payout).await?,
         };
+        if self.fresh.seen_within(&channel.address, CHANNEL_STATE_FRESH) {
+            return Ok(channel);
+        }
         match contract::state(self.chain.as_ref(), &channel.address).await? {
             Some(s) if s.close_started_at == 0 => channel.deposited = s.deposited,
-            // Closing (someone ran `channel close`) or gone: wind it down and open a fresh one.
+            // Closing (someone closed it from outside this node) or gone: wind it down and open
+            // a fresh one.
             _ => {
                 self.retire(&channel, "closed").await?;
                 channel = self.open(worker_key, channel.params.worker.clone()).await?;
             }
         }
+        self.fresh.seen(&channel.address);
         Ok(channel)
     }
 

@@ -2,10 +2,13 @@
 //! not yet paid (each is reserved at the worker until its voucher lands, so a top-up must cover
 //! them all, not only the newest) and when the channel was last used (idle channels are closed).
 //! One entry per worker the client paid since it started (at most one per channel it opened).
+//! Also when each channel in use was last read from the chain ([`Seen`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tycho_types::models::StdAddr;
 
 /// The requests in flight per worker key.
 #[derive(Debug, Default, Clone)]
@@ -51,6 +54,29 @@ impl Ledger {
         // A poisoned map only lost a count; go on with what it holds.
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         f(map.entry(key).or_insert(Use { worst: 0, requests: 0, last: now }))
+    }
+}
+
+/// When each channel in use was last read from the chain (one entry per channel in use: entries
+/// go when the channel is retired).
+#[derive(Debug, Default)]
+pub(super) struct Seen(Mutex<HashMap<StdAddr, Instant>>);
+
+impl Seen {
+    /// The chain showed `address` open just now.
+    pub(super) fn seen(&self, address: &StdAddr) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(address.clone(), Instant::now());
+    }
+
+    /// Whether the chain showed `address` open less than `age` ago.
+    pub(super) fn seen_within(&self, address: &StdAddr, age: Duration) -> bool {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(address).is_some_and(|t| t.elapsed() < age)
+    }
+
+    /// `address` is no longer in use.
+    pub(super) fn forget(&self, address: &StdAddr) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(address);
     }
 }
 

@@ -43,6 +43,7 @@ impl ClientPayments {
 
     /// Move `channel`'s record to the retired channels (durably).
     pub(super) async fn retire_record(&self, channel: &ClientChannel) -> Result<(), ClientPaymentError> {
+        self.fresh.forget(&channel.address);
         let (book, c) = (self.book.clone(), channel.clone());
         tokio::task::spawn_blocking(move || book.retire_client_channel(&c))
             .await
