@@ -279,29 +279,15 @@ impl Node {
         if let Some(identity) = worker_keys.filter(|_| !extras.streams_served_by_process) {
             let noise = store::load_or_create_noise_key(&config.node.data_dir)?;
             let limits = setup::worker_limits(&config);
-            let paying = match &chain {
-                Some(chain) => {
-                    let p = payments::setup::worker(&config, &store, chain.clone(), &identity, &mut registry)
-                        .map_err(NodeError::Payments)?;
-                    let wallet = payments::setup::wallet(&config).map_err(NodeError::Payments)?;
-                    tasks.push(payments::settle::start(
-                        p.clone(),
-                        wallet,
-                        config.payments.settlement,
-                        Duration::from_secs(config.payments.settle_interval_secs),
-                        shutdown_rx.clone(),
-                    ));
-                    let key = identity
-                        .clone()
-                        .try_into_ed25519()
-                        .map_err(|_| NodeError::Payments("payments need an ed25519 identity key".into()))?;
-                    let closes = payments::close::serve(network.clone(), p.clone(), key, shutdown_rx.clone())
-                        .map_err(NodeError::Payments)?;
-                    tasks.push(closes);
-                    Some(p)
-                }
-                None => None,
-            };
+            let run =
+                payments::setup::Running { network: &network, shutdown: &shutdown_rx, tasks: &mut tasks };
+            let paying = chain
+                .as_ref()
+                .map(|c| {
+                    payments::setup::start_worker(&config, &store, c.clone(), &identity, &mut registry, run)
+                })
+                .transpose()
+                .map_err(NodeError::Payments)?;
             let setup = worker::WorkerSetup {
                 identity,
                 noise_private: noise.private,
@@ -315,18 +301,16 @@ impl Node {
         }
         let mut client_payments = None;
         let client = if config.has_role(Role::Client) {
-            let paying = match &chain {
-                Some(chain) => {
-                    let p = payments::setup::client(&config, &store, chain.clone(), &keypair_for_payments)
-                        .map_err(NodeError::Payments)?;
-                    p.reach_workers(network.clone());
-                    let every = Duration::from_secs(config.payments.settle_interval_secs.max(1));
-                    tasks.push(payments::client::start_wind_down(p.clone(), every, shutdown_rx.clone()));
-                    client_payments = Some(p.clone());
-                    Some(p)
-                }
-                None => None,
-            };
+            let run =
+                payments::setup::Running { network: &network, shutdown: &shutdown_rx, tasks: &mut tasks };
+            let paying = chain
+                .as_ref()
+                .map(|c| {
+                    payments::setup::start_client(&config, &store, c.clone(), &keypair_for_payments, run)
+                })
+                .transpose()
+                .map_err(NodeError::Payments)?;
+            client_payments = paying.clone();
             Some(InferenceClient::new(
                 network.clone(),
                 attestation.clone(),

@@ -1,5 +1,5 @@
 //! Wiring payments into a node from its configuration: the chain backend, the wallet, and the
-//! worker's or client's payment state.
+//! worker's or client's payment state with its tasks ([`start_worker`], [`start_client`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,4 +91,57 @@ pub fn client(
     };
     let book = store.payments().map_err(|e| e.to_string())?;
     Ok(Arc::new(ClientPayments::new(book, chain, wallet(config)?, ed25519(identity)?, terms, p.settlement)))
+}
+
+/// Where the payment tasks of a running node go: the network they use, the shutdown they stop on
+/// and the node's task list.
+#[derive(Debug)]
+pub struct Running<'a> {
+    /// The node's network.
+    pub network: &'a crate::network::NetworkHandle,
+    /// Becomes true at shutdown.
+    pub shutdown: &'a tokio::sync::watch::Receiver<bool>,
+    /// The node's tasks (joined at shutdown).
+    pub tasks: &'a mut Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A worker's payment state, with its settlement loop and its cooperative-close server running.
+pub fn start_worker(
+    config: &Config,
+    store: &Store,
+    chain: SharedChain,
+    identity: &Keypair,
+    registry: &mut Registry,
+    run: Running<'_>,
+) -> Result<Arc<WorkerPayments>, String> {
+    let p = worker(config, store, chain, identity, registry)?;
+    let every = Duration::from_secs(config.payments.settle_interval_secs);
+    let settle = super::settle::start(
+        p.clone(),
+        wallet(config)?,
+        config.payments.settlement,
+        every,
+        run.shutdown.clone(),
+    );
+    run.tasks.push(settle);
+    let closes =
+        super::close::serve(run.network.clone(), p.clone(), ed25519(identity)?, run.shutdown.clone())?;
+    run.tasks.push(closes);
+    Ok(p)
+}
+
+/// A client's payment state, asking workers to co-sign closes through the node's network, with
+/// its pass over idle and retired channels running.
+pub fn start_client(
+    config: &Config,
+    store: &Store,
+    chain: SharedChain,
+    identity: &Keypair,
+    run: Running<'_>,
+) -> Result<Arc<ClientPayments>, String> {
+    let p = client(config, store, chain, identity)?;
+    p.reach_workers(run.network.clone());
+    let every = Duration::from_secs(config.payments.settle_interval_secs.max(1));
+    run.tasks.push(super::client::start_wind_down(p.clone(), every, run.shutdown.clone()));
+    Ok(p)
 }
