@@ -25,9 +25,10 @@ pub struct PaymentsSection {
     /// Chain backend: `off`, `local` or `toncenter`. Default `off`.
     pub chain: ChainKind,
     /// The name of the chain channels live on, published in a worker's record and compared by
-    /// clients: workers and clients with different names never pay each other. Default empty:
-    /// `local` for `chain = "local"`, `ton-testnet` for a `toncenter_url` naming testnet, else
-    /// `ton-mainnet` (see [`PaymentsSection::network_name`]). At most 32 bytes.
+    /// clients: a worker and a client that both name one, differently, never pay each other.
+    /// Default empty: `ton-mainnet` or `ton-testnet` when `toncenter_url` is TON Center's own
+    /// (`toncenter.com`, `testnet.toncenter.com`), otherwise unnamed (a devnet's local chain or a
+    /// self-hosted API: matches any). See [`PaymentsSection::network_name`]. At most 32 bytes.
     pub network: String,
     /// TON Center API v2 base URL. Default `https://toncenter.com/api/v2` (mainnet; testnet is
     /// `https://testnet.toncenter.com/api/v2`).
@@ -92,31 +93,69 @@ impl Default for PaymentsSection {
 }
 
 impl PaymentsSection {
-    /// The network name this node pays or is paid on: `network` when set, else derived from the
-    /// chain backend (`off` has none).
-    pub fn network_name(&self) -> Option<String> {
+    /// The network name this node pays or is paid on: `network` when set; else `ton-mainnet` or
+    /// `ton-testnet` for TON Center's own endpoints; else empty (unnamed: matches any). Only names
+    /// known for certain are derived: a devnet's nodes reach one local chain in process or through
+    /// `cocoon chain serve`, and must not tell themselves apart.
+    pub fn network_name(&self) -> String {
         if !self.network.is_empty() {
-            return Some(self.network.clone());
+            return self.network.clone();
         }
-        match self.chain {
-            ChainKind::Off => None,
-            ChainKind::Local => Some("local".into()),
-            ChainKind::Toncenter if self.toncenter_url.contains("testnet") => Some("ton-testnet".into()),
-            ChainKind::Toncenter => Some("ton-mainnet".into()),
+        if self.chain != ChainKind::Toncenter {
+            return String::new();
+        }
+        let rest = self.toncenter_url.split_once("://").map_or(self.toncenter_url.as_str(), |(_, r)| r);
+        let host = rest.split(['/', ':', '?']).next().unwrap_or_default().to_ascii_lowercase();
+        match host.as_str() {
+            "toncenter.com" => "ton-mainnet".into(),
+            "testnet.toncenter.com" => "ton-testnet".into(),
+            _ => String::new(),
         }
     }
 
-    /// The terms a worker with this section publishes in its record.
+    /// The terms a worker with this section publishes in its record: free with payments off.
     pub fn worker_terms(&self) -> cocoon_protocol::attestation::record::PaymentTerms {
         use cocoon_protocol::attestation::record::{PaidTerms, PaymentTerms};
-        match self.network_name() {
-            None => PaymentTerms::Free,
-            Some(network) => PaymentTerms::Paid(PaidTerms {
-                network,
-                min_deposit: self.min_deposit_nanotons,
-                min_dispute_window: self.min_dispute_window_secs,
-                contract_version: cocoon_protocol::payments::channel::CodeVersion::V2.as_u8(),
-            }),
+        if self.chain == ChainKind::Off {
+            return PaymentTerms::Free;
         }
+        PaymentTerms::Paid(PaidTerms {
+            network: self.network_name(),
+            min_deposit: self.min_deposit_nanotons,
+            min_dispute_window: self.min_dispute_window_secs,
+            contract_version: cocoon_protocol::payments::channel::CodeVersion::V2.as_u8(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ton_centers_own_endpoints_name_a_network_unless_one_is_set() {
+        let with = |chain, url: &str, network: &str| PaymentsSection {
+            chain,
+            toncenter_url: url.into(),
+            network: network.into(),
+            ..PaymentsSection::default()
+        };
+        let cases = [
+            (ChainKind::Toncenter, "https://toncenter.com/api/v2", "", "ton-mainnet"),
+            (ChainKind::Toncenter, "https://testnet.toncenter.com/api/v2/", "", "ton-testnet"),
+            (ChainKind::Toncenter, "https://TestNet.toncenter.com:443/api/v2", "", "ton-testnet"),
+            // A devnet's chain served locally, a look-alike host, the embedded chain: unnamed.
+            (ChainKind::Toncenter, "http://127.0.0.1:8081/api/v2", "", ""),
+            (ChainKind::Toncenter, "https://toncenter.com.evil.example/api/v2", "", ""),
+            (ChainKind::Local, "https://toncenter.com/api/v2", "", ""),
+            (ChainKind::Local, "", "my-devnet", "my-devnet"),
+        ];
+        for (chain, url, set, want) in cases {
+            assert_eq!(with(chain, url, set).network_name(), want, "{chain:?} {url} {set}");
+        }
+        assert_eq!(
+            with(ChainKind::Off, "", "").worker_terms(),
+            cocoon_protocol::attestation::record::PaymentTerms::Free
+        );
     }
 }

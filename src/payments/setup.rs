@@ -87,7 +87,7 @@ pub fn client(
         max_channels: p.max_channels,
         max_total_deposit: p.max_total_deposit_nanotons,
         idle_close: (p.idle_close_secs > 0).then(|| Duration::from_secs(p.idle_close_secs)),
-        network: p.network_name().unwrap_or_default(),
+        network: p.network_name(),
     };
     let book = store.payments().map_err(|e| e.to_string())?;
     Ok(Arc::new(ClientPayments::new(book, chain, wallet(config)?, ed25519(identity)?, terms, p.settlement)))

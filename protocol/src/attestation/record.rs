@@ -75,8 +75,8 @@ pub enum PaymentTerms {
 /// The channels a paid worker accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaidTerms {
-    /// The chain its channels live on (`payments.network`: e.g. `ton-mainnet`, `ton-testnet`,
-    /// `local`).
+    /// The chain its channels live on (`payments.network`: e.g. `ton-mainnet`, `ton-testnet`);
+    /// empty when unnamed (matches any).
     pub network: String,
     /// Least deposit a channel must hold, nanotons.
     pub min_deposit: u64,
@@ -104,7 +104,8 @@ impl PaymentTerms {
     /// not (or did not say).
     pub fn refusal(&self, client: &ClientTerms<'_>) -> Option<String> {
         let Self::Paid(t) = self else { return None };
-        if t.network != client.network {
+        // An unnamed network (a devnet, a self-hosted API) matches any: only two names differ.
+        if !t.network.is_empty() && !client.network.is_empty() && t.network != client.network {
             return Some(format!(
                 "the worker is paid on {}, this client pays on {}",
                 t.network, client.network
@@ -381,6 +382,8 @@ pub(crate) mod tests {
             assert!(refusal.contains(why), "{refusal}");
         }
         assert_eq!(PaymentTerms::Free.refusal(&fits), None);
+        let unnamed = ClientTerms { network: "", ..fits.clone() };
+        assert_eq!(record.terms.refusal(&unnamed), None, "an unnamed client network matches any");
         assert_eq!(PaymentTerms::Unstated.refusal(&fits), None);
     }
 
