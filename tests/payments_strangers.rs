@@ -247,11 +247,9 @@ async fn a_cancelled_answer_is_invoiced_and_an_abandoned_one_is_owed() {
     }
 }
 
-fn payments(dir: &std::path::Path, chain: &Arc<cocoon::chain::local::LocalChain>) -> ClientPayments {
-    let wallet = Wallet::from_seed(&[9; 32]).unwrap();
-    chain.fund(wallet.address(), 100 * TON).unwrap();
-    let book = Store::open(dir).unwrap().payments().unwrap();
-    let terms = ClientTerms {
+/// The client terms these tests pay with: 1 TON channels, at most 3 and 3 TON in all.
+fn terms() -> ClientTerms {
+    ClientTerms {
         deposit: TON,
         dispute_window: 3_600,
         confirm_timeout: Duration::from_secs(5),
@@ -259,9 +257,15 @@ fn payments(dir: &std::path::Path, chain: &Arc<cocoon::chain::local::LocalChain>
         max_total_deposit: 3 * TON,
         idle_close: None,
         network: "local".into(),
-    };
+    }
+}
+
+fn payments(dir: &std::path::Path, chain: &Arc<cocoon::chain::local::LocalChain>) -> ClientPayments {
+    let wallet = Wallet::from_seed(&[9; 32]).unwrap();
+    chain.fund(wallet.address(), 100 * TON).unwrap();
+    let book = Store::open(dir).unwrap().payments().unwrap();
     let shared: SharedChain = chain.clone();
-    ClientPayments::new(book, shared, wallet, keypair(9), terms, SettlementPolicy::default())
+    ClientPayments::new(book, shared, wallet, keypair(9), terms(), SettlementPolicy::default())
 }
 
 #[tokio::test]
@@ -434,16 +438,7 @@ async fn requests_on_a_channel_do_not_read_its_state_from_the_chain_each_time() 
     let counting = Arc::new(Counting { inner: local.clone(), reads: Default::default() });
     let shared: SharedChain = counting.clone();
     let book = Store::open(dir.path()).unwrap().payments().unwrap();
-    let terms = ClientTerms {
-        deposit: TON,
-        dispute_window: 3_600,
-        confirm_timeout: Duration::from_secs(5),
-        max_channels: 3,
-        max_total_deposit: 3 * TON,
-        idle_close: None,
-        network: "local".into(),
-    };
-    let p = ClientPayments::new(book, shared, wallet, keypair(9), terms, SettlementPolicy::default());
+    let p = ClientPayments::new(book, shared, wallet, keypair(9), terms(), SettlementPolicy::default());
     let worker = PeerId::from_public_key(&libp2p::identity::PublicKey::from(keypair(8).public()));
     let payout = friendly(Wallet::from_seed(&[1; 32]).unwrap().address(), false);
     p.channel(&worker, &payout, 1_000).await.unwrap();
