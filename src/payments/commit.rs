@@ -1,20 +1,21 @@
 //! Group commit of the worker's vouchers. Streams announce their voucher, verify its signature
 //! themselves (in parallel, outside any lock) and hand it to one committer thread. The committer
-//! takes every voucher queued, and waits for those announced and still being verified (for at
-//! most [`MAX_LINGER`]; up to [`MAX_BATCH`] in all); it checks each against its channel in arrival
-//! order and holds the ones that pass as their channel's pending voucher (so the next voucher on a
-//! channel follows it), writes them all with their channels' records in one sled transaction and
-//! one flush, and only then makes them the channels' best vouchers and acknowledges them.
-//! Vouchers arriving while a batch flushes wait for the next one: the more streams pay at once,
-//! the more vouchers share a flush.
+//! takes every voucher queued, and waits for those announced and still being verified (asleep, for
+//! at most [`MAX_LINGER`]: the last one handed over wakes it; up to [`MAX_BATCH`] in all); it
+//! checks each against its channel in arrival order and holds the ones that pass as their channel's
+//! pending voucher (so the next voucher on a channel follows it), appends them all with their
+//! channels' records to the voucher log and syncs it once, and only then makes them the channels'
+//! best vouchers and acknowledges them. Vouchers arriving while a batch syncs wait for the next
+//! one: the more streams pay at once, the more vouchers share a sync. Between batches, a log grown
+//! to [`FOLD_BYTES`] is folded into the store (and at the end, when the last handle is dropped).
 //!
-//! A failed write or flush refuses the whole batch ("cannot store"); its vouchers stay pending
+//! A failed write or sync refuses the whole batch ("cannot store"); its vouchers stay pending
 //! (each is still the client's valid signature, and the client has signed it, so the next voucher
 //! on the channel must follow it) and are written again with the next batch.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use cocoon_protocol::payments::ledger::VoucherRejection;
@@ -24,6 +25,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tycho_types::models::StdAddr;
 
 use crate::clock::unix_now;
+use crate::store::voucher_log::{FOLD_BYTES, VoucherLog};
 use crate::store::{PaymentBook, StoredChannel, VoucherWrite};
 
 /// Vouchers one batch takes at most (a bound on the transaction's size; 64 concurrent streams
@@ -60,28 +62,44 @@ struct Job {
 /// [`Committer::arriving`]): a lone voucher never waits, and a batch never waits for more than
 /// this whatever a stream does.
 const MAX_LINGER: Duration = Duration::from_millis(2);
-/// How often a lingering batch looks for the vouchers it waits for.
-const LINGER_POLL: Duration = Duration::from_micros(50);
 
 /// The committer's handle: cheap to clone; the thread ends when the last handle is dropped.
 #[derive(Debug, Clone)]
 pub struct Committer {
     jobs: mpsc::Sender<Job>,
-    /// Vouchers being verified now, on their way to the committer: a batch waits for them (up
-    /// to [`MAX_LINGER`]) so that they share its flush instead of each starting another.
-    arriving: Arc<AtomicUsize>,
+    /// Vouchers on their way, shared with the committer thread.
+    arriving: Arc<Announced>,
 }
 
-/// A voucher on its way to the committer, counted in [`Committer::arriving`] until it is handed
+/// Vouchers being verified now, on their way to the committer: a batch waits for them (up to
+/// [`MAX_LINGER`]) so that they share its flush instead of each starting another. The committer
+/// sleeps while it waits and the last voucher handed over wakes it: no polling, so on one core
+/// the streams verify without the committer taking turns with them.
+#[derive(Debug, Default)]
+struct Announced {
+    count: AtomicUsize,
+    /// Set while the committer sleeps waiting for `count` to reach zero.
+    lingering: AtomicBool,
+    /// The committer thread (set when it starts), woken when `count` reaches zero.
+    committer: OnceLock<std::thread::Thread>,
+}
+
+/// A voucher on its way to the committer, counted in [`Announced::count`] until it is handed
 /// over or dropped.
 #[derive(Debug)]
 pub struct Arriving {
-    arriving: Arc<AtomicUsize>,
+    arriving: Arc<Announced>,
 }
 
 impl Drop for Arriving {
     fn drop(&mut self) {
-        self.arriving.fetch_sub(1, Ordering::AcqRel);
+        let a = &self.arriving;
+        if a.count.fetch_sub(1, Ordering::SeqCst) == 1
+            && a.lingering.load(Ordering::SeqCst)
+            && let Some(committer) = a.committer.get()
+        {
+            committer.unpark();
+        }
     }
 }
 
@@ -90,17 +108,19 @@ impl Committer {
     /// (one transaction and flush each) in `flushes`.
     pub fn start(book: PaymentBook, channels: Channels, flushes: Counter) -> std::io::Result<Self> {
         let (jobs, rx) = mpsc::channel(QUEUE);
-        let arriving = Arc::new(AtomicUsize::new(0));
+        let arriving = Arc::new(Announced::default());
         let incoming = Incoming { rx, arriving: arriving.clone() };
-        std::thread::Builder::new()
-            .name("voucher-commit".into())
-            .spawn(move || run(incoming, &book, &channels, &flushes))?;
+        let log = VoucherLog::open(book.dir())?;
+        std::thread::Builder::new().name("voucher-commit".into()).spawn(move || {
+            let _ = incoming.arriving.committer.set(std::thread::current());
+            run(incoming, log, &book, &channels, &flushes);
+        })?;
         Ok(Self { jobs, arriving })
     }
 
     /// Announce a voucher before verifying it, so that a batch being gathered waits for it.
     pub fn arriving(&self) -> Arriving {
-        self.arriving.fetch_add(1, Ordering::AcqRel);
+        self.arriving.count.fetch_add(1, Ordering::SeqCst);
         Arriving { arriving: self.arriving.clone() }
     }
 
@@ -126,7 +146,7 @@ impl Committer {
 /// The committer's side of the queue.
 struct Incoming {
     rx: mpsc::Receiver<Job>,
-    arriving: Arc<AtomicUsize>,
+    arriving: Arc<Announced>,
 }
 
 impl Incoming {
@@ -134,19 +154,33 @@ impl Incoming {
     /// arriving (for at most [`MAX_LINGER`]), up to [`MAX_BATCH`]. `None` once every handle is gone.
     fn batch(&mut self) -> Option<Vec<Job>> {
         let mut jobs = vec![self.rx.blocking_recv()?];
-        let started = Instant::now();
+        let deadline = Instant::now() + MAX_LINGER;
         loop {
-            while jobs.len() < MAX_BATCH {
-                match self.rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-            let waiting = self.arriving.load(Ordering::Acquire) > 0;
-            if jobs.len() >= MAX_BATCH || !waiting || started.elapsed() >= MAX_LINGER {
+            self.take_queued(&mut jobs);
+            if jobs.len() >= MAX_BATCH {
                 return Some(jobs);
             }
-            std::thread::sleep(LINGER_POLL);
+            // Say so before looking: a stream handing its voucher over after the look wakes us.
+            self.arriving.lingering.store(true, Ordering::SeqCst);
+            let waiting = self.arriving.count.load(Ordering::SeqCst) > 0;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if waiting && !left.is_zero() {
+                std::thread::park_timeout(left);
+            }
+            self.arriving.lingering.store(false, Ordering::SeqCst);
+            if !waiting || left.is_zero() {
+                self.take_queued(&mut jobs);
+                return Some(jobs);
+            }
+        }
+    }
+
+    fn take_queued(&mut self, jobs: &mut Vec<Job>) {
+        while jobs.len() < MAX_BATCH {
+            match self.rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
         }
     }
 }
@@ -162,6 +196,7 @@ struct Held {
 
 fn run(
     mut incoming: Incoming,
+    mut log: VoucherLog,
     book: &PaymentBook,
     channels: &Mutex<HashMap<StdAddr, StoredChannel>>,
     flushes: &Counter,
@@ -174,13 +209,27 @@ fn run(
             continue; // every voucher was refused: nothing to write
         }
         flushes.inc();
-        match book.accept_vouchers(held.iter().map(|h| &h.write)) {
+        match log.append(held.iter().map(|h| &h.write)) {
             Ok(()) => stored(channels, held),
             Err(e) => {
                 tracing::error!(error = %e, vouchers = held.len(), "cannot store a batch of vouchers");
                 carried = failed(channels, held);
             }
         }
+        if log.len() >= FOLD_BYTES {
+            fold(&mut log, book);
+        }
+    }
+    fold(&mut log, book);
+}
+
+/// Fold the voucher log into the store (between batches: streams wait meanwhile).
+fn fold(log: &mut VoucherLog, book: &PaymentBook) {
+    if log.is_empty() {
+        return;
+    }
+    if let Err(e) = log.fold_into(book) {
+        tracing::error!(error = %e, bytes = log.len(), "cannot fold the voucher log into the store");
     }
 }
 
@@ -301,6 +350,9 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
+        // Every voucher is in the log; folded (the committer is idle), the store holds them all.
+        let logged = VoucherLog::open(dir.path()).unwrap().fold_into(&book).unwrap();
+        assert_eq!(logged, (streams * each) as usize);
         for (_, c) in &parties {
             let address = &c.channel.address;
             let held = channels.lock().await.get(address).unwrap().channel.clone();
@@ -357,6 +409,7 @@ mod tests {
             .commit(committer.arriving(), elsewhere.clone(), verified(&key, &elsewhere, 20, 2), 10)
             .await;
         assert_eq!(unknown, Committed::UnknownChannel);
+        assert_eq!(VoucherLog::open(dir.path()).unwrap().fold_into(&book).unwrap(), 1);
         assert_eq!(book.vouchers(&address).unwrap().len(), 1);
         let held = channels.lock().await.get(&address).unwrap().channel.clone();
         assert_eq!((held.cumulative(), held.seqno(), held.pending), (10, 1, None));

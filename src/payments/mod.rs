@@ -8,6 +8,7 @@ pub mod client;
 pub mod close;
 pub mod commit;
 pub mod contract;
+pub mod keys;
 pub mod settle;
 pub mod setup;
 pub mod worker;

@@ -149,7 +149,7 @@ async fn settle_one(
         wallet_seqno,
         sent_at: 0,
     };
-    payments.book.put_claim(address, &entry).map_err(store)?;
+    payments.book.decide_claim(&entry, &best).map_err(store)?;
     send_claim(payments, wallet, address, entry.cumulative, entry.seqno, wallet_seqno).await?;
     payments.metrics.claims.get_or_create(&vec![("reason".to_owned(), reason.as_str().to_owned())]).inc();
     tracing::info!(channel = %address, reason = reason.as_str(), amount = view.unclaimed(), "claiming");

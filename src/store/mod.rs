@@ -2,7 +2,8 @@
 //! (`identity.key`, `noise.key`, `simulator.key`, `wallet.key`; owner-only permissions, see `keys.rs`).
 //! Trees: `peers/v1` (peer book), `attestations/v1` (verified records), `collateral/v1` (TDX
 //! collateral from a PCCS), `models/v1` (model file hashes), and the payment trees (`pay-*`, see
-//! `payments.rs`).
+//! `payments.rs`), and the worker's voucher log `<data-dir>/vouchers.log` (`voucher_log.rs`),
+//! folded into the payment trees when the store is opened.
 //!
 //! sled is opened with its background flush timer off: the node decides when data is durable. It
 //! flushes the peer book periodically and on shutdown, and anything that represents money is
@@ -16,6 +17,7 @@ pub(crate) mod models;
 pub(crate) mod payments;
 pub(crate) mod peer_book;
 mod records;
+pub(crate) mod voucher_log;
 
 use std::path::{Path, PathBuf};
 
@@ -98,7 +100,11 @@ impl Store {
         let mut tries = 0;
         loop {
             match sled::Config::new().path(&db_path).flush_every_ms(None).open() {
-                Ok(db) => return Ok(Self { db, dir: data_dir.to_owned() }),
+                Ok(db) => {
+                    let store = Self { db, dir: data_dir.to_owned() };
+                    voucher_log::recover(&store)?;
+                    return Ok(store);
+                }
                 Err(e) => match classify_open_error(data_dir, e) {
                     StoreError::Locked(_) if tries < LOCK_RETRIES => {
                         tries += 1;
@@ -137,7 +143,7 @@ impl Store {
 
     /// Payment channels, vouchers, debts and the settlement journal.
     pub fn payments(&self) -> Result<PaymentBook, StoreError> {
-        PaymentBook::new(self.db.clone())
+        PaymentBook::new(self.db.clone(), self.dir.clone())
     }
 
     /// Write everything to disk; returns once it is durable.

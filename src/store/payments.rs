@@ -1,15 +1,18 @@
 //! Durable payment state. A worker keeps every channel it was paid on (`pay-channels/v1`: address →
 //! parameters, last known on-chain state, best voucher, when it last got one, whether it co-signed
 //! a cooperative close), every voucher it
-//! acknowledged (`pay-vouchers/v1`: address ‖ seqno → signed voucher), unpaid requests per client
+//! acknowledged (`pay-vouchers/v1`: address ‖ seqno → signed voucher, or a run of consecutive
+//! vouchers keyed by the first, as a fold of the voucher log writes them), unpaid requests per client
 //! key (`pay-debts/v1`) and its settlement journal (`pay-journal/v1`: address → the claim in
 //! progress). A client keeps its channel per worker (`pay-client/v1`: worker key → parameters,
 //! deposit, last signed voucher, what its verified receipts add up to, contract version; a deposit
 //! of 0 marks a channel whose deploy may not have landed yet) and the channels it retired and is
-//! winding down (`pay-client-retired/v1`: address → the same record). Vouchers are written in one
-//! transaction with their channel (many at once: a group commit) and flushed before anything is
-//! acknowledged. Records written
+//! winding down (`pay-client-retired/v1`: address → the same record). Vouchers the worker
+//! acknowledges are first appended to the voucher log (`voucher_log.rs`) and folded into the first
+//! two trees later; the readers here read through the log. Records written
 //! before contract version 2 carry no version and are read as version 1.
+
+use std::collections::BTreeMap;
 
 use cocoon_protocol::codec::{CodecError, Reader, Writer};
 use cocoon_protocol::payments::channel::{ChannelParams, ChannelState, CodeVersion, write_addr};
@@ -42,26 +45,63 @@ pub struct StoredChannel {
     pub last_voucher_at: u64,
 }
 
-/// One voucher and its channel's record, encoded for [`PaymentBook::accept_vouchers`].
+/// One voucher and its channel's record, encoded for [`PaymentBook::accept_vouchers`] and the
+/// voucher log.
 #[derive(Debug, Clone)]
 pub struct VoucherWrite {
     channel_key: Vec<u8>,
     record: Vec<u8>,
     voucher_key: Vec<u8>,
     voucher: Vec<u8>,
+    signed: SignedVoucher,
 }
 
 impl VoucherWrite {
     /// `v` accepted on `c` (whose record names `v` or a later voucher).
     pub fn new(c: &StoredChannel, v: &SignedVoucher) -> Self {
-        let mut voucher_key = key(&v.voucher.channel);
-        voucher_key.extend_from_slice(&v.voucher.seqno.to_be_bytes());
+        Self::with_record(encode_channel(c), v.clone())
+    }
+
+    fn with_record(record: Vec<u8>, signed: SignedVoucher) -> Self {
+        let mut voucher_key = key(&signed.voucher.channel);
+        voucher_key.extend_from_slice(&signed.voucher.seqno.to_be_bytes());
         Self {
-            channel_key: key(&c.channel.address),
-            record: encode_channel(c),
+            channel_key: key(&signed.voucher.channel),
+            record,
             voucher_key,
-            voucher: v.to_bytes(),
+            voucher: signed.to_bytes(),
+            signed,
         }
+    }
+
+    /// Rebuild one from its encoded record and voucher (as the voucher log keeps them).
+    pub(crate) fn from_parts(record: Vec<u8>, voucher: Vec<u8>) -> Result<Self, StoreError> {
+        let signed = SignedVoucher::from_bytes(&voucher).map_err(codec)?;
+        Ok(Self::with_record(record, signed))
+    }
+
+    pub(crate) fn record(&self) -> &[u8] {
+        &self.record
+    }
+
+    pub(crate) fn voucher(&self) -> &[u8] {
+        &self.voucher
+    }
+
+    pub(crate) fn signed(&self) -> &SignedVoucher {
+        &self.signed
+    }
+
+    pub(crate) fn seqno(&self) -> u64 {
+        self.signed.voucher.seqno
+    }
+
+    pub(crate) fn channel_key(&self) -> &[u8] {
+        &self.channel_key
+    }
+
+    pub(crate) fn voucher_key(&self) -> &[u8] {
+        &self.voucher_key
     }
 }
 
@@ -143,8 +183,10 @@ pub(crate) fn decode_channel(bytes: &[u8]) -> Result<StoredChannel, StoreError> 
 #[derive(Debug, Clone)]
 pub struct PaymentBook {
     db: sled::Db,
-    channels: sled::Tree,
-    vouchers: sled::Tree,
+    /// The data directory (where the voucher log lives).
+    dir: std::path::PathBuf,
+    pub(super) channels: sled::Tree,
+    pub(super) vouchers: sled::Tree,
     debts: sled::Tree,
     journal: sled::Tree,
     client: sled::Tree,
@@ -152,8 +194,9 @@ pub struct PaymentBook {
 }
 
 impl PaymentBook {
-    pub(super) fn new(db: sled::Db) -> Result<Self, StoreError> {
+    pub(super) fn new(db: sled::Db, dir: std::path::PathBuf) -> Result<Self, StoreError> {
         Ok(Self {
+            dir,
             channels: db.open_tree(CHANNELS_TREE)?,
             vouchers: db.open_tree(VOUCHERS_TREE)?,
             debts: db.open_tree(DEBTS_TREE)?,
@@ -164,20 +207,40 @@ impl PaymentBook {
         })
     }
 
+    /// The data directory this book's store lives in.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// Make everything written so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
     }
 
-    /// A worker's channel.
+    /// A worker's channel, with what the voucher log holds for it (see [`Self::channels`]).
     pub fn channel(&self, addr: &StdAddr) -> Result<Option<StoredChannel>, StoreError> {
-        self.channels.get(key(addr))?.map(|v| decode_channel(&v)).transpose()
+        let logged = super::voucher_log::logged(&self.dir)?;
+        let key = key(addr);
+        let mut records = BTreeMap::new();
+        if let Some(record) = self.channels.get(&key)? {
+            records.insert(key.clone(), record.to_vec());
+        }
+        super::voucher_log::overlay(&mut records, logged.iter().filter(|w| w.channel_key() == key));
+        records.values().next().map(|v| decode_channel(v)).transpose()
     }
 
-    /// Every channel the worker knows.
+    /// Every channel the worker knows, as durably stored: the trees with the vouchers of the log
+    /// not folded into them yet (read first: a fold in between then shows in the trees).
     pub fn channels(&self) -> Result<Vec<StoredChannel>, StoreError> {
-        self.channels.iter().values().map(|v| decode_channel(&v?)).collect()
+        let logged = super::voucher_log::logged(&self.dir)?;
+        let mut records = BTreeMap::new();
+        for entry in self.channels.iter() {
+            let (k, v) = entry?;
+            records.insert(k.to_vec(), v.to_vec());
+        }
+        super::voucher_log::overlay(&mut records, &logged);
+        records.values().map(|v| decode_channel(v)).collect()
     }
 
     /// Record a channel (its on-chain state changed); not flushed (nothing is acknowledged).
@@ -215,13 +278,23 @@ impl PaymentBook {
         self.flush()
     }
 
-    /// Every voucher acknowledged on `addr`, by seqno.
+    /// Every voucher acknowledged on `addr`, by seqno (those still in the voucher log too).
     pub fn vouchers(&self, addr: &StdAddr) -> Result<Vec<SignedVoucher>, StoreError> {
-        self.vouchers
-            .scan_prefix(key(addr))
-            .values()
-            .map(|v| SignedVoucher::from_bytes(&v?).map_err(codec))
-            .collect()
+        let logged = super::voucher_log::logged(&self.dir)?;
+        let mut all = BTreeMap::new();
+        for entry in self.vouchers.scan_prefix(key(addr)).values() {
+            // An entry holds one voucher or, written by a fold, a run of them.
+            let entry = entry?;
+            let mut r = Reader::new(&entry);
+            while !r.is_empty() {
+                let v = SignedVoucher::decode(&mut r).map_err(codec)?;
+                all.insert(v.voucher.seqno, v);
+            }
+        }
+        for w in logged.iter().filter(|w| &w.signed().voucher.channel == addr) {
+            all.insert(w.seqno(), w.signed().clone());
+        }
+        Ok(all.into_values().collect())
     }
 
     /// Record that the client with `client_key` left `amount` unpaid (flushed).
@@ -261,6 +334,20 @@ impl PaymentBook {
     pub fn put_claim(&self, addr: &StdAddr, e: &ClaimEntry) -> Result<(), StoreError> {
         self.journal.insert(key(addr), encode_claim(e))?;
         self.flush()
+    }
+
+    /// Record the decision to claim with `voucher` (flushed before the chain is touched), with
+    /// the voucher itself in `pay-vouchers/v1`: it may still be only in the voucher log, and a
+    /// claim sent again later must find exactly this voucher even after better ones arrived.
+    pub fn decide_claim(&self, e: &ClaimEntry, voucher: &SignedVoucher) -> Result<(), StoreError> {
+        let addr = &voucher.voucher.channel;
+        let mut voucher_key = key(addr);
+        voucher_key.extend_from_slice(&voucher.voucher.seqno.to_be_bytes());
+        // Only where nothing is: an entry at this key starts with this very voucher (a fold's
+        // run of vouchers is keyed by its first), and must not be cut down to it.
+        let absent: Option<&[u8]> = None;
+        let _ = self.vouchers.compare_and_swap(voucher_key, absent, Some(voucher.to_bytes()))?;
+        self.put_claim(addr, e)
     }
 
     /// The claim landed (or is moot): forget it.

@@ -4,7 +4,8 @@
 //! mainnet's configuration, and chain transactions per 1,000 requests under the default lazy
 //! settlement policy.
 //!
-//! `cargo bench --bench payments` prints one block per measurement.
+//! `cargo bench --bench payments` prints one block per measurement; `-- streams` (or `vouchers`, `fees`,
+//! `transactions`) runs only that block, and `COCOON_BENCH_STREAMS=64` only that many streams.
 
 #![allow(clippy::unwrap_used)] // a benchmark fails loudly on purpose
 
@@ -24,8 +25,9 @@ use cocoon_protocol::payments::channel::ChannelParams;
 use cocoon_protocol::payments::channel::ChannelState;
 use cocoon_protocol::payments::exposure::ExposureLimits;
 use cocoon_protocol::payments::ledger::WorkerChannel;
+use cocoon_protocol::payments::prepared::PreparedKey;
 use cocoon_protocol::payments::settlement::{ClaimView, SettlementPolicy};
-use cocoon_protocol::payments::voucher::{CloseRequest, Voucher};
+use cocoon_protocol::payments::voucher::{CloseRequest, VerifiedVoucher, Voucher};
 use libp2p::identity::ed25519;
 
 fn vouchers() {
@@ -49,6 +51,18 @@ fn vouchers() {
         check.accept(v.clone());
     }
     let verify = start.elapsed();
+    let client = libp2p::identity::ed25519::PublicKey::try_from_bytes(&params.client_key).unwrap();
+    let start = Instant::now();
+    for v in &signed {
+        VerifiedVoucher::verify(v.clone(), &client).unwrap();
+    }
+    let decoded = start.elapsed();
+    let prepared = PreparedKey::new(&params.client_key).unwrap();
+    let start = Instant::now();
+    for v in &signed {
+        VerifiedVoucher::verify_prepared(v.clone(), &prepared).unwrap();
+    }
+    let tables = start.elapsed();
 
     let dir = tempfile::tempdir().unwrap();
     let book = Store::open(dir.path()).unwrap().payments().unwrap();
@@ -62,7 +76,10 @@ fn vouchers() {
     }
     let stored = start.elapsed();
     println!("vouchers ({n}, one channel, sequential, one core):");
-    println!("  verified (cell hash + ed25519 + rules)      {:>9.0} /s", n as f64 / verify.as_secs_f64());
+    let rate = |d: std::time::Duration| n as f64 / d.as_secs_f64();
+    println!("  verified (cell hash + ed25519 + rules)      {:>9.0} /s", rate(verify));
+    println!("  signature only, key decoded once            {:>9.0} /s", rate(decoded));
+    println!("  signature only, key prepared (the worker's) {:>9.0} /s", rate(tables));
     println!(
         "  verified + stored, unbatched (one sled transaction + flush each) {:>9.0} /s",
         n as f64 / stored.as_secs_f64()
@@ -73,7 +90,11 @@ async fn group_commit() {
     println!(
         "vouchers through the worker's settle path (verify, check, group commit, acknowledge), one core:"
     );
-    for streams in [1, 8, 64] {
+    let counts: Vec<usize> = match std::env::var("COCOON_BENCH_STREAMS") {
+        Ok(only) => vec![only.parse().expect("COCOON_BENCH_STREAMS: a number of streams")],
+        Err(_) => vec![1, 8, 64],
+    };
+    for streams in counts {
         let (per_second, per_flush) = concurrent_vouchers(streams, 20_000 / streams as u64).await;
         println!(
             "  {streams:>2} concurrent streams, one channel each   {per_second:>9.0} /s  ({per_flush:.1} per flush)"
@@ -233,11 +254,26 @@ fn transactions() {
     }
 }
 
+/// Whether the section `name` runs: all of them, or those named on the command line
+/// (`cargo bench --bench payments -- streams`).
+fn wanted(name: &str) -> bool {
+    let named: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    named.is_empty() || named.iter().any(|n| name.contains(n.as_str()))
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     one_core();
-    vouchers();
-    group_commit().await;
-    fees().await;
-    transactions();
+    if wanted("vouchers") {
+        vouchers();
+    }
+    if wanted("streams") {
+        group_commit().await;
+    }
+    if wanted("fees") {
+        fees().await;
+    }
+    if wanted("transactions") {
+        transactions();
+    }
 }

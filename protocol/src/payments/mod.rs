@@ -8,6 +8,7 @@ pub mod close;
 pub mod exposure;
 pub mod ledger;
 pub mod model;
+pub mod prepared;
 pub mod settlement;
 pub mod voucher;
 
