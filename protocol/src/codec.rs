@@ -117,6 +117,11 @@ impl<'a> Reader<'a> {
         Self { buf }
     }
 
+    /// What is not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        self.buf
+    }
+
     fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], CodecError> {
         if self.buf.len() < n {
             return Err(CodecError::Truncated(field));

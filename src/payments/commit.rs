@@ -290,8 +290,6 @@ fn failed(channels: &Mutex<HashMap<StdAddr, StoredChannel>>, held: Vec<Held>) ->
 
 #[cfg(test)]
 mod tests {
-    use cocoon_protocol::payments::channel::{ChannelParams, ChannelState};
-    use cocoon_protocol::payments::ledger::WorkerChannel;
     use cocoon_protocol::payments::voucher::Voucher;
     use libp2p::identity::ed25519;
     use tycho_types::cell::HashBytes;
@@ -300,16 +298,7 @@ mod tests {
     use crate::store::Store;
 
     fn channel(key: &ed25519::Keypair, seed: u64) -> StoredChannel {
-        let params = ChannelParams {
-            client_key: key.public().to_bytes(),
-            worker_key: [2; 32],
-            client: StdAddr::new(0, HashBytes([3; 32])),
-            worker: StdAddr::new(0, HashBytes([4; 32])),
-            dispute_window: 60,
-            seed,
-        };
-        let state = ChannelState { deposited: 1_000_000, dispute_window: 60, ..Default::default() };
-        StoredChannel { channel: WorkerChannel::new(params, state).unwrap(), last_voucher_at: 0 }
+        crate::store::payments::test_channel(key.public().to_bytes(), seed, 1_000_000)
     }
 
     fn verified(key: &ed25519::Keypair, channel: &StdAddr, cumulative: u64, seqno: u64) -> VerifiedVoucher {

@@ -54,30 +54,32 @@ pub struct VoucherWrite {
     voucher_key: Vec<u8>,
     voucher: Vec<u8>,
     signed: SignedVoucher,
+    /// When the voucher arrived (the record's `last_voucher_at`).
+    at: u64,
 }
 
 impl VoucherWrite {
     /// `v` accepted on `c` (whose record names `v` or a later voucher).
     pub fn new(c: &StoredChannel, v: &SignedVoucher) -> Self {
-        Self::with_record(encode_channel(c), v.clone())
+        Self::with_record(encode_channel(c), v.clone(), c.last_voucher_at)
     }
 
-    fn with_record(record: Vec<u8>, signed: SignedVoucher) -> Self {
-        let mut voucher_key = key(&signed.voucher.channel);
+    fn with_record(record: Vec<u8>, signed: SignedVoucher, at: u64) -> Self {
+        let channel_key = key(&signed.voucher.channel);
+        let mut voucher_key = channel_key.clone();
         voucher_key.extend_from_slice(&signed.voucher.seqno.to_be_bytes());
-        Self {
-            channel_key: key(&signed.voucher.channel),
-            record,
-            voucher_key,
-            voucher: signed.to_bytes(),
-            signed,
-        }
+        Self { channel_key, record, voucher_key, voucher: signed.to_bytes(), signed, at }
     }
 
-    /// Rebuild one from its encoded record and voucher (as the voucher log keeps them).
-    pub(crate) fn from_parts(record: Vec<u8>, voucher: Vec<u8>) -> Result<Self, StoreError> {
-        let signed = SignedVoucher::from_bytes(&voucher).map_err(codec)?;
-        Ok(Self::with_record(record, signed))
+    /// Rebuild one from its encoded record, voucher and arrival time (as the voucher log keeps
+    /// them).
+    pub(crate) fn from_parts(record: Vec<u8>, voucher: &[u8], at: u64) -> Result<Self, StoreError> {
+        let signed = SignedVoucher::from_bytes(voucher).map_err(codec)?;
+        Ok(Self::with_record(record, signed, at))
+    }
+
+    pub(crate) fn at(&self) -> u64 {
+        self.at
     }
 
     pub(crate) fn record(&self) -> &[u8] {
@@ -149,6 +151,34 @@ pub(crate) fn encode_channel(c: &StoredChannel) -> Vec<u8> {
     w.u64(c.last_voucher_at);
     w.u8(u8::from(c.channel.co_signed));
     w.finish()
+}
+
+/// `record` (an encoded channel) naming `voucher`, received at `at`, as its latest voucher;
+/// `None` if it names the same or a newer one already. Only the voucher and its time change, and
+/// the record is not decoded whole (that would derive the channel's address).
+pub(crate) fn advance_record(
+    record: &[u8],
+    voucher: &SignedVoucher,
+    at: u64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut r = Reader::new(record);
+    r.u8("version").map_err(codec)?;
+    ChannelParams::decode(&mut r).map_err(codec)?;
+    r.array::<32>("chain state").map_err(codec)?;
+    let head = record.len().saturating_sub(r.rest().len());
+    let best = match r.u8("best").map_err(codec)? {
+        0 => None,
+        _ => Some(SignedVoucher::decode(&mut r).map_err(codec)?),
+    };
+    let last_voucher_at = r.u64("last voucher at").map_err(codec)?;
+    if best.is_some_and(|b| b.voucher.seqno >= voucher.voucher.seqno) {
+        return Ok(None);
+    }
+    let mut w = Writer::new();
+    w.fixed(record.get(..head).unwrap_or_default()).u8(1);
+    voucher.encode(&mut w);
+    w.u64(last_voucher_at.max(at)).fixed(r.rest());
+    Ok(Some(w.finish()))
 }
 
 pub(crate) fn decode_channel(bytes: &[u8]) -> Result<StoredChannel, StoreError> {
@@ -450,6 +480,23 @@ pub(crate) fn decode_client(bytes: &[u8]) -> Result<ClientChannel, StoreError> {
     Ok(c)
 }
 
+/// A channel paying worker `[2; 32]` from the client key `client`, for tests.
+#[cfg(test)]
+pub(crate) fn test_channel(client: [u8; 32], seed: u64, deposited: u64) -> StoredChannel {
+    use tycho_types::cell::HashBytes;
+    let params = ChannelParams {
+        client_key: client,
+        worker_key: [2; 32],
+        client: StdAddr::new(0, HashBytes([3; 32])),
+        worker: StdAddr::new(0, HashBytes([4; 32])),
+        dispute_window: 60,
+        seed,
+    };
+    let state = ChannelState { deposited, dispute_window: 60, ..Default::default() };
+    #[allow(clippy::unwrap_used)] // a test's channel
+    StoredChannel { channel: WorkerChannel::new(params, state).unwrap(), last_voucher_at: 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use cocoon_protocol::payments::voucher::Voucher;
@@ -463,19 +510,12 @@ mod tests {
     fn vouchers_channels_debts_and_claims_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let key = ed25519::Keypair::generate();
-        let params = ChannelParams {
-            client_key: key.public().to_bytes(),
-            worker_key: [2; 32],
-            client: StdAddr::new(0, HashBytes([3; 32])),
-            worker: StdAddr::new(0, HashBytes([4; 32])),
-            dispute_window: 60,
-            seed: 9,
-        };
-        let state = ChannelState { deposited: 1_000, dispute_window: 60, ..Default::default() };
-        let mut channel = WorkerChannel::new(params.clone(), state).unwrap();
-        let v = Voucher { channel: channel.address.clone(), cumulative: 40, seqno: 1 }.sign(&key).unwrap();
-        channel.accept(v.clone());
-        let stored = StoredChannel { channel, last_voucher_at: 77 };
+        let mut stored = test_channel(key.public().to_bytes(), 9, 1_000);
+        let params = stored.channel.params.clone();
+        let v =
+            Voucher { channel: stored.channel.address.clone(), cumulative: 40, seqno: 1 }.sign(&key).unwrap();
+        stored.channel.accept(v.clone());
+        stored.last_voucher_at = 77;
         {
             let book = Store::open(dir.path()).unwrap().payments().unwrap();
             book.accept_voucher(&stored, &v).unwrap();

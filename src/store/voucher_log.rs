@@ -11,8 +11,8 @@
 //! state, a co-signed close) is never touched by a fold, so folding a log twice, or after the
 //! node wrote newer records, changes nothing.
 //!
-//! Frame: `u32` payload length, `u32` CRC-32 of the payload, payload (`u32` record length, the
-//! channel record, the signed voucher), little-endian. A frame cut short or failing its checksum
+//! Frame: `u32` payload length, `u32` CRC-32 of the payload, payload (`u64` arrival time, `u32`
+//! record length, the channel record, the signed voucher), little-endian. A frame cut short or failing its checksum
 //! ends the log: it can only be the tail of a batch whose sync never finished, and none of that
 //! batch was acknowledged.
 
@@ -22,7 +22,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::StoreError;
-use super::payments::{PaymentBook, VoucherWrite, decode_channel, encode_channel};
+use super::payments::{PaymentBook, VoucherWrite, advance_record};
 
 /// The log's file name in the data directory.
 pub const FILE: &str = "vouchers.log";
@@ -42,6 +42,8 @@ pub struct VoucherLog {
     file: File,
     path: PathBuf,
     len: u64,
+    /// What the file holds, decoded (folded from memory; bounded by [`MAX_BYTES`] of file).
+    logged: Vec<VoucherWrite>,
     /// A failed write could not be cut off: nothing more is appended until a fold empties the log.
     broken: bool,
 }
@@ -55,8 +57,18 @@ impl VoucherLog {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let file = options.open(&path)?;
-        let len = file.metadata()?.len();
-        Ok(Self { file, path, len, broken: false })
+        let bytes = std::fs::read(&path)?;
+        let (logged, used) = parse(&bytes);
+        if used < bytes.len() {
+            tracing::warn!(
+                log = %path.display(),
+                ignored = bytes.len() - used,
+                "the voucher log ends in a damaged frame (a batch cut off by a crash, never acknowledged)"
+            );
+            // Appends go after whole frames only.
+            file.set_len(used as u64)?;
+        }
+        Ok(Self { file, path, len: used as u64, logged, broken: false })
     }
 
     /// Bytes in the log.
@@ -72,8 +84,10 @@ impl VoucherLog {
     /// Append `writes` and sync them: once this returns, every one survives a crash.
     pub fn append<'a>(&mut self, writes: impl IntoIterator<Item = &'a VoucherWrite>) -> std::io::Result<()> {
         let mut buf = Vec::new();
+        let mut added = Vec::new();
         for w in writes {
             frame(w, &mut buf);
+            added.push(w.clone());
         }
         let grown = self.len.saturating_add(buf.len() as u64);
         if grown > MAX_BYTES {
@@ -94,33 +108,20 @@ impl VoucherLog {
             return Err(e);
         }
         self.len = grown;
+        self.logged.append(&mut added);
         Ok(())
     }
 
     /// Fold everything logged into `book`'s trees, flush them, then empty the log. Returns the
     /// vouchers folded.
     pub fn fold_into(&mut self, book: &PaymentBook) -> Result<usize, StoreError> {
-        let writes = self.read()?;
-        fold(book, &writes)?;
+        fold(book, &self.logged)?;
+        // Not synced: a truncation lost in a crash only makes the next open fold these again,
+        // which changes nothing, and the next append's sync makes it durable anyway.
         self.file.set_len(0).map_err(|e| io(&self.path, e))?;
-        self.file.sync_all().map_err(|e| io(&self.path, e))?;
         self.len = 0;
         self.broken = false;
-        Ok(writes.len())
-    }
-
-    /// Every whole frame, in order (a damaged tail is reported and left out).
-    fn read(&self) -> Result<Vec<VoucherWrite>, StoreError> {
-        let bytes = std::fs::read(&self.path).map_err(|e| io(&self.path, e))?;
-        let (writes, used) = parse(&bytes);
-        if used < bytes.len() {
-            tracing::warn!(
-                log = %self.path.display(),
-                ignored = bytes.len() - used,
-                "the voucher log ends in a damaged frame (a batch cut off by a crash, never acknowledged)"
-            );
-        }
-        Ok(writes)
+        Ok(std::mem::take(&mut self.logged).len())
     }
 }
 
@@ -167,8 +168,9 @@ fn io(path: &Path, e: std::io::Error) -> StoreError {
 fn frame(w: &VoucherWrite, buf: &mut Vec<u8>) {
     let record = w.record();
     let voucher = w.voucher();
-    let payload_len = 4 + record.len() + voucher.len();
+    let payload_len = 12 + record.len() + voucher.len();
     let mut payload = Vec::with_capacity(payload_len);
+    payload.extend_from_slice(&w.at().to_le_bytes());
     payload.extend_from_slice(&u32::try_from(record.len()).unwrap_or(u32::MAX).to_le_bytes());
     payload.extend_from_slice(record);
     payload.extend_from_slice(voucher);
@@ -203,10 +205,11 @@ fn next_frame(bytes: &[u8], at: usize) -> Option<(VoucherWrite, usize)> {
     if usize::try_from(crc32fast::hash(payload)).ok()? != crc {
         return None;
     }
-    let record_len = usize::try_from(u32::from_le_bytes(payload.get(..4)?.try_into().ok()?)).ok()?;
-    let record = payload.get(4..4usize.checked_add(record_len)?)?;
-    let voucher = payload.get(4 + record_len..)?;
-    let write = VoucherWrite::from_parts(record.to_vec(), voucher.to_vec()).ok()?;
+    let at = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
+    let record_len = usize::try_from(u32::from_le_bytes(payload.get(8..12)?.try_into().ok()?)).ok()?;
+    let record = payload.get(12..12usize.checked_add(record_len)?)?;
+    let voucher = payload.get(12 + record_len..)?;
+    let write = VoucherWrite::from_parts(record.to_vec(), voucher, at).ok()?;
     Some((write, start + len))
 }
 
@@ -237,15 +240,11 @@ fn fold(book: &PaymentBook, writes: &[VoucherWrite]) -> Result<(), StoreError> {
 /// else the stored record naming `w`'s voucher if it names an older one (nothing else changes).
 fn merge(old: Option<&[u8]>, w: &VoucherWrite) -> Option<Vec<u8>> {
     let Some(old) = old else { return Some(w.record().to_vec()) };
-    let (Ok(mut stored), Ok(logged)) = (decode_channel(old), decode_channel(w.record())) else {
-        return Some(old.to_vec()); // unreadable: leave what is there for the operator to see
-    };
-    if stored.channel.latest().is_some_and(|v| v.voucher.seqno >= w.seqno()) {
-        return Some(old.to_vec());
+    match advance_record(old, w.signed(), w.at()) {
+        Ok(Some(advanced)) => Some(advanced),
+        // Already as new, or unreadable: leave what is there (for the operator to see).
+        Ok(None) | Err(_) => Some(old.to_vec()),
     }
-    stored.channel.best = Some(w.signed().clone());
-    stored.last_voucher_at = stored.last_voucher_at.max(logged.last_voucher_at);
-    Some(encode_channel(&stored))
 }
 
 #[cfg(test)]

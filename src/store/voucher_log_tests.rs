@@ -1,27 +1,14 @@
 //! Tests of the voucher log: what it holds survives a reopen, a torn tail is dropped, and folding
 //! never moves a record backwards.
 
-use cocoon_protocol::payments::channel::{ChannelParams, ChannelState};
-use cocoon_protocol::payments::ledger::WorkerChannel;
 use cocoon_protocol::payments::voucher::{SignedVoucher, Voucher};
 use libp2p::identity::ed25519;
-use tycho_types::cell::HashBytes;
-use tycho_types::models::StdAddr;
 
 use super::*;
 use crate::store::{Store, StoredChannel};
 
 fn channel(key: &ed25519::Keypair, seed: u64) -> StoredChannel {
-    let params = ChannelParams {
-        client_key: key.public().to_bytes(),
-        worker_key: [2; 32],
-        client: StdAddr::new(0, HashBytes([3; 32])),
-        worker: StdAddr::new(0, HashBytes([4; 32])),
-        dispute_window: 60,
-        seed,
-    };
-    let state = ChannelState { deposited: 1_000_000, dispute_window: 60, ..Default::default() };
-    StoredChannel { channel: WorkerChannel::new(params, state).unwrap(), last_voucher_at: 0 }
+    crate::store::payments::test_channel(key.public().to_bytes(), seed, 1_000_000)
 }
 
 /// `c` after accepting a voucher of `cumulative` at `seqno` (at time `at`), and its write.
