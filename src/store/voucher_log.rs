@@ -36,7 +36,8 @@ pub const MAX_BYTES: u64 = 64 << 20;
 /// One frame is a channel record and a voucher, a few hundred bytes: anything larger is damage.
 const MAX_FRAME: usize = 64 * 1024;
 
-/// The open log, appended to by the committer alone.
+/// The open log, appended to by the committer alone. There is one committer per open store, and
+/// the store's lock keeps a reopened store out until the last committer has folded and closed.
 #[derive(Debug)]
 pub struct VoucherLog {
     file: File,
