@@ -72,7 +72,7 @@ pub struct Committer {
 }
 
 /// Vouchers being verified now, on their way to the committer: a batch waits for them (up to
-/// [`MAX_LINGER`]) so that they share its flush instead of each starting another. The committer
+/// [`MAX_LINGER`]) so that they share its sync instead of each starting another. The committer
 /// sleeps while it waits and the last voucher handed over wakes it: no polling, so on one core
 /// the streams verify without the committer taking turns with them.
 #[derive(Debug, Default)]
@@ -105,7 +105,7 @@ impl Drop for Arriving {
 
 impl Committer {
     /// Start the committer thread over `channels`, writing to `book` and counting its batches
-    /// (one transaction and flush each) in `flushes`.
+    /// (one append and sync of the voucher log each) in `flushes`.
     pub fn start(book: PaymentBook, channels: Channels, flushes: Counter) -> std::io::Result<Self> {
         let (jobs, rx) = mpsc::channel(QUEUE);
         let arriving = Arc::new(Announced::default());

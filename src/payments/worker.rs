@@ -399,7 +399,7 @@ impl WorkerPayments {
             return self.holding(&admission.channel, VoucherRejection::BadSignature.to_string()).await;
         };
         // Let the other streams that are ready now verify theirs too (the ticket makes the batch
-        // wait for this one meanwhile): then they all share one flush, even on one core.
+        // wait for this one meanwhile): then they all share one sync, even on one core.
         tokio::task::yield_now().await;
         let channel = admission.channel.clone();
         let mut committed = self.committer.commit(ticket, channel.clone(), verified.clone(), invoiced).await;
