@@ -65,10 +65,14 @@ impl VoucherWrite {
     }
 
     fn with_record(record: Vec<u8>, signed: SignedVoucher, at: u64) -> Self {
-        let channel_key = key(&signed.voucher.channel);
-        let mut voucher_key = channel_key.clone();
-        voucher_key.extend_from_slice(&signed.voucher.seqno.to_be_bytes());
-        Self { channel_key, record, voucher_key, voucher: signed.to_bytes(), signed, at }
+        Self {
+            channel_key: key(&signed.voucher.channel),
+            record,
+            voucher_key: voucher_key(&signed),
+            voucher: signed.to_bytes(),
+            signed,
+            at,
+        }
     }
 
     /// Rebuild one from its encoded record, voucher and arrival time (as the voucher log keeps
@@ -126,6 +130,13 @@ fn key(addr: &StdAddr) -> Vec<u8> {
     w.finish()
 }
 
+/// A voucher's key in `pay-vouchers/v1`: its channel's key, then its seqno (big-endian: in order).
+fn voucher_key(v: &SignedVoucher) -> Vec<u8> {
+    let mut k = key(&v.voucher.channel);
+    k.extend_from_slice(&v.voucher.seqno.to_be_bytes());
+    k
+}
+
 fn codec(e: CodecError) -> StoreError {
     StoreError::Encode(e.to_string())
 }
@@ -153,35 +164,20 @@ pub(crate) fn encode_channel(c: &StoredChannel) -> Vec<u8> {
     w.finish()
 }
 
-/// `record` (an encoded channel) naming `voucher`, received at `at`, as its latest voucher;
-/// `None` if it names the same or a newer one already. Only the voucher and its time change, and
-/// the record is not decoded whole (that would derive the channel's address).
-pub(crate) fn advance_record(
-    record: &[u8],
-    voucher: &SignedVoucher,
-    at: u64,
-) -> Result<Option<Vec<u8>>, StoreError> {
-    let mut r = Reader::new(record);
-    r.u8("version").map_err(codec)?;
-    ChannelParams::decode(&mut r).map_err(codec)?;
-    r.array::<32>("chain state").map_err(codec)?;
-    let head = record.len().saturating_sub(r.rest().len());
-    let best = match r.u8("best").map_err(codec)? {
-        0 => None,
-        _ => Some(SignedVoucher::decode(&mut r).map_err(codec)?),
-    };
-    let last_voucher_at = r.u64("last voucher at").map_err(codec)?;
-    if best.is_some_and(|b| b.voucher.seqno >= voucher.voucher.seqno) {
-        return Ok(None);
-    }
-    let mut w = Writer::new();
-    w.fixed(record.get(..head).unwrap_or_default()).u8(1);
-    voucher.encode(&mut w);
-    w.u64(last_voucher_at.max(at)).fixed(r.rest());
-    Ok(Some(w.finish()))
+/// A channel record split into its fields, as [`encode_channel`] lays them out.
+struct RecordParts<'a> {
+    code: CodeVersion,
+    params: ChannelParams,
+    chain: ChannelState,
+    /// The bytes before the latest voucher (version, parameters, chain state).
+    head: &'a [u8],
+    best: Option<SignedVoucher>,
+    last_voucher_at: u64,
+    /// The bytes after `last_voucher_at` (the co-signed flag; nothing in older records).
+    tail: &'a [u8],
 }
 
-pub(crate) fn decode_channel(bytes: &[u8]) -> Result<StoredChannel, StoreError> {
+fn read_record(bytes: &[u8]) -> Result<RecordParts<'_>, StoreError> {
     let mut r = Reader::new(bytes);
     // The record's version byte is the contract version (1 before version 2 existed).
     let code = CodeVersion::from_u8(r.u8("version").map_err(codec)?)
@@ -194,12 +190,38 @@ pub(crate) fn decode_channel(bytes: &[u8]) -> Result<StoredChannel, StoreError> 
         close_started_at: r.u32("close started").map_err(codec)?,
         dispute_window: r.u32("window").map_err(codec)?,
     };
+    let head = bytes.get(..bytes.len().saturating_sub(r.rest().len())).unwrap_or_default();
     let best = match r.u8("best").map_err(codec)? {
         0 => None,
         _ => Some(SignedVoucher::decode(&mut r).map_err(codec)?),
     };
     let last_voucher_at = r.u64("last voucher at").map_err(codec)?;
-    // Records written before cooperative closes end here.
+    Ok(RecordParts { code, params, chain, head, best, last_voucher_at, tail: r.rest() })
+}
+
+/// `record` (an encoded channel) naming `voucher`, received at `at`, as its latest voucher;
+/// `None` if it names the same or a newer one already. Only the voucher and its time change, and
+/// the record is not decoded whole (that would derive the channel's address).
+pub(crate) fn advance_record(
+    record: &[u8],
+    voucher: &SignedVoucher,
+    at: u64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let parts = read_record(record)?;
+    if parts.best.is_some_and(|b| b.voucher.seqno >= voucher.voucher.seqno) {
+        return Ok(None);
+    }
+    let mut w = Writer::new();
+    w.fixed(parts.head).u8(1);
+    voucher.encode(&mut w);
+    w.u64(parts.last_voucher_at.max(at)).fixed(parts.tail);
+    Ok(Some(w.finish()))
+}
+
+pub(crate) fn decode_channel(bytes: &[u8]) -> Result<StoredChannel, StoreError> {
+    let RecordParts { code, params, chain, best, last_voucher_at, tail, .. } = read_record(bytes)?;
+    // Records written before cooperative closes end before the co-signed flag.
+    let mut r = Reader::new(tail);
     let co_signed = !r.is_empty() && r.u8("co-signed").map_err(codec)? != 0;
     r.finish().map_err(codec)?;
     let mut channel =
@@ -371,12 +393,10 @@ impl PaymentBook {
     /// claim sent again later must find exactly this voucher even after better ones arrived.
     pub fn decide_claim(&self, e: &ClaimEntry, voucher: &SignedVoucher) -> Result<(), StoreError> {
         let addr = &voucher.voucher.channel;
-        let mut voucher_key = key(addr);
-        voucher_key.extend_from_slice(&voucher.voucher.seqno.to_be_bytes());
         // Only where nothing is: an entry at this key starts with this very voucher (a fold's
         // run of vouchers is keyed by its first), and must not be cut down to it.
         let absent: Option<&[u8]> = None;
-        let _ = self.vouchers.compare_and_swap(voucher_key, absent, Some(voucher.to_bytes()))?;
+        let _ = self.vouchers.compare_and_swap(voucher_key(voucher), absent, Some(voucher.to_bytes()))?;
         self.put_claim(addr, e)
     }
 
