@@ -9,6 +9,9 @@
 //! - [`service`]: gossip validation of records and publication of the worker's own.
 //! - [`policy_file`]: the policy TOML file and its optional governance signature.
 //! - [`provider`]: producing evidence: configfs-tsm TDX quotes, or labelled simulated evidence.
+//! - [`snp`]: verification of AMD SEV-SNP reports: the VCEK chain up to AMD's pinned roots at a
+//!   given time, the report's signature over its raw bytes, the VCEK's chip and TCB, the expected
+//!   report data and an SNP policy (not yet wired into records or the node).
 //! - [`tdx`]: verification of Intel TDX quotes: first what the quote's bytes alone decide (the
 //!   sender's fault when it fails), then `dcap-qvl` against collateral (Intel's signed TCB info,
 //!   QE identity and CRLs) at a given time, so verification is reproducible offline.
@@ -24,5 +27,6 @@ pub mod pccs;
 pub mod policy_file;
 pub mod provider;
 pub mod service;
+pub mod snp;
 pub mod tdx;
 pub mod verifier;
