@@ -25,10 +25,10 @@ pub const INTEL_ROOT_CA_KEY: [u8; 65] = [
 /// certificate, PCK CA, root); `dcap-qvl` refuses more than four intermediates.
 pub const MAX_CHAIN: usize = 5;
 
-const SEQUENCE: u8 = 0x30;
-const BIT_STRING: u8 = 0x03;
-const INTEGER: u8 = 0x02;
-const EXPLICIT_VERSION: u8 = 0xa0;
+pub(super) const SEQUENCE: u8 = 0x30;
+pub(super) const BIT_STRING: u8 = 0x03;
+pub(super) const INTEGER: u8 = 0x02;
+pub(super) const EXPLICIT_VERSION: u8 = 0xa0;
 const UTC_TIME: u8 = 0x17;
 const GENERALIZED_TIME: u8 = 0x18;
 
@@ -43,18 +43,18 @@ pub enum PkiError {
     Signature(&'static str),
 }
 
-/// One DER element.
+/// One DER element (also read by the GPU certificate checks in `gpu_cert`).
 #[derive(Debug, Clone, Copy)]
-struct Tlv<'a> {
-    tag: u8,
+pub(super) struct Tlv<'a> {
+    pub(super) tag: u8,
     /// Contents.
-    body: &'a [u8],
+    pub(super) body: &'a [u8],
     /// Tag, length and contents: what a signature over the element covers.
-    whole: &'a [u8],
+    pub(super) whole: &'a [u8],
 }
 
 /// The first element of `input` and what follows it.
-fn read(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
+pub(super) fn read(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
     let (&tag, rest) = input.split_first()?;
     if tag & 0x1f == 0x1f {
         return None; // multi-byte tags do not occur in certificates and CRLs
@@ -75,12 +75,12 @@ fn read(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
     Some((Tlv { tag, body, whole }, after))
 }
 
-fn expect(input: &[u8], tag: u8) -> Option<(Tlv<'_>, &[u8])> {
+pub(super) fn expect(input: &[u8], tag: u8) -> Option<(Tlv<'_>, &[u8])> {
     read(input).filter(|(t, _)| t.tag == tag)
 }
 
 /// Contents of a BIT STRING without unused bits.
-fn bits(body: &[u8]) -> Option<&[u8]> {
+pub(super) fn bits(body: &[u8]) -> Option<&[u8]> {
     match body.split_first()? {
         (0, bits) => Some(bits),
         _ => None,
@@ -139,7 +139,7 @@ impl<'a> Signed<'a> {
 }
 
 /// Unix seconds of a UTCTime or GeneralizedTime in the `Z` form DER requires.
-fn der_time(t: &Tlv<'_>) -> Option<u64> {
+pub(super) fn der_time(t: &Tlv<'_>) -> Option<u64> {
     let text = std::str::from_utf8(t.body).ok()?;
     let (year, rest) = match t.tag {
         UTC_TIME => {

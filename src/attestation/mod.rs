@@ -2,6 +2,8 @@
 //! `cocoon_protocol::attestation::policy` judges.
 //!
 //! - [`collateral`]: collateral for TDX quotes from memory, the store or a PCCS ([`pccs`]).
+//! - [`gpu`]: verification of one NVIDIA Hopper GPU's evidence (SPDM attestation report and
+//!   certificate chain) against NVIDIA's pinned device root, offline at a given time.
 //! - [`judge`]: the verdict (accept, ignore, reject) on a record received from a peer.
 //! - [`intel_pki`]: Intel's certificates, CRLs and signatures checked up to its pinned root, with
 //!   no collateral or clock (what makes a quote or collateral forged rather than stale).
@@ -20,6 +22,7 @@
 //! [`EvidenceClaims`]: cocoon_protocol::attestation::policy::EvidenceClaims
 
 pub mod collateral;
+pub mod gpu;
 pub mod intel_pki;
 pub mod judge;
 pub mod known;

@@ -6,6 +6,7 @@ pub mod adversary;
 pub mod chain;
 pub mod dcap_samples;
 pub mod differential;
+pub mod gpu_samples;
 pub mod inference;
 pub mod inproc;
 pub mod npm;
