@@ -20,13 +20,15 @@ use crate::api::admin::{self, AdminState};
 use crate::api::admin_control::AdminControl;
 use crate::api::openai::{self, ApiState};
 use crate::attestation::collateral::CollateralSource;
+use crate::attestation::gpu_provider::{GpuProvider, NoGpus, SimulatedGpus};
 use crate::attestation::pccs::{PccsClient, PccsError};
-use crate::attestation::policy_file::{PolicyFileError, load_policy};
+use crate::attestation::policy_file::{PolicyFileError, load_policies};
 use crate::attestation::provider::{ConfigfsTsm, SimulatedTee, TeeProvider};
 use crate::attestation::service::{self, AttestationHandle, OwnRecord, ServiceError};
+use crate::attestation::snp::SnpPolicy;
 use crate::attestation::verifier::Verifier;
 use crate::chain::SharedChain;
-use crate::config::{Config, ConfigError, Role, TeeKind};
+use crate::config::{Config, ConfigError, GpuKind, Role, TeeKind};
 use crate::inference::client::InferenceClient;
 use crate::inference::setup::{self, SetupError};
 use crate::inference::worker;
@@ -34,6 +36,7 @@ use crate::network::bootstrap::{self, BootstrapError};
 use crate::network::{self, JoinConfig, NetworkConfig, NetworkError, NetworkHandle, TransportKind};
 use crate::payments;
 use crate::store::{self, Store, StoreError};
+use cocoon_protocol::attestation::gpu_policy::GpuRequirement;
 use cocoon_protocol::attestation::record::ModelOffer;
 
 /// Peers remembered from earlier runs that a starting node dials.
@@ -202,9 +205,9 @@ impl Node {
         };
         let peer_id = keypair.public().to_peer_id();
         let keypair_for_payments = keypair.clone();
-        let policy = attestation_policy(&config)?;
+        let (policy, snp_policy) = attestation_policy(&config)?;
         crate::devnet::hint_strict_joiner(&bootstrap, policy.allow_simulated);
-        let verifier = Arc::new(Verifier::new(policy, VERIFIER_CACHE));
+        let verifier = Arc::new(Verifier::new(policy, VERIFIER_CACHE).with_snp_policy(snp_policy));
         // Models are hashed and loaded before the node announces anything, so the record's offers
         // are exactly what this worker can serve.
         let mut offers = if config.has_role(Role::Worker) {
@@ -471,10 +474,11 @@ impl Node {
     }
 }
 
-/// The policy this node applies to workers' records.
+/// The policies this node applies to workers' records (the SEV-SNP one apart: it reads verified
+/// reports).
 fn attestation_policy(
     config: &Config,
-) -> Result<cocoon_protocol::attestation::policy::AttestationPolicy, NodeError> {
+) -> Result<(cocoon_protocol::attestation::policy::AttestationPolicy, SnpPolicy), NodeError> {
     let a = &config.attestation;
     let governance = match &a.governance_key {
         None => None,
@@ -486,8 +490,8 @@ fn attestation_policy(
             })?)
         }
     };
-    let mut policy = match &a.policy_file {
-        Some(path) => load_policy(path, governance.as_ref())?,
+    let (mut policy, snp) = match &a.policy_file {
+        Some(path) => load_policies(path, governance.as_ref())?,
         None if governance.is_some() => {
             return Err(
                 ConfigError::Invalid("attestation.governance_key is set but no policy_file".into()).into()
@@ -499,7 +503,14 @@ fn attestation_policy(
     if policy.allow_simulated {
         tracing::warn!("this node accepts SIMULATED attestation evidence (development only)");
     }
-    Ok(policy)
+    if let Some(require) = &a.require_gpu {
+        policy.gpu.require = GpuRequirement::from_name(require).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "attestation.require_gpu = {require:?}: use \"none\", \"any\" or \"cc\""
+            ))
+        })?;
+    }
+    Ok((policy, snp))
 }
 
 /// Collateral for TDX quotes: the store's cache, refreshed from the configured PCCS (if any).
@@ -525,9 +536,23 @@ pub(crate) fn own_record(
     let dir = &config.node.data_dir;
     let tee: Arc<dyn TeeProvider> = match config.worker.tee {
         TeeKind::Tdx => Arc::new(ConfigfsTsm::default()),
+        TeeKind::SevSnp => {
+            return Err(ConfigError::Invalid("worker.tee = \"sev-snp\" is not wired yet".into()).into());
+        }
         TeeKind::Simulated => {
             tracing::warn!("worker publishes SIMULATED attestation evidence: strict peers will refuse it");
             Arc::new(SimulatedTee::new(store::load_or_create_simulator_key(dir)?))
+        }
+    };
+    let gpus: Arc<dyn GpuProvider> = match config.worker.gpus {
+        GpuKind::None => Arc::new(NoGpus),
+        GpuKind::Nvidia => {
+            return Err(ConfigError::Invalid("worker.gpus = \"nvidia\" is not wired yet".into()).into());
+        }
+        GpuKind::Simulated => {
+            tracing::warn!("worker publishes SIMULATED GPU evidence: strict peers will refuse it");
+            let key = store::load_or_create_simulator_key(dir)?;
+            Arc::new(SimulatedGpus::new(key, config.worker.simulated_gpus))
         }
     };
     Ok(Some(OwnRecord {
@@ -537,6 +562,7 @@ pub(crate) fn own_record(
         terms: config.payments.worker_terms(),
         offers,
         tee,
+        gpus,
         validity: Duration::from_secs(config.worker.record_validity_secs),
     }))
 }

@@ -198,6 +198,7 @@ async fn a_node_publishing_a_forged_record_is_blocked_by_every_receiver() {
             &ed25519::Keypair::generate(),
             [0; 64],
         ))),
+        gpus: vec![],
         issued_at: cocoon::clock::unix_now(),
         expires_at: cocoon::clock::unix_now() + 600,
     };
@@ -278,6 +279,7 @@ async fn unverifiable_tdx_evidence_is_ignored_and_forged_tdx_evidence_blocks_its
             terms: PaymentTerms::Unstated,
             offers: vec![],
             evidence: TeeEvidence::Tdx { quote },
+            gpus: vec![],
             issued_at,
             expires_at: issued_at + 600,
         };

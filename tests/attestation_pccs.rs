@@ -276,6 +276,7 @@ async fn judging_a_tdx_record_fetches_its_collateral() {
         terms: PaymentTerms::Unstated,
         offers: vec![],
         evidence: TeeEvidence::Tdx { quote: quote.clone() },
+        gpus: vec![],
         issued_at: now,
         expires_at: now + 3600,
     };

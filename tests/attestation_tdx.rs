@@ -41,7 +41,7 @@ fn v4_and_v5_sample_quotes_verify_inside_their_collateral_window() {
         let (quote, collateral) = load(name);
         let (from, until) = window(&collateral);
         let claims = verify_quote(&quote, &collateral, from + 3600).unwrap();
-        assert!(!claims.simulated);
+        assert!(!claims.simulated());
         let mrtd = hex::encode(claims.mrtd);
         assert!(mrtd.starts_with(mrtd_prefix), "{name}: MRTD {mrtd}");
         println!("{name}: TCB {} MRTD {mrtd} valid {from}..{until}", claims.tcb_status);
@@ -77,11 +77,12 @@ fn report_data_of_another_record_is_a_mismatch() {
         terms: PaymentTerms::Unstated,
         offers: vec![],
         evidence: TeeEvidence::Tdx { quote: quote.clone() },
+        gpus: vec![],
         issued_at: now,
         expires_at: now + 3600,
     };
     assert_ne!(expected_report_data(&record), claims.report_data);
-    assert_eq!(check(&policy_for(&claims), &record, &claims, now), Err(Rejection::ReportDataMismatch));
+    assert_eq!(check(&policy_for(&claims), &record, &claims, &[], now), Err(Rejection::ReportDataMismatch));
 }
 
 #[test]
@@ -92,13 +93,13 @@ fn disallowed_mrtd_and_outdated_tcb_are_refused_by_policy() {
     let claims = verify_quote(&quote, &collateral, now).unwrap();
     let (record, rebound) = rebind(&claims, now);
     assert_eq!(
-        check(&policy_for(&claims), &record, &rebound, now),
+        check(&policy_for(&claims), &record, &rebound, &[], now),
         Ok(()),
         "control: the rebound quote passes"
     );
     let mut other_image = policy_for(&claims);
     other_image.allowed_images[0].mrtd[0] ^= 0xff;
-    assert!(matches!(check(&other_image, &record, &rebound, now), Err(Rejection::MrtdNotAllowed(_))));
+    assert!(matches!(check(&other_image, &record, &rebound, &[], now), Err(Rejection::MrtdNotAllowed(_))));
 
     // The outdated sample's platform TCB is below every level Intel lists: DCAP itself refuses
     // it (no TCB override is compiled in), whatever the policy.
@@ -112,7 +113,7 @@ fn disallowed_mrtd_and_outdated_tcb_are_refused_by_policy() {
     // A TCB status the policy does not accept (the sample is UpToDate; require something else).
     let picky =
         AttestationPolicy { accepted_tcb_statuses: vec!["SWHardeningNeeded".into()], ..policy_for(&claims) };
-    assert_eq!(check(&picky, &record, &rebound, now), Err(Rejection::TcbStatus("UpToDate".into())));
+    assert_eq!(check(&picky, &record, &rebound, &[], now), Err(Rejection::TcbStatus("UpToDate".into())));
 }
 
 /// A fresh record and a copy of `claims` rebound to it (report data replaced by the record's
@@ -125,6 +126,7 @@ fn rebind(claims: &EvidenceClaims, now: u64) -> (AttestationRecord, EvidenceClai
         terms: PaymentTerms::Unstated,
         offers: vec![],
         evidence: TeeEvidence::Tdx { quote: vec![] },
+        gpus: vec![],
         issued_at: now,
         expires_at: now + 3600,
     };

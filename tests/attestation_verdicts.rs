@@ -36,6 +36,7 @@ fn record(quote: &[u8], now: u64) -> (SignedRecord, Keypair) {
         terms: PaymentTerms::Unstated,
         offers: vec![],
         evidence: TeeEvidence::Tdx { quote: quote.to_vec() },
+        gpus: vec![],
         issued_at: now,
         expires_at: now + 3600,
     };

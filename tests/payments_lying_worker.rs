@@ -61,6 +61,7 @@ fn record(dir: &std::path::Path, payout: &str, issued_at: u64) -> Vec<u8> {
             max_concurrent: 4,
         }],
         tee: Arc::new(SimulatedTee::new(libp2p::identity::ed25519::Keypair::generate())),
+        gpus: std::sync::Arc::new(cocoon::attestation::gpu_provider::NoGpus),
         validity: Duration::from_secs(3600),
     };
     own.build(issued_at).unwrap().encode()

@@ -73,6 +73,7 @@ const KNOWN: &[&str] = &[
     "metadata",
     "service_tier",
     "cocoon_max_price",
+    "cocoon_require_gpu",
 ];
 
 fn parse(body: &[u8], state: &ApiState) -> Result<Parsed, Invalid> {
@@ -138,6 +139,7 @@ fn parse(body: &[u8], state: &ApiState) -> Result<Parsed, Invalid> {
         stream: map.get("stream").and_then(Value::as_bool).unwrap_or(false),
         include_usage: true,
         max_price,
+        require_gpu: super::openai_request::require_gpu(&map)?,
     })
 }
 

@@ -16,7 +16,8 @@ use super::openai_render::{cocoon_json, summed_usage};
 use super::openai_request::{Invalid, Parsed, invalid, object};
 use super::openai_stream::gather;
 
-const KNOWN: &[&str] = &["model", "input", "encoding_format", "dimensions", "user", "cocoon_max_price"];
+const KNOWN: &[&str] =
+    &["model", "input", "encoding_format", "dimensions", "user", "cocoon_max_price", "cocoon_require_gpu"];
 
 /// `POST /v1/embeddings`.
 pub async fn create(
@@ -111,6 +112,7 @@ fn parse(body: &[u8]) -> Result<(Parsed, bool), Invalid> {
         stream: false,
         include_usage: false,
         max_price,
+        require_gpu: super::openai_request::require_gpu(&map)?,
     };
     Ok((parsed, base64))
 }

@@ -13,6 +13,7 @@
 //! is discarded and the request goes to another worker. A caller that disconnects cancels the
 //! request, and the worker stops generating.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,7 +23,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cocoon_protocol::attestation::gpu_policy::GpuRequirement;
 use cocoon_protocol::inference::messages::{ErrorCode, Request};
+use libp2p::PeerId;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -109,6 +112,7 @@ impl From<InferenceError> for ApiError {
             InferenceError::NoEligibleWorker(_) => {
                 (S::SERVICE_UNAVAILABLE, "server_error", "no_eligible_worker")
             }
+            InferenceError::NoGpuWorker { .. } => (S::SERVICE_UNAVAILABLE, "server_error", "no_gpu_worker"),
             InferenceError::Busy(_) => (S::TOO_MANY_REQUESTS, "rate_limit_error", "workers_busy"),
             InferenceError::Refused { code, .. } => match code {
                 ErrorCode::TooLarge => (S::BAD_REQUEST, "invalid_request_error", "context_length_exceeded"),
@@ -219,11 +223,31 @@ async fn models(State(state): State<ApiState>) -> Response {
                     // Requests waiting in its workers' queues, as they last told this node.
                     "queued": offers.iter().map(|(peer, _)| u64::from(state.client.queued(peer))).sum::<u64>(),
                     "slots": offers.iter().map(|(_, o)| u64::from(o.max_concurrent)).sum::<u64>(),
+                    "hardware": hardware(&state.client, offers.iter().map(|(peer, _)| peer)),
                 },
             })
         })
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// What the workers of one model run on: how many per TEE (`tdx`, `sev-snp`, `simulated`), how
+/// many have a GPU, how many only confidential GPUs (what `cocoon_require_gpu` = `any` and `cc`
+/// select), and their GPUs by kind (`hopper`, `hopper (simulated)`, or a non-confidential GPU's
+/// name).
+fn hardware<'a>(client: &InferenceClient, workers: impl Iterator<Item = &'a PeerId>) -> Value {
+    let (mut tee, mut gpus) = (BTreeMap::<&str, u64>::new(), BTreeMap::<String, u64>::new());
+    let (mut with_gpu, mut confidential) = (0u64, 0u64);
+    for signed in workers.filter_map(|peer| client.worker_record(peer)) {
+        let record = signed.record();
+        *tee.entry(record.evidence.kind_name()).or_default() += 1;
+        with_gpu += u64::from(GpuRequirement::Any.met_by(&record.gpus));
+        confidential += u64::from(GpuRequirement::Cc.met_by(&record.gpus));
+        for gpu in &record.gpus {
+            *gpus.entry(gpu.label()).or_default() += 1;
+        }
+    }
+    json!({"tee": tee, "gpu_workers": with_gpu, "gpu_cc_workers": confidential, "gpus": gpus})
 }
 
 /// The full model id `requested` names: itself, or the only verified model with that name.
@@ -325,7 +349,8 @@ fn start(state: &ApiState, parsed: &Parsed, kind: Kind, prefix: &str) -> Result<
             };
             let (tx, rx) = mpsc::channel::<Delta>(32);
             let client = state.client.clone();
-            let task = tokio::spawn(async move { client.complete(request, tx, delivery).await });
+            let gpu = parsed.require_gpu;
+            let task = tokio::spawn(async move { client.complete_with(request, tx, delivery, gpu).await });
             let meta = Meta { id: id.clone(), model: model_id.clone(), created, kind, index };
             Answer { meta, rx, task }
         })

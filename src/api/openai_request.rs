@@ -6,6 +6,7 @@
 //! `seed` is used only with temperature 0 (greedy decoding is reproducible; mistral.rs cannot
 //! seed one request's sampling), and refused otherwise. See `docs/api.md` for the full table.
 
+use cocoon_protocol::attestation::gpu_policy::GpuRequirement;
 use cocoon_protocol::inference::messages::{MAX_STOP, MAX_STOP_LEN, Prompt, Sampling, Shape};
 use serde_json::Value;
 
@@ -35,6 +36,7 @@ const COMMON: &[&str] = &[
     "logit_bias",
     "logprobs",
     "cocoon_max_price",
+    "cocoon_require_gpu",
 ];
 /// Parameters only chat completions use.
 const CHAT: &[&str] =
@@ -85,6 +87,20 @@ pub struct Parsed {
     pub include_usage: bool,
     /// Price cap from the `cocoon_max_price` extension (nanotons), if given.
     pub max_price: Option<u64>,
+    /// What the serving worker's GPUs must be, from the `cocoon_require_gpu` extension
+    /// (`"none"`, `"any"`, `"cc"`; default `"none"`).
+    pub require_gpu: GpuRequirement,
+}
+
+/// The `cocoon_require_gpu` extension of `map`.
+pub(super) fn require_gpu(map: &serde_json::Map<String, Value>) -> Result<GpuRequirement, Invalid> {
+    match map.get("cocoon_require_gpu") {
+        None | Some(Value::Null) => Ok(GpuRequirement::None),
+        Some(Value::String(name)) => GpuRequirement::from_name(name).ok_or_else(|| {
+            invalid("cocoon_require_gpu", "cocoon_require_gpu must be \"none\", \"any\" or \"cc\"")
+        }),
+        Some(_) => Err(invalid("cocoon_require_gpu", "cocoon_require_gpu must be a string")),
+    }
 }
 
 /// Parse a JSON body.
@@ -124,6 +140,7 @@ struct Common {
     stream: bool,
     include_usage: bool,
     max_price: Option<u64>,
+    require_gpu: GpuRequirement,
 }
 
 fn common(map: &serde_json::Map<String, Value>, limits: &RequestLimits) -> Result<Common, Invalid> {
@@ -217,13 +234,25 @@ fn common(map: &serde_json::Map<String, Value>, limits: &RequestLimits) -> Resul
     };
     let sampling =
         Sampling { temperature, top_p, top_k, stop, presence_penalty, frequency_penalty, repetition_penalty };
-    Ok(Common { model, n, max_tokens, sampling, stream, include_usage, max_price })
+    let require_gpu = require_gpu(map)?;
+    Ok(Common { model, n, max_tokens, sampling, stream, include_usage, max_price, require_gpu })
 }
 
 impl Common {
     fn into_parsed(self, prompt: Prompt, shape: Shape) -> Parsed {
-        let Common { model, n, max_tokens, sampling, stream, include_usage, max_price } = self;
-        Parsed { model, prompt, max_tokens, sampling, shape, n, stream, include_usage, max_price }
+        let Common { model, n, max_tokens, sampling, stream, include_usage, max_price, require_gpu } = self;
+        Parsed {
+            model,
+            prompt,
+            max_tokens,
+            sampling,
+            shape,
+            n,
+            stream,
+            include_usage,
+            max_price,
+            require_gpu,
+        }
     }
 }
 

@@ -59,6 +59,7 @@ const KNOWN: &[&str] = &[
     "service_tier",
     "truncation",
     "cocoon_max_price",
+    "cocoon_require_gpu",
 ];
 
 /// The request as the chat completion it amounts to, parsed by the same rules.
@@ -86,6 +87,7 @@ fn parse(body: &[u8], state: &ApiState) -> Result<Parsed, Invalid> {
         "tool_choice",
         "parallel_tool_calls",
         "cocoon_max_price",
+        "cocoon_require_gpu",
     ] {
         if let Some(v) = map.get(key) {
             chat.insert(key.into(), v.clone());

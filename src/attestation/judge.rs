@@ -27,7 +27,7 @@ use libp2p::PeerId;
 use super::collateral::CollateralSource;
 use super::known::KnownWorkers;
 use super::tdx::Collateral;
-use super::verifier::{Verifier, VerifyError};
+use super::verifier::{Inputs, Verifier, VerifyError};
 
 /// A verdict on one record.
 #[derive(Debug)]
@@ -71,32 +71,29 @@ pub fn assess(
     collateral: Option<&Collateral>,
     now: u64,
 ) -> Judgement {
-    match verifier.verify_record(signed.record(), collateral, now) {
+    assess_with(signed, verifier, Inputs::collateral(collateral), now)
+}
+
+/// [`assess`] with everything verification may need ([`Inputs`]).
+pub fn assess_with(signed: SignedRecord, verifier: &Verifier, inputs: Inputs<'_>, now: u64) -> Judgement {
+    match verifier.verify_record_with(signed.record(), inputs, now) {
         Ok(_) => Judgement::Accept(Box::new(signed)),
         Err(e) => verdict(e),
     }
 }
 
 /// The verdict on evidence that did not pass: [`Judgement::Reject`] (a penalty for the sender)
-/// only for what is the record's own fault under any collateral and verifier version.
+/// only for what is the record's own fault under any collateral, policy and verifier version
+/// ([`VerifyError::is_senders_fault`]).
 pub fn verdict(error: VerifyError) -> Judgement {
-    let senders_fault = match &error {
-        VerifyError::Quote(quote) => quote.is_senders_fault(),
-        VerifyError::NoCollateral => false,
-        VerifyError::Policy(Rejection::ReportDataMismatch | Rejection::SimulatedSignatureInvalid) => true,
-        VerifyError::Policy(Rejection::SimulatedNotAllowed) => return Judgement::IgnoreSimulated,
-        VerifyError::Policy(
-            Rejection::TcbStatus(_)
-            | Rejection::MrtdNotAllowed(_)
-            | Rejection::ImageHashNotAllowed(_)
-            | Rejection::RtmrMismatch { .. }
-            | Rejection::NotYetValid
-            | Rejection::Expired
-            | Rejection::TooOld
-            | Rejection::ValidityTooLong,
-        ) => false,
-    };
-    if senders_fault { Judgement::Reject(error.to_string()) } else { Judgement::Ignore(error.to_string()) }
+    if matches!(error, VerifyError::Policy(Rejection::SimulatedNotAllowed)) {
+        return Judgement::IgnoreSimulated;
+    }
+    if error.is_senders_fault() {
+        Judgement::Reject(error.to_string())
+    } else {
+        Judgement::Ignore(error.to_string())
+    }
 }
 
 /// Judge `data` published by `author` at `now`, fetching collateral if a TDX quote needs it.
@@ -127,7 +124,7 @@ pub async fn judge(
                 }
             }
         }
-        TeeEvidence::Simulated(_) => None,
+        TeeEvidence::Simulated(_) | TeeEvidence::SevSnp(_) => None,
     };
     assess(signed, verifier, fetched.as_deref(), now)
 }
@@ -147,7 +144,7 @@ pub fn judge_cached(
     };
     let held = match &signed.record().evidence {
         TeeEvidence::Tdx { quote } => collateral.cached(quote, now),
-        TeeEvidence::Simulated(_) => None,
+        TeeEvidence::Simulated(_) | TeeEvidence::SevSnp(_) => None,
     };
     assess(signed, verifier, held.as_deref(), now)
 }

@@ -23,6 +23,7 @@
 
 pub mod collateral;
 pub mod gpu;
+pub mod gpu_provider;
 pub mod intel_pki;
 pub mod judge;
 pub mod known;
@@ -32,4 +33,5 @@ pub mod provider;
 pub mod service;
 pub mod snp;
 pub mod tdx;
+pub mod tee_claims;
 pub mod verifier;

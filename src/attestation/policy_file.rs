@@ -15,6 +15,17 @@
 //! [[images]]                           # or: the whole image by one hash
 //! name = "cocoon-worker 0.1.1"
 //! image_hash = "…"                     # SHA-384(MRTD ‖ RTMR0‖…‖RTMR3), 96 hex digits
+//!
+//! [snp]                                # AMD SEV-SNP workers (none accepted without a measurement)
+//! allowed_measurements = ["…"]         # launch measurements, 96 hex digits each
+//! allowed_products = ["milan", "genoa", "turin"]   # default: all three
+//! allowed_vmpls = [0]                  # default [0]
+//! min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }   # default all 0 (fmc: Turin)
+//!
+//! [gpu]
+//! require = "none"                     # "none", "any" (a GPU) or "cc" (every GPU confidential)
+//! allowed_architectures = []           # e.g. ["hopper"]; empty: any this build verifies
+//! allowed_driver_versions = []         # e.g. ["550", "560.35.03"]; whole components; empty: any
 //! ```
 //!
 //! A node configured with a governance key requires `FILE.sig` next to the policy: the hex
@@ -23,8 +34,11 @@
 
 use std::path::{Path, PathBuf};
 
+use cocoon_protocol::attestation::gpu_policy::{GpuPolicy, GpuRequirement};
 use cocoon_protocol::attestation::policy::{AllowedImage, AllowedImageHash, AttestationPolicy};
-use cocoon_protocol::attestation::record::Measurement;
+use cocoon_protocol::attestation::record::{GpuArchitecture, Measurement};
+
+use super::snp::{SnpPolicy, SnpProduct, SnpTcb};
 use libp2p::identity::ed25519;
 use serde::Deserialize;
 
@@ -73,6 +87,47 @@ struct PolicyToml {
     clock_skew_secs: u64,
     #[serde(default)]
     images: Vec<ImageToml>,
+    #[serde(default)]
+    snp: SnpToml,
+    #[serde(default)]
+    gpu: GpuToml,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SnpToml {
+    #[serde(default)]
+    allowed_measurements: Vec<String>,
+    allowed_products: Option<Vec<String>>,
+    allowed_vmpls: Option<Vec<u32>>,
+    #[serde(default)]
+    min_tcb: TcbToml,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TcbToml {
+    #[serde(default)]
+    fmc: u8,
+    #[serde(default)]
+    bootloader: u8,
+    #[serde(default)]
+    tee: u8,
+    #[serde(default)]
+    snp: u8,
+    #[serde(default)]
+    microcode: u8,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GpuToml {
+    #[serde(default)]
+    require: Option<String>,
+    #[serde(default)]
+    allowed_architectures: Vec<String>,
+    #[serde(default)]
+    allowed_driver_versions: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -99,9 +154,16 @@ fn measurement(what: &str, text: &str) -> Result<Measurement, String> {
     bytes.try_into().map_err(|b: Vec<u8>| format!("{what}: {} bytes, expected 48 (96 hex digits)", b.len()))
 }
 
-/// Parse policy TOML text.
+/// Parse policy TOML text (its SEV-SNP part: [`parse_policies`]).
 pub fn parse_policy(text: &str) -> Result<AttestationPolicy, String> {
+    parse_policies(text).map(|(policy, _)| policy)
+}
+
+/// Parse policy TOML text: the attestation policy and the SEV-SNP policy.
+pub fn parse_policies(text: &str) -> Result<(AttestationPolicy, SnpPolicy), String> {
     let raw: PolicyToml = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+    let snp = snp_policy(raw.snp)?;
+    let gpu = gpu_policy(raw.gpu)?;
     let (mut images, mut hashes) = (Vec::new(), Vec::new());
     for image in raw.images {
         let mrtd = match (&image.mrtd, &image.image_hash) {
@@ -127,7 +189,7 @@ pub fn parse_policy(text: &str) -> Result<AttestationPolicy, String> {
         };
         images.push(AllowedImage { name: image.name, mrtd, rtmr });
     }
-    Ok(AttestationPolicy {
+    let policy = AttestationPolicy {
         allowed_images: images,
         allowed_image_hashes: hashes,
         accepted_tcb_statuses: raw.accepted_tcb_statuses,
@@ -135,7 +197,58 @@ pub fn parse_policy(text: &str) -> Result<AttestationPolicy, String> {
         max_validity_secs: raw.max_validity_secs,
         clock_skew_secs: raw.clock_skew_secs,
         allow_simulated: raw.allow_simulated,
+        gpu,
+    };
+    Ok((policy, snp))
+}
+
+fn snp_policy(raw: SnpToml) -> Result<SnpPolicy, String> {
+    let defaults = SnpPolicy::default();
+    let allowed_measurements = raw
+        .allowed_measurements
+        .iter()
+        .enumerate()
+        .map(|(i, m)| measurement(&format!("snp.allowed_measurements[{i}]"), m))
+        .collect::<Result<_, _>>()?;
+    let allowed_products = match raw.allowed_products {
+        None => defaults.allowed_products,
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                SnpProduct::from_name(n).ok_or_else(|| format!("snp.allowed_products: unknown product {n:?}"))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let t = raw.min_tcb;
+    Ok(SnpPolicy {
+        min_tcb: SnpTcb {
+            fmc: t.fmc,
+            bootloader: t.bootloader,
+            tee: t.tee,
+            snp: t.snp,
+            microcode: t.microcode,
+        },
+        allowed_vmpls: raw.allowed_vmpls.unwrap_or(defaults.allowed_vmpls),
+        allow_debug: false,
+        allowed_measurements,
+        allowed_products,
     })
+}
+
+fn gpu_policy(raw: GpuToml) -> Result<GpuPolicy, String> {
+    let require = match raw.require.as_deref() {
+        None => GpuRequirement::None,
+        Some(name) => GpuRequirement::from_name(name)
+            .ok_or_else(|| format!("gpu.require: {name:?} is not \"none\", \"any\" or \"cc\""))?,
+    };
+    let allowed_architectures = raw
+        .allowed_architectures
+        .iter()
+        .map(|n| {
+            GpuArchitecture::from_name(n).ok_or_else(|| format!("gpu.allowed_architectures: unknown {n:?}"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(GpuPolicy { require, allowed_architectures, allowed_driver_versions: raw.allowed_driver_versions })
 }
 
 /// Load a policy file; with `governance`, require a valid `FILE.sig` by that key.
@@ -143,6 +256,14 @@ pub fn load_policy(
     path: &Path,
     governance: Option<&ed25519::PublicKey>,
 ) -> Result<AttestationPolicy, PolicyFileError> {
+    load_policies(path, governance).map(|(policy, _)| policy)
+}
+
+/// [`load_policy`], with the file's SEV-SNP policy.
+pub fn load_policies(
+    path: &Path,
+    governance: Option<&ed25519::PublicKey>,
+) -> Result<(AttestationPolicy, SnpPolicy), PolicyFileError> {
     let bytes =
         std::fs::read(path).map_err(|source| PolicyFileError::Read { path: path.to_owned(), source })?;
     if let Some(key) = governance {
@@ -157,7 +278,7 @@ pub fn load_policy(
     }
     let text = String::from_utf8(bytes)
         .map_err(|_| PolicyFileError::Parse { path: path.to_owned(), message: "not UTF-8".into() })?;
-    parse_policy(&text).map_err(|message| PolicyFileError::Parse { path: path.to_owned(), message })
+    parse_policies(&text).map_err(|message| PolicyFileError::Parse { path: path.to_owned(), message })
 }
 
 /// The bytes a governance key signs for a policy file's contents.
@@ -199,6 +320,29 @@ mrtd = "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6d
             format!("[[images]]\nname = \"y\"\nmrtd = \"{0}\"\nimage_hash = \"{0}\"\n", "ab".repeat(48));
         assert!(parse_policy(&both).unwrap_err().contains("either mrtd"));
         assert!(parse_policy("[[images]]\nname = \"z\"\n").unwrap_err().contains("either mrtd"));
+    }
+
+    #[test]
+    fn sev_snp_and_gpu_sections() {
+        let text = format!(
+            "[snp]\nallowed_measurements = [\"{}\"]\nallowed_products = [\"Genoa\"]\n\
+             min_tcb = {{ snp = 8, microcode = 115 }}\n[gpu]\nrequire = \"cc\"\n\
+             allowed_architectures = [\"hopper\"]\nallowed_driver_versions = [\"550\"]\n",
+            "ab".repeat(48)
+        );
+        let (policy, snp) = parse_policies(&text).unwrap();
+        assert_eq!(snp.allowed_measurements, vec![[0xAB; 48]]);
+        assert_eq!(snp.allowed_products, vec![SnpProduct::Genoa]);
+        assert_eq!((snp.min_tcb.snp, snp.min_tcb.microcode, snp.min_tcb.bootloader), (8, 115, 0));
+        assert_eq!(snp.allowed_vmpls, vec![0]);
+        assert_eq!(policy.gpu.require, GpuRequirement::Cc);
+        assert_eq!(policy.gpu.allowed_architectures, vec![GpuArchitecture::Hopper]);
+        assert_eq!(policy.gpu.allowed_driver_versions, vec!["550".to_owned()]);
+        let (default, default_snp) = parse_policies("").unwrap();
+        assert_eq!(default.gpu, GpuPolicy::default());
+        assert!(default_snp.allowed_measurements.is_empty(), "no SEV-SNP image accepted by default");
+        assert!(parse_policies("[gpu]\nrequire = \"always\"\n").unwrap_err().contains("gpu.require"));
+        assert!(parse_policies("[snp]\nallowed_products = [\"naples\"]\n").unwrap_err().contains("naples"));
     }
 
     #[test]

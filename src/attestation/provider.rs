@@ -179,7 +179,7 @@ mod tests {
             panic!("not simulated")
         };
         let claims = EvidenceClaims::from_simulated(&evidence).unwrap();
-        assert!(claims.simulated);
+        assert!(claims.simulated());
         assert_eq!(claims.report_data, [9; 64]);
     }
 }

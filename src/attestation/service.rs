@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cocoon_protocol::attestation::binding::expected_report_data;
+use cocoon_protocol::attestation::binding::{expected_report_data, gpu_nonce};
 use cocoon_protocol::attestation::record::{AttestationRecord, ModelOffer, PaymentTerms, TeeEvidence};
 use cocoon_protocol::attestation::signed::SignedRecord;
 use libp2p::PeerId;
@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::collateral::CollateralSource;
+use super::gpu_provider::GpuProvider;
 use super::judge::{Judgement, judge, judge_cached};
 use super::known::{Insertion, KnownWorkers};
 use super::provider::{ProviderError, TeeProvider};
@@ -76,6 +77,8 @@ pub struct OwnRecord {
     pub offers: Vec<ModelOffer>,
     /// Evidence source.
     pub tee: Arc<dyn TeeProvider>,
+    /// GPU evidence source.
+    pub gpus: Arc<dyn GpuProvider>,
     /// Lifetime of each published record.
     pub validity: Duration,
 }
@@ -90,10 +93,13 @@ impl OwnRecord {
             terms: self.terms.clone(),
             offers: self.offers.clone(),
             evidence: TeeEvidence::Tdx { quote: Vec::new() },
+            gpus: Vec::new(),
             issued_at: now,
             expires_at: now + self.validity.as_secs(),
         };
-        record.evidence = self.tee.evidence(&expected_report_data(&record))?;
+        let report_data = expected_report_data(&record);
+        record.evidence = self.tee.evidence(&report_data)?;
+        record.gpus = self.gpus.evidence(&gpu_nonce(&report_data))?;
         SignedRecord::sign(record, &self.identity).map_err(|e| ServiceError::Sign(e.to_string()))
     }
 }
@@ -564,6 +570,7 @@ impl OwnRecord {
                 max_concurrent: 1,
             }],
             tee: Arc::new(super::provider::SimulatedTee::new(libp2p::identity::ed25519::Keypair::generate())),
+            gpus: Arc::new(super::gpu_provider::NoGpus),
             validity: Duration::from_secs(600),
         }
     }

@@ -21,7 +21,7 @@
 
 use std::borrow::Cow;
 
-use cocoon_protocol::attestation::policy::EvidenceClaims;
+use cocoon_protocol::attestation::policy::{CpuKind, EvidenceClaims};
 use dcap_qvl::quote::{Quote, Report, TDReport10};
 use dcap_qvl::verify::QuoteVerifier;
 use dcap_qvl::{QeIdentity, QuoteCollateralV3, TcbInfo};
@@ -188,7 +188,7 @@ pub fn verify_quote(quote: &[u8], collateral: &Collateral, now: u64) -> Result<E
 
 fn claims(td: &TDReport10, tcb_status: String) -> EvidenceClaims {
     EvidenceClaims {
-        simulated: false,
+        kind: CpuKind::Tdx,
         mrtd: td.mr_td,
         rtmr: [td.rt_mr0, td.rt_mr1, td.rt_mr2, td.rt_mr3],
         report_data: td.report_data,

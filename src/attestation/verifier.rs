@@ -17,11 +17,16 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use cocoon_protocol::attestation::binding::expected_gpu_nonce;
+use cocoon_protocol::attestation::gpu_policy::GpuClaims;
 use cocoon_protocol::attestation::policy::{self, AttestationPolicy, EvidenceClaims, Rejection};
-use cocoon_protocol::attestation::record::{AttestationRecord, TeeEvidence};
+use cocoon_protocol::attestation::record::{AttestationRecord, GpuEvidence, SnpEvidence, TeeEvidence};
 use sha2::{Digest, Sha256};
 
+use super::gpu::nvidia_device_root;
+use super::snp::{SnpError, SnpPolicy, VerifiedVcek};
 use super::tdx::{Collateral, QuoteError, check_quote, collateral_window, verify_quote};
+use super::tee_claims::{GpuFailure, carried_vcek, gpu_claims, snp_claims};
 
 /// Longest a verified quote's claims are reused (seconds). The collateral's own window is a
 /// month; re-verifying daily lets a revocation in fresher collateral reach cached results
@@ -44,18 +49,77 @@ pub enum VerifyError {
     /// A TDX quote arrived with no collateral to verify it against and no cached result.
     #[error("no collateral available to verify this quote")]
     NoCollateral,
+    /// The SEV-SNP report did not verify, or its policy refuses it.
+    #[error(transparent)]
+    Snp(#[from] SnpError),
+    /// An SEV-SNP report without a VCEK in the record, none cached or fetched yet.
+    #[error("no VCEK available to verify this SEV-SNP report")]
+    NoVcek,
+    /// A GPU's evidence did not verify.
+    #[error("GPU {index}: {failure}")]
+    Gpu {
+        /// Its position in the record's GPU list.
+        index: usize,
+        /// What failed.
+        failure: GpuFailure,
+    },
+}
+
+impl VerifyError {
+    /// Whether the evidence is the sender's fault under any collateral, clock, policy or verifier
+    /// version (what may count against the peer that sent it).
+    pub fn is_senders_fault(&self) -> bool {
+        match self {
+            VerifyError::Quote(quote) => quote.is_senders_fault(),
+            VerifyError::Policy(rejection) => rejection.is_senders_fault(),
+            VerifyError::Snp(snp) => snp.is_senders_fault(),
+            VerifyError::Gpu { failure, .. } => failure.is_senders_fault(),
+            VerifyError::NoCollateral | VerifyError::NoVcek => false,
+        }
+    }
+
+    /// Whether this result depends only on the evidence's bytes (cached as invalid for
+    /// [`INVALID_RESULT_TTL`]), not on collateral, policy or time.
+    fn cacheable(&self) -> bool {
+        match self {
+            VerifyError::Quote(q) => q.is_senders_fault() || matches!(q, QuoteError::Unsupported(_)),
+            VerifyError::Snp(s) => s.is_senders_fault(),
+            VerifyError::Gpu { failure, .. } => {
+                failure.is_senders_fault() || matches!(failure, GpuFailure::Unsupported(_))
+            }
+            VerifyError::Policy(_) | VerifyError::NoCollateral | VerifyError::NoVcek => false,
+        }
+    }
+}
+
+/// What verification may need besides the record: collateral for a TDX quote, the VCEK of an
+/// SEV-SNP report that does not carry one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inputs<'a> {
+    /// TDX collateral.
+    pub collateral: Option<&'a Collateral>,
+    /// A verified VCEK for the record's SEV-SNP report.
+    pub vcek: Option<&'a VerifiedVcek>,
+}
+
+impl<'a> Inputs<'a> {
+    /// Only `collateral`.
+    pub fn collateral(collateral: Option<&'a Collateral>) -> Self {
+        Self { collateral, vcek: None }
+    }
 }
 
 #[derive(Debug, Clone)]
 enum Cached {
     Valid { claims: Box<EvidenceClaims>, until: u64 },
-    Invalid { error: QuoteError, until: u64 },
+    Gpu { claims: Box<Result<GpuClaims, Rejection>>, until: u64 },
+    Invalid { error: VerifyError, until: u64 },
 }
 
 impl Cached {
     fn until(&self) -> u64 {
         match self {
-            Cached::Valid { until, .. } | Cached::Invalid { until, .. } => *until,
+            Cached::Valid { until, .. } | Cached::Gpu { until, .. } | Cached::Invalid { until, .. } => *until,
         }
     }
 }
@@ -71,14 +135,36 @@ struct Cache {
 #[derive(Debug)]
 pub struct Verifier {
     policy: AttestationPolicy,
+    snp: SnpPolicy,
+    /// NVIDIA's pinned device root (DER), decoded once.
+    gpu_root: Vec<u8>,
     capacity: usize,
     cache: Mutex<Cache>,
 }
 
 impl Verifier {
-    /// A verifier applying `policy`, caching up to `capacity` quote results.
+    /// A verifier applying `policy` (and the default SEV-SNP policy: no launch measurement
+    /// allowed), caching up to `capacity` evidence results.
     pub fn new(policy: AttestationPolicy, capacity: usize) -> Self {
-        Self { policy, capacity: capacity.max(1), cache: Mutex::new(Cache::default()) }
+        Self {
+            policy,
+            snp: SnpPolicy::default(),
+            // The pinned root is a constant of this build; it decodes (a unit test shows it).
+            gpu_root: nvidia_device_root().unwrap_or_default(),
+            capacity: capacity.max(1),
+            cache: Mutex::new(Cache::default()),
+        }
+    }
+
+    /// The same verifier applying `snp` to SEV-SNP evidence.
+    pub fn with_snp_policy(mut self, snp: SnpPolicy) -> Self {
+        self.snp = snp;
+        self
+    }
+
+    /// The SEV-SNP policy applied.
+    pub fn snp_policy(&self) -> &SnpPolicy {
+        &self.snp
     }
 
     /// The policy applied.
@@ -102,7 +188,7 @@ impl Verifier {
         let key: [u8; 32] = Sha256::digest(quote).into();
         match self.lookup(&key, now) {
             Some(result) => result.map(|_| ()),
-            None => check_quote(quote).map(|_| ()).map_err(|e| self.failed(key, e, now)),
+            None => check_quote(quote).map(|_| ()).map_err(|e| self.failed(key, e.into(), now)),
         }
     }
 
@@ -113,17 +199,36 @@ impl Verifier {
         collateral: Option<&Collateral>,
         now: u64,
     ) -> Result<EvidenceClaims, VerifyError> {
-        let quote = match evidence {
-            TeeEvidence::Simulated(sim) => return Ok(EvidenceClaims::from_simulated(sim)?),
-            TeeEvidence::Tdx { quote } => quote,
-        };
+        self.cpu_claims(evidence, Inputs::collateral(collateral), now)
+    }
+
+    /// The claims of CPU `evidence` at `now`: from the cache, or by verifying with `inputs`.
+    pub fn cpu_claims(
+        &self,
+        evidence: &TeeEvidence,
+        inputs: Inputs<'_>,
+        now: u64,
+    ) -> Result<EvidenceClaims, VerifyError> {
+        match evidence {
+            TeeEvidence::Simulated(sim) => Ok(EvidenceClaims::from_simulated(sim)?),
+            TeeEvidence::Tdx { quote } => self.tdx_claims(quote, inputs.collateral, now),
+            TeeEvidence::SevSnp(snp) => self.sev_snp_claims(snp, inputs.vcek, now),
+        }
+    }
+
+    fn tdx_claims(
+        &self,
+        quote: &[u8],
+        collateral: Option<&Collateral>,
+        now: u64,
+    ) -> Result<EvidenceClaims, VerifyError> {
         let key: [u8; 32] = Sha256::digest(quote).into();
         if let Some(hit) = self.lookup(&key, now) {
             return hit;
         }
         let Some(collateral) = collateral else {
             // Still tell a bad quote from a missing collateral.
-            check_quote(quote).map_err(|e| self.failed(key, e, now))?;
+            check_quote(quote).map_err(|e| self.failed(key, e.into(), now))?;
             return Err(VerifyError::NoCollateral);
         };
         match verify_quote(quote, collateral, now) {
@@ -134,8 +239,92 @@ impl Verifier {
                 self.insert(key, Cached::Valid { claims: Box::new(claims.clone()), until });
                 Ok(claims)
             }
-            Err(e) => Err(self.failed(key, e, now)),
+            Err(e) => Err(self.failed(key, e.into(), now)),
         }
+    }
+
+    /// SEV-SNP claims: cached by the hash of the report and the VCEK it carries, until the
+    /// chain's first expiry (at most [`VALID_RESULT_TTL`]).
+    fn sev_snp_claims(
+        &self,
+        evidence: &SnpEvidence,
+        vcek: Option<&VerifiedVcek>,
+        now: u64,
+    ) -> Result<EvidenceClaims, VerifyError> {
+        let key = tagged_hash(b"sev-snp", &[&evidence.report, &evidence.vcek]);
+        if let Some(hit) = self.lookup(&key, now) {
+            return hit;
+        }
+        let carried;
+        let vcek = match vcek {
+            Some(v) => v,
+            None if !evidence.vcek.is_empty() => {
+                carried = carried_vcek(evidence, now).map_err(|e| self.failed(key, e.into(), now))?;
+                &carried
+            }
+            None => return Err(VerifyError::NoVcek),
+        };
+        match snp_claims(evidence, vcek, &self.snp, now) {
+            Ok(claims) => {
+                let end = vcek.validity().iter().map(|v| v.not_after).min().unwrap_or(now);
+                let until = end.min(now.saturating_add(VALID_RESULT_TTL));
+                self.insert(key, Cached::Valid { claims: Box::new(claims.clone()), until });
+                Ok(claims)
+            }
+            Err(e) => Err(self.failed(key, e.into(), now)),
+        }
+    }
+
+    /// The claims of each GPU of `record`, in order: cached by the hash of the evidence and the
+    /// nonce it must answer.
+    pub fn gpu_claims(&self, record: &AttestationRecord, now: u64) -> Result<Vec<GpuClaims>, VerifyError> {
+        let nonce = expected_gpu_nonce(record);
+        let mut all = Vec::with_capacity(record.gpus.len());
+        for (index, gpu) in record.gpus.iter().enumerate() {
+            all.push(self.one_gpu(gpu, index, &nonce, now)?);
+        }
+        Ok(all)
+    }
+
+    fn one_gpu(
+        &self,
+        gpu: &GpuEvidence,
+        index: usize,
+        nonce: &[u8; 32],
+        now: u64,
+    ) -> Result<GpuClaims, VerifyError> {
+        let GpuEvidence::Nvidia(nv) = gpu else {
+            return gpu_claims(gpu, index, nonce, &self.gpu_root, now)
+                .map_err(|failure| VerifyError::Gpu { index, failure })?
+                .map_err(VerifyError::Policy);
+        };
+        let mut parts: Vec<&[u8]> = vec![nonce, &nv.report];
+        parts.extend(nv.chain.iter().map(Vec::as_slice));
+        let key = tagged_hash(b"nvidia-gpu", &parts);
+        let cached = self.cache.lock().ok().and_then(|c| match c.entries.get(&key) {
+            Some(Cached::Gpu { claims, until }) if now < *until => Some((**claims).clone()),
+            _ => None,
+        });
+        let result = match cached {
+            Some(result) => result,
+            None => match gpu_claims(gpu, index, nonce, &self.gpu_root, now) {
+                Ok(result) => {
+                    // NVIDIA's certificates last years (the root until 9999): re-verify daily.
+                    let until = now.saturating_add(VALID_RESULT_TTL);
+                    self.insert(key, Cached::Gpu { claims: Box::new(result.clone()), until });
+                    result
+                }
+                Err(failure) => {
+                    return Err(self.failed(key, VerifyError::Gpu { index, failure }, now));
+                }
+            },
+        };
+        result
+            .map_err(|rejection| match rejection {
+                Rejection::GpuNonceMismatch { .. } => Rejection::GpuNonceMismatch { index },
+                other => other,
+            })
+            .map_err(VerifyError::Policy)
     }
 
     /// Verify `record`'s evidence and apply the policy at `now`.
@@ -145,18 +334,29 @@ impl Verifier {
         collateral: Option<&Collateral>,
         now: u64,
     ) -> Result<EvidenceClaims, VerifyError> {
-        let claims = self.claims(&record.evidence, collateral, now)?;
-        policy::check(&self.policy, record, &claims, now)?;
+        self.verify_record_with(record, Inputs::collateral(collateral), now)
+    }
+
+    /// Verify `record`'s CPU and GPU evidence with `inputs` and apply the policy at `now`.
+    pub fn verify_record_with(
+        &self,
+        record: &AttestationRecord,
+        inputs: Inputs<'_>,
+        now: u64,
+    ) -> Result<EvidenceClaims, VerifyError> {
+        let claims = self.cpu_claims(&record.evidence, inputs, now)?;
+        let gpus = self.gpu_claims(record, now)?;
+        policy::check(&self.policy, record, &claims, &gpus, now)?;
         Ok(claims)
     }
 
-    /// Cache `error` for the quote hashed to `key` when it does not depend on collateral.
-    fn failed(&self, key: [u8; 32], error: QuoteError, now: u64) -> VerifyError {
-        if error.is_senders_fault() || matches!(error, QuoteError::Unsupported(_)) {
+    /// Cache `error` for the evidence hashed to `key` when it depends on the evidence alone.
+    fn failed(&self, key: [u8; 32], error: VerifyError, now: u64) -> VerifyError {
+        if error.cacheable() {
             let until = now.saturating_add(INVALID_RESULT_TTL);
             self.insert(key, Cached::Invalid { error: error.clone(), until });
         }
-        error.into()
+        error
     }
 
     fn lookup(&self, key: &[u8; 32], now: u64) -> Option<Result<EvidenceClaims, VerifyError>> {
@@ -164,7 +364,8 @@ impl Verifier {
         match cache.entries.get(key)? {
             entry if now >= entry.until() => None,
             Cached::Valid { claims, .. } => Some(Ok((**claims).clone())),
-            Cached::Invalid { error, .. } => Some(Err(error.clone().into())),
+            Cached::Gpu { .. } => None, // a GPU result under a CPU key cannot happen: keys are tagged
+            Cached::Invalid { error, .. } => Some(Err(error.clone())),
         }
     }
 
@@ -178,4 +379,16 @@ impl Verifier {
             cache.entries.remove(&oldest);
         }
     }
+}
+
+/// SHA-256 over a domain `tag` and length-prefixed `parts` (cache keys of SEV-SNP and GPU
+/// evidence; a TDX quote's key is its plain hash, and no tag makes a 32-byte quote).
+fn tagged_hash(tag: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(tag);
+    for part in parts {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
 }

@@ -18,7 +18,7 @@ use crate::attestation::pccs::{INTEL_PCS_URL, PccsClient, Platform};
 use crate::attestation::policy_file::load_policy;
 use crate::attestation::provider::{ConfigfsTsm, TeeProvider};
 use crate::attestation::tdx::{Collateral, parse_collateral, verify_quote};
-use cocoon_protocol::attestation::record::TeeEvidence;
+use cocoon_protocol::attestation::record::{GpuEvidence, TeeEvidence};
 use cocoon_protocol::attestation::signed::SignedRecord;
 
 /// `cocoon attest …`
@@ -229,10 +229,29 @@ fn show(args: &super::NodeArgs) -> anyhow::Result<()> {
     }
     match &r.evidence {
         TeeEvidence::Tdx { quote } => println!("evidence:       TDX quote, {} bytes", quote.len()),
+        TeeEvidence::SevSnp(snp) => println!(
+            "evidence:       SEV-SNP report, {} bytes{}",
+            snp.report.len(),
+            if snp.vcek.is_empty() {
+                " (VCEK from AMD's key distribution service)"
+            } else {
+                ", with its VCEK"
+            }
+        ),
         TeeEvidence::Simulated(sim) => {
             println!("evidence:       SIMULATED (development only; strict nodes refuse it)");
             println!("simulator key:  {}", hex::encode(sim.signer));
         }
+    }
+    for (index, gpu) in r.gpus.iter().enumerate() {
+        let kind = match gpu {
+            GpuEvidence::Nvidia(nv) => {
+                format!("NVIDIA confidential computing, report {} bytes", nv.report.len())
+            }
+            GpuEvidence::Simulated(_) => "SIMULATED (development only; strict nodes refuse it)".into(),
+            GpuEvidence::Unattested { .. } => "not in confidential-computing mode (no evidence)".into(),
+        };
+        println!("gpu {index}:          {}: {kind}", gpu.label());
     }
     println!(
         "report data:    {}",

@@ -174,6 +174,11 @@ pub struct AttestationSection {
     /// leaving this node unable to verify TDX workers. Default false: `http://` is refused at
     /// start-up, loopback included (a local PCCS for tests or a devnet sets this explicitly).
     pub allow_insecure_pccs: bool,
+    /// What every accepted worker's GPUs must be, overriding the policy file's `gpu.require`:
+    /// `"none"`, `"any"` (at least one GPU) or `"cc"` (at least one, and every GPU in NVIDIA
+    /// confidential-computing mode with verified evidence). Workers that do not meet it are never
+    /// listed or sent requests. Default unset: the policy file's (itself `"none"` by default).
+    pub require_gpu: Option<String>,
 }
 
 impl Default for AttestationSection {
@@ -185,17 +190,33 @@ impl Default for AttestationSection {
             pccs_url: crate::attestation::pccs::INTEL_PCS_URL.to_owned(),
             pccs_timeout_secs: 10,
             allow_insecure_pccs: false,
+            require_gpu: None,
         }
     }
 }
 
 /// Where a worker's evidence comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum TeeKind {
     /// Real TDX quotes through configfs-tsm (inside a TD).
     Tdx,
+    /// Real AMD SEV-SNP reports through configfs-tsm (inside an SEV-SNP guest): `sev-snp`.
+    SevSnp,
     /// SIMULATED evidence signed by a local key (development only; refused by strict peers).
+    Simulated,
+}
+
+/// Where a worker's GPU evidence comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuKind {
+    /// No GPU is declared (the engine runs on the CPU).
+    None,
+    /// Every NVIDIA GPU NVML reports: attestation reports of those in confidential-computing
+    /// mode, the others declared as not confidential.
+    Nvidia,
+    /// SIMULATED GPU evidence signed by the local simulator key (development only).
     Simulated,
 }
 
@@ -205,8 +226,12 @@ pub enum TeeKind {
 pub struct WorkerSection {
     /// TON address earnings are paid to. Default empty (must be set for the worker role).
     pub payout_address: String,
-    /// Evidence source. Default `tdx`.
+    /// Evidence source: `tdx`, `sev-snp` or `simulated`. Default `tdx`.
     pub tee: TeeKind,
+    /// GPU evidence source: `none`, `nvidia` or `simulated`. Default `none`.
+    pub gpus: GpuKind,
+    /// How many GPUs `gpus = "simulated"` pretends to have. Default 1.
+    pub simulated_gpus: u8,
     /// Lifetime of a published record in seconds; it is re-published at half-life. Default 3600.
     pub record_validity_secs: u64,
     /// Longest a request may generate, in seconds. Default 300.
@@ -233,6 +258,8 @@ impl Default for WorkerSection {
         Self {
             payout_address: String::new(),
             tee: TeeKind::Tdx,
+            gpus: GpuKind::None,
+            simulated_gpus: 1,
             record_validity_secs: 3600,
             request_timeout_secs: 300,
             handshake_timeout_secs: 10,

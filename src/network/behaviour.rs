@@ -19,8 +19,9 @@ use super::metrics::NetMetrics;
 use super::provider_store::ProviderStore;
 use super::{KAD_PROTOCOL, NetworkConfig, PROTOCOL_VERSION, blocklist, ip_limit, scoring};
 
-/// Largest gossip message accepted (64 KiB: an attestation record with a TDX quote is ~6 KiB).
-pub(crate) const MAX_GOSSIP_MESSAGE: usize = 64 * 1024;
+/// Largest gossip message accepted (128 KiB: a signed attestation record is at most 96 KiB, a TDX
+/// quote and eight GPUs' evidence; with a TDX quote alone it is ~6 KiB, each Hopper GPU adds ~7.5).
+pub(crate) const MAX_GOSSIP_MESSAGE: usize = 128 * 1024;
 /// Kademlia queries give up after this long.
 const KAD_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Provider records we hold expire this long after their last announcement: three republish

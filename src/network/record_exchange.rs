@@ -15,8 +15,9 @@ use libp2p::request_response::{self, ProtocolSupport};
 
 /// Protocol name.
 pub const PROTOCOL: &str = "/cocoon/attestation/1";
-/// Largest record answered or accepted (a signed record with a TDX quote is about 5.3 KiB).
-pub const MAX_RECORD: usize = 32 * 1024;
+/// Largest record answered or accepted (a signed record with a TDX quote is about 5.3 KiB, each
+/// Hopper GPU's evidence adds about 7.5 KiB; the envelope's own bound is 96 KiB of record).
+pub const MAX_RECORD: usize = 100 * 1024;
 /// How long one exchange may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -64,6 +64,7 @@ fn main() {
         terms: PaymentTerms::Unstated,
         offers: vec![],
         evidence: TeeEvidence::Tdx { quote },
+        gpus: vec![],
         issued_at: 1,
         expires_at: 2,
     };

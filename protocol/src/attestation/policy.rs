@@ -4,31 +4,49 @@
 //! node verified the quote's signature chain and collateral with DCAP), and `now`. Checks, in
 //! order, each with its own [`Rejection`]:
 //!
-//! 1. the report data binds the record's keys (`binding`);
+//! 1. the evidence binds the record's keys (`binding`): each GPU's report answers the record's
+//!    GPU nonce and names a distinct GPU, and the CPU evidence's report data is the record's;
 //! 2. simulated evidence only if `allow_simulated` (and then its signature must verify; image and
 //!    TCB checks do not apply to fake measurements);
 //! 3. the TCB status is accepted (default: `UpToDate` only);
 //! 4. the image is allowed: its [`image_hash`] is listed, or its MRTD and, where the image pins
 //!    them, RTMR0–3 match an allowed image;
 //! 5. freshness: issued no later than `now + skew`, not expired, not older than the maximum age,
-//!    and a lifetime no longer than the maximum validity.
+//!    and a lifetime no longer than the maximum validity;
+//! 6. the GPUs ([`super::gpu_policy`]): the policy's GPU requirement, architectures and driver
+//!    versions.
+//!
+//! SEV-SNP evidence skips 3 and 4: its rules (launch measurements, product, minimum TCB, debug,
+//! VMPL) read fields of the verified report, and the node's verifier applies them as it verifies.
 
 use sha2::{Digest, Sha384};
 
 use super::binding::expected_report_data;
+use super::gpu_policy::{GpuClaims, GpuPolicy, check_gpu_bindings, check_gpu_rules};
 use super::record::{AttestationRecord, Measurement, SimulatedEvidence};
 
 /// TCB status that simulated evidence reports.
 pub const SIMULATED_TCB_STATUS: &str = "Simulated";
 
-/// What verified evidence says about the TD that produced it.
+/// The kind of CPU TEE evidence came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuKind {
+    /// Intel TDX.
+    Tdx,
+    /// AMD SEV-SNP.
+    SevSnp,
+    /// SIMULATED (development).
+    Simulated,
+}
+
+/// What verified evidence says about the TD or VM that produced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EvidenceClaims {
-    /// True for simulated evidence.
-    pub simulated: bool,
-    /// MRTD (initial TD measurement).
+    /// Which TEE.
+    pub kind: CpuKind,
+    /// MRTD (initial TD measurement; an SEV-SNP guest's launch measurement).
     pub mrtd: Measurement,
-    /// RTMR0–3 (runtime measurement registers).
+    /// RTMR0–3 (runtime measurement registers; zero for SEV-SNP).
     pub rtmr: [Measurement; 4],
     /// The 64 bytes of report data.
     pub report_data: [u8; 64],
@@ -38,6 +56,11 @@ pub struct EvidenceClaims {
 }
 
 impl EvidenceClaims {
+    /// Whether the evidence is SIMULATED.
+    pub fn simulated(&self) -> bool {
+        self.kind == CpuKind::Simulated
+    }
+
     /// The image hash of these measurements (see [`image_hash`]).
     pub fn image_hash(&self) -> Measurement {
         image_hash(&self.mrtd, &self.rtmr)
@@ -49,7 +72,7 @@ impl EvidenceClaims {
             return Err(Rejection::SimulatedSignatureInvalid);
         }
         Ok(Self {
-            simulated: true,
+            kind: CpuKind::Simulated,
             mrtd: evidence.mrtd,
             rtmr: evidence.rtmr,
             report_data: evidence.report_data,
@@ -107,6 +130,8 @@ pub struct AttestationPolicy {
     pub clock_skew_secs: u64,
     /// Accept SIMULATED evidence (development only).
     pub allow_simulated: bool,
+    /// What workers' GPUs must be.
+    pub gpu: GpuPolicy,
 }
 
 impl Default for AttestationPolicy {
@@ -119,6 +144,7 @@ impl Default for AttestationPolicy {
             max_validity_secs: 24 * 3600,
             clock_skew_secs: 60,
             allow_simulated: false,
+            gpu: GpuPolicy::default(),
         }
     }
 }
@@ -164,27 +190,70 @@ pub enum Rejection {
     /// Its lifetime is longer than the policy allows.
     #[error("record validity period is longer than allowed")]
     ValidityTooLong,
+    /// A GPU's report answers another nonce: it was made for other keys.
+    #[error("GPU {index}'s evidence does not answer this record's GPU nonce")]
+    GpuNonceMismatch {
+        /// Its position in the record's GPU list.
+        index: usize,
+    },
+    /// The same GPU listed twice.
+    #[error("GPU {index} is listed twice")]
+    DuplicateGpu {
+        /// The second listing's position.
+        index: usize,
+    },
+    /// The worker's GPUs do not meet the required `none`/`any`/`cc`.
+    #[error("the worker's GPUs do not meet the requirement {0:?}")]
+    GpuRequirement(&'static str),
+    /// A GPU architecture the policy does not accept.
+    #[error("GPU architecture {0} is not allowed")]
+    GpuArchitectureNotAllowed(String),
+    /// A GPU driver version the policy does not accept.
+    #[error("GPU driver version {0} is not allowed")]
+    GpuDriverNotAllowed(String),
 }
 
-/// Check `record` with its verified evidence `claims` against `policy` at `now` (Unix seconds).
+impl Rejection {
+    /// Whether the record itself is at fault whatever the verifier's policy, clock or collateral:
+    /// its evidence binds other keys, lists a GPU twice, or carries a forged simulator signature.
+    pub fn is_senders_fault(&self) -> bool {
+        matches!(
+            self,
+            Rejection::ReportDataMismatch
+                | Rejection::SimulatedSignatureInvalid
+                | Rejection::GpuNonceMismatch { .. }
+                | Rejection::DuplicateGpu { .. }
+        )
+    }
+}
+
+/// Check `record` with its verified CPU evidence `claims` and GPU claims `gpus` (one per entry
+/// of `record.gpus`) against `policy` at `now` (Unix seconds).
 pub fn check(
     policy: &AttestationPolicy,
     record: &AttestationRecord,
     claims: &EvidenceClaims,
+    gpus: &[GpuClaims],
     now: u64,
 ) -> Result<(), Rejection> {
+    check_gpu_bindings(record, gpus)?;
     if claims.report_data != expected_report_data(record) {
         return Err(Rejection::ReportDataMismatch);
     }
     check_evidence(policy, claims)?;
-    check_freshness(policy, record, now)
+    check_freshness(policy, record, now)?;
+    check_gpu_rules(&policy.gpu, policy.allow_simulated, record, gpus)
 }
 
 /// The rules about the evidence alone (simulated, TCB status, image): what can be judged of a
 /// quote without its record.
 pub fn check_evidence(policy: &AttestationPolicy, claims: &EvidenceClaims) -> Result<(), Rejection> {
-    if claims.simulated {
-        return if policy.allow_simulated { Ok(()) } else { Err(Rejection::SimulatedNotAllowed) };
+    match claims.kind {
+        CpuKind::Simulated => {
+            return if policy.allow_simulated { Ok(()) } else { Err(Rejection::SimulatedNotAllowed) };
+        }
+        CpuKind::SevSnp => return Ok(()), // judged by the SEV-SNP policy while verifying
+        CpuKind::Tdx => {}
     }
     if !policy.accepted_tcb_statuses.iter().any(|s| s == &claims.tcb_status) {
         return Err(Rejection::TcbStatus(claims.tcb_status.clone()));
@@ -245,7 +314,7 @@ mod tests {
     fn tdx_setup() -> (AttestationPolicy, AttestationRecord, EvidenceClaims) {
         let record = sample(PeerId::random(), TeeEvidence::Tdx { quote: vec![] });
         let claims = EvidenceClaims {
-            simulated: false,
+            kind: CpuKind::Tdx,
             mrtd: [0xAA; 48],
             rtmr: [[1; 48], [2; 48], [3; 48], [4; 48]],
             report_data: expected_report_data(&record),
@@ -265,7 +334,7 @@ mod tests {
     #[test]
     fn accepts_a_matching_tdx_record() {
         let (policy, record, claims) = tdx_setup();
-        assert_eq!(check(&policy, &record, &claims, NOW), Ok(()));
+        assert_eq!(check(&policy, &record, &claims, &[], NOW), Ok(()));
     }
 
     #[test]
@@ -273,25 +342,25 @@ mod tests {
         let (policy, record, claims) = tdx_setup();
         let mut c = claims.clone();
         c.report_data[0] ^= 1;
-        assert_eq!(check(&policy, &record, &c, NOW), Err(Rejection::ReportDataMismatch));
+        assert_eq!(check(&policy, &record, &c, &[], NOW), Err(Rejection::ReportDataMismatch));
         let mut c = claims.clone();
         c.tcb_status = "OutOfDate".into();
-        assert_eq!(check(&policy, &record, &c, NOW), Err(Rejection::TcbStatus("OutOfDate".into())));
+        assert_eq!(check(&policy, &record, &c, &[], NOW), Err(Rejection::TcbStatus("OutOfDate".into())));
         let mut c = claims.clone();
         c.mrtd = [0xBB; 48];
-        assert!(matches!(check(&policy, &record, &c, NOW), Err(Rejection::MrtdNotAllowed(_))));
+        assert!(matches!(check(&policy, &record, &c, &[], NOW), Err(Rejection::MrtdNotAllowed(_))));
         let mut c = claims.clone();
         c.rtmr[2][0] ^= 1;
         assert_eq!(
-            check(&policy, &record, &c, NOW),
+            check(&policy, &record, &c, &[], NOW),
             Err(Rejection::RtmrMismatch { index: 2, image: "img".into() })
         );
-        assert_eq!(check(&policy, &record, &claims, record.expires_at), Err(Rejection::Expired));
-        assert_eq!(check(&policy, &record, &claims, record.issued_at - 61), Err(Rejection::NotYetValid));
+        assert_eq!(check(&policy, &record, &claims, &[], record.expires_at), Err(Rejection::Expired));
+        assert_eq!(check(&policy, &record, &claims, &[], record.issued_at - 61), Err(Rejection::NotYetValid));
         let strict = AttestationPolicy { max_record_age_secs: 10, ..policy.clone() };
-        assert_eq!(check(&strict, &record, &claims, record.issued_at + 11), Err(Rejection::TooOld));
+        assert_eq!(check(&strict, &record, &claims, &[], record.issued_at + 11), Err(Rejection::TooOld));
         let short = AttestationPolicy { max_validity_secs: 60, ..policy };
-        assert_eq!(check(&short, &record, &claims, NOW), Err(Rejection::ValidityTooLong));
+        assert_eq!(check(&short, &record, &claims, &[], NOW), Err(Rejection::ValidityTooLong));
     }
 
     #[test]
@@ -300,12 +369,12 @@ mod tests {
         policy.allowed_images.clear();
         let hash = image_hash(&claims.mrtd, &claims.rtmr);
         policy.allowed_image_hashes = vec![AllowedImageHash { name: "img".into(), hash }];
-        assert_eq!(check(&policy, &record, &claims, NOW), Ok(()));
+        assert_eq!(check(&policy, &record, &claims, &[], NOW), Ok(()));
         // Any changed register changes the hash.
         let mut c = claims.clone();
         c.rtmr[3][47] ^= 1;
         assert_eq!(
-            check(&policy, &record, &c, NOW),
+            check(&policy, &record, &c, &[], NOW),
             Err(Rejection::ImageHashNotAllowed(hex::encode(c.image_hash())))
         );
         // The hash is over the 240 bytes of measurements, nothing else.
@@ -319,7 +388,7 @@ mod tests {
         let (mut policy, record, mut claims) = tdx_setup();
         policy.allowed_images[0].rtmr = None;
         claims.rtmr = [[9; 48]; 4];
-        assert_eq!(check(&policy, &record, &claims, NOW), Ok(()));
+        assert_eq!(check(&policy, &record, &claims, &[], NOW), Ok(()));
     }
 
     #[test]
@@ -330,9 +399,9 @@ mod tests {
         record.evidence = TeeEvidence::Simulated(Box::new(evidence.clone()));
         let claims = EvidenceClaims::from_simulated(&evidence).unwrap();
         let strict = AttestationPolicy::default();
-        assert_eq!(check(&strict, &record, &claims, NOW), Err(Rejection::SimulatedNotAllowed));
+        assert_eq!(check(&strict, &record, &claims, &[], NOW), Err(Rejection::SimulatedNotAllowed));
         let dev = AttestationPolicy { allow_simulated: true, ..strict };
-        assert_eq!(check(&dev, &record, &claims, NOW), Ok(()));
+        assert_eq!(check(&dev, &record, &claims, &[], NOW), Ok(()));
         let mut forged = evidence;
         forged.mrtd[0] ^= 1;
         assert_eq!(EvidenceClaims::from_simulated(&forged), Err(Rejection::SimulatedSignatureInvalid));

@@ -1,20 +1,22 @@
-//! The attestation record a worker publishes, and its canonical encoding (version 2; version 1,
-//! without payment terms, is still read and written for records that state none).
+//! The attestation record a worker publishes, and its canonical encoding (version 3; versions 1
+//! and 2 are still read, and written for records they can express: a record is always written
+//! in the lowest version that holds it, and decoding refuses any other, so each record has one
+//! encoding).
 //!
 //! ```text
-//! u8       version = 2 (1: no terms field)
+//! u8       version: 1 = no terms field, no GPUs, no SEV-SNP; 2 = terms, no GPUs, no SEV-SNP;
+//!            3 = terms (2 = unstated), SEV-SNP evidence, GPU list
 //! bytes    peer id (libp2p multihash bytes, ≤ 64)
 //! [32]     X25519 Noise static public key
 //! str      TON payout address (≤ 128)
-//! u8       payment terms (version 2 only): 0 = free (no channel accepted), 1 = paid, then
+//! u8       payment terms (versions 2 and 3): 0 = free (no channel accepted), 1 = paid, then
 //!            str network (≤ 32), u64 minimum deposit (nanotons), u32 minimum dispute window
 //!            (seconds), u8 contract version
 //! u16      number of offers (≤ 64), then per offer:
 //!            str model id (≤ 256), u64 nanotons per 1k prompt tokens,
 //!            u64 nanotons per 1k completion tokens, u32 context length, u32 max concurrent
-//! u8       evidence kind: 1 = TDX, 2 = simulated
-//!            TDX:       bytes quote (≤ 16 KiB)
-//!            simulated: [48] MRTD, 4 × [48] RTMR, [64] report data, [32] signer key, [64] signature
+//!          CPU evidence (see [`super::evidence`]: 1 = TDX, 2 = simulated, 3 = SEV-SNP)
+//!          GPU evidence list (version 3 only; see [`super::evidence`])
 //! u64      issued at (Unix seconds)
 //! u64      expires at (Unix seconds)
 //! ```
@@ -24,9 +26,15 @@
 
 use libp2p_identity::PeerId;
 
+pub use super::evidence::{
+    GpuArchitecture, GpuEvidence, MAX_QUOTE, Measurement, NvidiaGpuEvidence, SimulatedEvidence,
+    SimulatedGpuEvidence, SnpEvidence, TeeEvidence,
+};
 use crate::codec::{CodecError, Reader, Writer};
 
-/// Encoding version written by this implementation for records that state payment terms.
+/// The current encoding version: SEV-SNP evidence and GPU evidence.
+pub const RECORD_VERSION_3: u8 = 3;
+/// The version with payment terms, before SEV-SNP and GPUs.
 pub const RECORD_VERSION: u8 = 2;
 /// The version before payment terms (read, and written for [`PaymentTerms::Unstated`]).
 pub const RECORD_VERSION_1: u8 = 1;
@@ -38,13 +46,8 @@ pub const MAX_OFFERS: usize = 64;
 pub const MAX_MODEL_ID: usize = 256;
 /// Longest payout address (TON user-friendly addresses are 48 characters).
 pub const MAX_PAYOUT_ADDRESS: usize = 128;
-/// Largest TDX quote (v4/v5 quotes with certification data are about 5 KiB).
-pub const MAX_QUOTE: usize = 16 * 1024;
 /// Longest peer id encoding.
 const MAX_PEER_ID: usize = 64;
-
-/// A 48-byte TDX measurement register (SHA-384).
-pub type Measurement = [u8; 48];
 
 /// One model a worker serves, at attested prices.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,8 +135,12 @@ impl PaymentTerms {
         None
     }
 
-    fn encode(&self, w: &mut Writer) -> Result<(), CodecError> {
+    /// Encode; unstated terms are written only in version 3 (as 2), versions 1 has no field.
+    fn encode(&self, w: &mut Writer, version: u8) -> Result<(), CodecError> {
         match self {
+            Self::Unstated if version == RECORD_VERSION_3 => {
+                w.u8(2);
+            }
             Self::Unstated => {}
             Self::Free => {
                 w.u8(0);
@@ -146,9 +153,13 @@ impl PaymentTerms {
         Ok(())
     }
 
-    fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    fn decode(r: &mut Reader<'_>, version: u8) -> Result<Self, CodecError> {
+        if version == RECORD_VERSION_1 {
+            return Ok(Self::Unstated);
+        }
         Ok(match r.u8("payment terms")? {
             0 => Self::Free,
+            2 if version == RECORD_VERSION_3 => Self::Unstated,
             1 => Self::Paid(PaidTerms {
                 network: r.str("network", MAX_NETWORK)?.to_owned(),
                 min_deposit: r.u64("minimum deposit")?,
@@ -158,34 +169,6 @@ impl PaymentTerms {
             other => return Err(CodecError::Unknown { field: "payment terms", value: other.into() }),
         })
     }
-}
-
-/// Evidence that the record's keys live in an approved TEE.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TeeEvidence {
-    /// An Intel TDX quote whose report data binds the record (see `binding`).
-    Tdx {
-        /// The raw quote as produced by the quoting enclave.
-        quote: Vec<u8>,
-    },
-    /// SIMULATED evidence for development: fake measurements signed by a local key. It proves
-    /// nothing and is refused unless the verifier's policy sets `allow_simulated`.
-    Simulated(Box<SimulatedEvidence>),
-}
-
-/// The body of simulated evidence (see [`TeeEvidence::Simulated`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SimulatedEvidence {
-    /// Fake MRTD.
-    pub mrtd: Measurement,
-    /// Fake RTMR0–3.
-    pub rtmr: [Measurement; 4],
-    /// Report data, computed exactly as for a real quote.
-    pub report_data: [u8; 64],
-    /// ed25519 public key of the simulator that signed it.
-    pub signer: [u8; 32],
-    /// ed25519 signature over the domain tag, measurements and report data.
-    pub signature: [u8; 64],
 }
 
 /// A worker's attestation record (unsigned body).
@@ -201,8 +184,10 @@ pub struct AttestationRecord {
     pub terms: PaymentTerms,
     /// Models served.
     pub offers: Vec<ModelOffer>,
-    /// TEE evidence.
+    /// CPU TEE evidence.
     pub evidence: TeeEvidence,
+    /// GPU evidence, one per GPU the worker serves from (empty: CPU only).
+    pub gpus: Vec<GpuEvidence>,
     /// Unix seconds when issued.
     pub issued_at: u64,
     /// Unix seconds after which the record is invalid.
@@ -214,6 +199,17 @@ fn limit(field: &'static str, len: usize, max: usize) -> Result<(), CodecError> 
 }
 
 impl AttestationRecord {
+    /// The lowest encoding version that holds this record.
+    pub fn version(&self) -> u8 {
+        if !self.gpus.is_empty() || self.evidence.needs_v3() {
+            RECORD_VERSION_3
+        } else if self.terms == PaymentTerms::Unstated {
+            RECORD_VERSION_1
+        } else {
+            RECORD_VERSION
+        }
+    }
+
     /// The canonical encoding; fails only if a field exceeds its maximum.
     pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
         let peer = self.peer_id.to_bytes();
@@ -221,9 +217,9 @@ impl AttestationRecord {
         limit("payout address", self.payout_address.len(), MAX_PAYOUT_ADDRESS)?;
         limit("offers", self.offers.len(), MAX_OFFERS)?;
         let mut w = Writer::new();
-        let version = if self.terms == PaymentTerms::Unstated { RECORD_VERSION_1 } else { RECORD_VERSION };
+        let version = self.version();
         w.u8(version).bytes(&peer).fixed(&self.noise_static).str(&self.payout_address);
-        self.terms.encode(&mut w)?;
+        self.terms.encode(&mut w, version)?;
         w.u16(self.offers.len() as u16);
         for offer in &self.offers {
             limit("model id", offer.model_id.len(), MAX_MODEL_ID)?;
@@ -233,18 +229,9 @@ impl AttestationRecord {
                 .u32(offer.context_length)
                 .u32(offer.max_concurrent);
         }
-        match &self.evidence {
-            TeeEvidence::Tdx { quote } => {
-                limit("quote", quote.len(), MAX_QUOTE)?;
-                w.u8(1).bytes(quote);
-            }
-            TeeEvidence::Simulated(sim) => {
-                w.u8(2).fixed(&sim.mrtd);
-                for r in &sim.rtmr {
-                    w.fixed(r);
-                }
-                w.fixed(&sim.report_data).fixed(&sim.signer).fixed(&sim.signature);
-            }
+        self.evidence.encode(&mut w)?;
+        if version == RECORD_VERSION_3 {
+            GpuEvidence::encode_list(&self.gpus, &mut w)?;
         }
         w.u64(self.issued_at).u64(self.expires_at);
         Ok(w.finish())
@@ -254,15 +241,14 @@ impl AttestationRecord {
     pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         let mut r = Reader::new(bytes);
         let version = r.u8("record version")?;
-        if version != RECORD_VERSION && version != RECORD_VERSION_1 {
+        if !(RECORD_VERSION_1..=RECORD_VERSION_3).contains(&version) {
             return Err(CodecError::Unknown { field: "record version", value: version.into() });
         }
         let peer_id = PeerId::from_bytes(r.bytes("peer id", MAX_PEER_ID)?)
             .map_err(|e| CodecError::Invalid { field: "peer id", reason: e.to_string() })?;
         let noise_static = r.array("noise key")?;
         let payout_address = r.str("payout address", MAX_PAYOUT_ADDRESS)?.to_owned();
-        let terms =
-            if version == RECORD_VERSION { PaymentTerms::decode(&mut r)? } else { PaymentTerms::Unstated };
+        let terms = PaymentTerms::decode(&mut r, version)?;
         let count = r.u16("offer count")? as usize;
         limit("offers", count, MAX_OFFERS)?;
         let mut offers = Vec::with_capacity(count);
@@ -275,26 +261,36 @@ impl AttestationRecord {
                 max_concurrent: r.u32("max concurrent")?,
             });
         }
-        let evidence = match r.u8("evidence kind")? {
-            1 => TeeEvidence::Tdx { quote: r.bytes("quote", MAX_QUOTE)?.to_vec() },
-            2 => TeeEvidence::Simulated(Box::new(SimulatedEvidence {
-                mrtd: r.array("mrtd")?,
-                rtmr: [r.array("rtmr0")?, r.array("rtmr1")?, r.array("rtmr2")?, r.array("rtmr3")?],
-                report_data: r.array("report data")?,
-                signer: r.array("simulator key")?,
-                signature: r.array("simulator signature")?,
-            })),
-            other => return Err(CodecError::Unknown { field: "evidence kind", value: other.into() }),
-        };
+        let v3 = version == RECORD_VERSION_3;
+        let evidence = TeeEvidence::decode(&mut r, v3)?;
+        let gpus = if v3 { GpuEvidence::decode_list(&mut r)? } else { Vec::new() };
         let issued_at = r.u64("issued at")?;
         let expires_at = r.u64("expires at")?;
         r.finish()?;
-        Ok(Self { peer_id, noise_static, payout_address, terms, offers, evidence, issued_at, expires_at })
+        let record = Self {
+            peer_id,
+            noise_static,
+            payout_address,
+            terms,
+            offers,
+            evidence,
+            gpus,
+            issued_at,
+            expires_at,
+        };
+        if record.version() != version {
+            return Err(CodecError::Invalid {
+                field: "record version",
+                reason: format!("version {version} for a record that version {} holds", record.version()),
+            });
+        }
+        Ok(record)
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::super::evidence::MAX_GPUS;
     use super::*;
 
     pub(crate) fn sample(peer_id: PeerId, evidence: TeeEvidence) -> AttestationRecord {
@@ -316,6 +312,7 @@ pub(crate) mod tests {
                 max_concurrent: 4,
             }],
             evidence,
+            gpus: Vec::new(),
             issued_at: 1_750_000_000,
             expires_at: 1_750_003_600,
         }
@@ -387,6 +384,94 @@ pub(crate) mod tests {
         assert_eq!(PaymentTerms::Unstated.refusal(&fits), None);
     }
 
+    fn gpus() -> Vec<GpuEvidence> {
+        vec![
+            GpuEvidence::Nvidia(Box::new(NvidiaGpuEvidence {
+                architecture: GpuArchitecture::Hopper,
+                report: vec![5; 4000],
+                chain: vec![vec![1; 900], vec![2; 800]],
+            })),
+            GpuEvidence::Simulated(Box::new(SimulatedGpuEvidence {
+                architecture: GpuArchitecture::Blackwell,
+                device: [1; 32],
+                nonce: [2; 32],
+                signer: [3; 32],
+                signature: [4; 64],
+            })),
+            GpuEvidence::Unattested { name: "NVIDIA L40S".into() },
+        ]
+    }
+
+    #[test]
+    fn version_3_carries_sev_snp_and_gpus_and_older_records_keep_their_version() {
+        let snp = TeeEvidence::SevSnp(Box::new(SnpEvidence { report: vec![9; 1184], vcek: vec![8; 1300] }));
+        let mut record = sample(PeerId::random(), snp);
+        for terms in [PaymentTerms::Unstated, PaymentTerms::Free, record.terms.clone()] {
+            record.terms = terms;
+            let bytes = record.encode().unwrap();
+            assert_eq!(bytes[0], RECORD_VERSION_3);
+            assert_eq!(AttestationRecord::decode(&bytes).unwrap(), record);
+        }
+        let mut tdx = sample(PeerId::random(), TeeEvidence::Tdx { quote: vec![3; 100] });
+        tdx.gpus = gpus();
+        let bytes = tdx.encode().unwrap();
+        assert_eq!(bytes[0], RECORD_VERSION_3);
+        assert_eq!(AttestationRecord::decode(&bytes).unwrap(), tdx);
+        // Without GPUs or SEV-SNP the record is what version 2 wrote, byte for byte.
+        tdx.gpus.clear();
+        let v2 = tdx.encode().unwrap();
+        assert_eq!(v2[0], RECORD_VERSION);
+        assert_eq!(bytes.len(), v2.len() + gpu_list_len(&gpus()), "only the version and the list differ");
+        assert_eq!(AttestationRecord::decode(&v2).unwrap(), tdx);
+    }
+
+    fn gpu_list_len(gpus: &[GpuEvidence]) -> usize {
+        let mut w = Writer::new();
+        GpuEvidence::encode_list(gpus, &mut w).unwrap();
+        w.finish().len()
+    }
+
+    #[test]
+    fn a_record_in_a_higher_version_than_it_needs_is_refused() {
+        let record = sample(PeerId::random(), TeeEvidence::Tdx { quote: vec![3; 10] });
+        let mut bytes = record.encode().unwrap();
+        assert_eq!(bytes[0], RECORD_VERSION);
+        // The same record in version 3 form: version byte, and an empty GPU list before the times.
+        bytes[0] = RECORD_VERSION_3;
+        bytes.insert(bytes.len() - 16, 0);
+        assert!(matches!(
+            AttestationRecord::decode(&bytes),
+            Err(CodecError::Invalid { field: "record version", .. })
+        ));
+        // SEV-SNP evidence and GPU kinds do not exist in version 2.
+        let mut snp = sample(
+            PeerId::random(),
+            TeeEvidence::SevSnp(Box::new(SnpEvidence { report: vec![1; 8], vcek: vec![] })),
+        );
+        snp.terms = PaymentTerms::Free;
+        let mut v3 = snp.encode().unwrap();
+        v3[0] = RECORD_VERSION;
+        assert!(AttestationRecord::decode(&v3).is_err());
+    }
+
+    #[test]
+    fn gpu_lists_are_bounded() {
+        let mut record = sample(PeerId::random(), TeeEvidence::Tdx { quote: vec![3; 10] });
+        record.gpus = vec![GpuEvidence::Unattested { name: "g".into() }; MAX_GPUS + 1];
+        assert!(matches!(record.encode(), Err(CodecError::TooLong { field: "GPUs", .. })));
+        record.gpus = vec![GpuEvidence::Nvidia(Box::new(NvidiaGpuEvidence {
+            architecture: GpuArchitecture::Hopper,
+            report: vec![1; 10],
+            chain: vec![],
+        }))];
+        assert!(record.encode().is_err(), "a GPU without certificates");
+        record.gpus = gpus();
+        let bytes = record.encode().unwrap();
+        for cut in [bytes.len() - 17, bytes.len() - 200, bytes.len() - 3000] {
+            assert!(AttestationRecord::decode(&bytes[..cut]).is_err(), "truncated at {cut}");
+        }
+    }
+
     #[test]
     fn rejects_non_canonical_and_oversized_input() {
         let record = sample(PeerId::random(), TeeEvidence::Tdx { quote: vec![1; 10] });
@@ -395,7 +480,7 @@ pub(crate) mod tests {
         trailing.push(0);
         assert_eq!(AttestationRecord::decode(&trailing), Err(CodecError::Trailing(1)));
         let mut version = bytes.clone();
-        version[0] = 3;
+        version[0] = 4;
         assert!(matches!(AttestationRecord::decode(&version), Err(CodecError::Unknown { .. })));
         for cut in [1, 10, bytes.len() - 1] {
             assert!(AttestationRecord::decode(&bytes[..cut]).is_err(), "truncated at {cut}");

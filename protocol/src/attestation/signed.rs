@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! bytes  libp2p public key (protobuf encoding, ≤ 128)
-//! bytes  record (canonical encoding, ≤ 24 KiB)
+//! bytes  record (canonical encoding, ≤ 96 KiB: a TDX quote and eight GPUs fit)
 //! bytes  signature over RECORD_DOMAIN ‖ record bytes (≤ 128)
 //! ```
 //!
@@ -18,7 +18,7 @@ use crate::envelope::{Envelope, EnvelopeError};
 
 /// Domain tag of record signatures, so they can never be confused with other signed data.
 pub const RECORD_DOMAIN: &[u8] = b"cocoon/attestation-record/v1\0";
-const MAX_RECORD: usize = 24 * 1024;
+const MAX_RECORD: usize = 96 * 1024;
 
 /// Why a record could not be signed or opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -81,7 +81,7 @@ fn named_worker(e: &InferenceError) -> Option<PeerId> {
 fn reason(e: &InferenceError) -> String {
     let text = match e {
         InferenceError::UnknownModel(_) => "unknown_model",
-        InferenceError::NoEligibleWorker(_) => "no_worker",
+        InferenceError::NoEligibleWorker(_) | InferenceError::NoGpuWorker { .. } => "no_worker",
         InferenceError::Busy(_) => "busy",
         InferenceError::Refused { .. } => "refused",
         InferenceError::Cancelled => "cancelled",

@@ -34,6 +34,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cocoon_protocol::attestation::gpu_policy::GpuRequirement;
 use cocoon_protocol::attestation::record::ModelOffer;
 use cocoon_protocol::attestation::signed::SignedRecord;
 use cocoon_protocol::inference::messages::{
@@ -100,6 +101,14 @@ pub enum InferenceError {
     /// Workers offer the model, but none within the price cap and context length.
     #[error("no worker offering {0} fits this request's price cap and context length")]
     NoEligibleWorker(String),
+    /// Workers offer the model, but none whose GPUs meet the request's requirement.
+    #[error("no verified worker offering {model} meets cocoon_require_gpu = {requirement:?}")]
+    NoGpuWorker {
+        /// The model.
+        model: String,
+        /// The requirement (`any`, `cc`).
+        requirement: &'static str,
+    },
     /// Every worker tried was busy.
     #[error("all workers for this model are busy (tried {0})")]
     Busy(usize),
@@ -286,6 +295,11 @@ impl InferenceClient {
     }
 
     /// The offer of each verified worker for each model: `(model id, offers)`.
+    /// The verified record of `worker`, if any.
+    pub fn worker_record(&self, worker: &PeerId) -> Option<SignedRecord> {
+        self.attestation.record_of(worker)
+    }
+
     pub fn models(&self) -> Vec<(String, Vec<(PeerId, ModelOffer)>)> {
         let mut by_model: HashMap<String, Vec<(PeerId, ModelOffer)>> = HashMap::new();
         for signed in self.attestation.records() {
@@ -307,10 +321,26 @@ impl InferenceClient {
         deltas: mpsc::Sender<Delta>,
         delivery: Delivery,
     ) -> Result<Completion, InferenceError> {
-        let result = self.run(request, deltas, delivery).await;
+        self.complete_with(request, deltas, delivery, GpuRequirement::None).await
+    }
+
+    /// [`Self::complete`] on workers whose GPUs meet `gpu` only (their records' GPU evidence,
+    /// verified when the records were accepted).
+    pub async fn complete_with(
+        &self,
+        request: Request,
+        deltas: mpsc::Sender<Delta>,
+        delivery: Delivery,
+        gpu: GpuRequirement,
+    ) -> Result<Completion, InferenceError> {
+        let result = self.run(request, deltas, delivery, gpu).await;
         let outcome = match &result {
             Ok(_) => "completed",
-            Err(InferenceError::UnknownModel(_) | InferenceError::NoEligibleWorker(_)) => "no_worker",
+            Err(
+                InferenceError::UnknownModel(_)
+                | InferenceError::NoEligibleWorker(_)
+                | InferenceError::NoGpuWorker { .. },
+            ) => "no_worker",
             Err(InferenceError::Busy(_)) => "busy",
             Err(InferenceError::Refused { .. }) => "refused",
             Err(InferenceError::Cancelled) => "cancelled",
@@ -326,10 +356,16 @@ impl InferenceClient {
         request: Request,
         deltas: mpsc::Sender<Delta>,
         delivery: Delivery,
+        gpu: GpuRequirement,
     ) -> Result<Completion, InferenceError> {
-        let records = self.attestation.offering(&request.model_id);
+        let mut records = self.attestation.offering(&request.model_id);
         if records.is_empty() {
             return Err(InferenceError::UnknownModel(request.model_id.clone()));
+        }
+        records.retain(|r| gpu.met_by(&r.record().gpus));
+        if records.is_empty() {
+            let model = request.model_id.clone();
+            return Err(InferenceError::NoGpuWorker { model, requirement: gpu.name() });
         }
         let need = Need {
             prompt_tokens: estimate_tokens(&request.prompt),

@@ -4,8 +4,9 @@
 //! that signed things stay verifiable after the round trip.
 
 use cocoon_protocol::attestation::binding::expected_report_data;
+use cocoon_protocol::attestation::gpu_policy::GpuClaims;
 use cocoon_protocol::attestation::policy::{self, AttestationPolicy, EvidenceClaims};
-use cocoon_protocol::attestation::record::{AttestationRecord, TeeEvidence};
+use cocoon_protocol::attestation::record::{AttestationRecord, GpuEvidence, TeeEvidence};
 use cocoon_protocol::attestation::signed::{RECORD_DOMAIN, SignedRecord};
 use cocoon_protocol::codec::Reader;
 use cocoon_protocol::envelope::Envelope;
@@ -232,7 +233,20 @@ fn attestation_record_checks(record: &AttestationRecord) {
     if let TeeEvidence::Simulated(sim) = &record.evidence
         && let Ok(claims) = EvidenceClaims::from_simulated(sim)
     {
-        let verdict = policy::check(&policy, record, &claims, NOW);
+        // GPU claims where they need no vendor verification (simulated and unattested GPUs).
+        let gpus: Vec<GpuClaims> = record
+            .gpus
+            .iter()
+            .filter_map(|g| match g {
+                GpuEvidence::Simulated(sim) => GpuClaims::from_simulated(sim).ok(),
+                GpuEvidence::Unattested { .. } => Some(GpuClaims::unattested()),
+                GpuEvidence::Nvidia(_) => None,
+            })
+            .collect();
+        if gpus.len() != record.gpus.len() {
+            return;
+        }
+        let verdict = policy::check(&policy, record, &claims, &gpus, NOW);
         if claims.report_data != report_data {
             assert!(verdict.is_err(), "report data that does not bind the record was accepted");
         }

@@ -229,6 +229,7 @@ fn record(simulated: bool) -> AttestationRecord {
             max_concurrent: 4,
         }],
         evidence: TeeEvidence::Tdx { quote: quote(4, 0x81) },
+        gpus: vec![],
         issued_at: NOW - 100,
         expires_at: NOW + 3600,
     };
