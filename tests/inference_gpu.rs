@@ -63,12 +63,17 @@ async fn a_client_requiring_confidential_gpus_never_uses_a_worker_without_them()
         "the CPU worker was sent a request"
     );
 
-    // Without the requirement the free CPU-only worker serves: the requirement, not chance, kept
-    // the requests away from it.
-    let body = json!({"model": model_id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+    // `any`: a GPU, confidential or not; the CPU-only worker has none.
+    let body = json!({
+        "model": model_id,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 4,
+        "cocoon_require_gpu": "any",
+    });
     let (status, answer) = post(api, "/v1/chat/completions", body.to_string()).await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["cocoon"]["worker"], cpu.peer_id().to_string(), "{answer}");
+    assert_eq!(answer["cocoon"]["worker"], gpu.peer_id().to_string(), "{answer}");
+    assert_eq!(metric(&cpu, "cocoon_inference_worker_requests_total", "").await, 0);
 
     let bad = json!({"model": model_id, "messages": [{"role": "user", "content": "hi"}], "cocoon_require_gpu": "yes"});
     let (status, answer) = post(api, "/v1/chat/completions", bad.to_string()).await;
