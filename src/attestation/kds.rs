@@ -176,7 +176,8 @@ impl KdsClient {
     /// GET `path`, the whole exchange within the timeout.
     async fn get(&self, path: &str) -> Result<Fetched, KdsError> {
         let url = format!("{}{path}", self.base);
-        let timed_out = || KdsError::Request { url: url.clone(), reason: format!("no answer in {:?}", self.timeout) };
+        let timed_out =
+            || KdsError::Request { url: url.clone(), reason: format!("no answer in {:?}", self.timeout) };
         tokio::time::timeout(self.timeout, self.exchange(&url)).await.map_err(|_| timed_out())?
     }
 
@@ -198,7 +199,10 @@ impl KdsClient {
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(failed)? {
             if body.len() + chunk.len() > MAX_BODY {
-                return Err(KdsError::Body { url: url.to_owned(), reason: format!("larger than {MAX_BODY} bytes") });
+                return Err(KdsError::Body {
+                    url: url.to_owned(),
+                    reason: format!("larger than {MAX_BODY} bytes"),
+                });
             }
             body.extend_from_slice(&chunk);
         }
@@ -288,10 +292,12 @@ impl VcekSource {
         if let Some(vcek) = products.iter().find_map(|p| self.held(&report, *p, now)) {
             return Ok(vcek);
         }
-        let Some(first) = products.first() else {
-            return Err(KdsError::Report(SnpError::Unsupported("no known product for the report's CPUID".into())));
+        let Some(&first) = products.first() else {
+            return Err(KdsError::Report(SnpError::Unsupported(
+                "no known product for the report's CPUID".into(),
+            )));
         };
-        let Some(kds) = &self.kds else { return Err(KdsError::NotCached(vcek_key(&report, *first))) };
+        let Some(kds) = &self.kds else { return Err(KdsError::NotCached(vcek_key(&report, first))) };
         let _serial = self.fetching.lock().await;
         let mut last = None;
         for product in products {
@@ -306,18 +312,26 @@ impl VcekSource {
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| KdsError::NotCached(vcek_key(&report, *first))))
+        Err(last.unwrap_or_else(|| KdsError::NotCached(vcek_key(&report, first))))
     }
 
     /// Verify a VCEK (DER) that came with `report` (in a record or the host's certificate table)
-    /// at `now`, and keep it like a fetched one.
+    /// at `now`, and keep it (memory and store) like a fetched one. A VCEK already held for the
+    /// report is returned without verifying the offered one.
     pub fn offered(&self, report: &[u8], vcek: &[u8], now: u64) -> Result<Arc<VerifiedVcek>, KdsError> {
         let report = SnpReport::parse(report).map_err(KdsError::Report)?;
+        let products = report.products();
+        if let Some(vcek) = products.iter().find_map(|p| self.held(&report, *p, now)) {
+            return Ok(vcek);
+        }
         let mut last = None;
-        for product in report.products() {
+        for product in products {
             let key = vcek_key(&report, product);
             match self.accept(&report, product, &key, vcek, now) {
-                Ok(verified) => return Ok(verified),
+                Ok(verified) => {
+                    self.persist(&key, vcek);
+                    return Ok(verified);
+                }
                 Err(e) => last = Some(e),
             }
         }
@@ -348,17 +362,22 @@ impl VcekSource {
             }
         };
         let verified = self.accept(report, product, &key, &der, now)?;
-        if let Some(store) = &self.store
-            && let Err(e) = store.put(&key, &der)
-        {
-            tracing::warn!(key, error = %e, "cannot persist VCEK");
-        }
+        self.persist(&key, &der);
         if let Ok(mut state) = self.state.lock() {
             state.backoff = 0;
         }
         self.count(|s| s.fetched += 1);
-        tracing::info!(key, kds = kds.base, "fetched SEV-SNP VCEK");
+        tracing::info!(key, kds = %kds.base, "fetched SEV-SNP VCEK");
         Ok(verified)
+    }
+
+    /// Keep a verified VCEK in the store (if any) for the next start.
+    fn persist(&self, key: &str, der: &[u8]) {
+        if let Some(store) = &self.store
+            && let Err(e) = store.put(key, der)
+        {
+            tracing::warn!(key, error = %e, "cannot persist VCEK");
+        }
     }
 
     /// Verify `der` as `report`'s VCEK for `product` and keep it in memory.
@@ -427,7 +446,8 @@ impl VcekSource {
     /// Start (or lengthen) the back-off after HTTP 429; returns its end.
     fn throttle(&self, retry_after: Option<u64>, now: u64) -> u64 {
         let Ok(mut state) = self.state.lock() else { return now };
-        let doubled = if state.backoff == 0 { self.min_interval.max(1) } else { state.backoff.saturating_mul(2) };
+        let doubled =
+            if state.backoff == 0 { self.min_interval.max(1) } else { state.backoff.saturating_mul(2) };
         state.backoff = doubled.max(retry_after.unwrap_or(0)).min(MAX_BACKOFF);
         state.throttled_until = now.saturating_add(state.backoff);
         state.throttled_until

@@ -213,7 +213,9 @@ impl SnpReport {
     pub fn products(&self) -> Vec<SnpProduct> {
         match (self.cpuid_family, self.cpuid_model) {
             (Some(0x1A), _) => vec![SnpProduct::Turin],
-            (Some(0x19), Some(model)) if matches!(model, 0x10..=0x1F | 0xA0..=0xAF) => vec![SnpProduct::Genoa],
+            (Some(0x19), Some(model)) if matches!(model, 0x10..=0x1F | 0xA0..=0xAF) => {
+                vec![SnpProduct::Genoa]
+            }
             (Some(0x19), _) => vec![SnpProduct::Milan],
             (Some(_), _) => Vec::new(),
             (None, _) if self.chip_id[8..].iter().all(|b| *b == 0) => vec![SnpProduct::Turin],

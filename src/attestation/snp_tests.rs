@@ -7,6 +7,8 @@ use std::time::Instant;
 use super::*;
 use crate::attestation::intel_pki::unix_seconds;
 use crate::attestation::sev_samples::read;
+use sev::certs::snp::builtin;
+use x509_cert::der::Encode;
 
 /// 2025-01-01T00:00:00Z, inside the Milan VCEK's validity (2023-04-03 to 2030-04-03).
 const JAN_2025: u64 = 1_735_689_600;
