@@ -16,6 +16,9 @@ use crate::store::Store;
 /// 2025-01-01T00:00:00Z, inside the Milan VCEK's validity.
 const JAN_2025: u64 = 1_735_689_600;
 
+/// A request's product, hwID and query.
+type Request = (String, String, HashMap<String, String>);
+
 /// A fake KDS.
 struct Kds {
     /// What it serves as any VCEK.
@@ -24,7 +27,7 @@ struct Kds {
     /// Non-zero: answer every request with this status.
     fail_with: AtomicU16,
     /// The last request: product, hwID, query.
-    last: std::sync::Mutex<Option<(String, String, HashMap<String, String>)>>,
+    last: std::sync::Mutex<Option<Request>>,
 }
 
 async fn serve_vcek(

@@ -213,7 +213,7 @@ impl SnpReport {
     pub fn products(&self) -> Vec<SnpProduct> {
         match (self.cpuid_family, self.cpuid_model) {
             (Some(0x1A), _) => vec![SnpProduct::Turin],
-            (Some(0x19), Some(model)) if matches!(model, 0x10..=0x1F | 0xA0..=0xAF) => {
+            (Some(0x19), Some(0x10..=0x1F | 0xA0..=0xAF)) => {
                 vec![SnpProduct::Genoa]
             }
             (Some(0x19), _) => vec![SnpProduct::Milan],
