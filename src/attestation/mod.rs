@@ -14,6 +14,10 @@
 //! - [`snp`]: verification of AMD SEV-SNP reports: the VCEK chain up to AMD's pinned roots at a
 //!   given time, the report's signature over its raw bytes, the VCEK's chip and TCB, the expected
 //!   report data and an SNP policy (not yet wired into records or the node).
+//! - [`snp_provider`]: producing SEV-SNP reports through configfs-tsm, with the host's
+//!   certificate table (VCEK, ASK, ARK) when it supplies one.
+//! - [`kds`]: VCEKs for SEV-SNP reports from memory, the store or AMD's KDS, rate-limited.
+//! - [`tsm`]: one configfs-tsm report, whatever the TEE (used by both providers).
 //! - [`tdx`]: verification of Intel TDX quotes: first what the quote's bytes alone decide (the
 //!   sender's fault when it fails), then `dcap-qvl` against collateral (Intel's signed TCB info,
 //!   QE identity and CRLs) at a given time, so verification is reproducible offline.
@@ -26,12 +30,17 @@ pub mod gpu;
 pub mod gpu_provider;
 pub mod intel_pki;
 pub mod judge;
+pub mod kds;
 pub mod known;
 pub mod pccs;
 pub mod policy_file;
 pub mod provider;
 pub mod service;
+#[cfg(test)]
+pub(crate) mod sev_samples;
 pub mod snp;
+pub mod snp_provider;
 pub mod tdx;
 pub mod tee_claims;
+pub mod tsm;
 pub mod verifier;

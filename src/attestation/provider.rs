@@ -6,11 +6,12 @@
 //! - [`SimulatedTee`]: SIMULATED evidence signed by a local key, for development and simnet. It is
 //!   labelled as such in the record and refused by any policy without `allow_simulated`.
 
-use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use cocoon_protocol::attestation::record::{SimulatedEvidence, TeeEvidence};
 use libp2p::identity::ed25519;
+
+use super::tsm;
 
 /// Default location of configfs-tsm report entries.
 pub const CONFIGFS_TSM_REPORT: &str = "/sys/kernel/config/tsm/report";
@@ -32,6 +33,18 @@ pub enum ProviderError {
     /// The TSM provider is not TDX (e.g. SEV-SNP) or the entry is not a TSM report.
     #[error("configfs-tsm provider is {0:?}, not a TDX guest ({TDX_PROVIDER})")]
     NotTdx(String),
+    /// The configfs-tsm entry is not from the expected provider (another TEE), or is no TSM
+    /// report at all (no `provider` or `generation` attribute).
+    #[error("configfs-tsm provider is {found:?}, not {expected}")]
+    WrongProvider {
+        /// The provider asked for (`tdx_guest`, `sev_guest`).
+        expected: &'static str,
+        /// The provider found, or what is missing.
+        found: String,
+    },
+    /// The TEE produced output this node cannot use (wrong length, malformed certificate table).
+    #[error("configfs-tsm output is malformed: {0}")]
+    Malformed(String),
     /// Another writer changed the entry while we used it.
     #[error("configfs-tsm report entry was modified concurrently; try again")]
     Raced,
@@ -70,42 +83,6 @@ impl ConfigfsTsm {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }
-
-    fn io(path: &Path, source: std::io::Error) -> ProviderError {
-        match source.kind() {
-            ErrorKind::PermissionDenied => ProviderError::Permission(path.to_owned()),
-            _ => ProviderError::Io { path: path.to_owned(), source },
-        }
-    }
-
-    fn read_trimmed(path: &Path) -> Result<String, ProviderError> {
-        std::fs::read_to_string(path).map(|s| s.trim().to_owned()).map_err(|e| Self::io(path, e))
-    }
-
-    /// One quote: create an entry, write `inblob`, check the provider, read `outblob`, and check
-    /// that nobody else wrote the entry meanwhile (`generation` advanced by exactly one).
-    fn quote(&self, entry: &Path, report_data: &[u8; 64]) -> Result<Vec<u8>, ProviderError> {
-        let generation = |e: &Path| -> Result<u64, ProviderError> {
-            let path = e.join("generation");
-            Self::read_trimmed(&path)?
-                .parse()
-                .map_err(|_| ProviderError::NotTdx("no generation counter".into()))
-        };
-        let provider = Self::read_trimmed(&entry.join("provider"))
-            .map_err(|_| ProviderError::NotTdx("no provider attribute".into()))?;
-        if provider != TDX_PROVIDER {
-            return Err(ProviderError::NotTdx(provider));
-        }
-        let before = generation(entry)?;
-        let inblob = entry.join("inblob");
-        std::fs::write(&inblob, report_data).map_err(|e| Self::io(&inblob, e))?;
-        let outblob = entry.join("outblob");
-        let quote = std::fs::read(&outblob).map_err(|e| Self::io(&outblob, e))?;
-        if generation(entry)? != before + 1 {
-            return Err(ProviderError::Raced);
-        }
-        Ok(quote)
-    }
 }
 
 impl TeeProvider for ConfigfsTsm {
@@ -114,16 +91,11 @@ impl TeeProvider for ConfigfsTsm {
     }
 
     fn evidence(&self, report_data: &[u8; 64]) -> Result<TeeEvidence, ProviderError> {
-        if !self.root.is_dir() {
-            return Err(ProviderError::NotMounted(self.root.clone()));
-        }
-        let entry = self.root.join(format!("cocoon-{}-{}", std::process::id(), rand::random::<u32>()));
-        std::fs::create_dir(&entry).map_err(|e| Self::io(&entry, e))?;
-        let result = self.quote(&entry, report_data);
-        if let Err(e) = std::fs::remove_dir(&entry) {
-            tracing::warn!(entry = %entry.display(), error = %e, "cannot remove configfs-tsm report entry");
-        }
-        Ok(TeeEvidence::Tdx { quote: result? })
+        let report = tsm::generate(&self.root, TDX_PROVIDER, report_data, false).map_err(|e| match e {
+            ProviderError::WrongProvider { found, .. } => ProviderError::NotTdx(found),
+            e => e,
+        })?;
+        Ok(TeeEvidence::Tdx { quote: report.outblob })
     }
 }
 

@@ -2,42 +2,16 @@
 //! report with its VCEK and chain, and a Turin VCEK), located through `cargo metadata` at test
 //! time and never copied into this repository.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use super::*;
 use crate::attestation::intel_pki::unix_seconds;
+use crate::attestation::sev_samples::read;
+use sev::certs::snp::builtin;
+use x509_cert::der::Encode;
 
 /// 2025-01-01T00:00:00Z, inside the Milan VCEK's validity (2023-04-03 to 2030-04-03).
 const JAN_2025: u64 = 1_735_689_600;
-
-/// `tests/certs_data/` of the `sev` 8.0.0 package this crate depends on.
-fn certs_dir() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let out = std::process::Command::new(env!("CARGO"))
-            .args(["metadata", "--format-version", "1", "--manifest-path"])
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
-        let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let manifest = meta["packages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == "sev" && p["version"] == "8.0.0")
-            .and_then(|p| p["manifest_path"].as_str())
-            .expect("sev 8.0.0 in cargo metadata");
-        PathBuf::from(manifest).parent().unwrap().join("tests/certs_data")
-    })
-    .clone()
-}
-
-fn read(name: &str) -> Vec<u8> {
-    std::fs::read(certs_dir().join(name)).unwrap()
-}
 
 /// The real Milan evidence: report, VCEK (DER), ASK and ARK (DER, split from the PEM chain).
 struct Evidence {

@@ -1,7 +1,7 @@
 //! The node's durable state: one sled database per node in `<data-dir>/db`, plus key files
 //! (`identity.key`, `noise.key`, `simulator.key`, `wallet.key`; owner-only permissions, see `keys.rs`).
 //! Trees: `peers/v1` (peer book), `attestations/v1` (verified records), `collateral/v1` (TDX
-//! collateral from a PCCS), `models/v1` (model file hashes), and the payment trees (`pay-*`, see
+//! collateral from a PCCS), `snp-vcek/v1` (SEV-SNP VCEKs from AMD's KDS), `models/v1` (model file hashes), and the payment trees (`pay-*`, see
 //! `payments.rs`), and the worker's voucher log `<data-dir>/vouchers.log` (`voucher_log.rs`),
 //! folded into the payment trees when the store is opened.
 //!
@@ -17,6 +17,7 @@ pub(crate) mod models;
 pub(crate) mod payments;
 pub(crate) mod peer_book;
 mod records;
+pub(crate) mod snp;
 pub(crate) mod voucher_log;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ pub use models::{MODELS_TREE, ModelHashes};
 pub use payments::{ClaimEntry, PaymentBook, StoredChannel, VoucherWrite};
 pub use peer_book::{KnownPeer, PeerBook};
 pub use records::{ATTESTATIONS_TREE, RecordCache};
+pub use snp::{VCEK_TREE, VcekCache};
 
 /// Name of the peer-book tree.
 pub const PEERS_TREE: &str = "peers/v1";
@@ -139,6 +141,11 @@ impl Store {
     /// TDX collateral fetched from a PCCS.
     pub fn collateral_cache(&self) -> Result<CollateralCache, StoreError> {
         Ok(CollateralCache::new(self.db.open_tree(COLLATERAL_TREE)?))
+    }
+
+    /// SEV-SNP VCEKs fetched from AMD's KDS.
+    pub fn vcek_cache(&self) -> Result<VcekCache, StoreError> {
+        Ok(VcekCache::new(self.db.open_tree(VCEK_TREE)?))
     }
 
     /// Payment channels, vouchers, debts and the settlement journal.
