@@ -1,12 +1,16 @@
 //! Cost of checking attestation evidence: a cold DCAP verification of real TDX quotes, the same
 //! quote answered from the verifier's cache (by quote hash), and opening a signed record.
 //!
-//! `cargo bench --bench attestation` prints one line per case: time per operation and rate.
+//! `cargo bench --bench attestation` prints one line per case: time per operation and rate;
+//! `cargo bench --bench attestation -- gpu` runs only the sections whose name contains `gpu`
+//! (sections: `tdx`, `gpu`).
 
 #![allow(clippy::unwrap_used)] // a benchmark fails loudly on purpose
 
 #[path = "../common/dcap_samples.rs"]
 mod dcap_samples;
+#[path = "../common/gpu_samples.rs"]
+mod gpu_samples;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -38,8 +42,44 @@ fn bench(name: &str, budget: Duration, mut f: impl FnMut()) {
     );
 }
 
+/// Whether the section `name` runs: all of them, or those named on the command line
+/// (`cargo bench --bench attestation -- gpu`).
+fn wanted(name: &str) -> bool {
+    let named: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    named.is_empty() || named.iter().any(|n| name.contains(n.as_str()))
+}
+
 fn main() {
     let budget = Duration::from_secs(2);
+    if wanted("tdx") {
+        tdx(budget);
+    }
+    if wanted("gpu") {
+        gpu(budget);
+    }
+}
+
+/// NVIDIA's real Hopper sample (`nv-local-gpu-verifier` 2.7.3, fetched into the cache): cold
+/// (parse, nonce, four certificate signatures, report signature, FWID) and with the chain kept.
+fn gpu(budget: Duration) {
+    use cocoon::attestation::gpu::{chain_from_pem, nvidia_device_root, verify_chain, verify_evidence};
+    let sample = gpu_samples::sample();
+    let chain = chain_from_pem(&sample.chain_pem).unwrap();
+    let root = nvidia_device_root().unwrap();
+    let now = cocoon::attestation::intel_pki::unix_seconds(2025, 1, 1, 0, 0, 0).unwrap();
+    bench("gpu verify_evidence cold (Hopper sample)", budget, || {
+        black_box(verify_evidence(black_box(&sample.report), &chain, &sample.nonce, now, &root).unwrap());
+    });
+    let kept = verify_chain(&chain, &root, now).unwrap();
+    bench("gpu verify_report, chain kept (Hopper sample)", budget, || {
+        black_box(kept.verify_report(black_box(&sample.report), &sample.nonce, now).unwrap());
+    });
+    bench("gpu verify_chain alone (Hopper sample)", budget, || {
+        black_box(verify_chain(black_box(&chain), &root, now).unwrap());
+    });
+}
+
+fn tdx(budget: Duration) {
     for sample in ["tdx_quote", "tdx_quote_td15ex"] {
         let (quote, collateral) = dcap_samples::load(sample);
         let (from, _) = collateral_window(&collateral).unwrap();
