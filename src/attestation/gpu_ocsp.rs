@@ -218,10 +218,10 @@ pub fn verify_response<C: AsRef<[u8]>>(
     let wanted = cert_id(cert, issuer)?;
     let basic = BasicResponse::parse(response)?;
     basic.check_signer(&chain[index + 1..], now)?;
-    if let Some(nonce) = nonce {
-        if !basic.nonce.is_some_and(|got| nonce_matches(got, nonce)) {
-            return Err(OcspError::Nonce);
-        }
+    if let Some(nonce) = nonce
+        && !basic.nonce.is_some_and(|got| nonce_matches(got, nonce))
+    {
+        return Err(OcspError::Nonce);
     }
     let answer = basic.answer_for(&wanted)?.ok_or(OcspError::NoAnswer(index))?;
     match answer.status {
@@ -414,7 +414,9 @@ fn revocation_reason(body: &[u8]) -> Option<u8> {
 /// Two `CertID`s name the same certificate: SHA-384 (with or without NULL parameters), equal
 /// hashes and serial.
 fn same_cert_id(got: &[u8], wanted: &[u8]) -> bool {
-    let parts = |der: &[u8]| -> Option<(Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)> {
+    /// Hash algorithm, issuer name hash, issuer key hash, serial.
+    type Parts<'a> = (&'a [u8], &'a [u8], &'a [u8], &'a [u8]);
+    fn parts(der: &[u8]) -> Option<Parts<'_>> {
         let (id, _) = expect(der, SEQUENCE)?;
         let (algorithm, rest) = expect(id.body, SEQUENCE)?;
         let (oid, params) = read(algorithm.body)?;
@@ -422,8 +424,8 @@ fn same_cert_id(got: &[u8], wanted: &[u8]) -> bool {
         let (name, rest) = expect(rest, OCTET_STRING)?;
         let (key, rest) = expect(rest, OCTET_STRING)?;
         let (serial, _) = expect(rest, INTEGER)?;
-        Some((oid.whole.to_vec(), name.body.to_vec(), key.body.to_vec(), serial.whole.to_vec()))
-    };
+        Some((oid.whole, name.body, key.body, serial.whole))
+    }
     matches!((parts(got), parts(wanted)), (Some(a), Some(b)) if a == b && a.0 == SHA384_OID)
 }
 

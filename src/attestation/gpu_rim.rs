@@ -575,10 +575,10 @@ impl GpuRims {
     pub async fn rim(&self, id: &str, now: u64) -> Result<Rim, RimError> {
         {
             let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((rim, until)) = cache.get(id) {
-                if now <= *until {
-                    return Ok(rim.clone());
-                }
+            if let Some((rim, until)) = cache.get(id)
+                && now <= *until
+            {
+                return Ok(rim.clone());
             }
         }
         let xml = self.fetch(id).await?;
