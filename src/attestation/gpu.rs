@@ -19,6 +19,10 @@
 //! [`GpuError::Unsupported`] until a real Blackwell sample can be tested. The device certificate's
 //! hash ([`VerifiedGpu::device_id`]) identifies a GPU across boots.
 //!
+//! Around it: [`nvml`] collects local GPUs' evidence through the NVIDIA driver; [`ocsp`] and
+//! [`rim`] are the optional online checks (revocation, golden measurements), configured by
+//! [`ocsp::GpuServicesConfig`].
+//!
 //! A verified chain can be kept ([`verify_chain`], then [`VerifiedChain::verify_report`]) so
 //! later reports from the same GPU cost one signature check. What this does not check: whether
 //! the measurements are NVIDIA's golden values (the RIMs), and revocation (OCSP): both online.
