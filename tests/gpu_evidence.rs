@@ -10,9 +10,10 @@ mod gpu_samples;
 
 use std::time::Instant;
 
+use cocoon::attestation::gpu::rim::{Rim, RimError, compare, nvidia_rim_root, rim_ids};
 use cocoon::attestation::gpu::{
-    CHAIN_LEN, GpuError, SIGNATURE_LEN, VerifiedGpu, chain_from_pem, nvidia_device_root, verify_chain,
-    verify_evidence,
+    CHAIN_LEN, GpuArchitecture, GpuError, SIGNATURE_LEN, VerifiedGpu, chain_from_pem, nvidia_device_root,
+    verify_chain, verify_evidence,
 };
 use cocoon::attestation::intel_pki::unix_seconds;
 use gpu_samples::sample;
@@ -206,11 +207,16 @@ fn fwid_extension(fwid: &[u8; 48]) -> Vec<u8> {
 /// A five-certificate P-384 chain of our own (leaf first, root last), its root, and the leaf's
 /// PKCS#8 key; the leaf carries `fwid` in a Hopper FWID extension, if given.
 fn synthetic_chain(fwid: Option<[u8; 48]>) -> (Vec<Vec<u8>>, Vec<u8>, Vec<u8>) {
+    synthetic_chain_of("NVIDIA GH100 Identity", fwid)
+}
+
+/// [`synthetic_chain`] with `identity` as the identity CA's common name.
+fn synthetic_chain_of(identity: &str, fwid: Option<[u8; 48]>) -> (Vec<Vec<u8>>, Vec<u8>, Vec<u8>) {
     let root_key = p384_key();
     let root = params(&[(DnType::CommonName, "test root".into())], true).self_signed(&root_key).unwrap();
     let mut issuer: (Certificate, KeyPair) = (root, root_key);
     let mut certs = vec![issuer.0.der().to_vec()];
-    for name in ["identity", "provisioner", "device"] {
+    for name in [identity, "provisioner", "device"] {
         let key = p384_key();
         let cert =
             params(&[(DnType::CommonName, name.into())], true).signed_by(&key, &issuer.0, &issuer.1).unwrap();
@@ -253,6 +259,115 @@ fn the_leaf_fwid_must_match_the_reports() {
     other[47] ^= 1;
     assert_eq!(check(Some(other)), Err(GpuError::FwidMismatch));
     assert_eq!(check(None), Err(GpuError::FwidMissing("attestation certificate")));
+}
+
+#[test]
+fn the_architecture_comes_from_the_identity_ca() {
+    let s = sample();
+    let v = verify(&s.report, &chain(), &s.nonce).unwrap();
+    assert_eq!(v.architecture, GpuArchitecture::Hopper);
+    assert_eq!(v.architecture.name(), "hopper");
+    let fwid = Some(v.fwid);
+    let check = |identity: &str| {
+        let (chain, root, key) = synthetic_chain_of(identity, fwid);
+        verify_evidence(&resigned(&key), &chain, &s.nonce, now(), &root)
+    };
+    assert_eq!(check("NVIDIA GB100 Identity"), Err(GpuError::Unsupported(GpuArchitecture::Blackwell)));
+    assert_eq!(check("identity"), Err(GpuError::UnknownArchitecture));
+    assert_eq!(check("NVIDIA GH100 Identity").unwrap().architecture, GpuArchitecture::Hopper);
+}
+
+#[test]
+fn the_device_id_is_the_device_certificates_hash() {
+    let s = sample();
+    let v = verify(&s.report, &chain(), &s.nonce).unwrap();
+    assert_eq!(hex::encode(v.device_id), DEVICE_ID_HEX);
+    let kept = verify_chain(&chain(), &nvidia_device_root().unwrap(), now()).unwrap();
+    assert_eq!(kept.device_id(), &v.device_id);
+    assert_eq!(kept.architecture(), GpuArchitecture::Hopper);
+    // Another boot (another leaf) of the same GPU keeps it; another GPU has another.
+    let (other, root, key) = synthetic_chain(Some(v.fwid));
+    let theirs = verify_evidence(&resigned(&key), &other, &s.nonce, now(), &root).unwrap();
+    assert_ne!(theirs.device_id, v.device_id);
+}
+
+/// SHA-256 of the sample's device (BROM) certificate.
+const DEVICE_ID_HEX: &str = "7ee4320b217b182b6551836a4ca0b72d5e6e60952a70d4b2f73b8726b4a9759a";
+
+/// NVIDIA's sample RIMs in the wheel, each with its signing chain (expired since mid-2025).
+const SAMPLE_RIMS: [&str; 4] = [
+    "1010_0200_882_96005E0001_PROD",
+    "1010_0205_862_9600740020_PROD",
+    "g520_0202_885_96006D0008_PROD",
+    "Driver_RIM_test_no_gpu",
+];
+
+fn sample_rim(name: &str) -> String {
+    String::from_utf8(gpu_samples::wheel_file(&format!("verifier/samples/{name}.swidtag"))).unwrap()
+}
+
+/// 2024-06-01: inside every sample RIM chain's validity.
+fn rim_time() -> u64 {
+    unix_seconds(2024, 6, 1, 0, 0, 0).unwrap()
+}
+
+#[test]
+fn nvidias_sample_rims_verify_with_their_xml_signatures() {
+    let root = nvidia_rim_root().unwrap();
+    for name in SAMPLE_RIMS {
+        let xml = sample_rim(name);
+        let rim = Rim::parse(&xml, &root, rim_time()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(rim.measurements.len() >= 32, "{name}");
+    }
+    let rim = Rim::parse(&sample_rim(SAMPLE_RIMS[0]), &root, rim_time()).unwrap();
+    assert_eq!(rim.version, "96.00.5E.00.01");
+    assert!(rim.measurements[&1].active);
+    assert_eq!(
+        hex::encode(&rim.measurements[&1].alternatives[0]),
+        "c3f65ef79a19c029868cd7ce54b10e44f192444edb3506dde29cef2aac4e916c90a4f438e55aa7581a9e384c74d82db6"
+    );
+}
+
+#[test]
+fn an_altered_or_expired_rim_is_refused() {
+    let root = nvidia_rim_root().unwrap();
+    let xml = sample_rim(SAMPLE_RIMS[0]);
+    let golden =
+        "c3f65ef79a19c029868cd7ce54b10e44f192444edb3506dde29cef2aac4e916c90a4f438e55aa7581a9e384c74d82db6";
+    let altered = xml.replacen(golden, &golden.replacen('c', "d", 1), 1);
+    assert_ne!(altered, xml);
+    assert_eq!(
+        Rim::parse(&altered, &root, rim_time()),
+        Err(RimError::Signature("the document's digest differs"))
+    );
+    let inactive = xml.replacen("active=\"True\"", "active=\"False\"", 1);
+    assert_eq!(
+        Rim::parse(&inactive, &root, rim_time()),
+        Err(RimError::Signature("the document's digest differs"))
+    );
+    let late = unix_seconds(2025, 7, 1, 0, 0, 0).unwrap();
+    assert_eq!(Rim::parse(&xml, &root, late), Err(RimError::Signature("a certificate is not valid now")));
+    // The GPU device root is not the RIM root.
+    let device_root = nvidia_device_root().unwrap();
+    assert_eq!(
+        Rim::parse(&xml, &device_root, rim_time()),
+        Err(RimError::Signature("the certificate chain to NVIDIA's RIM root"))
+    );
+}
+
+#[test]
+fn the_sample_report_is_compared_with_rims() {
+    let s = sample();
+    let v = verify(&s.report, &chain(), &s.nonce).unwrap();
+    let ids = rim_ids(&v.report, v.architecture).unwrap();
+    assert_eq!(ids.driver, "NV_GPU_DRIVER_GH100_550.90.07");
+    assert_eq!(ids.vbios, "NV_GPU_VBIOS_1010_0200_882_96009F0001");
+    // The wheel has no RIM of the sample's VBIOS (96.00.9f.00.01) or driver: NVIDIA's older
+    // VBIOS RIM of the same board does not match it.
+    let root = nvidia_rim_root().unwrap();
+    let driver = Rim::parse(&sample_rim("Driver_RIM_test_no_gpu"), &root, rim_time()).unwrap();
+    let vbios = Rim::parse(&sample_rim(SAMPLE_RIMS[0]), &root, rim_time()).unwrap();
+    assert!(matches!(compare(&v.report, &driver, &vbios), Err(RimError::Mismatch { .. })));
 }
 
 /// Cost of verification on the sample: cold (chain and report) and with a kept chain (report

@@ -14,16 +14,32 @@
 //!    raw `r ‖ s` over every byte but the last 96;
 //! 5. the leaf's FWID extension equals the report's FWID (opaque data type 20), both mandatory.
 //!
+//! The architecture comes from the verified chain (the identity CA's name, see
+//! [`GpuArchitecture`]); Blackwell chains are recognised and refused as
+//! [`GpuError::Unsupported`] until a real Blackwell sample can be tested. The device certificate's
+//! hash ([`VerifiedGpu::device_id`]) identifies a GPU across boots.
+//!
+//! Around it: [`nvml`] collects local GPUs' evidence through the NVIDIA driver; [`ocsp`] and
+//! [`rim`] are the optional online checks (revocation, golden measurements), configured by
+//! [`ocsp::GpuServicesConfig`].
+//!
 //! A verified chain can be kept ([`verify_chain`], then [`VerifiedChain::verify_report`]) so
 //! later reports from the same GPU cost one signature check. What this does not check: whether
 //! the measurements are NVIDIA's golden values (the RIMs), and revocation (OCSP): both online.
 
 use ring::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
+use sha2::{Digest, Sha256};
 
 #[path = "gpu_cert.rs"]
 mod cert;
+#[path = "nvml.rs"]
+pub mod nvml;
+#[path = "gpu_ocsp.rs"]
+pub mod ocsp;
 #[path = "gpu_report.rs"]
 mod report;
+#[path = "gpu_rim.rs"]
+pub mod rim;
 
 use cert::Cert;
 pub use report::{
@@ -52,6 +68,57 @@ MBaAFFeF/4PyY8xlfWi3Olv0jUrL+0lfMAoGCCqGSM49BAMDA2kAMGYCMQCPeFM3
 TASsKQVaT+8S0sO9u97PVGCpE9d/I42IT7k3UUOLSR/qvJynVOD1vQKVXf0CMQC+
 EY55WYoDBvs2wPAH1Gw4LbcwUN8QCff8bFmV4ZxjCRr4WXTLFHBKjbfneGSBWwA=
 -----END CERTIFICATE-----";
+
+/// The GPU generation whose evidence this is, read from the verified chain: the identity CA
+/// below NVIDIA's root is one per architecture ("NVIDIA GH100 Identity" for Hopper; Blackwell's
+/// name GB100/GB10x/GB20x chips).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GpuArchitecture {
+    /// H100/H200 (GH100): SPDM 1.1 reports, the composite device ID FWID extension.
+    Hopper,
+    /// B100/B200/GB200 (GB1xx/GB2xx): recognised, but its evidence (DICE TcbInfo FWID, later
+    /// SPDM) is not verified yet: no real sample to test against.
+    Blackwell,
+}
+
+impl GpuArchitecture {
+    /// Its lowercase name: "hopper", "blackwell".
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hopper => "hopper",
+            Self::Blackwell => "blackwell",
+        }
+    }
+
+    /// The architecture an identity CA's common name names, if any.
+    pub fn from_identity_name(common_name: &str) -> Option<Self> {
+        let chip = |prefix: &str| {
+            common_name.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| {
+                word.strip_prefix(prefix)
+                    .is_some_and(|n| n.len() == 3 && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+        };
+        if chip("GH") {
+            Some(Self::Hopper)
+        } else if chip("GB") {
+            Some(Self::Blackwell)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for GpuArchitecture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Index of the per-device (BROM) certificate in the chain: the same for every boot of a GPU,
+/// unlike the leaf, which the firmware makes anew.
+pub const DEVICE_CERT_INDEX: usize = 1;
+/// Index of the architecture's identity CA in the chain.
+pub const IDENTITY_CA_INDEX: usize = 3;
 
 /// Why GPU evidence does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,12 +184,23 @@ pub enum GpuError {
     /// The report lacks the driver or VBIOS version.
     #[error("the GPU report has no {0}")]
     VersionMissing(&'static str),
+    /// The identity CA names no GPU architecture known here.
+    #[error("GPU certificate 3 names no known GPU architecture")]
+    UnknownArchitecture,
+    /// The chain is genuine NVIDIA but of an architecture whose evidence is not verified here.
+    #[error("{0} GPU evidence is not supported yet")]
+    Unsupported(GpuArchitecture),
 }
 
 /// What verified evidence shows: the parsed report (measurements, nonces, opaque data) and the
-/// versions and FWID it is bound to.
+/// versions and FWID it is bound to, and which GPU signed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedGpu {
+    /// The GPU generation.
+    pub architecture: GpuArchitecture,
+    /// SHA-256 of the device certificate (chain index 1): the same GPU across boots, so two
+    /// evidences with the same value are one GPU counted twice.
+    pub device_id: [u8; 32],
     /// The whole parsed report.
     pub report: GpuReport,
     /// The driver version ("550.90.07").
@@ -137,6 +215,10 @@ pub struct VerifiedGpu {
 /// same GPU are checked against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedChain {
+    /// The GPU generation.
+    architecture: GpuArchitecture,
+    /// SHA-256 of the device certificate.
+    device_id: [u8; 32],
     /// The leaf's uncompressed P-384 key.
     leaf_key: Vec<u8>,
     /// The leaf's FWID.
@@ -199,10 +281,22 @@ pub fn verify_chain<C: AsRef<[u8]>>(
         *window = (cert.not_before, cert.not_after);
     }
     check_windows(&windows, now)?;
+    // Only now that the identity CA is shown to be NVIDIA's does its name mean anything.
+    let architecture = certs
+        .get(IDENTITY_CA_INDEX)
+        .and_then(Cert::common_name)
+        .and_then(GpuArchitecture::from_identity_name)
+        .ok_or(GpuError::UnknownArchitecture)?;
+    if architecture != GpuArchitecture::Hopper {
+        return Err(GpuError::Unsupported(architecture));
+    }
     let leaf = certs.first().ok_or(GpuError::ChainLength { found: 0 })?;
+    let fwid = leaf.hopper_fwid().map_err(|reason| GpuError::Certificate { index: 0, reason })?;
     let fwid =
-        leaf.fwid.and_then(|f| f.try_into().ok()).ok_or(GpuError::FwidMissing("attestation certificate"))?;
-    Ok(VerifiedChain { leaf_key: leaf.key.to_vec(), fwid, windows })
+        fwid.and_then(|f| f.try_into().ok()).ok_or(GpuError::FwidMissing("attestation certificate"))?;
+    let device = ders.get(DEVICE_CERT_INDEX).ok_or(GpuError::ChainLength { found: 0 })?;
+    let device_id = Sha256::digest(device).into();
+    Ok(VerifiedChain { architecture, device_id, leaf_key: leaf.key.to_vec(), fwid, windows })
 }
 
 /// Certificate `index` is issued and signed by certificate `index + 1`, a CA.
@@ -234,6 +328,16 @@ fn check_nonce(report: &GpuReport, expected: &[u8; NONCE_LEN]) -> Result<(), Gpu
 }
 
 impl VerifiedChain {
+    /// The GPU generation.
+    pub fn architecture(&self) -> GpuArchitecture {
+        self.architecture
+    }
+
+    /// SHA-256 of the device certificate: the GPU's identity across boots.
+    pub fn device_id(&self) -> &[u8; 32] {
+        &self.device_id
+    }
+
     /// The leaf's FWID.
     pub fn fwid(&self) -> &[u8; FWID_LEN] {
         &self.fwid
@@ -265,7 +369,14 @@ impl VerifiedChain {
         }
         let driver_version = report.driver_version().ok_or(GpuError::VersionMissing("driver version"))?;
         let vbios_version = report.vbios_version().ok_or(GpuError::VersionMissing("VBIOS version"))?;
-        Ok(VerifiedGpu { report, driver_version, vbios_version, fwid })
+        Ok(VerifiedGpu {
+            architecture: self.architecture,
+            device_id: self.device_id,
+            report,
+            driver_version,
+            vbios_version,
+            fwid,
+        })
     }
 }
 

@@ -1,6 +1,7 @@
 //! The X.509 certificates of NVIDIA's device identity PKI, read with the DER reader of
 //! [`super::intel_pki`]: ECDSA P-384 keys, ecdsa-with-SHA384 signatures, validity (UTCTime or
-//! GeneralizedTime: NVIDIA's certificates end in 9999), CA rights, and the Hopper leaf's FWID.
+//! GeneralizedTime: NVIDIA's certificates end in 9999), CA rights, the subject's common name
+//! (which names the GPU architecture), and the Hopper leaf's FWID.
 //!
 //! Only what the GPU evidence checks need is read; an unknown critical extension makes a
 //! certificate unusable, as in any X.509 path validation.
@@ -8,7 +9,7 @@
 use ring::signature::{ECDSA_P384_SHA384_ASN1, UnparsedPublicKey};
 
 use crate::attestation::intel_pki::{
-    BIT_STRING, EXPLICIT_VERSION, SEQUENCE, Tlv, bits, der_time, expect, read,
+    BIT_STRING, EXPLICIT_VERSION, INTEGER, SEQUENCE, Tlv, bits, der_time, expect, read,
 };
 
 /// `ecdsa-with-SHA384` (1.2.840.10045.4.3.3).
@@ -24,6 +25,9 @@ const FWID_EXTENSION: &[u8] = &[0x06, 0x06, 0x67, 0x81, 0x05, 0x05, 0x04, 0x01];
 const BASIC_CONSTRAINTS: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x13];
 /// `keyUsage` (2.5.29.15).
 const KEY_USAGE: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x0f];
+/// `commonName` (2.5.4.3).
+const COMMON_NAME: &[u8] = &[0x06, 0x03, 0x55, 0x04, 0x03];
+const SET: u8 = 0x31;
 /// The keyCertSign bit of the first key usage byte.
 const KEY_CERT_SIGN: u8 = 0x04;
 /// Length of an uncompressed P-384 point.
@@ -41,6 +45,8 @@ pub(super) struct Cert<'a> {
     tbs: &'a [u8],
     /// DER `Ecdsa-Sig-Value`.
     signature: &'a [u8],
+    /// The serial number, the whole DER INTEGER.
+    pub serial: &'a [u8],
     /// The issuer and subject names as DER.
     pub issuer: &'a [u8],
     pub subject: &'a [u8],
@@ -51,8 +57,9 @@ pub(super) struct Cert<'a> {
     pub key: &'a [u8],
     /// Whether it may sign certificates (basicConstraints CA, keyUsage keyCertSign if present).
     pub is_ca: bool,
-    /// The 48-byte FWID of a Hopper leaf's FWID extension, if it has one.
-    pub fwid: Option<&'a [u8]>,
+    /// The value of the TCG DICE FWID extension, if there is one (its shape differs between
+    /// architectures: read it with [`Cert::hopper_fwid`]).
+    pub fwid_extension: Option<&'a [u8]>,
 }
 
 /// Extensions read.
@@ -61,7 +68,7 @@ struct Extensions<'a> {
     ca: bool,
     /// `None` when there is no keyUsage extension.
     cert_sign: Option<bool>,
-    fwid: Option<&'a [u8]>,
+    fwid_extension: Option<&'a [u8]>,
 }
 
 impl<'a> Cert<'a> {
@@ -83,7 +90,7 @@ impl<'a> Cert<'a> {
 
     fn parse_tbs(tbs: Tlv<'a>, signature: &'a [u8]) -> Result<Self, &'static str> {
         let (_version, rest) = expect(tbs.body, EXPLICIT_VERSION).ok_or("not an X.509 v3 certificate")?;
-        let (_serial, rest) = read(rest).ok_or("no serial number")?;
+        let (serial, rest) = expect(rest, INTEGER).ok_or("no serial number")?;
         let (algorithm, rest) = expect(rest, SEQUENCE).ok_or("no inner signature algorithm")?;
         if algorithm.body != ECDSA_SHA384 {
             return Err("its inner signature algorithm is not ecdsa-with-SHA384");
@@ -100,14 +107,40 @@ impl<'a> Cert<'a> {
         Ok(Self {
             tbs: tbs.whole,
             signature,
+            serial: serial.whole,
             issuer,
             subject,
             not_before,
             not_after,
             key,
             is_ca,
-            fwid: extensions.fwid,
+            fwid_extension: extensions.fwid_extension,
         })
+    }
+
+    /// The 48-byte FWID of a Hopper leaf: `None` without the extension, an error when it has
+    /// another shape.
+    pub fn hopper_fwid(&self) -> Result<Option<&'a [u8]>, &'static str> {
+        self.fwid_extension
+            .map(|value| hopper_fwid(value).ok_or("an FWID extension of unknown shape"))
+            .transpose()
+    }
+
+    /// The subject's first common name, if it is text.
+    pub fn common_name(&self) -> Option<&'a str> {
+        let (name, _) = expect(self.subject, SEQUENCE)?;
+        let mut sets = name.body;
+        while !sets.is_empty() {
+            let (set, next) = expect(sets, SET)?;
+            let (attribute, _) = expect(set.body, SEQUENCE)?;
+            let (oid, rest) = expect(attribute.body, OBJECT_ID)?;
+            if oid.whole == COMMON_NAME {
+                let (value, _) = read(rest)?;
+                return std::str::from_utf8(value.body).ok();
+            }
+            sets = next;
+        }
+        None
     }
 
     /// Whether `issuer_key` (an uncompressed P-384 point) signed this certificate.
@@ -166,7 +199,7 @@ fn read_extension<'a>(body: &'a [u8], out: &mut Extensions<'a>) -> Result<(), &'
     match oid.whole {
         BASIC_CONSTRAINTS => out.ca = basic_constraints_ca(value).ok_or("unreadable basic constraints")?,
         KEY_USAGE => out.cert_sign = Some(key_usage_cert_sign(value).ok_or("unreadable key usage")?),
-        FWID_EXTENSION => out.fwid = Some(hopper_fwid(value).ok_or("an FWID extension of unknown shape")?),
+        FWID_EXTENSION => out.fwid_extension = Some(value),
         _ if critical => return Err("an unknown critical extension"),
         _ => {}
     }

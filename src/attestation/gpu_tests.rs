@@ -135,7 +135,8 @@ fn the_pinned_root_is_nvidias_device_identity_ca() {
         root.not_after,
         crate::attestation::intel_pki::unix_seconds(9999, 12, 31, 23, 59, 59).unwrap()
     );
-    assert!(root.fwid.is_none());
+    assert!(root.fwid_extension.is_none());
+    assert_eq!(root.common_name(), Some("NVIDIA Device Identity CA"));
 }
 
 #[test]
@@ -147,9 +148,19 @@ fn a_chain_of_the_wrong_length_is_refused_before_parsing() {
     assert!(matches!(verify_chain(&garbage, &root, 0), Err(GpuError::Certificate { index: 0, .. })));
     // Five copies of the root: names link, but the root is no attestation leaf.
     let roots = vec![root.clone(); CHAIN_LEN];
-    assert_eq!(
-        verify_chain(&roots, &root, 1_700_000_000),
-        Err(GpuError::FwidMissing("attestation certificate"))
-    );
+    assert_eq!(verify_chain(&roots, &root, 1_700_000_000), Err(GpuError::UnknownArchitecture));
     assert_eq!(verify_chain(&roots, &root, 0), Err(GpuError::CertificateTime { index: 0, now: 0 }));
+}
+
+#[test]
+fn architectures_are_read_from_identity_names() {
+    let read = GpuArchitecture::from_identity_name;
+    assert_eq!(read("NVIDIA GH100 Identity"), Some(GpuArchitecture::Hopper));
+    assert_eq!(read("NVIDIA GB100 Identity"), Some(GpuArchitecture::Blackwell));
+    assert_eq!(read("NVIDIA GB202 Identity"), Some(GpuArchitecture::Blackwell));
+    for other in ["NVIDIA Device Identity CA", "NVIDIA GH10 Identity", "NVIDIA XGH100 Identity", ""] {
+        assert_eq!(read(other), None, "{other}");
+    }
+    assert_eq!(GpuArchitecture::Hopper.name(), "hopper");
+    assert_eq!(GpuArchitecture::Blackwell.to_string(), "blackwell");
 }

@@ -4,8 +4,8 @@
 //! reused.
 //!
 //! `cargo bench --bench attestation` prints one line per case: time per operation and rate.
-//! Sections (`tdx`, `record`, `snp`) can be named to run only those:
-//! `cargo bench --bench attestation -- snp`.
+//! Sections (`tdx`, `record`, `snp`, `gpu`) can be named to run only those:
+//! `cargo bench --bench attestation -- snp gpu`.
 
 #![allow(clippy::unwrap_used)] // a benchmark fails loudly on purpose
 
@@ -13,6 +13,8 @@
 mod dcap_samples;
 #[path = "../common/sev_samples.rs"]
 mod sev_samples;
+#[path = "../common/gpu_samples.rs"]
+mod gpu_samples;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -63,7 +65,11 @@ fn main() {
     if wanted("snp") {
         snp(budget);
     }
+    if wanted("gpu") {
+        gpu(budget);
+    }
 }
+
 
 /// The real Milan report: the VCEK chain (three RSA-4096 signatures) and the report (ECDSA P-384)
 /// verified at each call, then the report alone with the verified VCEK reused.
@@ -80,6 +86,27 @@ fn snp(budget: Duration) {
     let verified = VerifiedVcek::verify_pinned(&vcek, SnpProduct::Milan, NOW).unwrap();
     bench("snp report cached (VerifiedVcek reused)", budget, || {
         black_box(verify_report(black_box(&report), &verified, &expected, &policy, NOW).unwrap());
+    });
+}
+
+
+/// NVIDIA's real Hopper sample (`nv-local-gpu-verifier` 2.7.3, fetched into the cache): cold
+/// (parse, nonce, four certificate signatures, report signature, FWID) and with the chain kept.
+fn gpu(budget: Duration) {
+    use cocoon::attestation::gpu::{chain_from_pem, nvidia_device_root, verify_chain, verify_evidence};
+    let sample = gpu_samples::sample();
+    let chain = chain_from_pem(&sample.chain_pem).unwrap();
+    let root = nvidia_device_root().unwrap();
+    let now = cocoon::attestation::intel_pki::unix_seconds(2025, 1, 1, 0, 0, 0).unwrap();
+    bench("gpu verify_evidence cold (Hopper sample)", budget, || {
+        black_box(verify_evidence(black_box(&sample.report), &chain, &sample.nonce, now, &root).unwrap());
+    });
+    let kept = verify_chain(&chain, &root, now).unwrap();
+    bench("gpu verify_report, chain kept (Hopper sample)", budget, || {
+        black_box(kept.verify_report(black_box(&sample.report), &sample.nonce, now).unwrap());
+    });
+    bench("gpu verify_chain alone (Hopper sample)", budget, || {
+        black_box(verify_chain(black_box(&chain), &root, now).unwrap());
     });
 }
 

@@ -42,6 +42,12 @@ pub fn sample() -> &'static GpuSample {
     })
 }
 
+/// Another file of the wheel (NVIDIA's sample RIMs: `verifier/samples/<name>.swidtag`).
+#[allow(dead_code)] // the GPU tests read RIMs; the attestation bench does not
+pub fn wheel_file(name: &str) -> Vec<u8> {
+    member(&wheel(&cocoon::dirs::cache_dir().join("samples")), name)
+}
+
 fn sha256_hex(path: &Path) -> Option<String> {
     std::fs::read(path).ok().map(|bytes| hex::encode(Sha256::digest(bytes)))
 }
