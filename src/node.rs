@@ -20,12 +20,15 @@ use crate::api::admin::{self, AdminState};
 use crate::api::admin_control::AdminControl;
 use crate::api::openai::{self, ApiState};
 use crate::attestation::collateral::CollateralSource;
-use crate::attestation::gpu_provider::{GpuProvider, NoGpus, SimulatedGpus};
+use crate::attestation::gpu_online::GpuOnline;
+use crate::attestation::gpu_provider::{GpuProvider, NoGpus, NvmlGpus, SimulatedGpus};
+use crate::attestation::kds::VcekSource;
 use crate::attestation::pccs::{PccsClient, PccsError};
 use crate::attestation::policy_file::{PolicyFileError, load_policies};
 use crate::attestation::provider::{ConfigfsTsm, SimulatedTee, TeeProvider};
 use crate::attestation::service::{self, AttestationHandle, OwnRecord, ServiceError};
 use crate::attestation::snp::SnpPolicy;
+use crate::attestation::snp_provider::SnpTsm;
 use crate::attestation::verifier::Verifier;
 use crate::chain::SharedChain;
 use crate::config::{Config, ConfigError, GpuKind, Role, TeeKind};
@@ -207,7 +210,7 @@ impl Node {
         let keypair_for_payments = keypair.clone();
         let (policy, snp_policy) = attestation_policy(&config)?;
         crate::devnet::hint_strict_joiner(&bootstrap, policy.allow_simulated);
-        let verifier = Arc::new(Verifier::new(policy, VERIFIER_CACHE).with_snp_policy(snp_policy));
+        let verifier = Arc::new(tee_verifier(&config, &store, policy, snp_policy)?);
         // Models are hashed and loaded before the node announces anything, so the record's offers
         // are exactly what this worker can serve.
         let mut offers = if config.has_role(Role::Worker) {
@@ -513,6 +516,26 @@ fn attestation_policy(
     Ok((policy, snp))
 }
 
+/// The verifier of workers' evidence: the policies, VCEKs from the store and AMD's KDS, and the
+/// online GPU checks the configuration requires.
+fn tee_verifier(
+    config: &Config,
+    store: &Store,
+    policy: cocoon_protocol::attestation::policy::AttestationPolicy,
+    snp: SnpPolicy,
+) -> Result<Verifier, NodeError> {
+    let kds = &config.attestation.kds;
+    let vceks = VcekSource::new(kds, Some(store.vcek_cache()?))
+        .map_err(|e| ConfigError::Invalid(format!("attestation.kds: {e}")))?;
+    let mut verifier = Verifier::new(policy, VERIFIER_CACHE).with_snp_policy(snp).with_vceks(Arc::new(vceks));
+    if let Some(online) = GpuOnline::new(&config.attestation.gpu)
+        .map_err(|e| ConfigError::Invalid(format!("attestation.gpu: {e}")))?
+    {
+        verifier = verifier.with_gpu_online(Arc::new(online));
+    }
+    Ok(verifier)
+}
+
 /// Collateral for TDX quotes: the store's cache, refreshed from the configured PCCS (if any).
 fn collateral_source(config: &Config, store: &Store) -> Result<CollateralSource, NodeError> {
     let url = &config.attestation.pccs_url;
@@ -536,9 +559,7 @@ pub(crate) fn own_record(
     let dir = &config.node.data_dir;
     let tee: Arc<dyn TeeProvider> = match config.worker.tee {
         TeeKind::Tdx => Arc::new(ConfigfsTsm::default()),
-        TeeKind::SevSnp => {
-            return Err(ConfigError::Invalid("worker.tee = \"sev-snp\" is not wired yet".into()).into());
-        }
+        TeeKind::SevSnp => Arc::new(SnpTsm::default()),
         TeeKind::Simulated => {
             tracing::warn!("worker publishes SIMULATED attestation evidence: strict peers will refuse it");
             Arc::new(SimulatedTee::new(store::load_or_create_simulator_key(dir)?))
@@ -546,9 +567,7 @@ pub(crate) fn own_record(
     };
     let gpus: Arc<dyn GpuProvider> = match config.worker.gpus {
         GpuKind::None => Arc::new(NoGpus),
-        GpuKind::Nvidia => {
-            return Err(ConfigError::Invalid("worker.gpus = \"nvidia\" is not wired yet".into()).into());
-        }
+        GpuKind::Nvidia => Arc::new(NvmlGpus),
         GpuKind::Simulated => {
             tracing::warn!("worker publishes SIMULATED GPU evidence: strict peers will refuse it");
             let key = store::load_or_create_simulator_key(dir)?;

@@ -26,7 +26,7 @@ use cocoon_protocol::attestation::record::{
 use cocoon_protocol::attestation::signed::SignedRecord;
 use common::dcap_samples::load;
 use common::gpu_samples::sample;
-use common::snp_samples::{JAN_2025, milan_report, milan_vcek, turin_vcek};
+use common::sev_samples::{JAN_2025, milan, turin_vcek};
 use libp2p::identity::{Keypair, ed25519};
 
 fn record(key: &Keypair, evidence: TeeEvidence, now: u64) -> AttestationRecord {
@@ -94,16 +94,14 @@ fn a_tdx_record_whose_gpu_answers_another_nonce_is_rejected() {
 #[test]
 fn an_sev_snp_record_verifies_its_report_with_the_vcek_it_carries() {
     let key = Keypair::generate_ed25519();
-    let snp = SnpEvidence { report: milan_report(), vcek: milan_vcek() };
+    let (report, vcek) = milan();
+    let snp = SnpEvidence { report, vcek };
     let mut r = record(&key, TeeEvidence::SevSnp(Box::new(snp.clone())), JAN_2025);
     let verifier = dev_verifier();
     // The default SEV-SNP policy allows no launch measurement.
     let refused = verifier.cpu_claims(&r.evidence, Inputs::default(), JAN_2025).unwrap_err();
     assert!(matches!(refused, VerifyError::Snp(_)) && !refused.is_senders_fault(), "{refused:?}");
-    let measurement = {
-        let raw = milan_report();
-        <[u8; 48]>::try_from(&raw[0x90..0xC0]).unwrap()
-    };
+    let measurement = { <[u8; 48]>::try_from(&snp.report[0x90..0xC0]).unwrap() };
     let allowing = || {
         let snp = SnpPolicy { allowed_measurements: vec![measurement], ..SnpPolicy::default() };
         dev_verifier().with_snp_policy(snp)

@@ -69,48 +69,25 @@ TASsKQVaT+8S0sO9u97PVGCpE9d/I42IT7k3UUOLSR/qvJynVOD1vQKVXf0CMQC+
 EY55WYoDBvs2wPAH1Gw4LbcwUN8QCff8bFmV4ZxjCRr4WXTLFHBKjbfneGSBWwA=
 -----END CERTIFICATE-----";
 
-/// The GPU generation whose evidence this is, read from the verified chain: the identity CA
-/// below NVIDIA's root is one per architecture ("NVIDIA GH100 Identity" for Hopper; Blackwell's
-/// name GB100/GB10x/GB20x chips).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum GpuArchitecture {
-    /// H100/H200 (GH100): SPDM 1.1 reports, the composite device ID FWID extension.
-    Hopper,
-    /// B100/B200/GB200 (GB1xx/GB2xx): recognised, but its evidence (DICE TcbInfo FWID, later
-    /// SPDM) is not verified yet: no real sample to test against.
-    Blackwell,
-}
+/// The GPU generation of evidence, read from the verified chain (the protocol's type: records
+/// state it and verifiers check it).
+pub use cocoon_protocol::attestation::record::GpuArchitecture;
 
-impl GpuArchitecture {
-    /// Its lowercase name: "hopper", "blackwell".
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Hopper => "hopper",
-            Self::Blackwell => "blackwell",
-        }
-    }
-
-    /// The architecture an identity CA's common name names, if any.
-    pub fn from_identity_name(common_name: &str) -> Option<Self> {
-        let chip = |prefix: &str| {
-            common_name.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| {
-                word.strip_prefix(prefix)
-                    .is_some_and(|n| n.len() == 3 && n.bytes().all(|b| b.is_ascii_digit()))
-            })
-        };
-        if chip("GH") {
-            Some(Self::Hopper)
-        } else if chip("GB") {
-            Some(Self::Blackwell)
-        } else {
-            None
-        }
-    }
-}
-
-impl std::fmt::Display for GpuArchitecture {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+/// The architecture an identity CA's common name names, if any: the identity CA below NVIDIA's
+/// root is one per architecture ("NVIDIA GH100 Identity" for Hopper; Blackwell's name
+/// GB100/GB10x/GB20x chips).
+pub fn architecture_from_identity_name(common_name: &str) -> Option<GpuArchitecture> {
+    let chip = |prefix: &str| {
+        common_name.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| {
+            word.strip_prefix(prefix).is_some_and(|n| n.len() == 3 && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+    };
+    if chip("GH") {
+        Some(GpuArchitecture::Hopper)
+    } else if chip("GB") {
+        Some(GpuArchitecture::Blackwell)
+    } else {
+        None
     }
 }
 
@@ -285,7 +262,7 @@ pub fn verify_chain<C: AsRef<[u8]>>(
     let architecture = certs
         .get(IDENTITY_CA_INDEX)
         .and_then(Cert::common_name)
-        .and_then(GpuArchitecture::from_identity_name)
+        .and_then(architecture_from_identity_name)
         .ok_or(GpuError::UnknownArchitecture)?;
     if architecture != GpuArchitecture::Hopper {
         return Err(GpuError::Unsupported(architecture));

@@ -1,11 +1,16 @@
 //! Producing GPU evidence for this worker's record, behind [`GpuProvider`]: none, NVIDIA GPUs
-//! through NVML, or SIMULATED GPUs signed by the local simulator key (development only, labelled
+//! through NVML ([`NvmlGpus`]: a GPU in confidential-computing mode gives its attestation report
+//! and chain, any other is declared by name as not confidential), or SIMULATED GPUs signed by the local simulator key (development only, labelled
 //! as such in the record and refused by any policy without `allow_simulated`).
 
-use cocoon_protocol::attestation::record::{GpuArchitecture, GpuEvidence, SimulatedGpuEvidence};
+use cocoon_protocol::attestation::evidence::MAX_GPU_NAME;
+use cocoon_protocol::attestation::record::{
+    GpuArchitecture, GpuEvidence, NvidiaGpuEvidence, SimulatedGpuEvidence,
+};
 use libp2p::identity::ed25519;
 use sha2::{Digest, Sha256};
 
+use super::gpu::nvml;
 use super::provider::ProviderError;
 
 /// Something that reports this machine's GPUs, attesting those it can for a nonce.
@@ -28,6 +33,43 @@ impl GpuProvider for NoGpus {
     fn evidence(&self, _nonce: &[u8; 32]) -> Result<Vec<GpuEvidence>, ProviderError> {
         Ok(Vec::new())
     }
+}
+
+/// Every NVIDIA GPU NVML reports.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NvmlGpus;
+
+impl GpuProvider for NvmlGpus {
+    fn name(&self) -> &'static str {
+        "nvidia"
+    }
+
+    fn evidence(&self, nonce: &[u8; 32]) -> Result<Vec<GpuEvidence>, ProviderError> {
+        let gpus = nvml::collect(nonce).map_err(|e| ProviderError::Gpu(e.to_string()))?;
+        Ok(gpus
+            .into_iter()
+            .map(|gpu| {
+                if !gpu.cc_enabled {
+                    return GpuEvidence::Unattested { name: gpu.name.chars().take(MAX_GPU_NAME).collect() };
+                }
+                GpuEvidence::Nvidia(Box::new(NvidiaGpuEvidence {
+                    architecture: architecture_of(&gpu.name),
+                    report: gpu.report,
+                    chain: gpu.chain_der,
+                }))
+            })
+            .collect())
+    }
+}
+
+/// The architecture of an NVIDIA product name ("NVIDIA H100 80GB HBM3", "NVIDIA B200"); the
+/// verifier checks it against the certificate chain.
+fn architecture_of(name: &str) -> GpuArchitecture {
+    let blackwell = name.split_whitespace().any(|w| {
+        let w = w.strip_prefix("G").unwrap_or(w);
+        w.strip_prefix('B').is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
+    });
+    if blackwell { GpuArchitecture::Blackwell } else { GpuArchitecture::Hopper }
 }
 
 /// SIMULATED Hopper GPUs signed by a local simulator key.
@@ -82,5 +124,13 @@ mod tests {
         let devices: std::collections::HashSet<_> = claims.iter().map(|c| c.device).collect();
         assert_eq!(devices.len(), 3);
         assert!(NoGpus.evidence(&[0; 32]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn architectures_from_product_names() {
+        assert_eq!(architecture_of("NVIDIA H100 80GB HBM3"), GpuArchitecture::Hopper);
+        assert_eq!(architecture_of("NVIDIA H200"), GpuArchitecture::Hopper);
+        assert_eq!(architecture_of("NVIDIA B200"), GpuArchitecture::Blackwell);
+        assert_eq!(architecture_of("NVIDIA GB200"), GpuArchitecture::Blackwell);
     }
 }

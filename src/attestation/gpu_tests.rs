@@ -154,7 +154,7 @@ fn a_chain_of_the_wrong_length_is_refused_before_parsing() {
 
 #[test]
 fn architectures_are_read_from_identity_names() {
-    let read = GpuArchitecture::from_identity_name;
+    let read = architecture_from_identity_name;
     assert_eq!(read("NVIDIA GH100 Identity"), Some(GpuArchitecture::Hopper));
     assert_eq!(read("NVIDIA GB100 Identity"), Some(GpuArchitecture::Blackwell));
     assert_eq!(read("NVIDIA GB202 Identity"), Some(GpuArchitecture::Blackwell));
@@ -162,5 +162,5 @@ fn architectures_are_read_from_identity_names() {
         assert_eq!(read(other), None, "{other}");
     }
     assert_eq!(GpuArchitecture::Hopper.name(), "hopper");
-    assert_eq!(GpuArchitecture::Blackwell.to_string(), "blackwell");
+    assert_eq!(GpuArchitecture::Blackwell.name(), "blackwell");
 }

@@ -25,6 +25,7 @@ use cocoon_protocol::attestation::signed::SignedRecord;
 use libp2p::PeerId;
 
 use super::collateral::CollateralSource;
+use super::kds::KdsError;
 use super::known::KnownWorkers;
 use super::tdx::Collateral;
 use super::verifier::{Inputs, Verifier, VerifyError};
@@ -124,9 +125,26 @@ pub async fn judge(
                 }
             }
         }
+        TeeEvidence::SevSnp(snp) if snp.vcek.is_empty() => {
+            // The chip's VCEK from AMD's KDS (or the cache) before the report can be checked.
+            match verifier.vceks().map(|v| v.for_report(&snp.report, now)) {
+                Some(fetch) => match fetch.await {
+                    Ok(_) => None,
+                    Err(KdsError::Report(e)) if e.is_senders_fault() => return verdict(e.into()),
+                    Err(e) => return Judgement::Ignore(format!("cannot verify the SEV-SNP report yet: {e}")),
+                },
+                None => None,
+            }
+        }
         TeeEvidence::Simulated(_) | TeeEvidence::SevSnp(_) => None,
     };
-    assess(signed, verifier, fetched.as_deref(), now)
+    match (assess(signed, verifier, fetched.as_deref(), now), verifier.gpu_online()) {
+        (Judgement::Accept(signed), Some(online)) => match online.check(signed.record(), now).await {
+            Ok(()) => Judgement::Accept(signed),
+            Err(why) => Judgement::Ignore(format!("GPU evidence refused by NVIDIA's services: {why}")),
+        },
+        (judged, _) => judged,
+    }
 }
 
 /// [`judge`] without fetching: collateral only from what `collateral` holds already.

@@ -27,6 +27,7 @@
 
 pub mod collateral;
 pub mod gpu;
+pub mod gpu_online;
 pub mod gpu_provider;
 pub mod intel_pki;
 pub mod judge;

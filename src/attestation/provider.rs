@@ -56,6 +56,9 @@ pub enum ProviderError {
         /// What.
         source: std::io::Error,
     },
+    /// The GPUs' evidence could not be collected.
+    #[error("cannot collect GPU evidence: {0}")]
+    Gpu(String),
 }
 
 /// Something that can attest report data.

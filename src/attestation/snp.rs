@@ -142,7 +142,8 @@ pub struct SnpPolicy {
     pub allowed_vmpls: Vec<u32>,
     /// Accept guests whose policy allows debugging (never in production).
     pub allow_debug: bool,
-    /// Allowed launch measurements; empty allows any.
+    /// Allowed launch measurements; empty allows none (as no TDX image is allowed by default):
+    /// the chip proves only that *some* guest produced the report.
     pub allowed_measurements: Vec<[u8; 48]>,
     /// Products whose pinned root may anchor the chain.
     pub allowed_products: Vec<SnpProduct>,
@@ -338,7 +339,7 @@ pub fn check_policy(claims: &SnpClaims, policy: &SnpPolicy) -> Result<(), SnpErr
     if !claims.reported_tcb.meets(&policy.min_tcb) {
         return Err(SnpError::TcbTooLow { reported: claims.reported_tcb, minimum: policy.min_tcb });
     }
-    if !policy.allowed_measurements.is_empty() && !policy.allowed_measurements.contains(&report.measurement) {
+    if !policy.allowed_measurements.contains(&report.measurement) {
         return Err(SnpError::MeasurementNotAllowed(hex::encode(report.measurement)));
     }
     Ok(())

@@ -9,7 +9,9 @@
 
 use std::path::PathBuf;
 
-use super::provider::{CONFIGFS_TSM_REPORT, ProviderError};
+use cocoon_protocol::attestation::record::{SnpEvidence, TeeEvidence};
+
+use super::provider::{CONFIGFS_TSM_REPORT, ProviderError, TeeProvider};
 use super::snp::REPORT_LEN;
 use super::tsm;
 
@@ -173,6 +175,20 @@ impl SnpTsm {
             None => SnpCertificates::default(),
         };
         Ok(SnpTsmReport { report: out.outblob, certificates })
+    }
+}
+
+impl TeeProvider for SnpTsm {
+    fn name(&self) -> &'static str {
+        "sev-snp"
+    }
+
+    /// The report with the host's VCEK when it supplied one (verifiers fetch it from AMD's KDS
+    /// otherwise).
+    fn evidence(&self, report_data: &[u8; 64]) -> Result<TeeEvidence, ProviderError> {
+        let out = self.report(report_data)?;
+        let vcek = out.certificates.vcek.unwrap_or_default();
+        Ok(TeeEvidence::SevSnp(Box::new(SnpEvidence { report: out.report, vcek })))
     }
 }
 

@@ -69,12 +69,15 @@ fn real_milan_report_verifies() {
         "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d\
          3e1a0dc39b2c60bd95b9c480cd81841f"
     );
-    // The ARK and ASK in PEM are read too, and an empty measurement list allows any.
+    // The ARK and ASK in PEM are read too.
     let (ask, ark) = (builtin::milan::ASK, builtin::milan::ARK);
-    let any = SnpPolicy { allowed_measurements: Vec::new(), ..policy(&e.report) };
-    verify(&e.report, &e.vcek, ask, ark, &report_data(&e.report), &any, JAN_2025).unwrap();
-    // The default policy (TCB 0, VMPL 0, any product or measurement) accepts it.
-    check(&e, &report_data(&e.report), &SnpPolicy::default(), JAN_2025).unwrap();
+    verify(&e.report, &e.vcek, ask, ark, &report_data(&e.report), &policy(&e.report), JAN_2025).unwrap();
+    // An empty measurement list allows none, like the default policy (TCB 0, VMPL 0, any product).
+    let none = SnpPolicy { allowed_measurements: Vec::new(), ..policy(&e.report) };
+    let refused = verify(&e.report, &e.vcek, ask, ark, &report_data(&e.report), &none, JAN_2025);
+    assert!(matches!(refused, Err(SnpError::MeasurementNotAllowed(_))), "{refused:?}");
+    let refused = check(&e, &report_data(&e.report), &SnpPolicy::default(), JAN_2025);
+    assert!(matches!(refused, Err(SnpError::MeasurementNotAllowed(_))), "{refused:?}");
 }
 
 #[test]

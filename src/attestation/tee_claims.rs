@@ -6,14 +6,13 @@
 //!   policy (launch measurement, product, minimum TCB, debug, VMPL) is applied here, on the
 //!   verified report.
 //! - A GPU's evidence is verified for the record's GPU nonce up to NVIDIA's pinned device root;
-//!   a report for another nonce becomes the policy's [`Rejection::GpuNonceMismatch`]. Only
-//!   Hopper evidence is verified by this build: other architectures are unsupported (ignored,
-//!   never held against the sender).
+//!   a report for another nonce becomes the policy's [`Rejection::GpuNonceMismatch`]. The
+//!   architecture the record states must be the chain's. Only Hopper evidence is verified by
+//!   this build: Blackwell is unsupported (ignored, never held against the sender).
 
 use cocoon_protocol::attestation::gpu_policy::GpuClaims;
 use cocoon_protocol::attestation::policy::{CpuKind, EvidenceClaims, Rejection};
-use cocoon_protocol::attestation::record::{GpuArchitecture, GpuEvidence, NvidiaGpuEvidence, SnpEvidence};
-use sha2::{Digest, Sha256};
+use cocoon_protocol::attestation::record::{GpuEvidence, NvidiaGpuEvidence, SnpEvidence};
 
 use super::gpu::{self, GpuError};
 use super::snp::{self, SnpError, SnpPolicy, SnpReport, VerifiedVcek};
@@ -22,15 +21,21 @@ use super::snp::{self, SnpError, SnpPolicy, SnpReport, VerifiedVcek};
 /// policy's minimum, applied while verifying).
 pub const SNP_TCB_STATUS: &str = "SEV-SNP";
 
-/// Why one GPU's evidence does not verify.
+/// Why one GPU's evidence does not verify (an architecture this build does not verify is
+/// [`GpuError::Unsupported`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GpuFailure {
     /// The verifier refused the evidence.
     #[error(transparent)]
     Evidence(#[from] GpuError),
-    /// Evidence of an architecture this build does not verify.
-    #[error("GPU evidence of architecture {0} is not supported by this build")]
-    Unsupported(&'static str),
+    /// The record states another architecture than the verified chain's.
+    #[error("the record states a {stated} GPU, its certificate chain is a {verified}'s")]
+    ArchitectureMismatch {
+        /// What the record says.
+        stated: &'static str,
+        /// What the chain says.
+        verified: &'static str,
+    },
 }
 
 impl GpuFailure {
@@ -45,8 +50,13 @@ impl GpuFailure {
                     | GpuError::IssuerMismatch { .. }
                     | GpuError::ReportSignature
                     | GpuError::FwidMismatch
-            )
+            ) | GpuFailure::ArchitectureMismatch { .. }
         )
+    }
+
+    /// Whether the failure depends on the evidence's bytes alone (cacheable as invalid).
+    pub fn is_final(&self) -> bool {
+        self.is_senders_fault() || matches!(self, GpuFailure::Evidence(GpuError::Unsupported(_)))
     }
 }
 
@@ -96,19 +106,18 @@ fn nvidia_claims(
     root: &[u8],
     now: u64,
 ) -> Result<GpuClaims, GpuFailure> {
-    if evidence.architecture != GpuArchitecture::Hopper {
-        return Err(GpuFailure::Unsupported(evidence.architecture.name()));
-    }
     let verified = gpu::verify_evidence(&evidence.report, &evidence.chain, nonce, now, root)?;
-    // The device certificate (the chain's second) is the GPU's own, fused at manufacture.
-    let device = evidence.chain.get(1).map(|der| Sha256::digest(der).into());
+    if verified.architecture != evidence.architecture {
+        let (stated, verified) = (evidence.architecture.name(), verified.architecture.name());
+        return Err(GpuFailure::ArchitectureMismatch { stated, verified });
+    }
     Ok(GpuClaims {
         simulated: false,
         confidential: true,
-        architecture: Some(GpuArchitecture::Hopper),
+        architecture: Some(verified.architecture),
         driver_version: Some(verified.driver_version),
         nonce: Some(verified.report.nonce),
-        device,
+        device: Some(verified.device_id),
     })
 }
 

@@ -15,7 +15,7 @@
 //! it the oldest entry is evicted, so a flood of distinct bad quotes cannot grow it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cocoon_protocol::attestation::binding::expected_gpu_nonce;
 use cocoon_protocol::attestation::gpu_policy::GpuClaims;
@@ -24,6 +24,8 @@ use cocoon_protocol::attestation::record::{AttestationRecord, GpuEvidence, SnpEv
 use sha2::{Digest, Sha256};
 
 use super::gpu::nvidia_device_root;
+use super::gpu_online::GpuOnline;
+use super::kds::VcekSource;
 use super::snp::{SnpError, SnpPolicy, VerifiedVcek};
 use super::tdx::{Collateral, QuoteError, check_quote, collateral_window, verify_quote};
 use super::tee_claims::{GpuFailure, carried_vcek, gpu_claims, snp_claims};
@@ -84,9 +86,7 @@ impl VerifyError {
         match self {
             VerifyError::Quote(q) => q.is_senders_fault() || matches!(q, QuoteError::Unsupported(_)),
             VerifyError::Snp(s) => s.is_senders_fault(),
-            VerifyError::Gpu { failure, .. } => {
-                failure.is_senders_fault() || matches!(failure, GpuFailure::Unsupported(_))
-            }
+            VerifyError::Gpu { failure, .. } => failure.is_final(),
             VerifyError::Policy(_) | VerifyError::NoCollateral | VerifyError::NoVcek => false,
         }
     }
@@ -136,6 +136,10 @@ struct Cache {
 pub struct Verifier {
     policy: AttestationPolicy,
     snp: SnpPolicy,
+    /// VCEKs held for SEV-SNP reports that carry none (fetched from AMD's KDS by the judge).
+    vceks: Option<Arc<VcekSource>>,
+    /// The online GPU checks the judge runs, when the configuration requires any.
+    gpu_online: Option<Arc<GpuOnline>>,
     /// NVIDIA's pinned device root (DER), decoded once.
     gpu_root: Vec<u8>,
     capacity: usize,
@@ -149,6 +153,8 @@ impl Verifier {
         Self {
             policy,
             snp: SnpPolicy::default(),
+            vceks: None,
+            gpu_online: None,
             // The pinned root is a constant of this build; it decodes (a unit test shows it).
             gpu_root: nvidia_device_root().unwrap_or_default(),
             capacity: capacity.max(1),
@@ -160,6 +166,28 @@ impl Verifier {
     pub fn with_snp_policy(mut self, snp: SnpPolicy) -> Self {
         self.snp = snp;
         self
+    }
+
+    /// The same verifier taking VCEKs for reports that carry none from `vceks`.
+    pub fn with_vceks(mut self, vceks: Arc<VcekSource>) -> Self {
+        self.vceks = Some(vceks);
+        self
+    }
+
+    /// The same verifier with online GPU checks (OCSP, RIMs) for the judge to run.
+    pub fn with_gpu_online(mut self, online: Arc<GpuOnline>) -> Self {
+        self.gpu_online = Some(online);
+        self
+    }
+
+    /// The online GPU checks required, if any.
+    pub fn gpu_online(&self) -> Option<&Arc<GpuOnline>> {
+        self.gpu_online.as_ref()
+    }
+
+    /// Where VCEKs come from, if anywhere.
+    pub fn vceks(&self) -> Option<&Arc<VcekSource>> {
+        self.vceks.as_ref()
     }
 
     /// The SEV-SNP policy applied.
@@ -256,13 +284,20 @@ impl Verifier {
             return hit;
         }
         let carried;
+        let held;
         let vcek = match vcek {
             Some(v) => v,
             None if !evidence.vcek.is_empty() => {
                 carried = carried_vcek(evidence, now).map_err(|e| self.failed(key, e.into(), now))?;
                 &carried
             }
-            None => return Err(VerifyError::NoVcek),
+            None => match self.vceks.as_ref().and_then(|v| v.cached(&evidence.report, now)) {
+                Some(v) => {
+                    held = v;
+                    &*held
+                }
+                None => return Err(VerifyError::NoVcek),
+            },
         };
         match snp_claims(evidence, vcek, &self.snp, now) {
             Ok(claims) => {

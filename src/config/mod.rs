@@ -10,6 +10,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::attestation::gpu::ocsp::GpuServicesConfig;
+use crate::attestation::kds::KdsConfig;
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
@@ -179,6 +181,14 @@ pub struct AttestationSection {
     /// confidential-computing mode with verified evidence). Workers that do not meet it are never
     /// listed or sent requests. Default unset: the policy file's (itself `"none"` by default).
     pub require_gpu: Option<String>,
+    /// AMD's key distribution service, where VCEKs of SEV-SNP reports that carry none are
+    /// fetched (`[attestation.kds]`: `url`, default `https://kdsintf.amd.com`, empty = stored
+    /// VCEKs only; `timeout_secs`, default 10; `min_interval_secs`, default 60).
+    pub kds: KdsConfig,
+    /// Online checks of NVIDIA GPU evidence (`[attestation.gpu]`: `require_ocsp`, `require_rim`,
+    /// both default false; `ocsp_url`, `rim_url`, default NVIDIA's; `timeout_secs`, default 10;
+    /// `cache_secs`, default 3600). Offline verification never needs them.
+    pub gpu: GpuServicesConfig,
 }
 
 impl Default for AttestationSection {
@@ -191,6 +201,8 @@ impl Default for AttestationSection {
             pccs_timeout_secs: 10,
             allow_insecure_pccs: false,
             require_gpu: None,
+            kds: KdsConfig::default(),
+            gpu: GpuServicesConfig::default(),
         }
     }
 }

@@ -11,10 +11,10 @@
 
 #[path = "../common/dcap_samples.rs"]
 mod dcap_samples;
-#[path = "../common/sev_samples.rs"]
-mod sev_samples;
 #[path = "../common/gpu_samples.rs"]
 mod gpu_samples;
+#[path = "../common/sev_samples.rs"]
+mod sev_samples;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -70,7 +70,6 @@ fn main() {
     }
 }
 
-
 /// The real Milan report: the VCEK chain (three RSA-4096 signatures) and the report (ECDSA P-384)
 /// verified at each call, then the report alone with the verified VCEK reused.
 fn snp(budget: Duration) {
@@ -78,7 +77,8 @@ fn snp(budget: Duration) {
     const NOW: u64 = 1_735_689_600;
     let (report, vcek) = sev_samples::milan();
     let expected: [u8; 64] = report[0x50..0x90].try_into().unwrap();
-    let policy = SnpPolicy::default();
+    let allowed = report[0x90..0xC0].try_into().unwrap();
+    let policy = SnpPolicy { allowed_measurements: vec![allowed], ..SnpPolicy::default() };
     bench("snp report cold (VCEK chain + report)", budget, || {
         let verified = VerifiedVcek::verify_pinned(black_box(&vcek), SnpProduct::Milan, NOW).unwrap();
         black_box(verify_report(black_box(&report), &verified, &expected, &policy, NOW).unwrap());
@@ -88,7 +88,6 @@ fn snp(budget: Duration) {
         black_box(verify_report(black_box(&report), &verified, &expected, &policy, NOW).unwrap());
     });
 }
-
 
 /// NVIDIA's real Hopper sample (`nv-local-gpu-verifier` 2.7.3, fetched into the cache): cold
 /// (parse, nonce, four certificate signatures, report signature, FWID) and with the chain kept.

@@ -11,7 +11,7 @@ pub mod inference;
 pub mod inproc;
 pub mod npm;
 pub mod payments;
-pub mod snp_samples;
+pub mod sev_samples;
 pub mod tiny_gguf;
 
 use std::collections::HashSet;

@@ -121,6 +121,12 @@ impl GpuArchitecture {
     }
 }
 
+impl std::fmt::Display for GpuArchitecture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Evidence about one GPU the worker serves from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GpuEvidence {
