@@ -1,8 +1,10 @@
-//! Configuration of inference: the OpenAI-compatible API of client nodes (`[api]`) and the models
-//! a worker serves (`[[worker.models]]`).
+//! Configuration of inference: the OpenAI-compatible API of client nodes (`[api]`), the models
+//! a worker serves (`[[worker.models]]`) and the device its engine runs on (`worker.device`).
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -73,4 +75,130 @@ pub struct ModelEntry {
 
 fn one() -> u32 {
     1
+}
+
+/// `worker.device`: where mistral.rs loads the worker's GGUF models. Written `"cpu"` (the
+/// default), `"cuda"` (the same as `"cuda:0"`) or `"cuda:N"`. Embedding models (BERT) always run
+/// on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum EngineDevice {
+    /// The CPU, whatever accelerators the machine has.
+    #[default]
+    Cpu,
+    /// The NVIDIA GPU of this CUDA ordinal (as the process sees them: after
+    /// `CUDA_VISIBLE_DEVICES`). Needs a build with the `cuda` feature (docs/cuda.md).
+    Cuda(u32),
+}
+
+impl EngineDevice {
+    /// Whether this build can load models on this device, with the reason when it cannot.
+    pub fn check(self) -> Result<(), String> {
+        match self {
+            Self::Cpu => Ok(()),
+            Self::Cuda(_) if !cfg!(feature = "cuda") => Err(format!(
+                "worker.device = \"{self}\" needs a cocoon built with the `cuda` feature, and this one \
+                 was built without it (see docs/cuda.md); use \"cpu\" or a CUDA build"
+            )),
+            // mistral.rs 0.8.1's GgufModelBuilder ignores `with_device`: a GGUF model always
+            // starts on the first visible GPU (`best_device`), so another ordinal cannot be
+            // honoured in process. Refused rather than silently loaded on GPU 0.
+            Self::Cuda(n) if n != 0 => Err(format!(
+                "worker.device = \"{self}\": mistral.rs 0.8.1 loads GGUF models on the first visible \
+                 GPU only; select GPU {n} with CUDA_VISIBLE_DEVICES={n} and worker.device = \"cuda\""
+            )),
+            Self::Cuda(_) => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for EngineDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl FromStr for EngineDevice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("device {s:?}: expected \"cpu\", \"cuda\" or \"cuda:N\" (N a GPU ordinal)");
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => {
+                let n = s.strip_prefix("cuda:").ok_or_else(bad)?;
+                // Digits only: u32's parser would also take a leading '+'.
+                if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                n.parse().map(Self::Cuda).map_err(|_| bad())
+            }
+        }
+    }
+}
+
+impl TryFrom<String> for EngineDevice {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<EngineDevice> for String {
+    fn from(d: EngineDevice) -> Self {
+        d.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_parses_and_prints_back() {
+        assert_eq!("cpu".parse(), Ok(EngineDevice::Cpu));
+        assert_eq!("cuda".parse(), Ok(EngineDevice::Cuda(0)));
+        assert_eq!("cuda:0".parse(), Ok(EngineDevice::Cuda(0)));
+        assert_eq!("cuda:3".parse(), Ok(EngineDevice::Cuda(3)));
+        for d in [EngineDevice::Cpu, EngineDevice::Cuda(0), EngineDevice::Cuda(7)] {
+            assert_eq!(d.to_string().parse(), Ok(d));
+        }
+        for bad in ["", "CPU", "gpu", "cuda:", "cuda:+1", "cuda:-1", "cuda:x", "cuda:99999999999", "metal"] {
+            assert!(bad.parse::<EngineDevice>().is_err(), "{bad:?} should be refused");
+        }
+        assert_eq!(EngineDevice::default(), EngineDevice::Cpu);
+    }
+
+    #[test]
+    fn device_is_checked_against_the_build() {
+        assert_eq!(EngineDevice::Cpu.check(), Ok(()));
+        let cuda = EngineDevice::Cuda(0).check();
+        if cfg!(feature = "cuda") {
+            assert_eq!(cuda, Ok(()));
+        } else {
+            let e = cuda.expect_err("a build without the cuda feature refuses cuda");
+            assert!(e.contains("`cuda` feature") && e.contains("docs/cuda.md"), "{e}");
+        }
+        let other = EngineDevice::Cuda(1).check().expect_err("mistral.rs 0.8.1 cannot pick GPU 1");
+        assert!(other.contains("CUDA_VISIBLE_DEVICES") || other.contains("`cuda` feature"), "{other}");
+    }
+
+    #[test]
+    fn device_key_in_the_file() {
+        use crate::config::Config;
+        let config = Config::parse("[worker]\ndevice = \"cuda\"\n").expect("parses");
+        assert_eq!(config.worker.device, EngineDevice::Cuda(0));
+        assert_eq!(config.validate().is_ok(), cfg!(feature = "cuda"));
+        let dumped = config.to_toml().expect("dumps");
+        assert!(dumped.contains("device = \"cuda:0\""), "{dumped}");
+        assert_eq!(Config::parse(&dumped).expect("parses back").worker.device, EngineDevice::Cuda(0));
+        assert_eq!(Config::parse("").expect("parses").worker.device, EngineDevice::Cpu);
+        let bad = Config::parse("[worker]\ndevice = \"gpu\"\n").expect_err("refused");
+        assert!(bad.contains("\"cpu\", \"cuda\" or \"cuda:N\""), "{bad}");
+    }
 }

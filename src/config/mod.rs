@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 mod inference;
 mod network;
 mod payments;
-pub use inference::{ApiSection, ModelEntry};
+pub use inference::{ApiSection, EngineDevice, ModelEntry};
 pub use network::{HttpSection, NetworkSection};
 pub use payments::{ChainKind, PaymentsSection};
 
@@ -261,6 +261,9 @@ pub struct WorkerSection {
     /// Longest a request waits in that queue, in seconds, before it is answered `Busy` (keep it
     /// well under clients' `api.first_token_timeout_secs`, 120 by default). Default 60.
     pub queue_wait_secs: u64,
+    /// Where mistral.rs loads the GGUF models: `"cpu"`, `"cuda"` or `"cuda:N"` (see
+    /// `EngineDevice`; CUDA needs a build with the `cuda` feature, docs/cuda.md). Default `"cpu"`.
+    pub device: EngineDevice,
     /// Models served (`[[worker.models]]`; see `ModelEntry`). Default none.
     pub models: Vec<ModelEntry>,
 }
@@ -278,6 +281,7 @@ impl Default for WorkerSection {
             send_timeout_secs: 10,
             queue_length: 16,
             queue_wait_secs: 60,
+            device: EngineDevice::Cpu,
             models: Vec::new(),
         }
     }
@@ -507,6 +511,7 @@ impl Config {
                     .into(),
             ));
         }
+        self.worker.device.check().map_err(ConfigError::Invalid)?;
         let mut names = std::collections::BTreeSet::new();
         for m in &self.worker.models {
             crate::inference::model::check_name(&m.name)

@@ -1,4 +1,5 @@
-//! The real engine: mistral.rs running a local GGUF model in process, on the CPU.
+//! The real engine: mistral.rs running a local GGUF model in process, on the CPU or, in a build
+//! with the `cuda` feature and `worker.device = "cuda"`, on the first visible NVIDIA GPU.
 //!
 //! The model is loaded from an existing local directory (mistral.rs then never contacts a model
 //! hub), with the tokenizer and chat template embedded in the GGUF. Requests go to mistral.rs's
@@ -27,14 +28,18 @@ use tokio::sync::mpsc;
 use super::engine::{EVENTS, Engine, EngineError, EngineEvent, Generation, emit};
 use super::mistral_request;
 use super::tools::CallStream;
+use crate::config::EngineDevice;
 
-/// Engine name in receipts.
+/// Engine name in receipts, for a model on the CPU.
 pub const ENGINE_NAME: &str = "mistral.rs 0.8.1 (CPU)";
+/// Engine name in receipts, for a model on an NVIDIA GPU.
+pub const ENGINE_NAME_CUDA: &str = "mistral.rs 0.8.1 (CUDA)";
 
 /// A GGUF model loaded in mistral.rs.
 pub struct MistralEngine {
     model: Arc<Model>,
     model_id: String,
+    engine_name: &'static str,
     context_length: u32,
     max_token_bytes: Option<u32>,
 }
@@ -86,14 +91,27 @@ pub fn gguf_context_length(path: &Path) -> Result<u32, EngineError> {
 }
 
 impl MistralEngine {
-    /// Load the GGUF file at `path` as `model_id`, serving up to `max_concurrent` sequences at
-    /// once with at most `context_length` tokens (capped at what the file declares).
+    /// Load the GGUF file at `path` as `model_id` on the CPU, serving up to `max_concurrent`
+    /// sequences at once with at most `context_length` tokens (capped at what the file declares).
     pub async fn load(
         path: &Path,
         model_id: String,
         context_length: Option<u32>,
         max_concurrent: u32,
     ) -> Result<Self, EngineError> {
+        Self::load_on(path, model_id, context_length, max_concurrent, EngineDevice::Cpu).await
+    }
+
+    /// [`MistralEngine::load`] on `device` (`worker.device`). A CUDA device that cannot be opened
+    /// (no driver, no GPU) fails the load: mistral.rs would otherwise fall back to the CPU.
+    pub async fn load_on(
+        path: &Path,
+        model_id: String,
+        context_length: Option<u32>,
+        max_concurrent: u32,
+        device: EngineDevice,
+    ) -> Result<Self, EngineError> {
+        device.check().map_err(EngineError::Failed)?;
         let path = std::fs::canonicalize(path)
             .map_err(|e| EngineError::Failed(format!("model file {}: {e}", path.display())))?;
         if !path.is_file() {
@@ -105,18 +123,36 @@ impl MistralEngine {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
         let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         // An existing local directory: every lookup is a local file read, never a hub request.
-        let model = GgufModelBuilder::new(dir.to_string_lossy(), vec![file])
-            .with_force_cpu()
+        let builder = match device {
+            EngineDevice::Cpu => GgufModelBuilder::new(dir.to_string_lossy(), vec![file]).with_force_cpu(),
+            EngineDevice::Cuda(ordinal) => {
+                // Open the GPU first so a missing driver or GPU is named as such. mistral.rs 0.8.1
+                // then picks the first visible GPU itself (`best_device`, which `check` allows
+                // for); `with_device` is passed for the versions that honour it.
+                let gpu = mistralrs::Device::new_cuda(ordinal as usize)
+                    .map_err(|e| EngineError::Failed(format!("CUDA device {ordinal}: {e}")))?;
+                GgufModelBuilder::new(dir.to_string_lossy(), vec![file]).with_device(gpu)
+            }
+        };
+        let model = builder
             .with_token_source(TokenSource::None)
             .with_max_num_seqs(max_concurrent.max(1) as usize)
             .with_prefix_cache_n(None)
             .build()
             .await
             .map_err(|e| EngineError::Failed(format!("loading {}: {e:#}", path.display())))?;
-        let device =
-            model.config().map_or_else(|_| "unknown".into(), |c| format!("{:?}", c.device.location()));
-        tracing::info!(%model_id, context_length, ?max_token_bytes, %device, "model loaded in mistral.rs");
-        Ok(Self { model: Arc::new(model), model_id, context_length, max_token_bytes })
+        let location = model.config().map(|c| c.device.location()).ok();
+        let on_gpu = matches!(location, Some(candle_core::DeviceLocation::Cuda { .. }));
+        if device != EngineDevice::Cpu && !on_gpu {
+            return Err(EngineError::Failed(format!(
+                "{}: worker.device = \"{device}\" but mistral.rs loaded it on {location:?}",
+                path.display()
+            )));
+        }
+        let engine_name = if on_gpu { ENGINE_NAME_CUDA } else { ENGINE_NAME };
+        let shown = location.map_or_else(|| "unknown".into(), |l| format!("{l:?}"));
+        tracing::info!(%model_id, context_length, ?max_token_bytes, device = %shown, "model loaded in mistral.rs");
+        Ok(Self { model: Arc::new(model), model_id, engine_name, context_length, max_token_bytes })
     }
 }
 
@@ -134,7 +170,7 @@ impl Engine for MistralEngine {
     }
 
     fn engine_name(&self) -> &str {
-        ENGINE_NAME
+        self.engine_name
     }
 
     fn context_length(&self) -> u32 {

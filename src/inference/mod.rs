@@ -18,6 +18,7 @@ pub mod setup;
 pub mod tools;
 pub mod worker;
 
-/// Where the in-process engine runs: this build loads every model on the CPU (mistral.rs's
-/// `with_force_cpu`), whatever accelerators the machine has.
+/// Where the in-process engine runs by default (`worker.device = "cpu"`, mistral.rs's
+/// `with_force_cpu`), whatever accelerators the machine has. A build with the `cuda` feature can
+/// load GGUF models on a GPU instead (`worker.device = "cuda"`, docs/cuda.md).
 pub const ENGINE_DEVICE: &str = "CPU";

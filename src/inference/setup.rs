@@ -96,11 +96,12 @@ pub async fn load(config: &Config, offers: &[ModelOffer]) -> Result<Vec<ServedMo
             served.push(ServedModel { engine: std::sync::Arc::new(engine), offer: offer.clone() });
             continue;
         }
-        let engine = super::mistral::MistralEngine::load(
+        let engine = super::mistral::MistralEngine::load_on(
             &entry.path,
             offer.model_id.clone(),
             Some(offer.context_length),
             offer.max_concurrent,
+            config.worker.device,
         )
         .await
         .map_err(|source| SetupError::Engine { name: entry.name.clone(), source })?;
