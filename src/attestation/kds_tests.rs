@@ -107,7 +107,9 @@ async fn a_vcek_is_fetched_once_then_served_from_the_store_offline() {
     assert_eq!(query.get("ucodeSPL").map(String::as_str), Some("115"));
     // The VCEK verifies the report it was fetched for.
     let expected: [u8; 64] = report[0x50..0x90].try_into().unwrap();
-    let policy = crate::attestation::snp::SnpPolicy::default();
+    let measurement = report[0x90..0xC0].try_into().unwrap();
+    let policy =
+        crate::attestation::snp::SnpPolicy { allowed_measurements: vec![measurement], ..Default::default() };
     crate::attestation::snp::verify_report(&report, &vcek, &expected, &policy, JAN_2025).unwrap();
     source.for_report(&report, JAN_2025).await.unwrap();
     assert_eq!(kds.hits.load(Ordering::SeqCst), 1, "served from memory the second time");
