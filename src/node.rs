@@ -19,19 +19,12 @@ use tokio::task::JoinHandle;
 use crate::api::admin::{self, AdminState};
 use crate::api::admin_control::AdminControl;
 use crate::api::openai::{self, ApiState};
-use crate::attestation::collateral::CollateralSource;
-use crate::attestation::gpu_online::GpuOnline;
-use crate::attestation::gpu_provider::{GpuProvider, NoGpus, NvmlGpus, SimulatedGpus};
-use crate::attestation::kds::VcekSource;
-use crate::attestation::pccs::{PccsClient, PccsError};
-use crate::attestation::policy_file::{PolicyFileError, load_policies};
-use crate::attestation::provider::{ConfigfsTsm, SimulatedTee, TeeProvider};
-use crate::attestation::service::{self, AttestationHandle, OwnRecord, ServiceError};
-use crate::attestation::snp::SnpPolicy;
-use crate::attestation::snp_provider::SnpTsm;
-use crate::attestation::verifier::Verifier;
+use crate::attestation::pccs::PccsError;
+use crate::attestation::policy_file::PolicyFileError;
+use crate::attestation::service::{self, AttestationHandle, ServiceError};
+use crate::attestation::setup::{attestation_policy, collateral_source, own_record, tee_verifier};
 use crate::chain::SharedChain;
-use crate::config::{Config, ConfigError, GpuKind, Role, TeeKind};
+use crate::config::{Config, ConfigError, Role};
 use crate::inference::client::InferenceClient;
 use crate::inference::setup::{self, SetupError};
 use crate::inference::worker;
@@ -39,8 +32,6 @@ use crate::network::bootstrap::{self, BootstrapError};
 use crate::network::{self, JoinConfig, NetworkConfig, NetworkError, NetworkHandle, TransportKind};
 use crate::payments;
 use crate::store::{self, Store, StoreError};
-use cocoon_protocol::attestation::gpu_policy::GpuRequirement;
-use cocoon_protocol::attestation::record::ModelOffer;
 
 /// Peers remembered from earlier runs that a starting node dials.
 const KNOWN_PEERS_TO_DIAL: usize = 32;
@@ -51,7 +42,7 @@ const PEER_BOOK_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
 /// How often a joined node checks it still has connections.
 const JOIN_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// Quote verification results kept (by quote hash).
-const VERIFIER_CACHE: usize = 4096;
+pub(crate) const VERIFIER_CACHE: usize = 4096;
 /// Longest the network may take to close its connections on shutdown.
 const NETWORK_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -475,115 +466,6 @@ impl Node {
         tracing::info!(bytes, known_peers = book.len(), "store flushed");
         Ok(())
     }
-}
-
-/// The policies this node applies to workers' records (the SEV-SNP one apart: it reads verified
-/// reports).
-fn attestation_policy(
-    config: &Config,
-) -> Result<(cocoon_protocol::attestation::policy::AttestationPolicy, SnpPolicy), NodeError> {
-    let a = &config.attestation;
-    let governance = match &a.governance_key {
-        None => None,
-        Some(text) => {
-            let bytes = hex::decode(text.trim())
-                .map_err(|e| ConfigError::Invalid(format!("attestation.governance_key is not hex: {e}")))?;
-            Some(libp2p::identity::ed25519::PublicKey::try_from_bytes(&bytes).map_err(|e| {
-                ConfigError::Invalid(format!("attestation.governance_key is not an ed25519 key: {e}"))
-            })?)
-        }
-    };
-    let (mut policy, snp) = match &a.policy_file {
-        Some(path) => load_policies(path, governance.as_ref())?,
-        None if governance.is_some() => {
-            return Err(
-                ConfigError::Invalid("attestation.governance_key is set but no policy_file".into()).into()
-            );
-        }
-        None => Default::default(),
-    };
-    policy.allow_simulated |= a.allow_simulated;
-    if policy.allow_simulated {
-        tracing::warn!("this node accepts SIMULATED attestation evidence (development only)");
-    }
-    if let Some(require) = &a.require_gpu {
-        policy.gpu.require = GpuRequirement::from_name(require).ok_or_else(|| {
-            ConfigError::Invalid(format!(
-                "attestation.require_gpu = {require:?}: use \"none\", \"any\" or \"cc\""
-            ))
-        })?;
-    }
-    Ok((policy, snp))
-}
-
-/// The verifier of workers' evidence: the policies, VCEKs from the store and AMD's KDS, and the
-/// online GPU checks the configuration requires.
-fn tee_verifier(
-    config: &Config,
-    store: &Store,
-    policy: cocoon_protocol::attestation::policy::AttestationPolicy,
-    snp: SnpPolicy,
-) -> Result<Verifier, NodeError> {
-    let kds = &config.attestation.kds;
-    let vceks = VcekSource::new(kds, Some(store.vcek_cache()?))
-        .map_err(|e| ConfigError::Invalid(format!("attestation.kds: {e}")))?;
-    let mut verifier = Verifier::new(policy, VERIFIER_CACHE).with_snp_policy(snp).with_vceks(Arc::new(vceks));
-    if let Some(online) = GpuOnline::new(&config.attestation.gpu)
-        .map_err(|e| ConfigError::Invalid(format!("attestation.gpu: {e}")))?
-    {
-        verifier = verifier.with_gpu_online(Arc::new(online));
-    }
-    Ok(verifier)
-}
-
-/// Collateral for TDX quotes: the store's cache, refreshed from the configured PCCS (if any).
-fn collateral_source(config: &Config, store: &Store) -> Result<CollateralSource, NodeError> {
-    let url = &config.attestation.pccs_url;
-    let pccs = if url.is_empty() {
-        None
-    } else {
-        Some(PccsClient::new(url, Duration::from_secs(config.attestation.pccs_timeout_secs))?)
-    };
-    Ok(CollateralSource::new(pccs, Some(store.collateral_cache()?)))
-}
-
-/// What this node attests, if it is a worker.
-pub(crate) fn own_record(
-    config: &Config,
-    identity: &Keypair,
-    offers: Vec<ModelOffer>,
-) -> Result<Option<OwnRecord>, NodeError> {
-    if !config.has_role(Role::Worker) {
-        return Ok(None);
-    }
-    let dir = &config.node.data_dir;
-    let tee: Arc<dyn TeeProvider> = match config.worker.tee {
-        TeeKind::Tdx => Arc::new(ConfigfsTsm::default()),
-        TeeKind::SevSnp => Arc::new(SnpTsm::default()),
-        TeeKind::Simulated => {
-            tracing::warn!("worker publishes SIMULATED attestation evidence: strict peers will refuse it");
-            Arc::new(SimulatedTee::new(store::load_or_create_simulator_key(dir)?))
-        }
-    };
-    let gpus: Arc<dyn GpuProvider> = match config.worker.gpus {
-        GpuKind::None => Arc::new(NoGpus),
-        GpuKind::Nvidia => Arc::new(NvmlGpus),
-        GpuKind::Simulated => {
-            tracing::warn!("worker publishes SIMULATED GPU evidence: strict peers will refuse it");
-            let key = store::load_or_create_simulator_key(dir)?;
-            Arc::new(SimulatedGpus::new(key, config.worker.simulated_gpus))
-        }
-    };
-    Ok(Some(OwnRecord {
-        identity: identity.clone(),
-        noise_public: store::load_or_create_noise_key(dir)?.public,
-        payout_address: config.worker.payout_address.clone(),
-        terms: config.payments.worker_terms(),
-        offers,
-        tee,
-        gpus,
-        validity: Duration::from_secs(config.worker.record_validity_secs),
-    }))
 }
 
 fn spawn_flusher(store: Store, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {

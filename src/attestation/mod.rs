@@ -37,6 +37,7 @@ pub mod pccs;
 pub mod policy_file;
 pub mod provider;
 pub mod service;
+pub mod setup;
 #[cfg(test)]
 pub(crate) mod sev_samples;
 pub mod snp;

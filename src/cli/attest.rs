@@ -203,7 +203,7 @@ fn show(args: &super::NodeArgs) -> anyhow::Result<()> {
             let store = crate::store::Store::open(&config.node.data_dir).ok();
             let hashes = store.as_ref().and_then(|s| s.model_hashes().ok());
             let offers = crate::inference::setup::offers(&config, hashes.as_ref())?;
-            let own = crate::node::own_record(&config, &identity, offers)?
+            let own = crate::attestation::setup::own_record(&config, &identity, offers)?
                 .context("this node is not a worker: it publishes no attestation record")?;
             own.build(crate::clock::unix_now())?
         }
