@@ -460,11 +460,7 @@ impl GpuOcsp {
             return Err(OcspError::Request { url, reason: "not an http(s) URL".into() });
         }
         let timeout = Duration::from_secs(config.timeout_secs.max(1));
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("cocoon/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let http = crate::attestation::pccs::http_client(timeout)
             .map_err(|e| OcspError::Request { url: url.clone(), reason: e.to_string() })?;
         Ok(Self { http, url, cache_secs: config.cache_secs, good: Mutex::new(HashMap::new()) })
     }

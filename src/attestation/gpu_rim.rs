@@ -554,11 +554,7 @@ impl GpuRims {
             return Err(RimError::Request { url: base, reason: "not an http(s) URL".into() });
         }
         let timeout = Duration::from_secs(config.timeout_secs.max(1));
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("cocoon/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let http = crate::attestation::pccs::http_client(timeout)
             .map_err(|e| RimError::Request { url: base.clone(), reason: e.to_string() })?;
         Ok(Self { http, base, cache_secs: config.cache_secs, root, cache: Mutex::new(HashMap::new()) })
     }

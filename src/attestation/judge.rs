@@ -9,9 +9,10 @@
 //!   collateral rates out of date or revoked, a quote format this build does not support.
 //! - **Reject** — provably the sender's fault, whatever the verifier's collateral, clock or
 //!   version: malformed, bad record signature, published by someone other than its worker,
-//!   report data that does not bind its keys, a quote that does not decode or whose own
-//!   signatures do not verify up to Intel's root, a forged simulator signature. Not forwarded,
-//!   and the peer that sent it is blocked (fatal).
+//!   report data or a GPU nonce that does not bind its keys, a GPU listed twice, a quote that does
+//!   not decode or whose own signatures do not verify up to Intel's root, forged or inconsistent
+//!   SEV-SNP or GPU evidence (`VerifyError::is_senders_fault`), a forged simulator signature.
+//!   Not forwarded, and the peer that sent it is blocked (fatal).
 //!
 //! [`verdict`] is the one place verification errors become verdicts. Judging is split so the
 //! cheap checks ([`admit`], then the quote's own signatures) run before any collateral is
@@ -29,6 +30,11 @@ use super::kds::KdsError;
 use super::known::KnownWorkers;
 use super::tdx::Collateral;
 use super::verifier::{Inputs, Verifier, VerifyError};
+
+/// Longest one record's KDS fetch, or its GPUs' online checks (up to 8 GPUs, several requests
+/// each, every request bounded by its service's timeout), may hold the judge: records wait
+/// behind it.
+const FETCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A verdict on one record.
 #[derive(Debug)]
@@ -127,11 +133,17 @@ pub async fn judge(
         }
         TeeEvidence::SevSnp(snp) if snp.vcek.is_empty() => {
             // The chip's VCEK from AMD's KDS (or the cache) before the report can be checked.
-            match verifier.vceks().map(|v| v.for_report(&snp.report, now)) {
+            match verifier
+                .vceks()
+                .map(|v| tokio::time::timeout(FETCH_DEADLINE, v.for_report(&snp.report, now)))
+            {
                 Some(fetch) => match fetch.await {
-                    Ok(_) => None,
-                    Err(KdsError::Report(e)) if e.is_senders_fault() => return verdict(e.into()),
-                    Err(e) => return Judgement::Ignore(format!("cannot verify the SEV-SNP report yet: {e}")),
+                    Ok(Ok(_)) => None,
+                    Ok(Err(KdsError::Report(e))) if e.is_senders_fault() => return verdict(e.into()),
+                    Ok(Err(e)) => {
+                        return Judgement::Ignore(format!("cannot verify the SEV-SNP report yet: {e}"));
+                    }
+                    Err(_) => return Judgement::Ignore("no VCEK from AMD's KDS in time".into()),
                 },
                 None => None,
             }
@@ -139,10 +151,15 @@ pub async fn judge(
         TeeEvidence::Simulated(_) | TeeEvidence::SevSnp(_) => None,
     };
     match (assess(signed, verifier, fetched.as_deref(), now), verifier.gpu_online()) {
-        (Judgement::Accept(signed), Some(online)) => match online.check(signed.record(), now).await {
-            Ok(()) => Judgement::Accept(signed),
-            Err(why) => Judgement::Ignore(format!("GPU evidence refused by NVIDIA's services: {why}")),
-        },
+        (Judgement::Accept(signed), Some(online)) => {
+            match tokio::time::timeout(FETCH_DEADLINE, online.check(signed.record(), now)).await {
+                Ok(Ok(())) => Judgement::Accept(signed),
+                Ok(Err(why)) => {
+                    Judgement::Ignore(format!("GPU evidence refused by NVIDIA's services: {why}"))
+                }
+                Err(_) => Judgement::Ignore("NVIDIA's services did not answer in time".into()),
+            }
+        }
         (judged, _) => judged,
     }
 }

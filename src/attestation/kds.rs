@@ -164,11 +164,7 @@ impl KdsClient {
             return Err(KdsError::Url(config.url.clone()));
         }
         let timeout = Duration::from_secs(config.timeout_secs.max(1));
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("cocoon/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let http = super::pccs::http_client(timeout)
             .map_err(|e| KdsError::Request { url: base.clone(), reason: e.to_string() })?;
         Ok(Self { http, base, timeout })
     }

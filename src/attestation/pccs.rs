@@ -162,11 +162,7 @@ impl PccsClient {
         if !(base.starts_with("https://") || base.starts_with("http://")) {
             return Err(PccsError::Url(base_url.to_owned()));
         }
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("cocoon/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let http = http_client(timeout)
             .map_err(|e| PccsError::Request { url: base.clone(), reason: e.to_string() })?;
         Ok(Self { http, base })
     }
@@ -264,6 +260,16 @@ fn der_or_hex(body: &[u8]) -> Vec<u8> {
         return decoded;
     }
     body.to_vec()
+}
+
+/// The HTTP client of every attestation service this node asks (PCCS, AMD's KDS, NVIDIA's OCSP
+/// and RIM services): `timeout` for connecting and for each whole request.
+pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("cocoon/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use cocoon_protocol::attestation::policy::{CpuKind, EvidenceClaims, Rejection};
 use cocoon_protocol::attestation::record::{GpuEvidence, NvidiaGpuEvidence, SnpEvidence};
 
 use super::gpu::{self, GpuError};
-use super::snp::{self, SnpError, SnpPolicy, SnpReport, VerifiedVcek};
+use super::snp::{self, SnpError, SnpPolicy, SnpProduct, SnpReport, VerifiedVcek};
 
 /// TCB status recorded in the claims of verified SEV-SNP evidence (its TCB rules are the SEV-SNP
 /// policy's minimum, applied while verifying).
@@ -122,13 +122,11 @@ fn nvidia_claims(
 }
 
 /// The VCEK an SEV-SNP evidence carries, verified up to AMD's root of whichever pinned product
-/// issued it (with that product's ASK as the `sev` crate ships it).
+/// issued it.
 pub fn carried_vcek(evidence: &SnpEvidence, now: u64) -> Result<VerifiedVcek, SnpError> {
-    use sev::certs::snp::builtin::{genoa, milan, turin};
-    let chains = [(milan::ASK, milan::ARK), (genoa::ASK, genoa::ARK), (turin::ASK, turin::ARK)];
     let mut last = SnpError::Malformed("no VCEK in the evidence".into());
-    for (ask, ark) in chains {
-        match VerifiedVcek::verify(&evidence.vcek, ask, ark, now) {
+    for product in SnpProduct::ALL {
+        match VerifiedVcek::verify_pinned(&evidence.vcek, product, now) {
             Ok(vcek) => return Ok(vcek),
             // Another product's chain: try the next. Anything else is this VCEK's own fault.
             Err(e @ SnpError::Chain(_)) => last = e,
